@@ -1,0 +1,75 @@
+"""The element types an Array can hold and how they map to numpy and GLSL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DType:
+    """An element type: its name, numpy storage type and GLSL value/storage types."""
+
+    name: str
+    numpy: type
+    glsl: str
+    storage_glsl: str
+    rank: int
+
+    def __repr__(self) -> str:
+        return f"dc.{self.name}"
+
+    @property
+    def itemsize(self) -> int:
+        return 4
+
+    @property
+    def is_float(self) -> bool:
+        return self.name == "float32"
+
+
+bool_ = DType("bool", np.uint32, "bool", "uint", 0)
+uint32 = DType("uint32", np.uint32, "uint", "uint", 1)
+int32 = DType("int32", np.int32, "int", "int", 2)
+float32 = DType("float32", np.float32, "float", "float", 3)
+
+ALL_DTYPES = (bool_, uint32, int32, float32)
+_BY_NAME = {d.name: d for d in ALL_DTYPES}
+_FROM_NUMPY = {
+    np.dtype(np.bool_): bool_,
+    np.dtype(np.uint8): uint32,
+    np.dtype(np.uint16): uint32,
+    np.dtype(np.uint32): uint32,
+    np.dtype(np.int8): int32,
+    np.dtype(np.int16): int32,
+    np.dtype(np.int32): int32,
+    np.dtype(np.int64): int32,
+    np.dtype(np.float16): float32,
+    np.dtype(np.float32): float32,
+    np.dtype(np.float64): float32,
+}
+
+
+def as_dtype(value: DType | str | type | np.dtype) -> DType:
+    """Resolve a descent dtype, its name, or a numpy dtype to a descent dtype."""
+    if isinstance(value, DType):
+        return value
+    if isinstance(value, str) and value in _BY_NAME:
+        return _BY_NAME[value]
+    if value is bool:
+        return bool_
+    if value is int:
+        return int32
+    if value is float:
+        return float32
+    try:
+        return _FROM_NUMPY[np.dtype(value)]
+    except (TypeError, KeyError):
+        names = ", ".join(_BY_NAME)
+        raise TypeError(f"unsupported dtype {value!r}; descent has {names}") from None
+
+
+def promote(*dtypes: DType) -> DType:
+    """The common type of several operands: bool < uint32 < int32 < float32."""
+    return max(dtypes, key=lambda d: d.rank)

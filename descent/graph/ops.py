@@ -1,0 +1,304 @@
+"""Op builders: each checks shapes and types at build time and records nodes in the scope."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
+from descent.graph import view as views
+from descent.graph.array import Array
+from descent.graph.dtype import DType, as_dtype, bool_, float32, int32, promote
+from descent.graph.optable import ELEMENTWISE
+from descent.graph.view import Shape, broadcast_shapes, numel
+
+Operand = Array | float | int | bool
+
+
+def _scope_of(op: str, operands: Sequence[Any]):
+    scopes = {id(x.scope): x.scope for x in operands if isinstance(x, Array)}
+    if not scopes:
+        raise GraphError(at_user_line(f"{op}: needs at least one Array operand"))
+    if len(scopes) > 1:
+        raise GraphError(at_user_line(f"{op}: operands come from different graphs"))
+    return next(iter(scopes.values()))
+
+
+def as_array(value: Operand, scope, dtype: DType | None = None) -> Array:
+    """An Array of `scope` for `value`; Python scalars become inlined constants."""
+    if isinstance(value, Array):
+        if value.scope is not scope:
+            raise GraphError(at_user_line("an Array from another graph was used in this one"))
+        return value
+    if isinstance(value, bool | int | float):
+        return scope.constant(value, dtype)
+    raise DTypeError(at_user_line(f"cannot use {type(value).__name__} as an Array operand"))
+
+
+def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
+    """numpy-2 style promotion where Python scalars are weak: they never widen an Array's type."""
+    strong = [x.dtype for x in operands if isinstance(x, Array) and x.node.op != "const"]
+    weak = [x.dtype if isinstance(x, Array) else as_dtype(type(x)) for x in operands
+            if not (isinstance(x, Array) and x.node.op != "const")]
+    target = promote(*strong) if strong else promote(*weak)
+    if any(d.is_float for d in weak) and not target.is_float:
+        target = float32
+    if any(d == int32 for d in weak) and target == bool_:
+        target = int32
+    definition = ELEMENTWISE[op]
+    if op in ("logical_and", "logical_or", "logical_not"):
+        return bool_
+    if target == bool_ and op not in ("eq", "ne", "where"):
+        target = int32
+    if definition.float_only:
+        target = float32
+    return target
+
+
+def elementwise(op: str, *operands: Operand) -> Array:
+    """Apply the table's op `op` with numpy broadcasting and type promotion."""
+    definition = ELEMENTWISE[op]
+    if len(operands) != definition.arity:
+        raise TypeError(f"{op} takes {definition.arity} operands, got {len(operands)}")
+    scope = _scope_of(op, operands)
+    if op == "where":
+        condition = astype(as_array(operands[0], scope), bool_)
+        target = _operand_dtype(op, operands[1:])
+        arrays = [condition] + [astype(as_array(x, scope, target), target) for x in operands[1:]]
+    else:
+        target = _operand_dtype(op, operands)
+        arrays = [astype(as_array(x, scope, target), target) for x in operands]
+    shape = broadcast_shapes(*(a.shape for a in arrays))
+    if shape is None:
+        shapes = " and ".join(str(a.shape) for a in arrays)
+        raise ShapeError(at_user_line(f"{op}: shapes {shapes} do not broadcast"))
+    arrays = [a if a.shape == shape or a.node.op == "const" else broadcast_to(a, shape) for a in arrays]
+    result = bool_ if definition.result == "bool" else arrays[-1].dtype
+    return scope.add(op, shape, result, tuple(a.node_id for a in arrays))
+
+
+def _unary(op: str, doc: str) -> Callable[[Array], Array]:
+    def apply(x: Array) -> Array:
+        return elementwise(op, x)
+
+    apply.__name__ = op
+    apply.__doc__ = doc
+    return apply
+
+
+def _binary(op: str, doc: str) -> Callable[[Operand, Operand], Array]:
+    def apply(a: Operand, b: Operand) -> Array:
+        return elementwise(op, a, b)
+
+    apply.__name__ = op
+    apply.__doc__ = doc
+    return apply
+
+
+add = _binary("add", "a + b")
+sub = _binary("sub", "a - b")
+mul = _binary("mul", "a * b")
+div = _binary("div", "a / b, always in float32")
+pow = _binary("pow", "a ** b, as numpy: negative bases allowed for integral exponents")  # noqa: A001
+maximum = _binary("maximum", "Elementwise larger of a and b")
+minimum = _binary("minimum", "Elementwise smaller of a and b")
+lt = _binary("lt", "a < b")
+le = _binary("le", "a <= b")
+gt = _binary("gt", "a > b")
+ge = _binary("ge", "a >= b")
+eq = _binary("eq", "a == b")
+ne = _binary("ne", "a != b")
+logical_and = _binary("logical_and", "a and b, elementwise")
+logical_or = _binary("logical_or", "a or b, elementwise")
+logical_not = _unary("logical_not", "not a, elementwise")
+neg = _unary("neg", "-x")
+exp = _unary("exp", "e ** x")
+log = _unary("log", "Natural logarithm")
+sqrt = _unary("sqrt", "Square root")
+rsqrt = _unary("rsqrt", "1 / sqrt(x)")
+sin = _unary("sin", "Sine")
+cos = _unary("cos", "Cosine")
+tan = _unary("tan", "Tangent")
+tanh = _unary("tanh", "Hyperbolic tangent")
+sigmoid = _unary("sigmoid", "1 / (1 + exp(-x))")
+floor = _unary("floor", "Largest integer not above x")
+round = _unary("round", "Nearest integer, halves to even (as numpy)")  # noqa: A001
+
+
+def where(condition: Operand, a: Operand, b: Operand) -> Array:
+    """a where condition holds, else b (numpy.where)."""
+    return elementwise("where", condition, a, b)
+
+
+select = where
+
+
+def abs(x: Array) -> Array:  # noqa: A001
+    """|x|; unsigned values are their own magnitude."""
+    return x if x.dtype.name in ("uint32", "bool") else elementwise("abs", x)
+
+
+def sign(x: Array) -> Array:
+    """-1, 0 or 1 by the sign of x."""
+    if x.dtype.name in ("uint32", "bool"):
+        return astype(ne(x, 0), x.dtype)
+    return elementwise("sign", x)
+
+
+def relu(x: Array) -> Array:
+    """max(x, 0)."""
+    return maximum(x, 0)
+
+
+def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
+    """x where x > 0, else negative_slope * x."""
+    return where(x > 0, x, x * negative_slope)
+
+
+def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Array:
+    """Limit x to [lo, hi]; either bound may be None."""
+    if lo is not None:
+        x = maximum(x, lo)
+    if hi is not None:
+        x = minimum(x, hi)
+    return x
+
+
+def astype(x: Array, dtype: DType | str) -> Array:
+    """Convert to `dtype` (float to int truncates toward zero, as numpy)."""
+    target = as_dtype(dtype)
+    if x.dtype == target:
+        return x
+    node = x.node
+    if node.op == "const":
+        value = node.attrs
+        converted = bool(value) if target == bool_ else float(value) if target.is_float else int(value)
+        return x.scope.constant(converted, target)
+    return x.scope.add("cast", x.shape, target, (x.node_id,))
+
+
+# ---- views: zero-copy, they only change how the source is indexed --------------------------
+
+
+def _view(x: Array, shape: Shape, transform: Callable[[views.ViewChain], views.ViewChain]) -> Array:
+    node = x.node
+    if node.op == "const":
+        return x.scope.add("const", shape, node.dtype, attrs=node.attrs)
+    if node.op == "view":
+        source, chain = node.inputs[0], node.attrs
+    else:
+        source, chain = x.node_id, ()
+    chain = transform(chain)
+    if not chain and x.scope.node(source).shape == tuple(shape):
+        return type(x)(x.scope, source)
+    return x.scope.add("view", shape, node.dtype, (source,), chain)
+
+
+def reshape(x: Array, shape: Sequence[int]) -> Array:
+    """Same elements in row-major order, new shape; one axis may be -1."""
+    shape = tuple(int(s) for s in shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(at_user_line(f"reshape: at most one -1 in {shape}"))
+    if -1 in shape:
+        known = numel(tuple(s for s in shape if s != -1))
+        if known == 0 or x.size % known:
+            raise ShapeError(at_user_line(f"reshape: cannot reshape {x.shape} into {shape}"))
+        shape = tuple(x.size // known if s == -1 else s for s in shape)
+    if numel(shape) != x.size or any(s < 0 for s in shape):
+        raise ShapeError(at_user_line(f"reshape: cannot reshape {x.shape} ({x.size} elements) into {shape}"))
+    return _view(x, shape, lambda chain: views.reshape(chain, x.shape, shape))
+
+
+def _axis(axis: int, ndim: int, op: str) -> int:
+    if not -ndim <= axis < ndim:
+        raise ShapeError(at_user_line(f"{op}: axis {axis} is out of range for {ndim} dimensions"))
+    return axis % ndim
+
+
+def transpose(x: Array, axes: Sequence[int] | None = None) -> Array:
+    """Permute the axes (reverse them by default); `.T` is transpose(x)."""
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(_axis(a, x.ndim, "transpose") for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ShapeError(at_user_line(f"transpose: {axes} is not a permutation of the axes of {x.shape}"))
+    shape = tuple(x.shape[a] for a in axes)
+    return _view(x, shape, lambda chain: views.permute(chain, x.shape, axes))
+
+
+def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
+    """Repeat size-1 and missing leading axes to `shape` without copying."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < x.ndim or broadcast_shapes(x.shape, shape) != shape:
+        raise ShapeError(at_user_line(f"broadcast_to: cannot broadcast {x.shape} to {shape}"))
+    if shape == x.shape:
+        return x
+    return _view(x, shape, lambda chain: views.expand(chain, x.shape, shape))
+
+
+def expand_dims(x: Array, axis: int | Sequence[int]) -> Array:
+    """Insert size-1 axes at the given positions of the result."""
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    ndim = x.ndim + len(axes)
+    positions = sorted(_axis(a, ndim, "expand_dims") for a in axes)
+    if len(set(positions)) != len(positions):
+        raise ShapeError(at_user_line(f"expand_dims: repeated axis in {axes}"))
+    dims = iter(x.shape)
+    shape = tuple(1 if k in positions else next(dims) for k in range(ndim))
+    return reshape(x, shape)
+
+
+def squeeze(x: Array, axis: int | Sequence[int] | None = None) -> Array:
+    """Remove size-1 axes (all of them, or those given)."""
+    if axis is None:
+        axes = tuple(k for k, s in enumerate(x.shape) if s == 1)
+    else:
+        axes = tuple(_axis(a, x.ndim, "squeeze") for a in ((axis,) if isinstance(axis, int) else axis))
+    for a in axes:
+        if x.shape[a] != 1:
+            raise ShapeError(at_user_line(f"squeeze: axis {a} of {x.shape} has size {x.shape[a]}, not 1"))
+    return reshape(x, tuple(s for k, s in enumerate(x.shape) if k not in axes))
+
+
+def getitem(x: Array, index: Any) -> Array:
+    """Basic numpy indexing: integers, slices (any step), None and Ellipsis."""
+    index = index if isinstance(index, tuple) else (index,)
+    if builtins.sum(1 for i in index if i is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    consumed = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
+    if consumed > x.ndim:
+        raise IndexError(at_user_line(f"too many indices ({consumed}) for an Array of shape {x.shape}"))
+    if any(i is Ellipsis for i in index):
+        at = next(k for k, i in enumerate(index) if i is Ellipsis)
+        index = index[:at] + (slice(None),) * (x.ndim - consumed) + index[at + 1 :]
+    index = index + (slice(None),) * (x.ndim - consumed)
+    starts, steps, sizes, keep, inserted = [], [], [], [], []
+    axis = 0
+    for item in index:
+        if item is None:
+            inserted.append(len(keep))
+            keep.append(None)
+            continue
+        size = x.shape[axis]
+        if isinstance(item, slice):
+            start, stop, step = item.indices(size)
+            starts.append(start)
+            steps.append(step)
+            sizes.append(len(range(start, stop, step)))
+            keep.append(axis)
+        elif isinstance(item, int | bool) or hasattr(item, "__index__"):
+            position = int(item)
+            if not -size <= position < size:
+                raise IndexError(at_user_line(f"index {position} is out of bounds for axis {axis} with size {size}"))
+            starts.append(position % size)
+            steps.append(1)
+            sizes.append(1)
+        else:
+            raise IndexError(at_user_line(f"unsupported index {item!r}: use integers, slices, None or ..."))
+        axis += 1
+    sliced = tuple(sizes)
+    if any(sizes[k] != x.shape[k] or starts[k] != 0 or steps[k] != 1 for k in range(x.ndim)):
+        if numel(sliced) == 0:
+            raise ShapeError(at_user_line(f"indexing {x.shape} with {index} gives an empty Array"))
+        x = _view(x, sliced, lambda chain: views.window(chain, x.shape, tuple(starts), tuple(steps), sliced))
+    shape = tuple(1 if k is None else sizes[k] for k in keep)
+    return reshape(x, shape) if shape != x.shape else x

@@ -1,0 +1,70 @@
+"""The one table of elementwise ops: arity, GLSL expression and result-type rule.
+
+Every elementwise op the graph can hold is a row here; codegen reads the GLSL from it and the
+op builders read arity and typing from it, so adding an op is adding a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ElementwiseOp:
+    """An elementwise op: `glsl` formats operand expressions {0}, {1}, {2} into one expression."""
+
+    name: str
+    arity: int
+    glsl: str
+    result: str = "same"  # "same": the promoted operand type; "bool": a predicate
+    float_only: bool = False  # integer operands are cast to float32 first
+    helper: str = ""  # GLSL function the expression calls, emitted once per shader
+
+
+_POW_HELPER = """float descent_pow(float base, float exponent) {
+    if (exponent == 0.0) {
+        return 1.0;
+    }
+    float magnitude = pow(abs(base), exponent);
+    bool odd_integer = exponent == floor(exponent) && mod(exponent, 2.0) == 1.0;
+    if (base < 0.0) {
+        return exponent == floor(exponent) ? (odd_integer ? -magnitude : magnitude) : uintBitsToFloat(0x7fc00000u);
+    }
+    return base == 0.0 && exponent < 0.0 ? uintBitsToFloat(0x7f800000u) : magnitude;
+}"""
+
+_OPS = [
+    ElementwiseOp("add", 2, "{0} + {1}"),
+    ElementwiseOp("sub", 2, "{0} - {1}"),
+    ElementwiseOp("mul", 2, "{0} * {1}"),
+    ElementwiseOp("div", 2, "{0} / {1}", float_only=True),
+    ElementwiseOp("pow", 2, "descent_pow({0}, {1})", float_only=True, helper=_POW_HELPER),
+    ElementwiseOp("maximum", 2, "max({0}, {1})"),
+    ElementwiseOp("minimum", 2, "min({0}, {1})"),
+    ElementwiseOp("lt", 2, "{0} < {1}", result="bool"),
+    ElementwiseOp("le", 2, "{0} <= {1}", result="bool"),
+    ElementwiseOp("gt", 2, "{0} > {1}", result="bool"),
+    ElementwiseOp("ge", 2, "{0} >= {1}", result="bool"),
+    ElementwiseOp("eq", 2, "{0} == {1}", result="bool"),
+    ElementwiseOp("ne", 2, "{0} != {1}", result="bool"),
+    ElementwiseOp("logical_and", 2, "{0} && {1}", result="bool"),
+    ElementwiseOp("logical_or", 2, "{0} || {1}", result="bool"),
+    ElementwiseOp("logical_not", 1, "!{0}", result="bool"),
+    ElementwiseOp("where", 3, "{0} ? {1} : {2}"),
+    ElementwiseOp("neg", 1, "-{0}"),
+    ElementwiseOp("abs", 1, "abs({0})"),
+    ElementwiseOp("sign", 1, "sign({0})"),
+    ElementwiseOp("exp", 1, "exp({0})", float_only=True),
+    ElementwiseOp("log", 1, "log({0})", float_only=True),
+    ElementwiseOp("sqrt", 1, "sqrt({0})", float_only=True),
+    ElementwiseOp("rsqrt", 1, "inversesqrt({0})", float_only=True),
+    ElementwiseOp("sin", 1, "sin({0})", float_only=True),
+    ElementwiseOp("cos", 1, "cos({0})", float_only=True),
+    ElementwiseOp("tan", 1, "tan({0})", float_only=True),
+    ElementwiseOp("tanh", 1, "tanh(clamp({0}, -15.0, 15.0))", float_only=True),
+    ElementwiseOp("sigmoid", 1, "1.0 / (1.0 + exp(-{0}))", float_only=True),
+    ElementwiseOp("floor", 1, "floor({0})", float_only=True),
+    ElementwiseOp("round", 1, "roundEven({0})", float_only=True),
+]
+
+ELEMENTWISE: dict[str, ElementwiseOp] = {op.name: op for op in _OPS}

@@ -1,0 +1,27 @@
+"""A named, persistent device array owned by an Environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from descent.graph.dtype import DType
+from descent.graph.view import Shape, numel
+
+
+@dataclass(frozen=True, eq=False)
+class Parameter:
+    """Handle to a device array that survives across runs; its memory lives in the Environment."""
+
+    name: str
+    shape: Shape
+    dtype: DType
+    environment: Any = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return numel(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize

@@ -1,0 +1,89 @@
+"""The graph-building scope: what `env.build_graph(fn)` hands to `fn` as `s`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+import numpy as np
+
+from descent.errors import GraphError, ShapeError, at_user_line, user_location
+from descent.graph.array import Array
+from descent.graph.dtype import DType, as_dtype
+from descent.graph.node import Node
+from descent.graph.view import Shape, broadcast_shapes
+
+if TYPE_CHECKING:
+    from descent.graph.parameter import Parameter
+
+
+class Scope:
+    """Records ops into a networkx DiGraph; nothing runs until the graph is built and run."""
+
+    def __init__(self, environment: Any, training: bool = False) -> None:
+        self.graph = nx.DiGraph()
+        self.environment = environment
+        self.training = training
+        self.writes: dict[str, tuple[Parameter, int]] = {}
+        self._reads: dict[str, int] = {}
+        self._constants: dict[tuple, int] = {}
+
+    def add(self, op: str, shape: Shape, dtype: DType, inputs: tuple[int, ...] = (), attrs: Any = None) -> Array:
+        """Append a node and return the Array that names it."""
+        node_id = self.graph.number_of_nodes()
+        node = Node(op, tuple(int(s) for s in shape), dtype, tuple(inputs), attrs, user_location())
+        self.graph.add_node(node_id, node=node)
+        for position, source in enumerate(inputs):
+            self.graph.add_edge(source, node_id, position=position)
+        return Array(self, node_id)
+
+    def node(self, node_id: int) -> Node:
+        return self.graph.nodes[node_id]["node"]
+
+    def read(self, parameter: Parameter) -> Array:
+        """The parameter's value as it was when the run started."""
+        self._check_parameter(parameter)
+        if parameter.name not in self._reads:
+            self._reads[parameter.name] = self.add("read", parameter.shape, parameter.dtype, attrs=parameter).node_id
+        return Array(self, self._reads[parameter.name])
+
+    def write(self, parameter: Parameter, value: Array | float | int) -> None:
+        """Store `value` into the parameter when the graph runs; reads in the same run see the old value."""
+        from descent.graph import ops
+
+        self._check_parameter(parameter)
+        value = ops.as_array(value, self)
+        if value.shape != parameter.shape:
+            if broadcast_shapes(value.shape, parameter.shape) == parameter.shape:
+                value = ops.broadcast_to(value, parameter.shape)
+            else:
+                raise ShapeError(
+                    at_user_line(
+                        f"write: value of shape {value.shape} does not fit parameter "
+                        f"'{parameter.name}' of shape {parameter.shape}"
+                    )
+                )
+        if value.dtype != parameter.dtype:
+            value = ops.astype(value, parameter.dtype)
+        if parameter.name in self.writes:
+            raise GraphError(at_user_line(f"write: parameter '{parameter.name}' is written twice in one graph"))
+        self.writes[parameter.name] = (parameter, value.node_id)
+
+    def constant(self, value: Any, dtype: DType | str | None = None) -> Array:
+        """A constant: Python scalars are inlined into shaders, numpy arrays uploaded once at build."""
+        if np.isscalar(value) or (isinstance(value, np.ndarray) and value.ndim == 0):
+            scalar = value.item() if isinstance(value, np.ndarray | np.generic) else value
+            resolved = as_dtype(dtype) if dtype is not None else as_dtype(type(scalar))
+            key = (resolved.name, repr(scalar))
+            if key not in self._constants:
+                self._constants[key] = self.add("const", (), resolved, attrs=scalar).node_id
+            return Array(self, self._constants[key])
+        array = np.asarray(value)
+        resolved = as_dtype(dtype if dtype is not None else array.dtype)
+        parameter = self.environment.constant_parameter(array, resolved)
+        return self.read(parameter)
+
+    def _check_parameter(self, parameter: Parameter) -> None:
+        owner = getattr(parameter, "environment", None)
+        if owner is not self.environment:
+            raise GraphError(at_user_line(f"parameter {parameter!r} belongs to another Environment"))

@@ -1,0 +1,93 @@
+"""Opening the Vulkan device through kp, and the limits the scheduler and codegen must respect."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from descent.errors import DeviceError
+from descent.runtime.probe import count_devices
+
+DEVICE_TYPES = {0: "other", 1: "integrated", 2: "discrete", 3: "virtual", 4: "cpu"}
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """Limits read from the device at run time, never assumed."""
+
+    max_storage_buffer_range: int
+    max_shared_memory: int
+    max_workgroup_count: tuple[int, int, int]
+    max_workgroup_invocations: int
+    max_workgroup_size: tuple[int, int, int]
+    subgroup_size: int
+    max_push_constants: int
+    max_storage_buffers: int
+
+
+@dataclass(frozen=True)
+class Device:
+    """An opened device: its kp Manager, index, name, type and limits."""
+
+    manager: Any
+    index: int
+    name: str
+    kind: str
+    limits: DeviceLimits
+
+
+def _limits(properties: dict) -> DeviceLimits:
+    return DeviceLimits(
+        max_storage_buffer_range=properties["max_storage_buffer_range"],
+        max_shared_memory=properties["max_compute_shared_memory_size"],
+        max_workgroup_count=tuple(properties["max_work_group_count"]),
+        max_workgroup_invocations=properties["max_work_group_invocations"],
+        max_workgroup_size=tuple(properties["max_work_group_size"]),
+        subgroup_size=properties["subgroup_size"],
+        max_push_constants=properties["max_push_constants_size"],
+        max_storage_buffers=properties["max_per_stage_descriptor_storage_buffers"],
+    )
+
+
+def _import_kp():
+    try:
+        import kp
+    except ImportError as error:
+        raise DeviceError(f"the Kompute module `kp` is not importable ({error}); run `make setup`") from None
+    if not hasattr(kp, "OpMemoryBarrier"):
+        raise DeviceError("this `kp` lacks descent's bindings (OpMemoryBarrier); run `make setup` to build it")
+    logging.getLogger("kp").setLevel(logging.ERROR)
+    return kp
+
+
+def choose(devices: list[dict], spec: int | str | None) -> int:
+    """Index of the device `spec` names (index or name substring); else the first discrete GPU, else 0."""
+    names = ", ".join(f"{k}: {d['device_name']}" for k, d in enumerate(devices))
+    if spec is None or spec == "":
+        discrete = [k for k, d in enumerate(devices) if d["device_type"] == 2]
+        return discrete[0] if discrete else 0
+    if isinstance(spec, int) or str(spec).isdigit():
+        index = int(spec)
+        if not 0 <= index < len(devices):
+            raise DeviceError(f"device index {index} does not exist; the devices are {names}")
+        return index
+    matches = [k for k, d in enumerate(devices) if str(spec).lower() in d["device_name"].lower()]
+    if not matches:
+        raise DeviceError(f"no device name contains {spec!r}; the devices are {names}")
+    return matches[0]
+
+
+def open_device(spec: int | str | None = None) -> Device:
+    """Open the device `spec` picks (see `choose`)."""
+    count_devices()
+    kp = _import_kp()
+    manager = kp.Manager()
+    devices = manager.list_devices()
+    index = choose(devices, spec)
+    if index != 0:
+        manager.destroy()
+        manager = kp.Manager(index)
+    properties = devices[index]
+    return Device(manager, index, properties["device_name"], DEVICE_TYPES.get(properties["device_type"], "other"),
+                  _limits(properties))

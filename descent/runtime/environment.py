@@ -1,0 +1,140 @@
+"""The Environment: the device, the parameters' memory, and building and running graphs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from descent.codegen.glsl import generate
+from descent.compile.spirv import compile_glsl
+from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line
+from descent.graph.dtype import DType, as_dtype, bool_, float32
+from descent.graph.parameter import Parameter
+from descent.graph.scope import Scope
+from descent.runtime.device import Device, _import_kp, open_device
+from descent.runtime.executable import Executable
+from descent.schedule.plan import schedule
+
+LOCAL_SIZE = 256
+
+
+class Environment:
+    """Owns a Vulkan device and the parameters on it; builds graphs from Python functions and runs them."""
+
+    def __init__(self, device: int | str | None = None) -> None:
+        self.device: Device = open_device(device if device is not None else os.environ.get("DESCENT_DEVICE"))
+        self.kp = _import_kp()
+        self.parameters: dict[str, Parameter] = {}
+        self._tensors: dict[str, Any] = {}
+        self._transfer = self.device.manager.sequence()
+        self._constants = 0
+
+    def __repr__(self) -> str:
+        return f"Environment(device={self.device.index}: {self.device.name!r}, {len(self.parameters)} parameters)"
+
+    def parameter(self, name: str, shape: tuple[int, ...] | int, dtype: DType | str = float32,
+                  init: np.ndarray | float | None = None) -> Parameter:
+        """Create a persistent device array (zeros unless `init` is given)."""
+        shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise ShapeError(at_user_line(f"parameter '{name}': negative size in shape {shape}"))
+        if name in self.parameters:
+            raise GraphError(at_user_line(f"parameter '{name}' already exists in this Environment"))
+        parameter = Parameter(name, shape, as_dtype(dtype), self)
+        limit = self.device.limits.max_storage_buffer_range
+        if parameter.nbytes > limit:
+            raise DeviceError(at_user_line(
+                f"parameter '{name}' needs {parameter.nbytes} bytes, more than this device's storage-buffer "
+                f"range of {limit} bytes ({self.device.name}); use a smaller shape"))
+        storage = np.zeros(max(parameter.size, 1), parameter.dtype.numpy)
+        self._tensors[name] = self.device.manager.tensor_t(storage, self.kp.TensorTypes.device)
+        self.parameters[name] = parameter
+        if init is not None:
+            self.write(parameter, np.broadcast_to(np.asarray(init), shape))
+        else:
+            self._sync([self._tensors[name]], to_device=True)
+        return parameter
+
+    def constant_parameter(self, array: np.ndarray, dtype: DType) -> Parameter:
+        """A hidden parameter holding a numpy constant of a graph."""
+        self._constants += 1
+        return self.parameter(f"constant{self._constants}", array.shape, dtype, init=array)
+
+    def tensor(self, name: str):
+        return self._tensors[name]
+
+    def _check(self, parameter: Parameter) -> None:
+        if not isinstance(parameter, Parameter) or parameter.environment is not self:
+            raise GraphError(at_user_line(f"{parameter!r} is not a parameter of this Environment"))
+
+    def write(self, parameter: Parameter, value: np.ndarray | float | int) -> None:
+        """Upload `value` into the parameter; its shape must match exactly and its values fit the dtype."""
+        self._check(parameter)
+        array = np.asarray(value)
+        if array.shape != parameter.shape:
+            raise ShapeError(at_user_line(
+                f"write: array of shape {array.shape} does not fit parameter '{parameter.name}' "
+                f"of shape {parameter.shape}"))
+        if array.dtype.kind not in "biuf":
+            raise DTypeError(at_user_line(f"write: cannot store {array.dtype} data in '{parameter.name}'"))
+        dtype = parameter.dtype
+        if dtype == bool_:
+            converted = array.astype(bool).astype(np.uint32)
+        else:
+            integral = np.isfinite(array) & (array == np.round(array)) if array.dtype.kind == "f" else True
+            if not dtype.is_float and not np.all(integral):
+                raise DTypeError(at_user_line(
+                    f"write: '{parameter.name}' holds {dtype.name}, but the array has non-integer values"))
+            if not dtype.is_float and array.size:
+                info = np.iinfo(dtype.numpy)
+                if array.min() < info.min or array.max() > info.max:
+                    raise DTypeError(at_user_line(
+                        f"write: values of '{parameter.name}' lie outside the range of {dtype.name}"))
+            converted = array.astype(dtype.numpy)
+        tensor = self._tensors[parameter.name]
+        if parameter.size:
+            tensor.data()[: parameter.size] = converted.ravel()
+        self._sync([tensor], to_device=True)
+
+    def read(self, parameter: Parameter) -> np.ndarray:
+        """Download the parameter's current value as a new numpy array."""
+        self._check(parameter)
+        tensor = self._tensors[parameter.name]
+        self._sync([tensor], to_device=False)
+        data = np.array(tensor.data()[: parameter.size], copy=True)
+        if parameter.dtype == bool_:
+            data = data != 0
+        return data.reshape(parameter.shape)
+
+    def _sync(self, tensors: list, to_device: bool) -> None:
+        op = self.kp.OpTensorSyncDevice(tensors) if to_device else self.kp.OpTensorSyncLocal(tensors)
+        self._transfer.eval(op)
+
+    def build_graph(self, fn: Callable[[Scope], Any], training: bool = False) -> Executable:
+        """Trace `fn(scope)` into a graph, fuse it into kernels, compile them and record the run."""
+        scope = Scope(self, training=training)
+        fn(scope)
+        plan = schedule(scope.graph, scope.writes)
+        limits = self.device.limits
+        local_size = min(LOCAL_SIZE, limits.max_workgroup_invocations, limits.max_workgroup_size[0])
+        sources = [generate(scope.graph, kernel, plan.buffers, local_size, limits.max_workgroup_count[0])
+                   for kernel in plan.kernels]
+        for source in sources:
+            if len(source.bindings) > limits.max_storage_buffers:
+                raise DeviceError(f"{source.name} binds {len(source.bindings)} buffers; this device allows "
+                                  f"{limits.max_storage_buffers} (ops from {', '.join(source.locations[:3])})")
+        for nbytes in plan.slots:
+            if nbytes > limits.max_storage_buffer_range:
+                raise DeviceError(f"a temporary of {nbytes} bytes exceeds the device's storage-buffer range "
+                                  f"of {limits.max_storage_buffer_range} bytes")
+        spirv = [compile_glsl(s.glsl, s.name, ", ".join(s.locations[:3])) for s in sources]
+        return Executable(self, plan, sources, spirv)
+
+    def run(self, graph: Executable) -> None:
+        """Run a built graph: replay its recorded command buffer and wait for it."""
+        if not isinstance(graph, Executable) or graph.environment is not self:
+            raise GraphError(at_user_line("run: that graph was built by another Environment"))
+        graph.replay()

@@ -1,0 +1,91 @@
+"""A built graph: compiled kernels bound to device buffers, recorded once into a kp Sequence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from descent.codegen.glsl import KernelSource
+from descent.runtime import vulkan
+from descent.schedule.kernel import Schedule
+
+
+class Executable:
+    """What `env.build_graph` returns: run it with `env.run`; every run replays the recorded commands."""
+
+    def __init__(self, environment: Any, schedule: Schedule, sources: list[KernelSource],
+                 spirv: list[bytes]) -> None:
+        self.environment = environment
+        self.schedule = schedule
+        self.sources = sources
+        manager = environment.device.manager
+        kp = environment.kp
+        self._slots = [manager.tensor_t(np.zeros(max(nbytes // 4, 1), np.float32), kp.TensorTypes.storage)
+                       for nbytes in schedule.slots]
+        self._algorithms = [
+            manager.algorithm([self._tensor(name) for name in source.bindings], code, list(source.workgroups))
+            for source, code in zip(sources, spirv)
+        ]
+        self._sequence = self._record(kp)
+
+    def _tensor(self, name: str):
+        buffer = self.schedule.buffers[name]
+        if buffer.parameter is not None:
+            return self.environment.tensor(buffer.parameter)
+        return self._slots[buffer.slot]
+
+    def _record(self, kp):
+        sequence = self.environment.device.manager.sequence()
+        previous = None
+        for source, algorithm in zip(self.sources, self._algorithms):
+            if previous is None:
+                tensors = [self._tensor(name) for name in source.bindings]
+                source_access = vulkan.ACCESS_SHADER_WRITE | vulkan.ACCESS_TRANSFER_WRITE
+                source_stage = vulkan.STAGE_COMPUTE_SHADER | vulkan.STAGE_TRANSFER
+            else:
+                tensors = [self._tensor(name) for _, name in previous.outputs]
+                source_access, source_stage = vulkan.ACCESS_SHADER_WRITE, vulkan.STAGE_COMPUTE_SHADER
+            sequence.record(kp.OpMemoryBarrier(
+                tensors, source_access, vulkan.ACCESS_SHADER_READ | vulkan.ACCESS_SHADER_WRITE,
+                source_stage, vulkan.STAGE_COMPUTE_SHADER))
+            sequence.record(kp.OpAlgoDispatch(algorithm))
+            previous = self.schedule.kernels[self.sources.index(source)]
+        if self.schedule.copies:
+            staged = [self._tensor(copy.source) for copy in self.schedule.copies]
+            targets = [self._tensor(copy.target) for copy in self.schedule.copies]
+            sequence.record(kp.OpMemoryBarrier(staged, vulkan.ACCESS_SHADER_WRITE, vulkan.ACCESS_TRANSFER_READ,
+                                               vulkan.STAGE_COMPUTE_SHADER, vulkan.STAGE_TRANSFER))
+            for source, target in zip(staged, targets):
+                sequence.record(kp.OpTensorCopy([source, target]))
+            sequence.record(kp.OpMemoryBarrier(
+                targets, vulkan.ACCESS_TRANSFER_WRITE,
+                vulkan.ACCESS_SHADER_READ | vulkan.ACCESS_SHADER_WRITE | vulkan.ACCESS_TRANSFER_READ,
+                vulkan.STAGE_TRANSFER, vulkan.STAGE_COMPUTE_SHADER | vulkan.STAGE_TRANSFER))
+        return sequence
+
+    def replay(self) -> None:
+        if self.sources or self.schedule.copies:
+            self._sequence.eval()
+
+    @property
+    def kernel_count(self) -> int:
+        """Dispatches per run."""
+        return len(self.sources)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Device memory this graph owns beyond the parameters: its temporary slots."""
+        return self.schedule.temporary_bytes
+
+    @property
+    def shaders(self) -> list[str]:
+        """The GLSL of every kernel, in dispatch order."""
+        return [source.glsl for source in self.sources]
+
+    def summary(self) -> str:
+        lines = [f"{self.kernel_count} kernel(s), {self.memory_bytes} bytes of temporaries"]
+        for source, kernel in zip(self.sources, self.schedule.kernels):
+            outputs = ", ".join(name for _, name in kernel.outputs)
+            lines.append(f"  {source.name}: {kernel.size} threads -> {outputs}; ops from {', '.join(source.locations)}")
+        return "\n".join(lines)

@@ -1,0 +1,8 @@
+"""The few raw Vulkan flag values descent passes to kp's memory barriers."""
+
+ACCESS_SHADER_READ = 0x20
+ACCESS_SHADER_WRITE = 0x40
+ACCESS_TRANSFER_READ = 0x800
+ACCESS_TRANSFER_WRITE = 0x1000
+STAGE_COMPUTE_SHADER = 0x800
+STAGE_TRANSFER = 0x1000

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Idempotent set-up of descent on Debian: system packages, .venv, kp (built once, cached), descent editable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+CACHE=${DESCENT_CACHE:-$HOME/.cache/descent}
+KP_VERSION=0.9.0
+DEBS="g++ make patch mesa-vulkan-drivers glslang-tools libvulkan-dev libfmt-dev pybind11-dev cmake dataset-fashion-mnist"
+
+missing=""
+for pkg in $DEBS; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+"$PYTHON" -c "import ensurepip, venv" 2>/dev/null || missing="$missing python3-venv"
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "descent setup: installing Debian packages:$missing"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+  else
+    echo "descent setup: missing Debian packages:$missing" >&2
+    echo "run:  sudo apt-get install -y$missing   then run this again" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "descent setup: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+VPY=.venv/bin/python
+$VPY -m pip install -q --upgrade pip setuptools wheel "pybind11>=3" "numpy>=1.24"
+
+if ! $VPY -c "import kp; kp.OpMemoryBarrier" 2>/dev/null; then
+  tag=$($VPY -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
+  wheel=$(ls "$CACHE"/kp-$KP_VERSION+descent1-$tag-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -z "$wheel" ]; then
+    echo "descent setup: building kp $KP_VERSION from its sdist (once, a few minutes)"
+    mkdir -p "$CACHE"
+    work=$(mktemp -d)
+    $VPY -m pip download -q --no-deps --no-binary :all: -d "$work" "kp==$KP_VERSION"
+    tar xzf "$work/kp-$KP_VERSION.tar.gz" -C "$work"
+    # adds OpMemoryBarrier and device limits to the bindings, fixes setup.py's cmake arguments
+    patch -s -p1 -d "$work/kp-$KP_VERSION" < scripts/kp-$KP_VERSION-descent.patch
+    export KOMPUTE_OPT_INSTALL=OFF KOMPUTE_OPT_USE_BUILT_IN_VULKAN_HEADER=OFF \
+      KOMPUTE_OPT_USE_BUILT_IN_FMT=OFF KOMPUTE_OPT_USE_BUILT_IN_PYBIND11=OFF \
+      KOMPUTE_OPT_DISABLE_VULKAN_VERSION_CHECK=ON
+    pybind11_DIR=$($VPY -m pybind11 --cmakedir)
+    export pybind11_DIR
+    $VPY -m pip wheel -q --no-build-isolation --no-deps -w "$CACHE" "$work/kp-$KP_VERSION"
+    rm -rf "$work"
+    wheel=$(ls "$CACHE"/kp-$KP_VERSION+descent1-$tag-*.whl | head -n 1)
+  fi
+  $VPY -m pip install -q --no-deps --force-reinstall "$wheel"
+fi
+
+$VPY -m pip install -q -e ".[test]"
+echo "descent setup: ready (.venv)"
