@@ -30,12 +30,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 VPY=.venv/bin/python
-$VPY -m pip install -q --upgrade pip setuptools wheel "pybind11>=3" "numpy>=1.24"
 
 if ! $VPY -c "import kp; kp.OpMemoryBarrier" 2>/dev/null; then
   tag=$($VPY -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
   wheel=$(ls "$CACHE"/kp-$KP_VERSION+descent1-$tag-*.whl 2>/dev/null | head -n 1 || true)
   if [ -z "$wheel" ]; then
+    $VPY -m pip install -q --upgrade pip setuptools wheel "pybind11>=3" "numpy>=1.24"
     echo "descent setup: building kp $KP_VERSION from its sdist (once, a few minutes)"
     mkdir -p "$CACHE"
     work=$(mktemp -d)
@@ -55,5 +55,9 @@ if ! $VPY -c "import kp; kp.OpMemoryBarrier" 2>/dev/null; then
   $VPY -m pip install -q --no-deps --force-reinstall "$wheel"
 fi
 
-$VPY -m pip install -q -e ".[test]"
-echo "descent setup: ready (.venv)"
+stamp=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.descent-setup 2>/dev/null)" != "$stamp" ]; then
+  $VPY -m pip install -q -e ".[test]"
+  echo "$stamp" > .venv/.descent-setup
+  echo "descent setup: ready (.venv)"
+fi

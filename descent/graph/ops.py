@@ -270,7 +270,8 @@ def getitem(x: Array, index: Any) -> Array:
     if any(i is Ellipsis for i in index):
         at = next(k for k, i in enumerate(index) if i is Ellipsis)
         index = index[:at] + (slice(None),) * (x.ndim - consumed) + index[at + 1 :]
-    index = index + (slice(None),) * (x.ndim - consumed)
+    else:
+        index = index + (slice(None),) * (x.ndim - consumed)
     starts, steps, sizes, keep, inserted = [], [], [], [], []
     axis = 0
     for item in index:

@@ -1,0 +1,150 @@
+"""Every elementwise op against numpy, with broadcasting, scalars and dtypes.
+
+Tolerances: arithmetic rtol 1e-6; transcendental functions rtol 1e-4, atol 1e-5 (GPU libm-style
+approximations are allowed by the Vulkan spec to be a few ulp off, more near poles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import descent as dc
+from tests.conftest import evaluate
+
+rng = np.random.default_rng(0)
+SHAPES = [(), (1,), (7,), (3, 5), (2, 3, 4), (1, 1)]
+
+UNARY = {
+    "neg": (lambda x: -x, np.negative, (-3, 3)),
+    "abs": (dc.abs, np.abs, (-3, 3)),
+    "sign": (dc.sign, np.sign, (-3, 3)),
+    "exp": (dc.exp, np.exp, (-5, 5)),
+    "log": (dc.log, np.log, (0.01, 10)),
+    "sqrt": (dc.sqrt, np.sqrt, (0, 10)),
+    "rsqrt": (dc.rsqrt, lambda x: 1 / np.sqrt(x), (0.1, 10)),
+    "sin": (dc.sin, np.sin, (-6, 6)),
+    "cos": (dc.cos, np.cos, (-6, 6)),
+    "tan": (dc.tan, np.tan, (-1.2, 1.2)),
+    "tanh": (dc.tanh, np.tanh, (-30, 30)),
+    "sigmoid": (dc.sigmoid, lambda x: 1 / (1 + np.exp(-x)), (-30, 30)),
+    "relu": (dc.relu, lambda x: np.maximum(x, 0), (-3, 3)),
+    "leaky_relu": (lambda x: dc.leaky_relu(x, 0.1), lambda x: np.where(x > 0, x, 0.1 * x), (-3, 3)),
+    "floor": (dc.floor, np.floor, (-5, 5)),
+    "round": (dc.round, np.round, (-5, 5)),
+    "clip": (lambda x: dc.clip(x, -1.0, 0.5), lambda x: np.clip(x, -1.0, 0.5), (-3, 3)),
+}
+EXACT = {"neg", "abs", "sign", "relu", "leaky_relu", "floor", "round", "clip"}
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_unary(env: dc.Environment, name: str, shape: tuple[int, ...]) -> None:
+    ours, theirs, (lo, hi) = UNARY[name]
+    x = rng.uniform(lo, hi, shape).astype(np.float32)
+    if name == "round" and x.size > 1:
+        x.reshape(-1)[:2] = (2.5, -0.5)
+    rtol, atol = (0, 0) if name in EXACT else (1e-4, 1e-5)
+    np.testing.assert_allclose(evaluate(env, ours, x), theirs(x), rtol=rtol, atol=atol)
+
+
+BINARY = {
+    "add": (lambda a, b: a + b, np.add),
+    "sub": (lambda a, b: a - b, np.subtract),
+    "mul": (lambda a, b: a * b, np.multiply),
+    "div": (lambda a, b: a / b, np.divide),
+    "maximum": (dc.maximum, np.maximum),
+    "minimum": (dc.minimum, np.minimum),
+    "pow": (lambda a, b: dc.abs(a) ** b, lambda a, b: np.abs(a) ** b),
+}
+BROADCASTS = [((3, 4), (3, 4)), ((3, 1), (1, 4)), ((5,), (2, 5)), ((), (3,)), ((2, 1, 3), (4, 1)), ((4, 1), ())]
+
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+@pytest.mark.parametrize("shapes", BROADCASTS, ids=str)
+def test_binary_broadcasting(env: dc.Environment, name: str, shapes) -> None:
+    ours, theirs = BINARY[name]
+    a = rng.uniform(0.5, 2, shapes[0]).astype(np.float32) * rng.choice([-1, 1], shapes[0]).astype(np.float32)
+    b = rng.uniform(0.5, 2, shapes[1]).astype(np.float32)
+    np.testing.assert_allclose(evaluate(env, ours, a, b), theirs(a, b), rtol=1e-5, atol=1e-6)
+
+
+def test_pow_negative_base_integral_exponent(env: dc.Environment) -> None:
+    a = np.array([-2.0, -2.0, -0.5, 0.0, 3.0, -1.5], np.float32)
+    b = np.array([3.0, 2.0, -1.0, 2.0, 0.5, 0.5], np.float32)
+    with np.errstate(invalid="ignore"):
+        expected = a**b
+    np.testing.assert_allclose(evaluate(env, lambda x, y: x**y, a, b), expected, rtol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("scalar", [2, 0.5, -3.0])
+def test_scalar_operands(env: dc.Environment, scalar: float) -> None:
+    x = rng.uniform(0.5, 2, (3, 4)).astype(np.float32)
+    expected = np.stack([x + scalar, scalar - x, x * scalar, scalar / x, x**2, np.float32(2.0) ** x])
+    result = evaluate(env, lambda a: dc_stack([a + scalar, scalar - a, a * scalar, scalar / a, a**2, 2.0**a]), x)
+    np.testing.assert_allclose(result, expected, rtol=1e-5)
+
+
+def dc_stack(arrays: list[dc.Array]) -> dc.Array:
+    """Stack by summing masked broadcasts: enough for tests until concat exists."""
+    count = len(arrays)
+    total = None
+    for k, a in enumerate(arrays):
+        onehot = np.zeros((count,) + (1,) * a.ndim, np.float32)
+        onehot[k] = 1
+        term = a.scope.constant(onehot) * dc.expand_dims(a, 0)
+        total = term if total is None else total + term
+    return total
+
+
+COMPARISONS = {
+    "lt": (lambda a, b: a < b, np.less),
+    "le": (lambda a, b: a <= b, np.less_equal),
+    "gt": (lambda a, b: a > b, np.greater),
+    "ge": (lambda a, b: a >= b, np.greater_equal),
+    "eq": (lambda a, b: a == b, np.equal),
+    "ne": (lambda a, b: a != b, np.not_equal),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPARISONS))
+def test_comparisons(env: dc.Environment, name: str) -> None:
+    ours, theirs = COMPARISONS[name]
+    a = rng.integers(0, 3, (4, 5)).astype(np.float32)
+    b = rng.integers(0, 3, (5,)).astype(np.float32)
+    result = evaluate(env, ours, a, b)
+    assert result.dtype == np.bool_
+    np.testing.assert_array_equal(result, theirs(a, b))
+
+
+def test_where_and_logical(env: dc.Environment) -> None:
+    a = rng.normal(size=(3, 4)).astype(np.float32)
+    b = rng.normal(size=(4,)).astype(np.float32)
+    np.testing.assert_array_equal(evaluate(env, lambda x, y: dc.where(x > y, x, y * 2), a, b), np.where(a > b, a, b * 2))
+    np.testing.assert_array_equal(evaluate(env, lambda x, y: dc.select(x > 0, 1.0, y), a, b), np.where(a > 0, 1.0, b))
+    result = evaluate(env, lambda x, y: ((x > 0) & (y > 0)) | ~(x > y), a, b)
+    np.testing.assert_array_equal(result, ((a > 0) & (b > 0)) | ~(a > b))
+
+
+def test_integer_arithmetic_and_casts(env: dc.Environment) -> None:
+    a = rng.integers(-50, 50, (6, 4)).astype(np.int32)
+    b = rng.integers(1, 9, (4,)).astype(np.int32)
+    result = evaluate(env, lambda x, y: x * y - 3 + dc.abs(x), a, b)
+    assert result.dtype == np.int32
+    np.testing.assert_array_equal(result, a * b - 3 + np.abs(a))
+    quotient = evaluate(env, lambda x, y: x / y, a, b)
+    assert quotient.dtype == np.float32
+    np.testing.assert_allclose(quotient, (a / b).astype(np.float32), rtol=1e-6)
+    f = rng.uniform(-9, 9, (10,)).astype(np.float32)
+    np.testing.assert_array_equal(evaluate(env, lambda x: x.astype(dc.int32), f), f.astype(np.int32))
+    np.testing.assert_array_equal(evaluate(env, lambda x: x.astype("float32") * 0.5, a), a.astype(np.float32) * 0.5)
+    np.testing.assert_array_equal(evaluate(env, lambda x: (x > 0).astype(dc.float32), f), (f > 0).astype(np.float32))
+    u = rng.integers(0, 1000, (5,)).astype(np.uint32)
+    np.testing.assert_array_equal(evaluate(env, lambda x: x * 3 + 1, u), u * 3 + 1)
+
+
+def test_int_array_with_float_scalar_promotes_to_float(env: dc.Environment) -> None:
+    a = np.arange(6, dtype=np.int32)
+    result = evaluate(env, lambda x: x * 0.5, a)
+    assert result.dtype == np.float32
+    np.testing.assert_array_equal(result, a * np.float32(0.5))

@@ -1,0 +1,67 @@
+"""Views against numpy: reshape, transpose, broadcast, expand/squeeze and basic slicing, composed
+freely and applied to parameters and to computed intermediates. Views are exact (no tolerance)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import descent as dc
+from tests.conftest import evaluate
+
+rng = np.random.default_rng(1)
+X = rng.normal(size=(4, 6, 5)).astype(np.float32)
+
+VIEWS = {
+    "reshape": (lambda a: a.reshape(20, 6), lambda a: a.reshape(20, 6)),
+    "reshape_minus_one": (lambda a: a.reshape((-1, 10)), lambda a: a.reshape(-1, 10)),
+    "transpose": (lambda a: a.transpose(2, 0, 1), lambda a: a.transpose(2, 0, 1)),
+    "T": (lambda a: a.T, lambda a: a.T),
+    "broadcast_to": (lambda a: a[:, :1, :].broadcast_to((3, 4, 6, 5)), lambda a: np.broadcast_to(a[:, :1, :], (3, 4, 6, 5))),
+    "expand_dims": (lambda a: dc.expand_dims(a, (0, 3)), lambda a: np.expand_dims(a, (0, 3))),
+    "squeeze": (lambda a: a[:, :1, 2:3].squeeze(), lambda a: a[:, :1, 2:3].squeeze()),
+    "slice": (lambda a: a[1:3, ::2], lambda a: a[1:3, ::2]),
+    "slice_negative_step": (lambda a: a[::-1, 4:0:-2, -1], lambda a: a[::-1, 4:0:-2, -1]),
+    "int_none_ellipsis": (lambda a: a[2, None, ..., 1:4], lambda a: a[2, None, ..., 1:4]),
+    "transpose_then_reshape": (lambda a: a.transpose(1, 0, 2).reshape(24, 5), lambda a: a.transpose(1, 0, 2).reshape(24, 5)),
+    "slice_transpose_reshape_slice": (
+        lambda a: a[1:, 1::2].T.reshape(5, 9)[::2, 3:],
+        lambda a: a[1:, 1::2].T.reshape(5, 9)[::2, 3:],
+    ),
+    "reshape_of_strided": (lambda a: a[:, :, 1:4].reshape(4, 2, 3, 3).T, lambda a: a[:, :, 1:4].reshape(4, 2, 3, 3).T),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIEWS))
+def test_view_of_parameter(env: dc.Environment, name: str) -> None:
+    ours, theirs = VIEWS[name]
+    np.testing.assert_array_equal(evaluate(env, ours, X), theirs(X))
+
+
+@pytest.mark.parametrize("name", sorted(VIEWS))
+def test_view_of_intermediate(env: dc.Environment, name: str) -> None:
+    ours, theirs = VIEWS[name]
+    result = evaluate(env, lambda a: ours(a * 2.0 + 1.0) - 1.0, X)
+    np.testing.assert_allclose(result, theirs(X * np.float32(2) + np.float32(1)) - np.float32(1), rtol=1e-6, atol=1e-6)
+
+
+def test_views_do_not_materialise(env: dc.Environment) -> None:
+    out = env.parameter("views_out", (5, 4))
+    x = env.parameter("views_x", (4, 6, 5))
+
+    def build(s: dc.Scope) -> None:
+        a = s.read(x)
+        s.write(out, a[:, 1, :].T * 2.0 + a[:, 2, :].T)
+
+    graph = env.build_graph(build)
+    assert graph.kernel_count == 1
+    assert graph.memory_bytes == 0
+    env.write(x, X)
+    env.run(graph)
+    np.testing.assert_array_equal(env.read(out), X[:, 1, :].T * 2 + X[:, 2, :].T)
+
+
+def test_0d_and_size_one(env: dc.Environment) -> None:
+    s0 = np.array(3.0, np.float32)
+    np.testing.assert_array_equal(evaluate(env, lambda a, b: a + b, s0, X[:, :1, :1]), s0 + X[:, :1, :1])
+    np.testing.assert_array_equal(evaluate(env, lambda a: a.reshape(()), X[:1, :1, :1]), X[:1, :1, :1].reshape(()))
