@@ -25,6 +25,7 @@ class KernelSource:
     bindings: tuple[str, ...]
     workgroups: tuple[int, int, int]
     locations: tuple[str, ...]  # user lines of the ops fused into it
+    ops: tuple[str, ...]  # the computed ops, one per GLSL statement
 
 
 def literal(value: bool | int | float, dtype: DType) -> str:
@@ -83,6 +84,7 @@ class _Emitter:
         self.context_ids: dict[int, dict[Context, int]] = {}
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
+        self.ops: list[str] = []
 
     def name(self, node_id: int, context: Context, stem: str) -> str:
         numbering = self.context_ids.setdefault(node_id, {})
@@ -106,14 +108,14 @@ class _Emitter:
         self.lines.append(f"{node.dtype.glsl} {variable} = {element};")
         return variable
 
-    def value(self, node_id: int, context: Context, compute: bool = False) -> str:
+    def value(self, node_id: int, context: Context) -> str:
         key = (node_id, context)
         if key in self.values:
             return self.values[key]
         node = node_of(self.graph, node_id)
         if node.op == "const":
             return literal(node.attrs, node.dtype)
-        if node_id in self.kernel.loads and not compute:
+        if node_id in self.kernel.loads:
             result = self.load(node_id, context, self.kernel.loads[node_id])
         elif node.op == "view":
             ((source, source_context),) = input_contexts(node, context)
@@ -130,6 +132,7 @@ class _Emitter:
             result = self.name(node_id, context, node.op)
             self.lines.append(f"{node.dtype.glsl} {result} = {expression};")
             self.locations.append(node.location)
+            self.ops.append(node.op)
         self.values[key] = result
         return result
 
@@ -142,7 +145,7 @@ def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], loca
     bindings = tuple(loaded + [name for name in dict.fromkeys(stored) if name not in loaded])
     buffer_names = {name: identifier(name.replace("param:", "").replace("staged:", "staged_")) for name in bindings}
     emitter = _Emitter(graph, kernel, buffer_names)
-    results = [(emitter.value(node_id, (), compute=True), node_id, name) for node_id, name in kernel.outputs]
+    results = [(emitter.value(node_id, ()), node_id, name) for node_id, name in kernel.outputs]
 
     declarations = []
     for binding, name in enumerate(bindings):
@@ -177,4 +180,5 @@ layout(local_size_x = {local_size}) in;
 {body}
 }}
 """
-    return KernelSource(kernel.name, glsl, bindings, workgroups, tuple(dict.fromkeys(emitter.locations)))
+    return KernelSource(kernel.name, glsl, bindings, workgroups, tuple(dict.fromkeys(emitter.locations)),
+                        tuple(emitter.ops))

@@ -58,7 +58,7 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]]) -> Sch
     kernels = []
     for k, (_, nodes) in enumerate(grouped):
         touched = walks[k]
-        loads = {n: loads_of[n] for n in touched if n in loads_of and n not in nodes}
+        loads = {n: loads_of[n] for n in touched if n in loads_of and not (n in nodes and n in realized)}
         size = numel(node_of(graph, nodes[0]).shape)
         kernels.append(Kernel(f"kernel{k}", size, tuple(stores[k]), loads))
     buffers, slots = _assign_slots(kernels, buffers, copies)

@@ -1,0 +1,151 @@
+"""Fusion and scheduling: kernel counts, buffer reuse, and reads that see old values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import descent as dc
+from tests.conftest import evaluate
+
+rng = np.random.default_rng(2)
+
+
+def test_long_chain_over_views_is_one_kernel(env: dc.Environment) -> None:
+    x = env.parameter("chain_x", (6, 8))
+    out = env.parameter("chain_out", (4, 3))
+    data = rng.uniform(0.5, 1.5, (6, 8)).astype(np.float32)
+    env.write(x, data)
+
+    def ours(a):
+        b = dc.exp(a[1:5, ::2] * 0.5)
+        c = dc.sqrt(b + 1.0).T
+        d = dc.tanh(c - 0.25) * dc.sigmoid(c)
+        e = dc.maximum(d.reshape(2, 8), 0.1).reshape(4, 4)[:, 1:]
+        return dc.log(e + 2.0) / 3.0 + dc.sin(e) ** 2.0
+
+    def build(s: dc.Scope) -> None:
+        s.write(out, ours(s.read(x)))
+
+    graph = env.build_graph(build)
+    assert graph.kernel_count == 1
+    assert len(graph.sources[0].ops) >= 10
+    env.run(graph)
+
+    b = np.exp(data[1:5, ::2] * 0.5)
+    c = np.sqrt(b + 1).T
+    d = np.tanh(c - 0.25) / (1 + np.exp(-c))
+    e = np.maximum(d.reshape(2, 8), 0.1).reshape(4, 4)[:, 1:]
+    np.testing.assert_allclose(env.read(out), np.log(e + 2) / 3 + np.sin(e) ** 2, rtol=1e-4, atol=1e-5)
+
+
+def test_outputs_of_equal_size_share_a_kernel(env: dc.Environment) -> None:
+    x = env.parameter("share_x", (3, 4))
+    y = env.parameter("share_y", (4, 3))
+    z = env.parameter("share_z", (5,))
+
+    def build(s: dc.Scope) -> None:
+        a = s.read(x)
+        s.write(y, dc.exp(a).T)
+        s.write(x, a * 2.0)
+        s.write(z, 1.0)
+
+    graph = env.build_graph(build)
+    assert graph.kernel_count == 2
+    data = rng.normal(size=(3, 4)).astype(np.float32)
+    env.write(x, data)
+    env.run(graph)
+    np.testing.assert_allclose(env.read(y), np.exp(data).T, rtol=1e-5)
+    np.testing.assert_array_equal(env.read(x), data * 2)
+    np.testing.assert_array_equal(env.read(z), np.ones(5, np.float32))
+
+
+def test_reads_see_old_values_when_parameters_swap(env: dc.Environment) -> None:
+    a = env.parameter("swap_a", (2, 3))
+    b = env.parameter("swap_b", (2, 3))
+    va, vb = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=(2, 3)).astype(np.float32)
+    env.write(a, va)
+    env.write(b, vb)
+
+    def build(s: dc.Scope) -> None:
+        old_a, old_b = s.read(a), s.read(b)
+        s.write(a, old_b)
+        s.write(b, old_a + old_b)
+
+    graph = env.build_graph(build)
+    env.run(graph)
+    np.testing.assert_array_equal(env.read(a), vb)
+    np.testing.assert_array_equal(env.read(b), va + vb)
+
+
+def test_in_place_transpose_is_staged(env: dc.Environment) -> None:
+    m = env.parameter("square", (33, 33))
+    data = rng.normal(size=(33, 33)).astype(np.float32)
+    env.write(m, data)
+
+    def build(s: dc.Scope) -> None:
+        s.write(m, s.read(m).T + 1.0)
+
+    graph = env.build_graph(build)
+    env.run(graph)
+    np.testing.assert_array_equal(env.read(m), data.T + 1)
+    env.run(graph)
+    np.testing.assert_array_equal(env.read(m), (data.T + 1).T + 1)
+
+
+def test_widely_reused_intermediate_is_realised_once(env: dc.Environment) -> None:
+    data = rng.normal(size=(8, 8)).astype(np.float32) * 0.1
+
+    def ours(a):
+        for _ in range(6):
+            a = dc.tanh(a + a.T * 0.5 + a[::-1, :] * 0.25)
+        return a
+
+    expected = data
+    for _ in range(6):
+        expected = np.tanh(expected + expected.T * 0.5 + expected[::-1, :] * 0.25)
+    np.testing.assert_allclose(evaluate(env, ours, data), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_temporaries_share_slots(env: dc.Environment) -> None:
+    x = env.parameter("slots_x", (16, 16))
+    out = env.parameter("slots_out", (16, 16))
+    data = rng.normal(size=(16, 16)).astype(np.float32) * 0.1
+
+    def build(s: dc.Scope) -> None:
+        a = s.read(x)
+        for _ in range(8):
+            a = dc.tanh(a + a.T + a[::-1] + a[:, ::-1] + a[::-1, ::-1])
+        s.write(out, a)
+
+    graph = env.build_graph(build)
+    temporaries = [b for b in graph.schedule.buffers.values() if b.slot is not None]
+    assert len(temporaries) >= 4
+    assert len(graph.schedule.slots) < len(temporaries)
+    env.write(x, data)
+    env.run(graph)
+    expected = data
+    for _ in range(8):
+        expected = np.tanh(expected + expected.T + expected[::-1] + expected[:, ::-1] + expected[::-1, ::-1])
+    np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_replay_uses_new_inputs(env: dc.Environment) -> None:
+    x = env.parameter("replay_x", (1000,))
+    y = env.parameter("replay_y", (1000,))
+    graph = env.build_graph(lambda s: s.write(y, s.read(x) * 3.0))
+    for k in range(3):
+        data = rng.normal(size=1000).astype(np.float32)
+        env.write(x, data)
+        env.run(graph)
+        np.testing.assert_array_equal(env.read(y), data * 3)
+
+
+def test_large_dispatch_uses_two_dimensional_grid(env: dc.Environment) -> None:
+    groups = env.device.limits.max_workgroup_count[0]
+    size = 256 * groups + 1000
+    x = env.parameter("big_x", (size,))
+    graph = env.build_graph(lambda s: s.write(x, s.read(x) + 1.0))
+    assert graph.sources[0].workgroups[1] >= 2
+    env.run(graph)
+    result = env.read(x)
+    assert result.min() == 1.0 and result.max() == 1.0
