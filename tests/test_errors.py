@@ -1,0 +1,135 @@
+"""Bad input gets a clear error naming the problem, the op and the user's line; never a crash in kp."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import descent as dc
+from descent.compile import spirv
+
+HERE = Path(__file__).name
+
+
+def test_mismatched_shapes_name_op_shapes_and_line(env: dc.Environment) -> None:
+    x = env.parameter("err_x", (3, 4))
+    y = env.parameter("err_y", (5,))
+
+    def build(s: dc.Scope) -> None:
+        s.read(x) + s.read(y)
+
+    with pytest.raises(dc.ShapeError) as error:
+        env.build_graph(build)
+    message = str(error.value)
+    assert "add" in message and "(3, 4)" in message and "(5,)" in message
+    assert f"{HERE}:" in message
+
+
+def test_writing_wrong_shape_to_parameter(env: dc.Environment) -> None:
+    x = env.parameter("err_w", (3, 4))
+    with pytest.raises(dc.ShapeError, match=r"\(2, 2\).*'err_w'.*\(3, 4\)"):
+        env.write(x, np.zeros((2, 2), np.float32))
+    y = env.parameter("err_w2", (4, 3))
+    with pytest.raises(dc.ShapeError, match=r"write: value of shape \(4, 3\).*'err_w'"):
+        env.build_graph(lambda s: s.write(x, s.read(y)))
+
+
+def test_write_dtype_checks(env: dc.Environment) -> None:
+    labels = env.parameter("err_labels", (3,), dc.int32)
+    with pytest.raises(dc.DTypeError, match="non-integer"):
+        env.write(labels, np.array([0.5, 1, 2]))
+    with pytest.raises(dc.DTypeError, match="outside the range"):
+        env.write(labels, np.array([0, 1, 2**40]))
+    with pytest.raises(dc.DTypeError):
+        env.write(labels, np.array(["a", "b", "c"]))
+    env.write(labels, np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(env.read(labels), [1, 2, 3])
+
+
+def test_graph_misuse(env: dc.Environment) -> None:
+    x = env.parameter("err_twice", (2,))
+    with pytest.raises(dc.GraphError, match="written twice"):
+        env.build_graph(lambda s: (s.write(x, 1.0), s.write(x, 2.0)))
+    kept = {}
+    env.build_graph(lambda s: kept.setdefault("a", s.read(x)))
+    with pytest.raises(dc.GraphError, match="different graphs"):
+        env.build_graph(lambda s: s.write(x, s.read(x) + kept["a"]))
+    with pytest.raises(dc.GraphError, match="already exists"):
+        env.parameter("err_twice", (2,))
+    with pytest.raises(dc.ShapeError, match="reshape"):
+        env.build_graph(lambda s: s.read(x).reshape(3))
+    with pytest.raises(IndexError, match="out of bounds"):
+        env.build_graph(lambda s: s.read(x)[2])
+    with pytest.raises(TypeError, match="no value while the graph is built"):
+        env.build_graph(lambda s: bool(s.read(x) > 0))
+
+
+def test_invalid_shader_shows_glsl_and_compiler_message() -> None:
+    with pytest.raises(dc.CompileError) as error:
+        spirv.compile_glsl("#version 450\nvoid main() { undefined_name = 1; }\n", "broken", "model.py:3")
+    message = str(error.value)
+    assert "undefined_name" in message and "   2  void main()" in message and "model.py:3" in message
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=environment, timeout=120, check=False)
+
+
+PROGRAM = """
+    import numpy as np, descent as dc
+    from descent.compile import spirv
+    env = dc.Environment()
+    x = env.parameter("x", (10,))
+    env.write(x, np.arange(10, dtype=np.float32))
+    def step(s):
+        a = s.read(x)
+        for k in range(12):
+            a = dc.sin(a[::-1] * 0.5 + k) if k % 2 else dc.cos(a) - 0.25
+        s.write(x, a)
+    graph = env.build_graph(step)
+    env.run(graph)
+    print("kernels", graph.kernel_count, "compiled", spirv.stats["compiled"], "cached", spirv.stats["cached"])
+"""
+
+
+def test_second_process_compiles_nothing(tmp_path: Path) -> None:
+    first = _run(PROGRAM, DESCENT_CACHE=str(tmp_path))
+    second = _run(PROGRAM, DESCENT_CACHE=str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    assert "kernels 1 compiled 1 cached 0" in first.stdout
+    assert "kernels 1 compiled 0 cached 1" in second.stdout, second.stderr
+
+
+def test_dump_shaders(tmp_path: Path) -> None:
+    result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path / "cache"), DESCENT_DUMP_SHADERS=str(tmp_path / "dump"))
+    assert result.returncode == 0, result.stderr
+    (dumped,) = (tmp_path / "dump").glob("*.comp")
+    source = dumped.read_text()
+    assert "float sin_" in source and source.count(";\n") > 12
+
+
+def test_missing_compiler_is_named(tmp_path: Path) -> None:
+    result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path), PATH=str(tmp_path))
+    assert result.returncode != 0
+    assert "CompileError" in result.stderr and "apt-get install glslang-tools" in result.stderr
+
+
+def test_no_vulkan_device_is_named() -> None:
+    missing = "/nonexistent/icd.json"
+    result = _run(PROGRAM, VK_ICD_FILENAMES=missing, VK_DRIVER_FILES=missing)
+    assert result.returncode == 1, result.stderr
+    assert "DeviceError" in result.stderr and "mesa-vulkan-drivers" in result.stderr
+
+
+def test_unknown_device_lists_devices() -> None:
+    result = _run(PROGRAM, DESCENT_DEVICE="no-such-gpu")
+    assert result.returncode == 1
+    assert "no device name contains 'no-such-gpu'" in result.stderr and "0: " in result.stderr

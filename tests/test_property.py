@@ -1,0 +1,55 @@
+"""Property test: random elementwise expressions over random views, compared with numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import descent as dc
+from tests.conftest import evaluate
+
+UNARY = [
+    (dc.sin, np.sin), (dc.cos, np.cos), (dc.tanh, np.tanh), (dc.sigmoid, lambda x: 1 / (1 + np.exp(-x))),
+    (dc.abs, np.abs), (lambda x: -x, np.negative), (dc.relu, lambda x: np.maximum(x, 0)),
+    (lambda x: dc.exp(dc.clip(x, -4.0, 4.0)), lambda x: np.exp(np.clip(x, -4, 4))),
+    (lambda x: dc.sqrt(dc.abs(x) + 1.0), lambda x: np.sqrt(np.abs(x) + 1)),
+]
+BINARY = [
+    (lambda a, b: a + b, np.add), (lambda a, b: a - b, np.subtract), (lambda a, b: a * b, np.multiply),
+    (dc.maximum, np.maximum), (dc.minimum, np.minimum),
+    (lambda a, b: a / (dc.abs(b) + 1.0), lambda a, b: a / (np.abs(b) + 1)),
+    (lambda a, b: dc.where(a > b, a, b * 0.5), lambda a, b: np.where(a > b, a, b * 0.5)),
+]
+VIEWS = [
+    (lambda x: x, lambda x: x), (lambda x: x.T, lambda x: x.T), (lambda x: x[::-1], lambda x: x[::-1]),
+    (lambda x: x[:, ::-1], lambda x: x[:, ::-1]),
+    (lambda x: x.reshape(-1).reshape(x.shape[0], -1), lambda x: x.reshape(-1).reshape(x.shape[0], -1)),
+]
+
+
+@st.composite
+def expressions(draw, depth: int):
+    """A pair of functions (descent, numpy) of one square matrix."""
+    if depth == 0:
+        return (lambda x: x, lambda x: x)
+    kind = draw(st.sampled_from(["unary", "binary", "view"]))
+    if kind == "unary":
+        ours, theirs = draw(st.sampled_from(UNARY))
+        inner = draw(expressions(depth - 1))
+        return (lambda x: ours(inner[0](x)), lambda x: theirs(inner[1](x)))
+    if kind == "view":
+        ours, theirs = draw(st.sampled_from(VIEWS))
+        inner = draw(expressions(depth - 1))
+        return (lambda x: ours(inner[0](x)), lambda x: theirs(inner[1](x)))
+    ours, theirs = draw(st.sampled_from(BINARY))
+    left, right = draw(expressions(depth - 1)), draw(expressions(draw(st.integers(0, depth - 1))))
+    return (lambda x: ours(left[0](x), right[0](x)), lambda x: theirs(left[1](x), right[1](x)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(expression=expressions(depth=5), size=st.integers(1, 9), seed=st.integers(0, 2**31))
+def test_random_expressions_match_numpy(env: dc.Environment, expression, size: int, seed: int) -> None:
+    x = np.random.default_rng(seed).normal(size=(size, size)).astype(np.float32)
+    ours, theirs = expression
+    np.testing.assert_allclose(evaluate(env, ours, x), theirs(x), rtol=1e-4, atol=1e-5)
