@@ -120,7 +120,8 @@ def test_comparisons(env: dc.Environment, name: str) -> None:
 def test_where_and_logical(env: dc.Environment) -> None:
     a = rng.normal(size=(3, 4)).astype(np.float32)
     b = rng.normal(size=(4,)).astype(np.float32)
-    np.testing.assert_array_equal(evaluate(env, lambda x, y: dc.where(x > y, x, y * 2), a, b), np.where(a > b, a, b * 2))
+    result = evaluate(env, lambda x, y: dc.where(x > y, x, y * 2), a, b)
+    np.testing.assert_array_equal(result, np.where(a > b, a, b * 2))
     np.testing.assert_array_equal(evaluate(env, lambda x, y: dc.select(x > 0, 1.0, y), a, b), np.where(a > 0, 1.0, b))
     result = evaluate(env, lambda x, y: ((x > 0) & (y > 0)) | ~(x > y), a, b)
     np.testing.assert_array_equal(result, ((a > 0) & (b > 0)) | ~(a > b))

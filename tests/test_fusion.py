@@ -133,7 +133,7 @@ def test_replay_uses_new_inputs(env: dc.Environment) -> None:
     x = env.parameter("replay_x", (1000,))
     y = env.parameter("replay_y", (1000,))
     graph = env.build_graph(lambda s: s.write(y, s.read(x) * 3.0))
-    for k in range(3):
+    for _ in range(3):
         data = rng.normal(size=1000).astype(np.float32)
         env.write(x, data)
         env.run(graph)

@@ -17,13 +17,19 @@ VIEWS = {
     "reshape_minus_one": (lambda a: a.reshape((-1, 10)), lambda a: a.reshape(-1, 10)),
     "transpose": (lambda a: a.transpose(2, 0, 1), lambda a: a.transpose(2, 0, 1)),
     "T": (lambda a: a.T, lambda a: a.T),
-    "broadcast_to": (lambda a: a[:, :1, :].broadcast_to((3, 4, 6, 5)), lambda a: np.broadcast_to(a[:, :1, :], (3, 4, 6, 5))),
+    "broadcast_to": (
+        lambda a: a[:, :1, :].broadcast_to((3, 4, 6, 5)),
+        lambda a: np.broadcast_to(a[:, :1, :], (3, 4, 6, 5)),
+    ),
     "expand_dims": (lambda a: dc.expand_dims(a, (0, 3)), lambda a: np.expand_dims(a, (0, 3))),
     "squeeze": (lambda a: a[:, :1, 2:3].squeeze(), lambda a: a[:, :1, 2:3].squeeze()),
     "slice": (lambda a: a[1:3, ::2], lambda a: a[1:3, ::2]),
     "slice_negative_step": (lambda a: a[::-1, 4:0:-2, -1], lambda a: a[::-1, 4:0:-2, -1]),
     "int_none_ellipsis": (lambda a: a[2, None, ..., 1:4], lambda a: a[2, None, ..., 1:4]),
-    "transpose_then_reshape": (lambda a: a.transpose(1, 0, 2).reshape(24, 5), lambda a: a.transpose(1, 0, 2).reshape(24, 5)),
+    "transpose_then_reshape": (
+        lambda a: a.transpose(1, 0, 2).reshape(24, 5),
+        lambda a: a.transpose(1, 0, 2).reshape(24, 5),
+    ),
     "slice_transpose_reshape_slice": (
         lambda a: a[1:, 1::2].T.reshape(5, 9)[::2, 3:],
         lambda a: a[1:, 1::2].T.reshape(5, 9)[::2, 3:],

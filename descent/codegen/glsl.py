@@ -101,7 +101,7 @@ class _Emitter:
 
     def load(self, node_id: int, context: Context, buffer: str) -> str:
         node = node_of(self.graph, node_id)
-        variable = self.name(node_id, context, "load")
+        variable = self.name(node_id, context, self.buffer_names[buffer])
         element = f"{self.buffer_names[buffer]}[{self.index(context)}]"
         if node.dtype == bool_:
             element = f"{element} != 0u"
