@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 import descent as dc
@@ -140,12 +142,14 @@ def test_replay_uses_new_inputs(env: dc.Environment) -> None:
         np.testing.assert_array_equal(env.read(y), data * 3)
 
 
-def test_large_dispatch_uses_two_dimensional_grid(env: dc.Environment) -> None:
-    groups = env.device.limits.max_workgroup_count[0]
-    size = 256 * groups + 1000
+def test_large_dispatch_uses_two_dimensional_grid() -> None:
+    env = dc.Environment()
+    limits = dataclasses.replace(env.device.limits, max_workgroup_count=(16, 65535, 65535))
+    env.device = dataclasses.replace(env.device, limits=limits)
+    size = 256 * 16 + 1000
     x = env.parameter("big_x", (size,))
+    env.write(x, np.arange(size, dtype=np.float32))
     graph = env.build_graph(lambda s: s.write(x, s.read(x) + 1.0))
-    assert graph.sources[0].workgroups[1] >= 2
+    assert graph.sources[0].workgroups == (10, 2, 1)
     env.run(graph)
-    result = env.read(x)
-    assert result.min() == 1.0 and result.max() == 1.0
+    np.testing.assert_array_equal(env.read(x), np.arange(size, dtype=np.float32) + 1)
