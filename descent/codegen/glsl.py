@@ -1,19 +1,25 @@
-"""GLSL for one fused elementwise kernel: named temporaries, one statement a line."""
+"""GLSL for each kernel: a hand-written template from shaders/ filled with generated functions.
+
+Fused work becomes small functions the templates call: `load_*` evaluates an operand at a flat
+index, `store_output` evaluates a kernel's outputs from its core value and stores them.
+"""
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from string import Template
 
 import networkx as nx
-import numpy as np
 
-from descent.graph.dtype import DType, bool_, float32, uint32
-from descent.graph.optable import ELEMENTWISE
-from descent.graph.view import View, ViewChain, contiguous_strides
-from descent.schedule.fuse import Context, input_contexts, node_of
+from descent.codegen.emitter import Emitter, identifier, literal
+from descent.graph.dtype import DType, bool_, float32, int32
+from descent.schedule.fuse import node_of, operand_contexts, reduce_layout
 from descent.schedule.kernel import Buffer, Kernel
+
+SHADERS = Path(__file__).resolve().parents[2] / "shaders"
+SERIAL_REDUCTION = 32  # reductions at most this long are folded by one thread each
 
 
 @dataclass(frozen=True)
@@ -25,160 +31,176 @@ class KernelSource:
     bindings: tuple[str, ...]
     workgroups: tuple[int, int, int]
     locations: tuple[str, ...]  # user lines of the ops fused into it
-    ops: tuple[str, ...]  # the computed ops, one per GLSL statement
+    ops: tuple[str, ...]  # the ops it computes, one per GLSL statement or core
 
 
-def literal(value: bool | int | float, dtype: DType) -> str:
-    """A GLSL literal of `dtype` for a Python scalar."""
-    if dtype == bool_:
-        return "true" if value else "false"
-    if dtype == uint32:
-        return f"{int(value) % 2**32}u"
-    if dtype == float32:
-        number = float(np.float32(value))
-        if math.isnan(number):
-            return "uintBitsToFloat(0x7fc00000u)"
-        if math.isinf(number):
-            return "uintBitsToFloat(0xff800000u)" if number < 0 else "uintBitsToFloat(0x7f800000u)"
-        text = repr(number)
-        return f"({text})" if number < 0 or text.startswith("-") else text
-    return f"({int(value)})" if int(value) < 0 else str(int(value))
+@dataclass(frozen=True)
+class DeviceShape:
+    """What codegen needs to know of the device."""
+
+    local_size: int
+    max_groups: int
+    shared_memory: int
 
 
-def identifier(name: str) -> str:
-    return re.sub(r"\W", "_", name)
+@cache
+def template(name: str) -> Template:
+    return Template((SHADERS / f"{name}.comp").read_text())
 
 
-def index_expression(chain: ViewChain, flat: str) -> str:
-    """The source flat index of the element at `flat` after the view chain is applied."""
-    for view in reversed(chain):
-        flat = _view_index(view, flat)
-    return flat
+def _grid(groups: int, max_groups: int) -> tuple[int, int, int]:
+    groups = max(groups, 1)
+    rows = -(-groups // max_groups)
+    return (-(-groups // rows), rows, 1)
 
 
-def _view_index(view: View, flat: str) -> str:
-    base = flat if flat.isidentifier() else f"({flat})"
-    terms = []
-    for axis, (size, stride, step) in enumerate(zip(view.shape, view.strides, contiguous_strides(view.shape))):
-        if size == 1 or stride == 0:
-            continue
-        coordinate = base if step == 1 else f"{base} / {step}"
-        if axis > 0:
-            coordinate = f"{coordinate} % {size}"
-        terms.append(coordinate if stride == 1 else f"({coordinate}) * {stride if stride > 0 else f'({stride})'}")
-    if view.offset or not terms:
-        terms.append(str(view.offset))
-    return " + ".join(terms)
+class _Kernel:
+    """Bindings, declarations and generated functions of one kernel under construction."""
 
-
-class _Emitter:
-    """Emits the statements of one kernel body, evaluating each (node, context) once."""
-
-    def __init__(self, graph: nx.DiGraph, kernel: Kernel, buffer_names: dict[str, str]) -> None:
+    def __init__(self, graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer]) -> None:
         self.graph = graph
         self.kernel = kernel
-        self.buffer_names = buffer_names
-        self.lines: list[str] = []
-        self.values: dict[tuple[int, Context], str] = {}
-        self.indices: dict[str, str] = {"i": "i"}
-        self.context_ids: dict[int, dict[Context, int]] = {}
+        stored = [name for _, name in kernel.outputs]
+        loaded = sorted(set(kernel.loads.values()))
+        self.bindings = tuple(loaded + [name for name in dict.fromkeys(stored) if name not in loaded])
+        self.table = {name: (identifier(name), buffers[name].dtype, buffers[name].size) for name in self.bindings}
+        self.declarations = []
+        for binding, name in enumerate(self.bindings):
+            access = "readonly " if name not in stored else "" if name in loaded else "writeonly "
+            glsl_name, dtype, _ = self.table[name]
+            self.declarations.append(f"layout(std430, binding = {binding}) {access}buffer Buffer{binding} "
+                                     f"{{ {dtype.storage_glsl} {glsl_name}[]; }};")
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
         self.ops: list[str] = []
 
-    def name(self, node_id: int, context: Context, stem: str) -> str:
-        numbering = self.context_ids.setdefault(node_id, {})
-        number = numbering.setdefault(context, len(numbering))
-        return f"{stem}_{node_id}" if number == 0 else f"{stem}_{node_id}_{number}"
+    def emitter(self, base: str, special: dict[int, str] | None = None) -> Emitter:
+        return Emitter(self.graph, self.kernel.loads, self.table, base, special)
 
-    def index(self, chain: ViewChain) -> str:
-        expression = index_expression(chain, "i")
-        if expression not in self.indices:
-            variable = f"index_{len(self.indices)}"
-            self.lines.append(f"int {variable} = {expression};")
-            self.indices[expression] = variable
-        return self.indices[expression]
+    def absorb(self, emitter: Emitter) -> None:
+        self.helpers.update(emitter.helpers)
+        self.locations += emitter.locations
+        self.ops += emitter.ops
 
-    def load(self, node_id: int, context: Context, buffer: str) -> str:
-        node = node_of(self.graph, node_id)
-        variable = self.name(node_id, context, self.buffer_names[buffer])
-        element = f"{self.buffer_names[buffer]}[{self.index(context)}]"
-        if node.dtype == bool_:
-            element = f"{element} != 0u"
-        self.lines.append(f"{node.dtype.glsl} {variable} = {element};")
-        return variable
+    def store_lines(self, emitter: Emitter) -> list[str]:
+        """Evaluate every output at the emitter's base index and store it there."""
+        values = [(emitter.value(node_id), node_id, name) for node_id, name in self.kernel.outputs]
+        lines = []
+        for value, node_id, name in values:
+            stored = f"uint({value})" if node_of(self.graph, node_id).dtype == bool_ else value
+            lines.append(f"{self.table[name][0]}[{emitter.base}] = {stored};")
+        return lines
 
-    def value(self, node_id: int, context: Context) -> str:
-        key = (node_id, context)
-        if key in self.values:
-            return self.values[key]
-        node = node_of(self.graph, node_id)
-        if node.op == "const":
-            return literal(node.attrs, node.dtype)
-        if node_id in self.kernel.loads:
-            result = self.load(node_id, context, self.kernel.loads[node_id])
-        elif node.op == "view":
-            ((source, source_context),) = input_contexts(node, context)
-            result = self.value(source, source_context)
-        else:
-            operands = [self.value(s, c) for s, c in input_contexts(node, context)]
-            if node.op == "cast":
-                expression = f"{node.dtype.glsl}({operands[0]})"
-            else:
-                definition = ELEMENTWISE[node.op]
-                if definition.helper:
-                    self.helpers[node.op] = definition.helper
-                expression = definition.glsl.format(*operands)
-            result = self.name(node_id, context, node.op)
-            self.lines.append(f"{node.dtype.glsl} {result} = {expression};")
-            self.locations.append(node.location)
-            self.ops.append(node.op)
-        self.values[key] = result
-        return result
+    def load_function(self, name: str, node_id: int, chain, dtype: DType) -> str:
+        emitter = self.emitter("index")
+        value = emitter.value(node_id, chain)
+        self.absorb(emitter)
+        body = "".join(f"    {line}\n" for line in emitter.lines)
+        return f"{dtype.glsl} {name}(int index) {{\n{body}    return {dtype.glsl}({value});\n}}\n"
+
+    def store_function(self, parameters: str, special: dict[int, str]) -> str:
+        emitter = self.emitter("i", special)
+        stores = self.store_lines(emitter)
+        self.absorb(emitter)
+        body = "".join(f"    {line}\n" for line in emitter.lines + stores)
+        return f"void store_output(int i, {parameters}) {{\n{body}}}\n"
+
+    def fill(self, name: str, workgroups: tuple[int, int, int], **values) -> KernelSource:
+        helpers = "".join(helper + "\n\n" for helper in self.helpers.values())
+        glsl = template(name).substitute(
+            NAME=self.kernel.name, BUFFERS="\n".join(self.declarations), HELPERS=helpers,
+            STORES=", ".join(dict.fromkeys(n for _, n in self.kernel.outputs)), **values)
+        return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
+                            tuple(dict.fromkeys(self.locations)), tuple(self.ops))
 
 
-def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], local_size: int,
-             max_groups: int) -> KernelSource:
-    """The GLSL source of a fused elementwise kernel and how to bind and dispatch it."""
-    stored = [name for _, name in kernel.outputs]
-    loaded = sorted(set(kernel.loads.values()))
-    bindings = tuple(loaded + [name for name in dict.fromkeys(stored) if name not in loaded])
-    buffer_names = {name: identifier(name.replace("param:", "").replace("staged:", "staged_")) for name in bindings}
-    emitter = _Emitter(graph, kernel, buffer_names)
-    results = [(emitter.value(node_id, ()), node_id, name) for node_id, name in kernel.outputs]
+def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], device: DeviceShape) -> KernelSource:
+    """The GLSL source of a kernel and how to bind and dispatch it."""
+    if kernel.core is None:
+        return _elementwise(_Kernel(graph, kernel, buffers), device)
+    core = node_of(graph, kernel.core)
+    if core.op == "reduce":
+        return _reduce(_Kernel(graph, kernel, buffers), core, device)
+    return _matmul(_Kernel(graph, kernel, buffers), core, device)
 
-    declarations = []
-    for binding, name in enumerate(bindings):
-        access = "readonly " if name not in stored else "" if name in loaded else "writeonly "
-        storage = buffers[name].dtype.storage_glsl
-        block = f"Buffer{binding}"
-        declarations.append(
-            f"layout(std430, binding = {binding}) {access}buffer {block} {{ {storage} {buffer_names[name]}[]; }};"
-        )
-    stores = []
-    for value, node_id, name in results:
-        dtype = node_of(graph, node_id).dtype
-        stored_value = f"uint({value})" if dtype == bool_ else value
-        stores.append(f"{buffer_names[name]}[i] = {stored_value};")
 
-    groups = max(1, -(-kernel.size // local_size))
-    rows = -(-groups // max_groups)
-    workgroups = (-(-groups // rows), rows, 1)
+def _elementwise(parts: _Kernel, device: DeviceShape) -> KernelSource:
+    kernel = parts.kernel
+    emitter = parts.emitter("i")
+    stores = parts.store_lines(emitter)
+    parts.absorb(emitter)
     body = "\n".join("    " + line for line in emitter.lines + stores)
-    helpers = "".join(helper + "\n\n" for helper in emitter.helpers.values())
-    glsl = f"""#version 450
-// {kernel.name}: {kernel.size} elements, outputs {", ".join(stored)}
-layout(local_size_x = {local_size}) in;
+    workgroups = _grid(-(-kernel.size // device.local_size), device.max_groups)
+    return parts.fill("elementwise", workgroups, SIZE=kernel.size, LOCAL_SIZE=device.local_size,
+                      OUTPUTS=", ".join(dict.fromkeys(n for _, n in kernel.outputs)), BODY=body)
 
-{chr(10).join(declarations)}
 
-{helpers}void main() {{
-    int i = int((gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * {local_size}u + gl_LocalInvocationID.x);
-    if (i >= {kernel.size}) {{
-        return;
-    }}
-{body}
-}}
-"""
-    return KernelSource(kernel.name, glsl, bindings, workgroups, tuple(dict.fromkeys(emitter.locations)),
-                        tuple(emitter.ops))
+_COMBINE = {
+    "sum": "value += other;",
+    "prod": "value *= other;",
+    "max": "value = max(value, other);",
+    "min": "value = min(value, other);",
+    "argmax": "if (other > value || (other == value && other_position < position)) {\n"
+              "        value = other;\n        position = other_position;\n    }",
+    "argmin": "if (other < value || (other == value && other_position < position)) {\n"
+              "        value = other;\n        position = other_position;\n    }",
+}
+
+
+def _identity(op: str, dtype: DType) -> str:
+    if op == "sum":
+        return literal(0, dtype)
+    if op == "prod":
+        return literal(1, dtype)
+    lowest = op in ("max", "argmax")
+    if dtype == float32:
+        return literal(float("-inf") if lowest else float("inf"), dtype)
+    if dtype == int32:
+        return "(-2147483647 - 1)" if lowest else "2147483647"
+    return "0u" if lowest else "4294967295u"
+
+
+def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
+    kernel = parts.kernel
+    (source,) = core.inputs
+    dtype = node_of(parts.graph, source).dtype
+    outputs, reduced, chain = reduce_layout(core, node_of(parts.graph, source).shape)
+    op = core.attrs["op"]
+    special = {kernel.core: "position" if op.startswith("arg") else "value"}
+    functions = parts.load_function("load_input", source, chain, dtype)
+    functions += "\n" + parts.store_function(f"{dtype.glsl} value, int position", special)
+    parts.ops.append(f"{op}-reduce")
+    parts.locations.append(core.location)
+    serial = reduced <= SERIAL_REDUCTION
+    if serial:
+        local = device.local_size
+        workgroups = _grid(-(-outputs // local), device.max_groups)
+    else:
+        local = min(device.local_size, 1 << max(5, (reduced - 1).bit_length()))
+        workgroups = _grid(outputs, device.max_groups)
+    return parts.fill("reduce", workgroups, REDUCTION=op, REDUCED=reduced, OUTPUTS=outputs,
+                      SERIAL=int(serial), LOCAL_SIZE=local, FUNCTIONS=functions, TYPE=dtype.glsl,
+                      COMBINE=_COMBINE[op], IDENTITY=_identity(op, dtype))
+
+
+def _tile(extent: int) -> int:
+    return 64 if extent > 32 else 32 if extent > 16 else 16
+
+
+def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
+    kernel = parts.kernel
+    (a, chain_a), (b, chain_b) = operand_contexts(parts.graph, core)
+    *batch_shape, m, n = core.shape
+    k = node_of(parts.graph, a).shape[-1]
+    batch = kernel.size // (m * n)
+    tile_m, tile_n, tile_k = _tile(m), _tile(n), 16
+    while (tile_m + tile_n) * tile_k * 4 > device.shared_memory and tile_k > 4:
+        tile_k //= 2
+    functions = parts.load_function("load_a", a, chain_a, float32)
+    functions += "\n" + parts.load_function("load_b", b, chain_b, float32)
+    functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"})
+    parts.ops.append("matmul")
+    parts.locations.append(core.location)
+    workgroups = (-(-n // tile_n), -(-m // tile_m), batch)
+    return parts.fill("matmul", workgroups, BATCH=batch, M=m, N=n, K=k, TILE_M=tile_m, TILE_N=tile_n,
+                      TILE_K=tile_k, FUNCTIONS=functions)

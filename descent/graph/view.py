@@ -1,8 +1,9 @@
-"""Zero-copy views: strided index maps from an array's flat index to its source's flat index.
+"""Zero-copy views: strided, optionally masked index maps from an array's flat index to its source's.
 
-A view chain is a tuple of `View`s; the last one has the array's shape and is applied first.
-Each `View` maps a multi-index of its shape to a flat index (`offset + sum(i_k * stride_k)`) in the
-contiguous order of the shape before it, or of the source buffer for the first.
+A view chain is a tuple of `View`s; the last one has the array's shape and is applied first. Each
+`View` maps a multi-index of its shape to a flat index (`offset + sum(i_k * stride_k)`) in the
+contiguous order of the shape before it, or of the source for the first. A masked view reads
+`fill` wherever a coordinate falls outside its valid range: that is how padding stays a view.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 Shape = tuple[int, ...]
+Mask = tuple[tuple[int, int], ...]
 
 
 def contiguous_strides(shape: Shape) -> tuple[int, ...]:
@@ -25,11 +27,14 @@ def contiguous_strides(shape: Shape) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class View:
-    """A strided window: shape, strides (in elements, 0 to broadcast) and offset."""
+    """A strided window: shape, strides (in elements, 0 to broadcast), offset, and an optional
+    valid range per axis outside which the value is `fill`."""
 
     shape: Shape
     strides: tuple[int, ...]
     offset: int = 0
+    mask: Mask | None = None
+    fill: float = 0.0
 
     @staticmethod
     def contiguous(shape: Shape) -> View:
@@ -37,10 +42,13 @@ class View:
 
     @property
     def is_contiguous(self) -> bool:
-        return self.offset == 0 and all(
+        return self.offset == 0 and self.mask is None and all(
             size == 1 or stride == expected
             for size, stride, expected in zip(self.shape, self.strides, contiguous_strides(self.shape))
         )
+
+    def bounds(self) -> Mask:
+        return self.mask if self.mask is not None else tuple((0, size) for size in self.shape)
 
 
 ViewChain = tuple[View, ...]
@@ -55,6 +63,10 @@ def simplify(chain: ViewChain) -> ViewChain:
     return tuple(view for view in chain if not view.is_contiguous)
 
 
+def is_masked(chain: ViewChain) -> bool:
+    return any(view.mask is not None for view in chain)
+
+
 def _split(chain: ViewChain, shape: Shape) -> tuple[ViewChain, View]:
     """The chain below the view of `shape`, and that view (implicitly contiguous once simplified away)."""
     if chain and chain[-1].shape == tuple(shape):
@@ -62,28 +74,42 @@ def _split(chain: ViewChain, shape: Shape) -> tuple[ViewChain, View]:
     return chain, View.contiguous(shape)
 
 
+def _with(top: View, shape: Shape, strides: tuple[int, ...], offset: int, mask: Mask | None,
+          fill: float | None = None) -> View:
+    """A view replacing `top`; a mask that hides nothing is dropped."""
+    if mask is not None and all(lo <= 0 and hi >= size for (lo, hi), size in zip(mask, shape)):
+        mask = None
+    fill = top.fill if fill is None else fill
+    return View(tuple(shape), tuple(strides), offset, mask, fill if mask is not None else 0.0)
+
+
 def reshape(chain: ViewChain, shape: Shape, new_shape: Shape) -> ViewChain:
     """View `shape` as `new_shape` (same number of elements)."""
     rest, top = _split(chain, shape)
     if top.is_contiguous:
         return simplify(rest + (View.contiguous(new_shape),))
-    kept = [(size, stride) for size, stride in zip(top.shape, top.strides) if size != 1]
-    if [size for size, _ in kept] == [size for size in new_shape if size != 1]:
-        strides, position = [], 0
+    kept = [(size, stride, bound) for size, stride, bound in zip(top.shape, top.strides, top.bounds()) if size != 1]
+    dropped_valid = all(lo <= 0 < hi for size, (lo, hi) in zip(top.shape, top.bounds()) if size == 1)
+    if dropped_valid and [size for size, _, _ in kept] == [size for size in new_shape if size != 1]:
+        strides, mask, position = [], [], 0
         for size in new_shape:
             if size == 1:
                 strides.append(0)
+                mask.append((0, 1))
             else:
                 strides.append(kept[position][1])
+                mask.append(kept[position][2])
                 position += 1
-        return simplify(rest + (View(tuple(new_shape), tuple(strides), top.offset),))
+        view = _with(top, new_shape, tuple(strides), top.offset, tuple(mask) if top.mask else None)
+        return simplify(rest + (view,))
     return simplify(chain + (View.contiguous(new_shape),))
 
 
 def permute(chain: ViewChain, shape: Shape, axes: tuple[int, ...]) -> ViewChain:
     """Reorder the axes: axis k of the result is axis `axes[k]` of the input."""
     rest, top = _split(chain, shape)
-    view = View(tuple(top.shape[a] for a in axes), tuple(top.strides[a] for a in axes), top.offset)
+    mask = tuple(top.bounds()[a] for a in axes) if top.mask else None
+    view = _with(top, tuple(top.shape[a] for a in axes), tuple(top.strides[a] for a in axes), top.offset, mask)
     return simplify(rest + (view,))
 
 
@@ -92,17 +118,46 @@ def expand(chain: ViewChain, shape: Shape, new_shape: Shape) -> ViewChain:
     rest, top = _split(chain, shape)
     lead = len(new_shape) - len(shape)
     strides = [0] * lead
-    for size, stride, target in zip(top.shape, top.strides, new_shape[lead:]):
+    mask = [(0, size) for size in new_shape[:lead]]
+    for size, stride, (lo, hi), target in zip(top.shape, top.strides, top.bounds(), new_shape[lead:]):
         strides.append(stride if size == target else 0)
-    return simplify(rest + (View(tuple(new_shape), tuple(strides), top.offset),))
+        mask.append((lo, hi) if size == target else ((0, target) if lo <= 0 < hi else (0, 0)))
+    view = _with(top, new_shape, tuple(strides), top.offset, tuple(mask) if top.mask else None)
+    return simplify(rest + (view,))
+
+
+def _window_bounds(lo: int, hi: int, start: int, step: int, size: int) -> tuple[int, int]:
+    """Result coordinates j (0 <= j < size) whose source coordinate start + j * step lies in [lo, hi)."""
+    if step > 0:
+        first = max(0, -(-(lo - start) // step))
+        last = min(size, -(-(hi - start) // step))
+    else:
+        first = max(0, -(-(start - hi + 1) // -step))
+        last = min(size, (start - lo) // -step + 1)
+    return (first, max(first, last))
 
 
 def window(chain: ViewChain, shape: Shape, starts: Shape, steps: Shape, new_shape: Shape) -> ViewChain:
-    """Basic slicing: axis k keeps `new_shape[k]` elements from `starts[k]` every `steps[k]`."""
+    """Strided slicing: axis k keeps `new_shape[k]` elements from `starts[k]` every `steps[k]`."""
     rest, top = _split(chain, shape)
     offset = top.offset + sum(start * stride for start, stride in zip(starts, top.strides))
     strides = tuple(stride * step for stride, step in zip(top.strides, steps))
-    return simplify(rest + (View(tuple(new_shape), strides, offset),))
+    mask = None
+    if top.mask:
+        mask = tuple(_window_bounds(lo, hi, start, step, size)
+                     for (lo, hi), start, step, size in zip(top.bounds(), starts, steps, new_shape))
+    return simplify(rest + (_with(top, new_shape, strides, offset, mask),))
+
+
+def pad(chain: ViewChain, shape: Shape, widths: tuple[tuple[int, int], ...], value: float) -> ViewChain:
+    """Grow each axis by (before, after) elements that read `value`."""
+    rest, top = _split(chain, shape)
+    if top.mask is not None and top.fill != value:
+        rest, top = chain, View.contiguous(shape)
+    new_shape = tuple(size + lo + hi for size, (lo, hi) in zip(shape, widths))
+    offset = top.offset - sum(lo * stride for (lo, _), stride in zip(widths, top.strides))
+    mask = tuple((b_lo + lo, b_hi + lo) for (b_lo, b_hi), (lo, _) in zip(top.bounds(), widths))
+    return simplify(rest + (_with(top, new_shape, top.strides, offset, mask, float(value)),))
 
 
 def broadcast_shapes(*shapes: Shape) -> Shape | None:

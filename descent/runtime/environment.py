@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.codegen.glsl import generate
+from descent.codegen.glsl import DeviceShape, generate
 from descent.compile.spirv import compile_glsl
 from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph.dtype import DType, as_dtype, bool_, float32
@@ -119,9 +119,12 @@ class Environment:
         fn(scope)
         plan = schedule(scope.graph, scope.writes)
         limits = self.device.limits
-        local_size = min(LOCAL_SIZE, limits.max_workgroup_invocations, limits.max_workgroup_size[0])
-        sources = [generate(scope.graph, kernel, plan.buffers, local_size, limits.max_workgroup_count[0])
-                   for kernel in plan.kernels]
+        shape = DeviceShape(
+            local_size=min(LOCAL_SIZE, limits.max_workgroup_invocations, limits.max_workgroup_size[0]),
+            max_groups=limits.max_workgroup_count[0],
+            shared_memory=limits.max_shared_memory,
+        )
+        sources = [generate(scope.graph, kernel, plan.buffers, shape) for kernel in plan.kernels]
         for source in sources:
             if len(source.bindings) > limits.max_storage_buffers:
                 raise DeviceError(f"{source.name} binds {len(source.bindings)} buffers; this device allows "

@@ -1,8 +1,10 @@
 """Fusion: decide which nodes get a buffer, and group the rest into as few kernels as possible.
 
 Elementwise ops and views are evaluated inside the kernel that needs them, at the index that
-kernel's thread asks for (views only rewrite that index). A node is realized into a buffer when
-it is written to a parameter, or when fusing it would evaluate it at too many different indices.
+kernel's thread asks for (views only rewrite that index). Heavy ops (reductions, matmul) are the
+cores of their own kernels: their operands are fused into the core's loads, and elementwise
+consumers of the same shape into its stores. A node is realized into a buffer when it is a heavy
+op, or when fusing it would evaluate it at too many different indices.
 """
 
 from __future__ import annotations
@@ -11,23 +13,46 @@ from collections import defaultdict
 
 import networkx as nx
 
+from descent.graph import view as views
 from descent.graph.node import Node
 from descent.graph.view import ViewChain, numel, simplify
 
 MAX_CONTEXTS = 4  # distinct index maps a fused node may be evaluated at before it gets a buffer
+HEAVY = ("reduce", "matmul")
 
-Context = ViewChain  # maps a kernel's flat thread index to a node's flat index
+Context = ViewChain  # maps a kernel's base index to a node's flat index
 
 
 def node_of(graph: nx.DiGraph, node_id: int) -> Node:
     return graph.nodes[node_id]["node"]
 
 
+def reduce_layout(node: Node, source_shape: tuple[int, ...]) -> tuple[int, int, ViewChain]:
+    """(outputs, reduced elements, chain) so that the source at index o * reduced + r is element r
+    of the reduction for output o."""
+    axes = node.attrs["axes"]
+    kept = tuple(a for a in range(len(source_shape)) if a not in axes)
+    permuted = tuple(source_shape[a] for a in kept + axes)
+    outputs = numel(tuple(source_shape[a] for a in kept))
+    reduced = numel(tuple(source_shape[a] for a in axes))
+    chain = views.permute((), source_shape, kept + axes)
+    chain = views.reshape(chain, permuted, (outputs, reduced))
+    return outputs, reduced, chain
+
+
+def operand_contexts(graph: nx.DiGraph, node: Node) -> list[tuple[int, Context]]:
+    """The operands of a heavy node and the chains they are loaded at, from the core's own index."""
+    if node.op == "reduce":
+        (source,) = node.inputs
+        return [(source, reduce_layout(node, node_of(graph, source).shape)[2])]
+    return [(source, ()) for source in node.inputs]
+
+
 def input_contexts(node: Node, context: Context) -> list[tuple[int, Context]]:
     """The inputs of a fused node and the index maps they are evaluated at."""
     if node.op == "view":
         return [(node.inputs[0], simplify(node.attrs + context))]
-    if node.op in ("read", "const"):
+    if node.op in ("read", "const") or node.op in HEAVY:
         return []
     return [(source, context) for source in node.inputs]
 
@@ -51,6 +76,11 @@ def realize(graph: nx.DiGraph, roots: list[int]) -> set[int]:
         if node.op in ("read", "const"):
             continue
         seen = contexts[node_id]
+        if node.op in HEAVY:
+            realized.add(node_id)
+            for source, source_context in operand_contexts(graph, node):
+                contexts[source].add(source_context)
+            continue
         if node.op != "view" and len(seen) > MAX_CONTEXTS:
             realized.add(node_id)
             seen = {()}
@@ -60,41 +90,43 @@ def realize(graph: nx.DiGraph, roots: list[int]) -> set[int]:
     return realized
 
 
-def walk(graph: nx.DiGraph, outputs: list[int], realized: set[int]) -> dict[int, set[Context]]:
-    """Every node a kernel with these outputs touches, with the index maps it is evaluated or loaded at.
+def walk(graph: nx.DiGraph, starts: list[tuple[int, Context]], computed: set[int],
+         realized: set[int]) -> dict[int, set[Context]]:
+    """Every node reached from `starts`, with the chains it is evaluated or loaded at.
 
-    The walk stops at parameter reads, constants and realized nodes (other than the outputs),
-    which the kernel loads rather than computes.
+    The walk stops at parameter reads, constants, heavy nodes and realized nodes other than
+    those in `computed` (which the kernel computes itself, at its base index).
     """
     contexts: dict[int, set[Context]] = defaultdict(set)
-    stack = [(output, ()) for output in outputs]
-    top = set(outputs)
+    stack = list(starts)
     while stack:
         node_id, context = stack.pop()
         if context in contexts[node_id]:
             continue
         contexts[node_id].add(context)
-        if node_id in realized and not (node_id in top and context == ()):
+        if node_id in realized and not (node_id in computed and context == ()):
             continue
         stack.extend(input_contexts(node_of(graph, node_id), context))
     return contexts
 
 
+def loaded_realized(graph: nx.DiGraph, node_id: int, realized: set[int]) -> list[int]:
+    """Realized nodes the computation of `node_id` loads."""
+    node = node_of(graph, node_id)
+    if node.op in HEAVY:
+        starts = operand_contexts(graph, node)
+        touched = walk(graph, starts, set(), realized)
+    else:
+        touched = walk(graph, [(node_id, ())], {node_id}, realized)
+    return [n for n in touched if n in realized and n != node_id]
+
+
 def levels(graph: nx.DiGraph, outputs: set[int], realized: set[int]) -> dict[int, int]:
     """Dispatch level of each output: one more than the deepest realized node it loads."""
     level: dict[int, int] = {}
-    for node_id in nx.topological_sort(graph.subgraph(set(outputs).union(*(nx.ancestors(graph, o) for o in outputs)))):
-        if node_id not in outputs:
-            continue
-        loaded = [n for n in walk(graph, [node_id], realized) if n in realized and n != node_id]
-        level[node_id] = 1 + max((level[n] for n in loaded), default=-1)
+    needed = set(outputs).union(*(nx.ancestors(graph, o) for o in outputs))
+    for node_id in nx.topological_sort(graph.subgraph(needed)):
+        if node_id in outputs:
+            loaded = loaded_realized(graph, node_id, realized)
+            level[node_id] = 1 + max((level[n] for n in loaded), default=-1)
     return level
-
-
-def group(graph: nx.DiGraph, outputs: set[int], realized: set[int]) -> list[tuple[int, list[int]]]:
-    """Outputs grouped into kernels: same level and same element count share a dispatch."""
-    level = levels(graph, outputs, realized)
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for node_id in sorted(outputs):
-        groups[(level[node_id], numel(node_of(graph, node_id).shape))].append(node_id)
-    return [(lvl, nodes) for (lvl, _), nodes in sorted(groups.items())]

@@ -24,12 +24,15 @@ class Buffer:
 
 @dataclass(frozen=True)
 class Kernel:
-    """One dispatch: every thread evaluates the output nodes at its flat index and stores them."""
+    """One dispatch. Elementwise kernels evaluate their outputs at every thread's flat index; a kernel
+    with a `core` (a reduction or matmul) computes the core and evaluates its outputs from it."""
 
     name: str
-    size: int  # threads: elements of each output
+    size: int  # elements of each output
     outputs: tuple[tuple[int, str], ...]  # (node id, logical buffer name)
-    loads: dict[int, str]  # realized or read node id -> logical buffer it is loaded from
+    loads: dict[int, str]  # node id -> logical buffer it is loaded from
+    core: int | None = None
+    level: int = 0
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass, field
+
 import networkx as nx
 
 from descent.graph.parameter import Parameter
 from descent.graph.view import numel
-from descent.schedule.fuse import group, is_buffer, node_of, realize, walk
+from descent.schedule.fuse import HEAVY, is_buffer, levels, node_of, operand_contexts, realize, walk
 from descent.schedule.kernel import Buffer, Copy, Kernel, Schedule
 
 
@@ -14,13 +17,24 @@ def parameter_buffer(parameter: Parameter) -> Buffer:
     return Buffer(f"param:{parameter.name}", parameter.dtype, parameter.size, parameter=parameter.name)
 
 
+@dataclass
+class _Draft:
+    """A kernel while the plan is made: outputs to compute, and the core if any."""
+
+    level: int
+    size: int
+    computed: list[int]
+    core: int | None = None
+    stores: list[tuple[int, str]] = field(default_factory=list)
+
+
 def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]]) -> Schedule:
     """Fuse the graph into kernels that compute every parameter write, reads seeing old values."""
     writes = {name: (p, node) for name, (p, node) in writes.items() if p.size > 0}
     roots = sorted({node for _, node in writes.values()})
     realized = realize(graph, roots)
-    outputs = set(roots) | realized
-    grouped = group(graph, outputs, realized)
+    drafts = _merge_epilogues(graph, _drafts(graph, set(roots) | realized, realized), set(roots))
+    drafts.sort(key=lambda d: d.level)
 
     buffers: dict[str, Buffer] = {}
     loads_of: dict[int, str] = {}
@@ -30,53 +44,102 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]]) -> Sch
             buffer = parameter_buffer(node.attrs)
             buffers[buffer.name] = buffer
             loads_of[node_id] = buffer.name
+    computed_in = {n: k for k, d in enumerate(drafts) for n in d.computed}
     for node_id in sorted(realized):
-        node = node_of(graph, node_id)
-        buffers[f"tmp{node_id}"] = Buffer(f"tmp{node_id}", node.dtype, numel(node.shape))
-        loads_of[node_id] = f"tmp{node_id}"
+        if node_id in computed_in:
+            node = node_of(graph, node_id)
+            buffers[f"tmp{node_id}"] = Buffer(f"tmp{node_id}", node.dtype, numel(node.shape))
+            loads_of[node_id] = f"tmp{node_id}"
+            drafts[computed_in[node_id]].stores.append((node_id, f"tmp{node_id}"))
 
-    walks = [walk(graph, nodes, realized) for _, nodes in grouped]
-    kernel_of = {node_id: k for k, (_, nodes) in enumerate(grouped) for node_id in nodes}
+    out_walks, operand_walks = [], []
+    for draft in drafts:
+        out_walks.append(walk(graph, [(n, ()) for n in draft.computed], set(draft.computed), realized))
+        starts = operand_contexts(graph, node_of(graph, draft.core)) if draft.core is not None else []
+        operand_walks.append(walk(graph, starts, set(), realized))
+
     read_nodes = {node_of(graph, n).attrs.name: n for n in graph.nodes if is_buffer(node_of(graph, n))}
-
-    stores: dict[int, list[tuple[int, str]]] = {k: [] for k in range(len(grouped))}
-    for node_id in sorted(realized):
-        stores[kernel_of[node_id]].append((node_id, f"tmp{node_id}"))
     copies = []
     for name, (parameter, node_id) in sorted(writes.items()):
-        k = kernel_of[node_id]
+        k = computed_in[node_id]
         target = parameter_buffer(parameter)
         buffers[target.name] = target
-        if _direct_write_is_safe(read_nodes.get(name), k, grouped, walks):
-            stores[k].append((node_id, target.name))
+        if _in_place_is_safe(read_nodes.get(name), k, drafts, out_walks, operand_walks):
+            drafts[k].stores.append((node_id, target.name))
         else:
             staging = Buffer(f"staged:{name}", parameter.dtype, parameter.size)
             buffers[staging.name] = staging
-            stores[k].append((node_id, staging.name))
+            drafts[k].stores.append((node_id, staging.name))
             copies.append(Copy(staging.name, target.name))
 
     kernels = []
-    for k, (_, nodes) in enumerate(grouped):
-        touched = walks[k]
-        loads = {n: loads_of[n] for n in touched if n in loads_of and not (n in nodes and n in realized)}
-        size = numel(node_of(graph, nodes[0]).shape)
-        kernels.append(Kernel(f"kernel{k}", size, tuple(stores[k]), loads))
+    for k, draft in enumerate(drafts):
+        touched = set(out_walks[k]) | set(operand_walks[k])
+        own = set(draft.computed) if draft.core is None else {draft.core}
+        loads = {n: loads_of[n] for n in sorted(touched) if n in loads_of and not (n in own and n in realized)}
+        stores = tuple(store for store in draft.stores if store[0] != draft.core or draft.core in draft.computed)
+        kernels.append(Kernel(f"kernel{k}", draft.size, stores, loads, draft.core, draft.level))
     buffers, slots = _assign_slots(kernels, buffers, copies)
     return Schedule(tuple(kernels), buffers, slots, tuple(copies))
 
 
-def _direct_write_is_safe(read_node: int | None, k: int, grouped, walks) -> bool:
-    """A kernel may overwrite a parameter in place only if every other read of it happened earlier,
-    and its own reads are at each thread's own index."""
+def _drafts(graph: nx.DiGraph, outputs: set[int], realized: set[int]) -> list[_Draft]:
+    """One kernel per heavy node; other outputs share a kernel per (level, element count)."""
+    level = levels(graph, outputs, realized)
+    drafts = []
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for node_id in sorted(outputs):
+        node = node_of(graph, node_id)
+        if node.op in HEAVY:
+            drafts.append(_Draft(level[node_id], numel(node.shape), [node_id], core=node_id))
+        else:
+            groups[(level[node_id], numel(node.shape))].append(node_id)
+    drafts += [_Draft(lvl, size, nodes) for (lvl, size), nodes in sorted(groups.items())]
+    return drafts
+
+
+def _merge_epilogues(graph: nx.DiGraph, drafts: list[_Draft], roots: set[int]) -> list[_Draft]:
+    """Fold an elementwise kernel into the heavy kernel whose result it alone consumes, element for element."""
+    realized = {n for d in drafts for n in d.computed}
+    consumers: dict[int, list[tuple[int, set]]] = defaultdict(list)
+    for k, draft in enumerate(drafts):
+        if draft.core is not None:
+            operands = walk(graph, operand_contexts(graph, node_of(graph, draft.core)), set(), realized)
+            for node_id in operands:
+                if node_id in realized:
+                    consumers[node_id].append((-1, set()))
+            continue
+        touched = walk(graph, [(n, ()) for n in draft.computed], set(draft.computed), realized)
+        for node_id, chains in touched.items():
+            if node_id in realized and node_id not in draft.computed:
+                consumers[node_id].append((k, chains))
+    merged: set[int] = set()
+    for draft in drafts:
+        core = draft.core
+        if core is None or core in roots or len(consumers[core]) != 1:
+            continue
+        k, chains = consumers[core][0]
+        epilogue = drafts[k]
+        if k in merged or chains != {()} or epilogue.size != draft.size:
+            continue
+        draft.computed = list(epilogue.computed)
+        draft.level = epilogue.level
+        merged.add(k)
+    return [d for k, d in enumerate(drafts) if k not in merged]
+
+
+def _in_place_is_safe(read_node: int | None, k: int, drafts: list[_Draft], out_walks, operand_walks) -> bool:
+    """A kernel may overwrite a parameter in place only if every other read of it happened at an
+    earlier level, and its own reads are at each thread's own index."""
     if read_node is None:
         return True
-    for other, touched in enumerate(walks):
-        if read_node not in touched:
+    for other in range(len(drafts)):
+        if read_node not in out_walks[other] and read_node not in operand_walks[other]:
             continue
         if other == k:
-            if touched[read_node] != {()}:
+            if read_node in operand_walks[k] or out_walks[k][read_node] != {()}:
                 return False
-        elif grouped[other][0] >= grouped[k][0]:
+        elif drafts[other].level >= drafts[k].level:
             return False
     return True
 
@@ -100,7 +163,7 @@ def _assign_slots(kernels: list[Kernel], buffers: dict[str, Buffer], copies: lis
                 del live[name]
         for _, name in kernel.outputs:
             buffer = buffers[name]
-            if buffer.parameter is not None:
+            if buffer.parameter is not None or name in live:
                 continue
             fits = [s for s in free if slots[s] >= buffer.nbytes]
             if fits:

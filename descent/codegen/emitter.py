@@ -1,0 +1,193 @@
+"""Emit the GLSL statements that evaluate fused nodes at an index: one named temporary per value.
+
+An Emitter evaluates graph nodes at view chains applied to a base index variable, loading
+realized nodes from their buffers and computing everything else inline. Each (node, chain)
+pair is computed once; views only add index arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import networkx as nx
+import numpy as np
+
+from descent.graph.dtype import DType, bool_, float32, uint32
+from descent.graph.optable import ELEMENTWISE
+from descent.graph.view import View, ViewChain, contiguous_strides, is_masked
+from descent.schedule.fuse import input_contexts, node_of
+
+
+def literal(value: bool | int | float, dtype: DType) -> str:
+    """A GLSL literal of `dtype` for a Python scalar."""
+    if dtype == bool_:
+        return "true" if value else "false"
+    if dtype == uint32:
+        return f"{int(value) % 2**32}u"
+    if dtype == float32:
+        number = float(np.float32(value))
+        if math.isnan(number):
+            return "uintBitsToFloat(0x7fc00000u)"
+        if math.isinf(number):
+            return "uintBitsToFloat(0xff800000u)" if number < 0 else "uintBitsToFloat(0x7f800000u)"
+        text = repr(number)
+        return f"({text})" if text.startswith("-") else text
+    return f"({int(value)})" if int(value) < 0 else str(int(value))
+
+
+def identifier(name: str) -> str:
+    return re.sub(r"\W", "_", name.replace("param:", "").replace("staged:", "staged_"))
+
+
+def _coordinates(view: View, flat: str) -> list[tuple[int, str]]:
+    """(axis, GLSL coordinate) of each axis of `view` that matters, from its flat index."""
+    base = flat if flat.isidentifier() else f"({flat})"
+    result = []
+    for axis, (size, step) in enumerate(zip(view.shape, contiguous_strides(view.shape))):
+        if size == 1:
+            continue
+        coordinate = base if step == 1 else f"{base} / {step}"
+        if axis > 0:
+            coordinate = f"{coordinate} % {size}"
+        result.append((axis, coordinate))
+    return result
+
+
+def view_index(view: View, flat: str) -> str:
+    """Flat index in the source of `view` for the element at `flat`."""
+    terms = []
+    for axis, coordinate in _coordinates(view, flat):
+        stride = view.strides[axis]
+        if stride == 0:
+            continue
+        terms.append(coordinate if stride == 1 else f"({coordinate}) * {stride if stride > 0 else f'({stride})'}")
+    if view.offset or not terms:
+        terms.append(str(view.offset) if view.offset >= 0 or not terms else f"({view.offset})")
+    return " + ".join(terms)
+
+
+def view_valid(view: View, flat: str) -> str:
+    """GLSL condition: the element at `flat` lies inside the view's mask."""
+    coordinates = dict(_coordinates(view, flat))
+    conditions = []
+    for axis, (lo, hi) in enumerate(view.bounds()):
+        size = view.shape[axis]
+        if lo >= hi:
+            return "false"
+        coordinate = coordinates.get(axis, "0")
+        if lo > 0:
+            conditions.append(f"{coordinate} >= {lo}")
+        if hi < size:
+            conditions.append(f"{coordinate} < {hi}")
+    return " && ".join(f"({c})" for c in conditions) or "true"
+
+
+class Emitter:
+    """Statements evaluating nodes at `base` (a GLSL int variable) through view chains."""
+
+    def __init__(self, graph: nx.DiGraph, loads: dict[int, str], buffers: dict[str, tuple[str, DType, int]],
+                 base: str = "i", special: dict[int, str] | None = None, prefix: str = "") -> None:
+        self.graph = graph
+        self.loads = loads
+        self.buffers = buffers  # logical buffer -> (GLSL name, dtype, elements)
+        self.base = base
+        self.special = special or {}
+        self.prefix = prefix
+        self.lines: list[str] = []
+        self.helpers: dict[str, str] = {}
+        self.locations: list[str] = []
+        self.ops: list[str] = []
+        self._values: dict[tuple[int, ViewChain], str] = {}
+        self._indices: dict[ViewChain, str] = {(): base}
+        self._names: dict[int, dict[ViewChain, int]] = {}
+        self._count = 0
+
+    def fresh(self, stem: str) -> str:
+        self._count += 1
+        return f"{self.prefix}{stem}_{self._count}"
+
+    def _name(self, node_id: int, chain: ViewChain, stem: str) -> str:
+        numbering = self._names.setdefault(node_id, {})
+        number = numbering.setdefault(chain, len(numbering))
+        suffix = f"_{number}" if number else ""
+        return f"{self.prefix}{stem}_{node_id}{suffix}"
+
+    def index(self, chain: ViewChain) -> str:
+        """A variable holding the flat index reached through `chain` from the base index."""
+        if chain not in self._indices:
+            expression = view_index(chain[0], self.index(chain[1:]))
+            if expression.isidentifier():
+                self._indices[chain] = expression
+            else:
+                variable = self.fresh("index")
+                self.lines.append(f"int {variable} = {expression};")
+                self._indices[chain] = variable
+        return self._indices[chain]
+
+    def valid(self, own: ViewChain, outer: ViewChain) -> list[tuple[str, View]]:
+        """(condition, view) for each masked view of `own`, evaluated after the views in `outer`."""
+        result = []
+        for k, view in enumerate(own):
+            if view.mask is not None:
+                result.append((view_valid(view, self.index(own[k + 1 :] + outer)), view))
+        return result
+
+    def load(self, node_id: int, chain: ViewChain) -> str:
+        node = node_of(self.graph, node_id)
+        name, dtype, size = self.buffers[self.loads[node_id]]
+        index = self.index(chain)
+        if is_masked(chain):
+            index = f"clamp({index}, 0, {max(size - 1, 0)})"
+        element = f"{name}[{index}]"
+        if dtype == bool_:
+            element = f"{element} != 0u"
+        variable = self._name(node_id, chain, name)
+        self.lines.append(f"{node.dtype.glsl} {variable} = {element};")
+        return variable
+
+    def value(self, node_id: int, chain: ViewChain = ()) -> str:
+        """GLSL expression (a variable or literal) of node `node_id` at `chain` from the base index."""
+        key = (node_id, chain)
+        if key in self._values:
+            return self._values[key]
+        node = node_of(self.graph, node_id)
+        if node_id in self.special and chain == ():
+            return self.special[node_id]
+        if node.op == "const":
+            return literal(node.attrs, node.dtype)
+        if node_id in self.loads:
+            result = self.load(node_id, chain)
+        elif node.op == "view":
+            ((source, source_chain),) = input_contexts(node, chain)
+            inner = self.value(source, source_chain)
+            conditions = self.valid(node.attrs, chain)
+            if not conditions:
+                result = inner
+            else:
+                expression = inner
+                for condition, view in reversed(conditions):
+                    expression = f"{condition} ? {expression} : {literal(view.fill, node.dtype)}"
+                result = self._name(node_id, chain, "padded")
+                self.lines.append(f"{node.dtype.glsl} {result} = {expression};")
+        else:
+            result = self._compute(node_id, node, chain)
+        self._values[key] = result
+        return result
+
+    def _compute(self, node_id: int, node, chain: ViewChain) -> str:
+        operands = [self.value(source, source_chain) for source, source_chain in input_contexts(node, chain)]
+        if node.op == "cast":
+            expression = f"{node.dtype.glsl}({operands[0]})"
+        elif node.op in ELEMENTWISE:
+            definition = ELEMENTWISE[node.op]
+            if definition.helper:
+                self.helpers[node.op] = definition.helper
+            expression = definition.glsl.format(*operands)
+        else:
+            raise NotImplementedError(f"codegen cannot fuse op {node.op!r}")
+        result = self._name(node_id, chain, node.op)
+        self.lines.append(f"{node.dtype.glsl} {result} = {expression};")
+        self.locations.append(node.location)
+        self.ops.append(node.op)
+        return result

@@ -1,0 +1,58 @@
+#version 450
+// ${NAME}: ${REDUCTION} of ${REDUCED} elements for each of ${OUTPUTS} outputs; stores ${STORES}
+// One workgroup per output: each lane folds a strided share, then a shared-memory tree combines the
+// lanes. With SERIAL, one thread folds a whole (short) reduction instead.
+#define SERIAL ${SERIAL}
+layout(local_size_x = ${LOCAL_SIZE}) in;
+
+${BUFFERS}
+${HELPERS}
+${FUNCTIONS}
+void combine(inout ${TYPE} value, inout int position, ${TYPE} other, int other_position) {
+    ${COMBINE}
+}
+
+#if SERIAL
+void main() {
+    int output_index = int((gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * ${LOCAL_SIZE}u + gl_LocalInvocationID.x);
+    if (output_index >= ${OUTPUTS}) {
+        return;
+    }
+    ${TYPE} value = ${IDENTITY};
+    int position = ${REDUCED};
+    for (int r = 0; r < ${REDUCED}; r++) {
+        combine(value, position, load_input(output_index * ${REDUCED} + r), r);
+    }
+    store_output(output_index, value, position);
+}
+#else
+shared ${TYPE} partial_value[${LOCAL_SIZE}];
+shared int partial_position[${LOCAL_SIZE}];
+
+void main() {
+    int output_index = int(gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x);
+    if (output_index >= ${OUTPUTS}) {
+        return;
+    }
+    int lane = int(gl_LocalInvocationID.x);
+    ${TYPE} value = ${IDENTITY};
+    int position = ${REDUCED};
+    for (int r = lane; r < ${REDUCED}; r += ${LOCAL_SIZE}) {
+        combine(value, position, load_input(output_index * ${REDUCED} + r), r);
+    }
+    partial_value[lane] = value;
+    partial_position[lane] = position;
+    barrier();
+    for (int stride = ${LOCAL_SIZE} / 2; stride > 0; stride /= 2) {
+        if (lane < stride) {
+            combine(value, position, partial_value[lane + stride], partial_position[lane + stride]);
+            partial_value[lane] = value;
+            partial_position[lane] = position;
+        }
+        barrier();
+    }
+    if (lane == 0) {
+        store_output(output_index, value, position);
+    }
+}
+#endif
