@@ -3,6 +3,7 @@
 from descent.errors import CompileError, DescentError, DeviceError, DTypeError, GraphError, ShapeError
 from descent.graph.array import Array
 from descent.graph.dtype import DType, bool_, float32, int32, uint32
+from descent.graph.linalg import matmul
 from descent.graph.ops import (
     abs,
     add,
@@ -47,11 +48,38 @@ from descent.graph.ops import (
     where,
 )
 from descent.graph.parameter import Parameter
+from descent.graph.reductions import (
+    argmax,
+    argmin,
+    log_softmax,
+    logsumexp,
+    max,
+    mean,
+    min,
+    prod,
+    softmax,
+    std,
+    sum,
+    var,
+)
 from descent.graph.scope import Scope
 from descent.runtime.environment import Environment
 from descent.runtime.executable import Executable
 
 __all__ = [
+    "matmul",
+    "argmax",
+    "argmin",
+    "log_softmax",
+    "logsumexp",
+    "max",
+    "mean",
+    "min",
+    "prod",
+    "softmax",
+    "std",
+    "sum",
+    "var",
     "abs",
     "add",
     "Array",

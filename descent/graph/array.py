@@ -119,6 +119,33 @@ class Array:
     def __invert__(self) -> Array:
         return ops.logical_not(self)
 
+    def __matmul__(self, other: Array) -> Array:
+        return linalg.matmul(self, other)
+
+    def __rmatmul__(self, other: Array) -> Array:
+        return linalg.matmul(other, self)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Array:
+        return reductions.sum(self, axis, keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Array:
+        return reductions.mean(self, axis, keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Array:
+        return reductions.max(self, axis, keepdims)
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> Array:
+        return reductions.min(self, axis, keepdims)
+
+    def prod(self, axis: Any = None, keepdims: bool = False) -> Array:
+        return reductions.prod(self, axis, keepdims)
+
+    def argmax(self, axis: int | None = None, keepdims: bool = False) -> Array:
+        return reductions.argmax(self, axis, keepdims)
+
+    def argmin(self, axis: int | None = None, keepdims: bool = False) -> Array:
+        return reductions.argmin(self, axis, keepdims)
+
     def __getitem__(self, index: Any) -> Array:
         return ops.getitem(self, index)
 
@@ -145,4 +172,4 @@ class Array:
         return ops.astype(self, dtype)
 
 
-from descent.graph import ops  # noqa: E402  (ops builds Arrays; Array methods call ops)
+from descent.graph import linalg, ops, reductions  # noqa: E402  (they build Arrays; Array methods call them)

@@ -1,0 +1,36 @@
+"""Matrix products with numpy's matmul semantics."""
+
+from __future__ import annotations
+
+from descent.errors import ShapeError, at_user_line
+from descent.graph import ops
+from descent.graph.array import Array
+from descent.graph.dtype import float32
+from descent.graph.view import broadcast_shapes
+
+
+def matmul(a: Array, b: Array) -> Array:
+    """a @ b: 1-D operands are promoted to matrices and the added axis removed; batch axes broadcast.
+    Integer operands are multiplied in float32."""
+    scope = ops._scope_of("matmul", (a, b))
+    a, b = ops.as_array(a, scope), ops.as_array(b, scope)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(at_user_line(f"matmul: operands must have at least one axis, got {a.shape} and {b.shape}"))
+    a, b = ops.astype(a, float32), ops.astype(b, float32)
+    left = ops.expand_dims(a, 0) if a.ndim == 1 else a
+    right = ops.expand_dims(b, -1) if b.ndim == 1 else b
+    if left.shape[-1] != right.shape[-2]:
+        raise ShapeError(at_user_line(
+            f"matmul: shapes {a.shape} and {b.shape} do not fit: {left.shape[-1]} != {right.shape[-2]}"))
+    batch = broadcast_shapes(left.shape[:-2], right.shape[:-2])
+    if batch is None:
+        raise ShapeError(at_user_line(f"matmul: batch axes of {a.shape} and {b.shape} do not broadcast"))
+    left = ops.broadcast_to(left, batch + left.shape[-2:])
+    right = ops.broadcast_to(right, batch + right.shape[-2:])
+    shape = batch + (left.shape[-2], right.shape[-1])
+    result = scope.add("matmul", shape, float32, (left.node_id, right.node_id))
+    if a.ndim == 1:
+        result = ops.squeeze(result, -2)
+    if b.ndim == 1:
+        result = ops.squeeze(result, -1)
+    return result

@@ -1,0 +1,118 @@
+"""Reductions over any set of axes, and the softmax family built from them."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+
+from descent.errors import ShapeError, at_user_line
+from descent.graph import ops
+from descent.graph.array import Array
+from descent.graph.dtype import bool_, float32, int32
+from descent.graph.view import numel
+
+Axes = int | Sequence[int] | None
+
+
+def _axes(x: Array, axis: Axes, op: str) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(x.ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    normalized = tuple(sorted({ops._axis(a, x.ndim, op) for a in axes}))
+    if len(normalized) != len(axes):
+        raise ShapeError(at_user_line(f"{op}: repeated axis in {axis}"))
+    return normalized
+
+
+def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
+    """Fold `x` over `axis` with one of sum, prod, max, min, argmax, argmin."""
+    axes = _axes(x, axis, op)
+    if numel(tuple(x.shape[a] for a in axes)) == 0:
+        raise ShapeError(at_user_line(f"{op}: cannot reduce over an empty axis of shape {x.shape}"))
+    if x.dtype == bool_:
+        x = ops.astype(x, int32)
+    kept = tuple(1 if a in axes else size for a, size in enumerate(x.shape))
+    dtype = int32 if op.startswith("arg") else x.dtype
+    if not axes:
+        result = x if not op.startswith("arg") else ops.astype(ops.mul(x, 0), int32)
+    else:
+        result = x.scope.add("reduce", kept, dtype, (x.node_id,), {"op": op, "axes": axes})
+    if keepdims:
+        return result
+    return ops.reshape(result, tuple(size for a, size in enumerate(x.shape) if a not in axes))
+
+
+def sum(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
+    """Sum over `axis` (all axes by default)."""
+    return reduce("sum", x, axis, keepdims)
+
+
+def prod(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
+    """Product over `axis`."""
+    return reduce("prod", x, axis, keepdims)
+
+
+def max(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
+    """Largest element over `axis`."""
+    return reduce("max", x, axis, keepdims)
+
+
+def min(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
+    """Smallest element over `axis`."""
+    return reduce("min", x, axis, keepdims)
+
+
+def mean(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
+    """Arithmetic mean over `axis`, in float32."""
+    count = numel(tuple(x.shape[a] for a in _axes(x, axis, "mean")))
+    return ops.mul(sum(ops.astype(x, float32), axis, keepdims), 1.0 / builtins.max(count, 1))
+
+
+def var(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
+    """Population variance over `axis` (numpy's default ddof=0)."""
+    centred = x - mean(x, axis, keepdims=True)
+    return mean(centred * centred, axis, keepdims)
+
+
+def std(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
+    """Population standard deviation over `axis`."""
+    return ops.sqrt(var(x, axis, keepdims))
+
+
+def _arg(op: str, x: Array, axis: int | None, keepdims: bool) -> Array:
+    if axis is None:
+        flat = ops.reshape(x, (x.size,))
+        result = reduce(op, flat, 0, keepdims=False)
+        return ops.reshape(result, (1,) * x.ndim) if keepdims else result
+    return reduce(op, x, axis, keepdims)
+
+
+def argmax(x: Array, axis: int | None = None, keepdims: bool = False) -> Array:
+    """Index of the first largest element along `axis` (of the flattened array by default)."""
+    return _arg("argmax", x, axis, keepdims)
+
+
+def argmin(x: Array, axis: int | None = None, keepdims: bool = False) -> Array:
+    """Index of the first smallest element along `axis`."""
+    return _arg("argmin", x, axis, keepdims)
+
+
+def logsumexp(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
+    """log(sum(exp(x))) computed stably by subtracting the maximum first."""
+    peak = max(x, axis, keepdims=True)
+    peak = ops.where(ops.eq(peak, float("-inf")), 0.0, peak)
+    total = ops.log(sum(ops.exp(x - peak), axis, keepdims=True)) + peak
+    if keepdims:
+        return total
+    return ops.reshape(total, tuple(s for a, s in enumerate(x.shape) if a not in _axes(x, axis, "logsumexp")))
+
+
+def softmax(x: Array, axis: int = -1) -> Array:
+    """exp(x) / sum(exp(x)) along `axis`, with the maximum subtracted for stability."""
+    shifted = ops.exp(x - max(x, axis, keepdims=True))
+    return shifted / sum(shifted, axis, keepdims=True)
+
+
+def log_softmax(x: Array, axis: int = -1) -> Array:
+    """x - logsumexp(x) along `axis`."""
+    return x - logsumexp(x, axis, keepdims=True)

@@ -1,0 +1,75 @@
+"""Matmul against numpy: 1-D, 2-D and batched broadcasting, transposed views, sizes that are not
+multiples of the tiles, and fused prologue/epilogue work. Tolerance rtol 1e-4, atol 1e-4 * sqrt(K)
+(float32 accumulation in a different order)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import descent as dc
+from tests.conftest import evaluate
+
+rng = np.random.default_rng(4)
+SHAPES = [
+    ((3, 4), (4, 5)), ((1, 1), (1, 1)), ((70, 33), (33, 45)), ((128, 64), (64, 128)), ((17, 100), (100, 3)),
+    ((5,), (5, 6)), ((4, 5), (5,)), ((7,), (7,)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 6)),
+    ((3, 65, 17), (3, 17, 31)),
+]
+
+
+@pytest.mark.parametrize("a_shape, b_shape", SHAPES, ids=str)
+def test_matmul(env: dc.Environment, a_shape, b_shape) -> None:
+    a = rng.normal(size=a_shape).astype(np.float32)
+    b = rng.normal(size=b_shape).astype(np.float32)
+    expected = a @ b
+    result = evaluate(env, lambda x, y: x @ y, a, b)
+    assert result.shape == expected.shape
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
+
+
+def test_transposed_operands_are_views(env: dc.Environment) -> None:
+    a = rng.normal(size=(40, 30)).astype(np.float32)
+    b = rng.normal(size=(50, 40)).astype(np.float32)
+    result = evaluate(env, lambda x, y: dc.matmul(x.T, y.T), a, b)
+    np.testing.assert_allclose(result, a.T @ b.T, rtol=1e-4, atol=1e-3)
+
+
+def test_dense_layer_is_one_kernel(env: dc.Environment) -> None:
+    x = env.parameter("dense_x", (100, 784))
+    w = env.parameter("dense_w", (784, 300))
+    b = env.parameter("dense_b", (300,))
+    out = env.parameter("dense_out", (100, 300))
+    graph = env.build_graph(lambda s: s.write(out, dc.relu(s.read(x) @ s.read(w) + s.read(b))))
+    assert graph.kernel_count == 1
+    xs, ws, bs = (rng.normal(size=p.shape).astype(np.float32) for p in (x, w, b))
+    for p, v in ((x, xs), (w, ws), (b, bs)):
+        env.write(p, v)
+    env.run(graph)
+    np.testing.assert_allclose(env.read(out), np.maximum(xs @ ws + bs, 0), rtol=1e-4, atol=1e-3)
+
+
+def test_prologue_work_fuses_into_operand_loads(env: dc.Environment) -> None:
+    a = rng.normal(size=(20, 30)).astype(np.float32)
+    b = rng.normal(size=(30, 10)).astype(np.float32)
+    x = env.parameter("prologue_a", a.shape)
+    y = env.parameter("prologue_b", b.shape)
+    out = env.parameter("prologue_out", (20, 10))
+    env.write(x, a)
+    env.write(y, b)
+    graph = env.build_graph(lambda s: s.write(out, dc.tanh(s.read(x)) @ (s.read(y) * 2.0) - 1.0))
+    assert graph.kernel_count == 1
+    env.run(graph)
+    np.testing.assert_allclose(env.read(out), np.tanh(a) @ (b * 2) - 1, rtol=1e-4, atol=1e-4)
+
+
+def test_chained_matmuls(env: dc.Environment) -> None:
+    a, b, c = (rng.normal(size=s).astype(np.float32) for s in ((9, 20), (20, 30), (30, 4)))
+    result = evaluate(env, lambda x, y, z: dc.relu(x @ y) @ z, a, b, c)
+    np.testing.assert_allclose(result, np.maximum(a @ b, 0) @ c, rtol=1e-4, atol=1e-3)
+
+
+def test_matmul_shape_errors(env: dc.Environment) -> None:
+    x = env.parameter("mm_err_x", (3, 4))
+    with pytest.raises(dc.ShapeError, match=r"matmul: shapes \(3, 4\) and \(3, 4\) do not fit"):
+        env.build_graph(lambda s: s.read(x) @ s.read(x))

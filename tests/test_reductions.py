@@ -1,0 +1,108 @@
+"""Reductions and the softmax family against numpy, over random shapes and axes.
+
+Tolerance: sums accumulate in a different order than numpy's pairwise sum, so rtol 1e-5 and an
+absolute tolerance scaled by sqrt(n) * max|x| * 1e-6; max/min/argmax are exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import descent as dc
+from tests.conftest import evaluate
+
+rng = np.random.default_rng(3)
+CASES = [((7,), None), ((5, 300), 1), ((5, 300), 0), ((4, 6, 5), (0, 2)), ((3, 1, 2), (1,)), ((2, 3, 4, 5), (1, 3)),
+         ((1000,), 0), ((33, 65), None), ((1,), 0), ((2, 3), ())]
+REDUCTIONS = {
+    "sum": (dc.sum, np.sum), "mean": (dc.mean, np.mean), "max": (dc.max, np.max), "min": (dc.min, np.min),
+    "prod": (dc.prod, np.prod), "var": (dc.var, np.var), "std": (dc.std, np.std),
+}
+
+
+def _tolerance(x: np.ndarray) -> float:
+    return 1e-6 * np.sqrt(max(x.size, 1)) * max(float(np.abs(x).max()), 1.0)
+
+
+@pytest.mark.parametrize("name", sorted(REDUCTIONS))
+@pytest.mark.parametrize("shape, axis", CASES, ids=str)
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_reduction(env: dc.Environment, name: str, shape, axis, keepdims: bool) -> None:
+    ours, theirs = REDUCTIONS[name]
+    x = rng.uniform(0.5, 1.5, shape).astype(np.float32) if name == "prod" else rng.normal(size=shape).astype(np.float32)
+    if name == "prod" and x.size > 50:
+        x = np.float32(1) + (x - 1) * np.float32(0.01)
+    expected = theirs(x, axis=axis, keepdims=keepdims)
+    result = evaluate(env, lambda a: ours(a, axis, keepdims), x)
+    assert result.shape == np.shape(expected)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=_tolerance(x))
+
+
+@pytest.mark.parametrize("name", ["argmax", "argmin"])
+@pytest.mark.parametrize("shape, axis", [((7,), None), ((5, 300), 1), ((4, 6, 5), 0), ((3, 4), None), ((6, 40), 0)])
+def test_arg_reductions(env: dc.Environment, name: str, shape, axis) -> None:
+    x = rng.integers(0, 5, shape).astype(np.float32)
+    result = evaluate(env, lambda a: getattr(dc, name)(a, axis), x)
+    assert result.dtype == np.int32
+    np.testing.assert_array_equal(result, getattr(np, name)(x, axis=axis))
+
+
+def test_integer_and_bool_reductions(env: dc.Environment) -> None:
+    x = rng.integers(-100, 100, (6, 50)).astype(np.int32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: a.sum(1), x), x.sum(1))
+    np.testing.assert_array_equal(evaluate(env, lambda a: a.max(0), x), x.max(0))
+    np.testing.assert_array_equal(evaluate(env, lambda a: (a > 0).sum(1), x), (x > 0).sum(1))
+
+
+def test_softmax_family(env: dc.Environment) -> None:
+    x = (rng.normal(size=(8, 37)) * 30).astype(np.float64)
+    shifted = x - x.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(shifted).sum(1, keepdims=True)) + x.max(axis=1, keepdims=True)
+    x32 = x.astype(np.float32)
+    np.testing.assert_allclose(evaluate(env, lambda a: dc.softmax(a, 1), x32), np.exp(x - lse), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(evaluate(env, lambda a: dc.log_softmax(a), x32), x - lse, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(evaluate(env, lambda a: dc.logsumexp(a, 1), x32), lse[:, 0], rtol=1e-5, atol=1e-4)
+    big = np.array([[1000.0, 1000.0, -1000.0], [-np.inf, 0.0, -np.inf]], np.float32)
+    np.testing.assert_allclose(evaluate(env, lambda a: dc.softmax(a, 1), big), [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0]])
+
+
+def test_empty_reduction_is_rejected(env: dc.Environment) -> None:
+    x = env.parameter("empty_reduce", (3, 0))
+    with pytest.raises(dc.ShapeError, match="empty axis"):
+        env.build_graph(lambda s: s.read(x).sum(1))
+
+
+def test_softmax_then_division_is_fused(env: dc.Environment) -> None:
+    x = env.parameter("fused_reduce_x", (16, 300))
+    y = env.parameter("fused_reduce_y", (16,))
+
+    def build(s: dc.Scope) -> None:
+        s.write(y, dc.mean(s.read(x) * 2.0, axis=1) + 1.0)
+
+    graph = env.build_graph(build)
+    assert graph.kernel_count == 1
+    data = rng.normal(size=(16, 300)).astype(np.float32)
+    env.write(x, data)
+    env.run(graph)
+    np.testing.assert_allclose(env.read(y), (data * 2).mean(1) + 1, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_reductions_of_views(env: dc.Environment, data) -> None:
+    ndim = data.draw(st.integers(1, 4))
+    shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim)))
+    axes = tuple(sorted(set(data.draw(st.lists(st.integers(0, ndim - 1), max_size=ndim)))))
+    flip = data.draw(st.booleans())
+    x = np.random.default_rng(data.draw(st.integers(0, 1000))).normal(size=shape).astype(np.float32)
+
+    def ours(a):
+        a = dc.tanh(a.T if flip else a)
+        return dc.sum(a * a, axis=axes) if axes else a
+
+    view = np.tanh(x.T if flip else x)
+    expected = (view * view).sum(axis=axes) if axes else view
+    np.testing.assert_allclose(evaluate(env, ours, x), expected, rtol=1e-5, atol=1e-5)
