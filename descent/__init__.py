@@ -2,6 +2,7 @@
 
 from descent.errors import CompileError, DescentError, DeviceError, DTypeError, GraphError, ShapeError
 from descent.graph.array import Array
+from descent.graph.conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d
 from descent.graph.dtype import DType, bool_, float32, int32, uint32
 from descent.graph.linalg import matmul
 from descent.graph.ops import (
@@ -10,6 +11,7 @@ from descent.graph.ops import (
     astype,
     broadcast_to,
     clip,
+    concat,
     cos,
     div,
     eq,
@@ -30,6 +32,7 @@ from descent.graph.ops import (
     mul,
     ne,
     neg,
+    pad,
     pow,
     relu,
     reshape,
@@ -41,6 +44,7 @@ from descent.graph.ops import (
     sin,
     sqrt,
     squeeze,
+    stack,
     sub,
     tan,
     tanh,
@@ -67,6 +71,13 @@ from descent.runtime.environment import Environment
 from descent.runtime.executable import Executable
 
 __all__ = [
+    "avg_pool2d",
+    "conv2d",
+    "conv_transpose2d",
+    "max_pool2d",
+    "concat",
+    "pad",
+    "stack",
     "matmul",
     "argmax",
     "argmin",

@@ -303,3 +303,80 @@ def getitem(x: Array, index: Any) -> Array:
         x = _view(x, sliced, lambda chain: views.window(chain, x.shape, tuple(starts), tuple(steps), sliced))
     shape = tuple(1 if k is None else sizes[k] for k in keep)
     return reshape(x, shape) if shape != x.shape else x
+
+
+def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, mode: str = "constant") -> Array:
+    """Pad each axis by (before, after) elements: `value` for mode "constant", mirrored interior
+    elements for "reflect" (as numpy.pad). Negative widths crop. A view: nothing is copied."""
+    if isinstance(widths, int):
+        widths = [(widths, widths)] * x.ndim
+    widths = [tuple(int(w) for w in pair) for pair in widths]
+    if len(widths) != x.ndim or any(len(pair) != 2 for pair in widths):
+        raise ShapeError(at_user_line(f"pad: need one (before, after) pair per axis of {x.shape}, got {widths}"))
+    crop = tuple(slice(max(-lo, 0), size - max(-hi, 0)) for (lo, hi), size in zip(widths, x.shape))
+    x = getitem(x, crop)
+    widths = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
+    if mode == "reflect":
+        for axis, (lo, hi) in enumerate(widths):
+            if lo >= x.shape[axis] or hi >= x.shape[axis]:
+                raise ShapeError(at_user_line(f"pad: reflect width {(lo, hi)} must be below the size {x.shape[axis]}"))
+            if lo or hi:
+                index = [slice(None)] * x.ndim
+                parts = []
+                if lo:
+                    parts.append(getitem(x, tuple(index[:axis] + [slice(lo, 0, -1)])))
+                parts.append(x)
+                if hi:
+                    parts.append(getitem(x, tuple(index[:axis] + [slice(-2, -hi - 2, -1)])))
+                x = concat(parts, axis)
+        return x
+    if mode != "constant":
+        raise ValueError(f"pad: mode must be 'constant' or 'reflect', not {mode!r}")
+    if not any(lo or hi for lo, hi in widths):
+        return x
+    shape = tuple(size + lo + hi for size, (lo, hi) in zip(x.shape, widths))
+    return _view(x, shape, lambda chain: views.pad(chain, x.shape, tuple(widths), value))
+
+
+def concat(arrays: Sequence[Array], axis: int = 0) -> Array:
+    """Join arrays along an existing axis (numpy.concatenate); each part is a padded view."""
+    if not arrays:
+        raise ShapeError(at_user_line("concat: needs at least one array"))
+    scope = _scope_of("concat", arrays)
+    arrays = [as_array(a, scope) for a in arrays]
+    dtype = promote(*(a.dtype for a in arrays))
+    ndim = arrays[0].ndim
+    axis = _axis(axis, ndim, "concat")
+    for a in arrays:
+        if a.ndim != ndim or any(a.shape[k] != arrays[0].shape[k] for k in range(ndim) if k != axis):
+            shapes = ", ".join(str(b.shape) for b in arrays)
+            raise ShapeError(at_user_line(f"concat: shapes {shapes} differ outside axis {axis}"))
+    total = builtins.sum(a.shape[axis] for a in arrays)
+    result, start = None, 0
+    for a in arrays:
+        widths = [(0, 0)] * ndim
+        widths[axis] = (start, total - start - a.shape[axis])
+        part = pad(astype(a, dtype), widths)
+        result = part if result is None else elementwise("logical_or" if dtype == bool_ else "add", result, part)
+        start += a.shape[axis]
+    return result
+
+
+def stack(arrays: Sequence[Array], axis: int = 0) -> Array:
+    """Join arrays along a new axis (numpy.stack)."""
+    if not arrays:
+        raise ShapeError(at_user_line("stack: needs at least one array"))
+    ndim = arrays[0].ndim + 1
+    return concat([expand_dims(a, _axis(axis, ndim, "stack")) for a in arrays], axis)
+
+
+def windows(x: Array, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> Array:
+    """Sliding windows over the trailing len(kernel) axes, as a zero-copy view (..., O..., K...)."""
+    kernel, stride, dilation = tuple(kernel), tuple(stride), tuple(dilation)
+    spatial = x.shape[x.ndim - len(kernel):]
+    outputs = tuple((size - d * (k - 1) - 1) // s + 1 for size, k, s, d in zip(spatial, kernel, stride, dilation))
+    if any(o <= 0 for o in outputs) or any(s <= 0 for s in stride + dilation + kernel):
+        raise ShapeError(at_user_line(
+            f"windows: kernel {kernel} (stride {stride}, dilation {dilation}) does not fit input {x.shape}"))
+    shape = x.shape[: x.ndim - len(kernel)] + outputs + kernel
+    return _view(x, shape, lambda chain: views.windows(chain, x.shape, kernel, stride, dilation))

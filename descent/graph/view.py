@@ -160,6 +160,22 @@ def pad(chain: ViewChain, shape: Shape, widths: tuple[tuple[int, int], ...], val
     return simplify(rest + (_with(top, new_shape, top.strides, offset, mask, float(value)),))
 
 
+def windows(chain: ViewChain, shape: Shape, kernel: Shape, stride: Shape, dilation: Shape) -> ViewChain:
+    """Sliding windows over the trailing axes: (..., S1, S2) becomes (..., O1, O2, K1, K2) where
+    element (o, k) is source element o * stride + k * dilation. Overlapping windows share memory."""
+    rest, top = _split(chain, shape)
+    if top.mask is not None:
+        rest, top = chain, View.contiguous(shape)
+    spatial = len(kernel)
+    lead = len(shape) - spatial
+    outputs = tuple((size - dilation[k] * (kernel[k] - 1) - 1) // stride[k] + 1
+                    for k, size in enumerate(shape[lead:]))
+    strides = (top.strides[:lead] + tuple(top.strides[lead + k] * stride[k] for k in range(spatial))
+               + tuple(top.strides[lead + k] * dilation[k] for k in range(spatial)))
+    new_shape = tuple(shape[:lead]) + outputs + tuple(kernel)
+    return simplify(rest + (View(new_shape, strides, top.offset),))
+
+
 def broadcast_shapes(*shapes: Shape) -> Shape | None:
     """The numpy broadcast of several shapes, or None when they do not broadcast."""
     ndim = max(len(s) for s in shapes)

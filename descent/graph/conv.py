@@ -1,0 +1,88 @@
+"""Convolution and pooling over NCHW arrays, built from views (padding, sliding windows) feeding a
+matmul or a reduction: no im2col buffer is ever materialised."""
+
+from __future__ import annotations
+
+from descent.errors import ShapeError, at_user_line
+from descent.graph import ops, reductions
+from descent.graph.array import Array
+from descent.graph.dtype import float32
+from descent.graph.linalg import matmul
+
+Pair = int | tuple[int, int]
+
+
+def _pair(value: Pair, name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2:
+        raise ShapeError(at_user_line(f"{name} must be an int or a pair, got {value!r}"))
+    return (int(pair[0]), int(pair[1]))
+
+
+def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair = 0,
+           dilation: Pair = 1, groups: int = 1) -> Array:
+    """2-D cross-correlation as PyTorch: x (N, C, H, W), w (O, C // groups, KH, KW), bias (O,)."""
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if x.ndim != 4 or w.ndim != 4:
+        raise ShapeError(at_user_line(f"conv2d: input {x.shape} and weight {w.shape} must both be 4-D (NCHW, OIHW)"))
+    n, c, _, _ = x.shape
+    o, cg, kh, kw = w.shape
+    if c != cg * groups or o % groups:
+        raise ShapeError(at_user_line(
+            f"conv2d: input {x.shape} with {groups} group(s) needs weight (O, {c // max(groups, 1)}, KH, KW) "
+            f"with O divisible by {groups}; got weight {w.shape}"))
+    if bias is not None and bias.shape != (o,):
+        raise ShapeError(at_user_line(f"conv2d: bias {bias.shape} must have shape ({o},)"))
+    padded = ops.pad(ops.astype(x, float32), [(0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])])
+    patches = ops.windows(padded, (kh, kw), stride, dilation)  # (N, C, OH, OW, KH, KW)
+    oh, ow = patches.shape[2], patches.shape[3]
+    columns = patches.transpose(0, 1, 4, 5, 2, 3).reshape(n, groups, cg * kh * kw, oh * ow)
+    kernels = w.reshape(groups, o // groups, cg * kh * kw)
+    out = matmul(kernels, columns).reshape(n, o, oh, ow)
+    if bias is not None:
+        out = out + bias.reshape(o, 1, 1)
+    return out
+
+
+def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair = 0,
+                     output_padding: Pair = 0, dilation: Pair = 1, groups: int = 1) -> Array:
+    """The transpose (gradient) of conv2d, as PyTorch: x (N, C, H, W), w (C, O // groups, KH, KW).
+    Computed as conv2d over the input with zeros inserted between its elements (a masked view)."""
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    output_padding, dilation = _pair(output_padding, "output_padding"), _pair(dilation, "dilation")
+    if x.ndim != 4 or w.ndim != 4:
+        raise ShapeError(at_user_line(f"conv_transpose2d: input {x.shape} and weight {w.shape} must be 4-D"))
+    n, c, h, wd = x.shape
+    ci, og, kh, kw = w.shape
+    if ci != c or c % groups:
+        raise ShapeError(at_user_line(f"conv_transpose2d: weight {w.shape} does not fit input {x.shape} "
+                                      f"with {groups} group(s)"))
+    dilated = x.reshape(n, c, h, 1, wd, 1)
+    dilated = ops.pad(dilated, [(0, 0), (0, 0), (0, 0), (0, stride[0] - 1), (0, 0), (0, stride[1] - 1)])
+    dilated = dilated.reshape(n, c, h * stride[0], wd * stride[1])
+    dilated = dilated[:, :, : (h - 1) * stride[0] + 1, : (wd - 1) * stride[1] + 1]
+    edge = [dilation[k] * ((kh, kw)[k] - 1) - padding[k] for k in range(2)]
+    widths = [(0, 0), (0, 0), (edge[0], edge[0] + output_padding[0]), (edge[1], edge[1] + output_padding[1])]
+    flipped = w.reshape(groups, c // groups, og, kh, kw).transpose(0, 2, 1, 3, 4)
+    flipped = flipped.reshape(groups * og, c // groups, kh, kw)[:, :, ::-1, ::-1]
+    return conv2d(ops.pad(dilated, widths), flipped, bias, 1, 0, dilation, groups)
+
+
+def max_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
+    """Maximum over each window of the last two axes; padding reads -inf."""
+    kernel = _pair(kernel, "kernel")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    padding = _pair(padding, "padding")
+    widths = [(0, 0)] * (x.ndim - 2) + [(padding[0], padding[0]), (padding[1], padding[1])]
+    patches = ops.windows(ops.pad(x, widths, float("-inf")), kernel, stride, (1, 1))
+    return reductions.max(patches, axis=(-2, -1))
+
+
+def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
+    """Mean over each window of the last two axes; zero padding counts (PyTorch's default)."""
+    kernel = _pair(kernel, "kernel")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    padding = _pair(padding, "padding")
+    widths = [(0, 0)] * (x.ndim - 2) + [(padding[0], padding[0]), (padding[1], padding[1])]
+    patches = ops.windows(ops.pad(ops.astype(x, float32), widths), kernel, stride, (1, 1))
+    return reductions.mean(patches, axis=(-2, -1))

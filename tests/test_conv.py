@@ -1,0 +1,117 @@
+"""Convolution, transposed convolution, pooling, pad, concat and stack against torch CPU and numpy.
+
+Tolerance for convolutions: rtol 1e-4, atol 1e-4 * sqrt(C * KH * KW) (float32 sums in another order).
+Pooling, padding and joining are exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import descent as dc
+from tests.conftest import evaluate
+
+rng = np.random.default_rng(5)
+F = torch.nn.functional
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a)
+
+
+CONVS = [
+    dict(x=(1, 1, 5, 5), w=(1, 1, 3, 3)),
+    dict(x=(2, 1, 28, 28), w=(16, 1, 3, 3), padding=1),
+    dict(x=(2, 16, 14, 14), w=(32, 8, 3, 3), padding=1, groups=2),
+    dict(x=(2, 4, 9, 8), w=(6, 2, 3, 3), stride=2, padding=1, groups=2),
+    dict(x=(1, 3, 11, 7), w=(4, 3, 2, 3), stride=(2, 1), padding=(0, 2), dilation=(2, 1)),
+    dict(x=(3, 6, 5, 5), w=(6, 1, 3, 3), padding=1, groups=6),
+]
+
+
+@pytest.mark.parametrize("case", CONVS, ids=lambda c: str(c))
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_conv2d_matches_torch(env: dc.Environment, case: dict, with_bias: bool) -> None:
+    options = {k: v for k, v in case.items() if k not in ("x", "w")}
+    x = rng.normal(size=case["x"]).astype(np.float32)
+    w = rng.normal(size=case["w"]).astype(np.float32)
+    b = rng.normal(size=case["w"][0]).astype(np.float32)
+    expected = F.conv2d(_t(x), _t(w), _t(b) if with_bias else None, **options).numpy()
+    if with_bias:
+        result = evaluate(env, lambda a, k, c: dc.conv2d(a, k, c, **options), x, w, b)
+    else:
+        result = evaluate(env, lambda a, k: dc.conv2d(a, k, **options), x, w)
+    tolerance = 1e-4 * np.sqrt(np.prod(case["w"][1:]))
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=tolerance)
+
+
+TRANSPOSED = [
+    dict(x=(1, 2, 4, 4), w=(2, 3, 3, 3)),
+    dict(x=(2, 4, 9, 8), w=(4, 3, 3, 3), stride=2, padding=1, output_padding=1, groups=2),
+    dict(x=(1, 3, 5, 6), w=(3, 2, 2, 4), stride=(3, 2), padding=(0, 1), dilation=(1, 2)),
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSED, ids=lambda c: str(c))
+def test_conv_transpose2d_matches_torch(env: dc.Environment, case: dict) -> None:
+    options = {k: v for k, v in case.items() if k not in ("x", "w")}
+    x = rng.normal(size=case["x"]).astype(np.float32)
+    w = rng.normal(size=case["w"]).astype(np.float32)
+    expected = F.conv_transpose2d(_t(x), _t(w), **options).numpy()
+    result = evaluate(env, lambda a, k: dc.conv_transpose2d(a, k, **options), x, w)
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(np.prod(case["w"])))
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), (1, 0)), (2, 1, 0)])
+def test_pooling_matches_torch(env: dc.Environment, kernel, stride, padding) -> None:
+    x = rng.normal(size=(2, 3, 9, 8)).astype(np.float32)
+    expected = F.max_pool2d(_t(x), kernel, stride, padding).numpy()
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.max_pool2d(a, kernel, stride, padding), x), expected)
+    expected = F.avg_pool2d(_t(x), kernel, stride, padding).numpy()
+    result = evaluate(env, lambda a: dc.avg_pool2d(a, kernel, stride, padding), x)
+    np.testing.assert_allclose(result, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_pad_concat_stack(env: dc.Environment) -> None:
+    x = rng.normal(size=(3, 4, 5)).astype(np.float32)
+    widths = [(1, 0), (0, 2), (3, 1)]
+    expected = np.pad(x, widths, constant_values=7)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.pad(a, widths, 7.0), x), expected)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.pad(a, widths, mode="reflect"), x),
+                                  np.pad(x, widths, mode="reflect"))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.pad(a, [(-1, 0), (1, -2), (0, 0)]), x),
+                                  np.pad(x[1:, :2], [(0, 0), (1, 0), (0, 0)]))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.concat([a, a * 2, a[:, :1]], 1), x),
+                                  np.concatenate([x, x * 2, x[:, :1]], 1))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.stack([a, -a], -1), x), np.stack([x, -x], -1))
+    flags = x > 0
+    expected = np.concatenate([flags, ~flags])
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.concat([a, ~a], 0), flags), expected)
+
+
+def test_conv_shape_errors(env: dc.Environment) -> None:
+    x = env.parameter("conv_err_x", (1, 4, 8, 8))
+    w = env.parameter("conv_err_w", (6, 3, 3, 3))
+    with pytest.raises(dc.ShapeError, match="conv2d: input"):
+        env.build_graph(lambda s: dc.conv2d(s.read(x), s.read(w), groups=2))
+    with pytest.raises(dc.ShapeError, match="does not fit input"):
+        env.build_graph(lambda s: dc.max_pool2d(s.read(x), 9))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_convolutions(env: dc.Environment, data) -> None:
+    groups = data.draw(st.sampled_from([1, 2]))
+    c, o = groups * data.draw(st.integers(1, 3)), groups * data.draw(st.integers(1, 3))
+    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    stride = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
+    padding = (data.draw(st.integers(0, 2)), data.draw(st.integers(0, 2)))
+    h, w = data.draw(st.integers(kh, 9)), data.draw(st.integers(kw, 9))
+    x = rng.normal(size=(data.draw(st.integers(1, 2)), c, h, w)).astype(np.float32)
+    k = rng.normal(size=(o, c // groups, kh, kw)).astype(np.float32)
+    expected = F.conv2d(_t(x), _t(k), stride=stride, padding=padding, groups=groups).numpy()
+    result = evaluate(env, lambda a, b: dc.conv2d(a, b, stride=stride, padding=padding, groups=groups), x, k)
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(c * kh * kw))
