@@ -1,5 +1,6 @@
 #version 450
 // ${NAME}: ${REDUCTION} of ${REDUCED} elements for each of ${OUTPUTS} outputs; stores ${STORES}
+// lift() turns an element into an accumulator, combine() merges two; store_output() finishes it.
 // One workgroup per output: each lane folds a strided share, then a shared-memory tree combines the
 // lanes. With SERIAL, one thread folds a whole (short) reduction instead.
 #define SERIAL ${SERIAL}
@@ -8,6 +9,10 @@ layout(local_size_x = ${LOCAL_SIZE}) in;
 ${BUFFERS}
 ${HELPERS}
 ${FUNCTIONS}
+${TYPE} lift(${INPUT} x) {
+    return ${LIFT};
+}
+
 void combine(inout ${TYPE} value, inout int position, ${TYPE} other, int other_position) {
     ${COMBINE}
 }
@@ -21,7 +26,7 @@ void main() {
     ${TYPE} value = ${IDENTITY};
     int position = ${REDUCED};
     for (int r = 0; r < ${REDUCED}; r++) {
-        combine(value, position, load_input(output_index * ${REDUCED} + r), r);
+        combine(value, position, lift(load_input(output_index * ${REDUCED} + r)), r);
     }
     store_output(output_index, value, position);
 }
@@ -38,7 +43,7 @@ void main() {
     ${TYPE} value = ${IDENTITY};
     int position = ${REDUCED};
     for (int r = lane; r < ${REDUCED}; r += ${LOCAL_SIZE}) {
-        combine(value, position, load_input(output_index * ${REDUCED} + r), r);
+        combine(value, position, lift(load_input(output_index * ${REDUCED} + r)), r);
     }
     partial_value[lane] = value;
     partial_position[lane] = position;

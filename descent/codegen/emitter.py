@@ -14,7 +14,7 @@ import networkx as nx
 import numpy as np
 
 from descent.graph.dtype import DType, bool_, float32, uint32
-from descent.graph.optable import ELEMENTWISE
+from descent.graph.optable import ELEMENTWISE, HELPERS
 from descent.graph.view import View, ViewChain, contiguous_strides, is_masked
 from descent.schedule.fuse import input_contexts, node_of
 
@@ -156,6 +156,8 @@ class Emitter:
             return self.special[node_id]
         if node.op == "const":
             return literal(node.attrs, node.dtype)
+        if node.op == "arange":
+            return f"{node.dtype.glsl}({self.index(chain)})"
         if node_id in self.loads:
             result = self.load(node_id, chain)
         elif node.op == "view":
@@ -176,18 +178,45 @@ class Emitter:
         return result
 
     def _compute(self, node_id: int, node, chain: ViewChain) -> str:
+        if node.op == "gather":
+            return self._gather(node_id, node, chain)
         operands = [self.value(source, source_chain) for source, source_chain in input_contexts(node, chain)]
         if node.op == "cast":
             expression = f"{node.dtype.glsl}({operands[0]})"
         elif node.op in ELEMENTWISE:
             definition = ELEMENTWISE[node.op]
-            if definition.helper:
-                self.helpers[node.op] = definition.helper
-            expression = definition.glsl.format(*operands)
+            for helper in definition.helpers:
+                self.helpers[helper] = HELPERS[helper]
+            index = self.index(chain) if "{index}" in definition.glsl else ""
+            expression = definition.glsl.format(*operands, index=index)
         else:
             raise NotImplementedError(f"codegen cannot fuse op {node.op!r}")
+        return self._statement(node_id, node, chain, expression)
+
+    def _statement(self, node_id: int, node, chain: ViewChain, expression: str) -> str:
         result = self._name(node_id, chain, node.op)
         self.lines.append(f"{node.dtype.glsl} {result} = {expression};")
         self.locations.append(node.location)
         self.ops.append(node.op)
         return result
+
+    def _gather(self, node_id: int, node, chain: ViewChain) -> str:
+        """Load the source buffer at the position an index array names (wrapped and clamped in range)."""
+        (source, _), (indices, index_chain) = input_contexts(node, chain)
+        position = self.value(indices, index_chain)
+        source_shape = node_of(self.graph, source).shape
+        axis = node.attrs["axis"]
+        extent = source_shape[axis]
+        inner = math.prod(source_shape[axis + 1 :])
+        count = math.prod(node_of(self.graph, indices).shape)
+        flat = self.index(chain)
+        base = flat if flat.isidentifier() else f"({flat})"
+        wrapped = self.fresh("position")
+        wrap = f"{position} < 0 ? {position} + {extent} : {position}"
+        self.lines.append(f"int {wrapped} = clamp({wrap}, 0, {extent - 1});")
+        outer = f"{base} / {count * inner}" if inner * count > 1 else base
+        element = f"({outer} * {extent} + {wrapped}) * {inner} + {base} % {inner}" if inner > 1 else \
+            f"{outer} * {extent} + {wrapped}"
+        name, dtype, _ = self.buffers[self.loads[source]]
+        loaded = f"{name}[{element}]" if dtype != bool_ else f"{name}[{element}] != 0u"
+        return self._statement(node_id, node, chain, loaded)

@@ -6,6 +6,7 @@ index, `store_output` evaluates a kernel's outputs from its core value and store
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -32,6 +33,7 @@ class KernelSource:
     workgroups: tuple[int, int, int]
     locations: tuple[str, ...]  # user lines of the ops fused into it
     ops: tuple[str, ...]  # the ops it computes, one per GLSL statement or core
+    writes: tuple[str, ...]  # logical buffers it stores to
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class DeviceShape:
     local_size: int
     max_groups: int
     shared_memory: int
+    deterministic: bool = False  # scatter_add without atomics
 
 
 @cache
@@ -57,10 +60,11 @@ def _grid(groups: int, max_groups: int) -> tuple[int, int, int]:
 class _Kernel:
     """Bindings, declarations and generated functions of one kernel under construction."""
 
-    def __init__(self, graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer]) -> None:
+    def __init__(self, graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], atomic: bool = False) -> None:
         self.graph = graph
         self.kernel = kernel
         stored = [name for _, name in kernel.outputs]
+        self.stored = tuple(dict.fromkeys(stored))
         loaded = sorted(set(kernel.loads.values()))
         self.bindings = tuple(loaded + [name for name in dict.fromkeys(stored) if name not in loaded])
         self.table = {name: (identifier(name), buffers[name].dtype, buffers[name].size) for name in self.bindings}
@@ -68,8 +72,11 @@ class _Kernel:
         for binding, name in enumerate(self.bindings):
             access = "readonly " if name not in stored else "" if name in loaded else "writeonly "
             glsl_name, dtype, _ = self.table[name]
+            storage = "uint" if atomic and name in stored else dtype.storage_glsl
+            if atomic and name in stored:
+                access = ""
             self.declarations.append(f"layout(std430, binding = {binding}) {access}buffer Buffer{binding} "
-                                     f"{{ {dtype.storage_glsl} {glsl_name}[]; }};")
+                                     f"{{ {storage} {glsl_name}[]; }};")
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
         self.ops: list[str] = []
@@ -111,17 +118,20 @@ class _Kernel:
             NAME=self.kernel.name, BUFFERS="\n".join(self.declarations), HELPERS=helpers,
             STORES=", ".join(dict.fromkeys(n for _, n in self.kernel.outputs)), **values)
         return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
-                            tuple(dict.fromkeys(self.locations)), tuple(self.ops))
+                            tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored)
 
 
-def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], device: DeviceShape) -> KernelSource:
-    """The GLSL source of a kernel and how to bind and dispatch it."""
+def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer],
+             device: DeviceShape) -> list[KernelSource]:
+    """The GLSL sources of a kernel (one dispatch each) and how to bind and dispatch them."""
     if kernel.core is None:
-        return _elementwise(_Kernel(graph, kernel, buffers), device)
+        return [_elementwise(_Kernel(graph, kernel, buffers), device)]
     core = node_of(graph, kernel.core)
     if core.op == "reduce":
-        return _reduce(_Kernel(graph, kernel, buffers), core, device)
-    return _matmul(_Kernel(graph, kernel, buffers), core, device)
+        return [_reduce(_Kernel(graph, kernel, buffers), core, device)]
+    if core.op == "scatter_add":
+        return _scatter_add(graph, kernel, buffers, core, device)
+    return [_matmul(_Kernel(graph, kernel, buffers), core, device)]
 
 
 def _elementwise(parts: _Kernel, device: DeviceShape) -> KernelSource:
@@ -144,6 +154,10 @@ _COMBINE = {
               "        value = other;\n        position = other_position;\n    }",
     "argmin": "if (other < value || (other == value && other_position < position)) {\n"
               "        value = other;\n        position = other_position;\n    }",
+    "logsumexp": "float top = max(value.x, other.x);\n"
+                 "    float mine = value.x == top ? value.y : value.y * exp(value.x - top);\n"
+                 "    float theirs = other.x == top ? other.y : other.y * exp(other.x - top);\n"
+                 "    value = vec2(top, mine + theirs);",
 }
 
 
@@ -152,6 +166,8 @@ def _identity(op: str, dtype: DType) -> str:
         return literal(0, dtype)
     if op == "prod":
         return literal(1, dtype)
+    if op == "logsumexp":
+        return f"vec2({literal(float('-inf'), float32)}, 0.0)"
     lowest = op in ("max", "argmax")
     if dtype == float32:
         return literal(float("-inf") if lowest else float("inf"), dtype)
@@ -166,9 +182,13 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     dtype = node_of(parts.graph, source).dtype
     outputs, reduced, chain = reduce_layout(core, node_of(parts.graph, source).shape)
     op = core.attrs["op"]
-    special = {kernel.core: "position" if op.startswith("arg") else "value"}
+    accumulator, lift, finish = dtype.glsl, "x", "value"
+    if op.startswith("arg"):
+        finish = "position"
+    elif op == "logsumexp":
+        accumulator, lift, finish = "vec2", "vec2(x, 1.0)", "(value.x + log(value.y))"
     functions = parts.load_function("load_input", source, chain, dtype)
-    functions += "\n" + parts.store_function(f"{dtype.glsl} value, int position", special)
+    functions += "\n" + parts.store_function(f"{accumulator} value, int position", {kernel.core: finish})
     parts.ops.append(f"{op}-reduce")
     parts.locations.append(core.location)
     serial = reduced <= SERIAL_REDUCTION
@@ -179,8 +199,57 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         local = min(device.local_size, 1 << max(5, (reduced - 1).bit_length()))
         workgroups = _grid(outputs, device.max_groups)
     return parts.fill("reduce", workgroups, REDUCTION=op, REDUCED=reduced, OUTPUTS=outputs,
-                      SERIAL=int(serial), LOCAL_SIZE=local, FUNCTIONS=functions, TYPE=dtype.glsl,
-                      COMBINE=_COMBINE[op], IDENTITY=_identity(op, dtype))
+                      SERIAL=int(serial), LOCAL_SIZE=local, FUNCTIONS=functions, TYPE=accumulator,
+                      INPUT=dtype.glsl, LIFT=lift, COMBINE=_COMBINE[op], IDENTITY=_identity(op, dtype))
+
+
+def _scatter_add(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], core,
+                 device: DeviceShape) -> list[KernelSource]:
+    values, indices = core.inputs
+    axis = core.attrs["axis"]
+    extent = core.shape[axis]
+    inner = math.prod(core.shape[axis + 1 :])
+    value_count = math.prod(node_of(graph, values).shape)
+    deterministic = device.deterministic
+    parts = _Kernel(graph, kernel, buffers, atomic=not deterministic)
+    functions = parts.load_function("load_values", values, (), float32)
+    functions += "\n" + parts.load_function("load_index", indices, (), int32)
+    sources = []
+    if deterministic:
+        functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"})
+        threads = kernel.size
+    else:
+        functions += "\n" + _accumulate_function(parts)
+        threads = value_count
+        zero = _Kernel(graph, Kernel(kernel.name + "_zero", kernel.size, kernel.outputs, {}), buffers)
+        body = "\n".join(f"    {zero.table[name][0]}[i] = 0.0;" for name in zero.stored)
+        sources.append(zero.fill("elementwise", _grid(-(-kernel.size // device.local_size), device.max_groups),
+                                 SIZE=kernel.size, LOCAL_SIZE=device.local_size, OUTPUTS=", ".join(zero.stored),
+                                 BODY=body))
+    parts.ops.append("scatter_add")
+    parts.locations.append(core.location)
+    workgroups = _grid(-(-threads // device.local_size), device.max_groups)
+    sources.append(parts.fill("scatter_add", workgroups, VALUES=value_count, SIZE=kernel.size, EXTENT=extent,
+                              COUNT=core.attrs["count"], INNER=inner, DETERMINISTIC=int(deterministic),
+                              LOCAL_SIZE=device.local_size, FUNCTIONS=functions))
+    return sources
+
+
+def _accumulate_function(parts: _Kernel) -> str:
+    """Atomically add a float to each output buffer (declared uint) with a compare-and-swap loop."""
+    body = ""
+    for name in parts.stored:
+        buffer = parts.table[name][0]
+        body += (f"    uint expected_{buffer} = {buffer}[target];\n"
+                 f"    while (true) {{\n"
+                 f"        uint sum = floatBitsToUint(uintBitsToFloat(expected_{buffer}) + value);\n"
+                 f"        uint previous = atomicCompSwap({buffer}[target], expected_{buffer}, sum);\n"
+                 f"        if (previous == expected_{buffer}) {{\n"
+                 f"            break;\n"
+                 f"        }}\n"
+                 f"        expected_{buffer} = previous;\n"
+                 f"    }}\n")
+    return f"void accumulate(int target, float value) {{\n{body}}}\n"
 
 
 def _tile(extent: int) -> int:

@@ -74,7 +74,7 @@ def elementwise(op: str, *operands: Operand) -> Array:
         shapes = " and ".join(str(a.shape) for a in arrays)
         raise ShapeError(at_user_line(f"{op}: shapes {shapes} do not broadcast"))
     arrays = [a if a.shape == shape or a.node.op == "const" else broadcast_to(a, shape) for a in arrays]
-    result = bool_ if definition.result == "bool" else arrays[-1].dtype
+    result = {"bool": bool_, "float": float32}.get(definition.result, arrays[-1].dtype)
     return scope.add(op, shape, result, tuple(a.node_id for a in arrays))
 
 

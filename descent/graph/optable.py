@@ -1,5 +1,8 @@
 """The one table of elementwise ops: arity, GLSL expression and result-type rule.
 
+`{index}` in an expression is the element's flat index in the op's own shape (random numbers
+are a hash of the seed and that index, so they fuse like any other elementwise op).
+
 Every elementwise op the graph can hold is a row here; codegen reads the GLSL from it and the
 op builders read arity and typing from it, so adding an op is adding a row.
 """
@@ -16,12 +19,13 @@ class ElementwiseOp:
     name: str
     arity: int
     glsl: str
-    result: str = "same"  # "same": the promoted operand type; "bool": a predicate
+    result: str = "same"  # "same": the promoted operand type; "bool": a predicate; "float": float32
     float_only: bool = False  # integer operands are cast to float32 first
-    helper: str = ""  # GLSL function the expression calls, emitted once per shader
+    helpers: tuple[str, ...] = ()  # GLSL functions (from HELPERS) the expression calls, in dependency order
 
 
-_POW_HELPER = """float descent_pow(float base, float exponent) {
+HELPERS = {}
+HELPERS["descent_pow"] = """float descent_pow(float base, float exponent) {
     if (exponent == 0.0) {
         return 1.0;
     }
@@ -32,13 +36,26 @@ _POW_HELPER = """float descent_pow(float base, float exponent) {
     }
     return base == 0.0 && exponent < 0.0 ? uintBitsToFloat(0x7f800000u) : magnitude;
 }"""
+HELPERS["descent_hash"] = """uint descent_hash(uint value) {
+    uint state = value * 747796405u + 2891336453u;
+    uint word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}"""
+HELPERS["descent_uniform"] = """float descent_uniform(uint seed, int index) {
+    uint bits = descent_hash(seed ^ descent_hash(uint(index)));
+    return float(bits >> 8u) * (1.0 / 16777216.0);
+}"""
+HELPERS["descent_normal"] = """float descent_normal(uint seed, int index) {
+    float radius = sqrt(-2.0 * log(1.0 - descent_uniform(seed, 2 * index)));
+    return radius * cos(6.2831853 * descent_uniform(seed, 2 * index + 1));
+}"""
 
 _OPS = [
     ElementwiseOp("add", 2, "{0} + {1}"),
     ElementwiseOp("sub", 2, "{0} - {1}"),
     ElementwiseOp("mul", 2, "{0} * {1}"),
     ElementwiseOp("div", 2, "{0} / {1}", float_only=True),
-    ElementwiseOp("pow", 2, "descent_pow({0}, {1})", float_only=True, helper=_POW_HELPER),
+    ElementwiseOp("pow", 2, "descent_pow({0}, {1})", float_only=True, helpers=("descent_pow",)),
     ElementwiseOp("maximum", 2, "max({0}, {1})"),
     ElementwiseOp("minimum", 2, "min({0}, {1})"),
     ElementwiseOp("lt", 2, "{0} < {1}", result="bool"),
@@ -65,6 +82,10 @@ _OPS = [
     ElementwiseOp("sigmoid", 1, "1.0 / (1.0 + exp(-{0}))", float_only=True),
     ElementwiseOp("floor", 1, "floor({0})", float_only=True),
     ElementwiseOp("round", 1, "roundEven({0})", float_only=True),
+    ElementwiseOp("uniform", 1, "descent_uniform({0}, {index})", result="float",
+                  helpers=("descent_hash", "descent_uniform")),
+    ElementwiseOp("normal", 1, "descent_normal({0}, {index})", result="float",
+                  helpers=("descent_hash", "descent_uniform", "descent_normal")),
 ]
 
 ELEMENTWISE: dict[str, ElementwiseOp] = {op.name: op for op in _OPS}

@@ -27,6 +27,7 @@ class Scope:
         self.writes: dict[str, tuple[Parameter, int]] = {}
         self._reads: dict[str, int] = {}
         self._constants: dict[tuple, int] = {}
+        self._streams = 0
 
     def add(self, op: str, shape: Shape, dtype: DType, inputs: tuple[int, ...] = (), attrs: Any = None) -> Array:
         """Append a node and return the Array that names it."""
@@ -82,6 +83,26 @@ class Scope:
         resolved = as_dtype(dtype if dtype is not None else array.dtype)
         parameter = self.environment.constant_parameter(array, resolved)
         return self.read(parameter)
+
+    def arange(self, stop: int, dtype: DType | str = "int32") -> Array:
+        """0, 1, ..., stop - 1: computed from the index where it is used, never stored."""
+        return self.add("arange", (int(stop),), as_dtype(dtype))
+
+    def random_uniform(self, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0) -> Array:
+        """Uniform float32 numbers in [low, high), a counter-based hash of the run's seed and the index."""
+        return self._random("uniform", shape) * (high - low) + low
+
+    def random_normal(self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0) -> Array:
+        """Normal float32 numbers (Box-Muller over two hashed uniforms)."""
+        return self._random("normal", shape) * std + mean
+
+    def _random(self, distribution: str, shape: tuple[int, ...]) -> Array:
+        from descent.graph import ops
+
+        self._streams += 1
+        stream = (self._streams * 0x9E3779B9) % 2**32
+        seed = ops.add(self.read(self.environment.seed_parameter), self.constant(stream, "uint32"))
+        return ops.elementwise(distribution, ops.broadcast_to(seed, tuple(int(s) for s in shape)))
 
     def _check_parameter(self, parameter: Parameter) -> None:
         owner = getattr(parameter, "environment", None)

@@ -24,13 +24,21 @@ LOCAL_SIZE = 256
 class Environment:
     """Owns a Vulkan device and the parameters on it; builds graphs from Python functions and runs them."""
 
-    def __init__(self, device: int | str | None = None) -> None:
+    def __init__(self, device: int | str | None = None, seed: int = 0, deterministic: bool | None = None) -> None:
+        """Open `device` (index or name substring; default DESCENT_DEVICE, else the first discrete GPU).
+        `seed` starts the run counter random numbers use when `run` is given none; `deterministic`
+        (default DESCENT_DETERMINISTIC) avoids atomics so every result is bit-identical run to run."""
         self.device: Device = open_device(device if device is not None else os.environ.get("DESCENT_DEVICE"))
         self.kp = _import_kp()
+        if deterministic is None:
+            deterministic = os.environ.get("DESCENT_DETERMINISTIC", "") not in ("", "0")
+        self.deterministic = deterministic
         self.parameters: dict[str, Parameter] = {}
         self._tensors: dict[str, Any] = {}
         self._transfer = self.device.manager.sequence()
         self._constants = 0
+        self._next_seed = int(seed)
+        self.seed_parameter = self.parameter("descent.seed", (), "uint32")
 
     def __repr__(self) -> str:
         return f"Environment(device={self.device.index}: {self.device.name!r}, {len(self.parameters)} parameters)"
@@ -123,8 +131,9 @@ class Environment:
             local_size=min(LOCAL_SIZE, limits.max_workgroup_invocations, limits.max_workgroup_size[0]),
             max_groups=limits.max_workgroup_count[0],
             shared_memory=limits.max_shared_memory,
+            deterministic=self.deterministic,
         )
-        sources = [generate(scope.graph, kernel, plan.buffers, shape) for kernel in plan.kernels]
+        sources = [source for kernel in plan.kernels for source in generate(scope.graph, kernel, plan.buffers, shape)]
         for source in sources:
             if len(source.bindings) > limits.max_storage_buffers:
                 raise DeviceError(f"{source.name} binds {len(source.bindings)} buffers; this device allows "
@@ -136,8 +145,14 @@ class Environment:
         spirv = [compile_glsl(s.glsl, s.name, ", ".join(s.locations[:3])) for s in sources]
         return Executable(self, plan, sources, spirv)
 
-    def run(self, graph: Executable) -> None:
-        """Run a built graph: replay its recorded command buffer and wait for it."""
+    def run(self, graph: Executable, seed: int | None = None) -> None:
+        """Run a built graph: replay its recorded command buffer and wait for it. Random numbers
+        come from `seed`, or from a counter that advances every run when it is None."""
         if not isinstance(graph, Executable) or graph.environment is not self:
             raise GraphError(at_user_line("run: that graph was built by another Environment"))
+        if graph.uses_seed:
+            if seed is None:
+                seed = self._next_seed
+                self._next_seed += 1
+            self._tensors[self.seed_parameter.name].data()[0] = int(seed) % 2**32
         graph.replay()

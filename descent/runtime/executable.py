@@ -35,8 +35,15 @@ class Executable:
             return self.environment.tensor(buffer.parameter)
         return self._slots[buffer.slot]
 
+    @property
+    def uses_seed(self) -> bool:
+        """Whether the graph draws random numbers, so each run uploads a seed first."""
+        return f"param:{self.environment.seed_parameter.name}" in self.schedule.buffers
+
     def _record(self, kp):
         sequence = self.environment.device.manager.sequence()
+        if self.uses_seed:
+            sequence.record(kp.OpTensorSyncDevice([self.environment.tensor(self.environment.seed_parameter.name)]))
         previous = None
         for source, algorithm in zip(self.sources, self._algorithms):
             if previous is None:
@@ -44,13 +51,13 @@ class Executable:
                 source_access = vulkan.ACCESS_SHADER_WRITE | vulkan.ACCESS_TRANSFER_WRITE
                 source_stage = vulkan.STAGE_COMPUTE_SHADER | vulkan.STAGE_TRANSFER
             else:
-                tensors = [self._tensor(name) for _, name in previous.outputs]
+                tensors = [self._tensor(name) for name in previous.writes]
                 source_access, source_stage = vulkan.ACCESS_SHADER_WRITE, vulkan.STAGE_COMPUTE_SHADER
             sequence.record(kp.OpMemoryBarrier(
                 tensors, source_access, vulkan.ACCESS_SHADER_READ | vulkan.ACCESS_SHADER_WRITE,
                 source_stage, vulkan.STAGE_COMPUTE_SHADER))
             sequence.record(kp.OpAlgoDispatch(algorithm))
-            previous = self.schedule.kernels[self.sources.index(source)]
+            previous = source
         if self.schedule.copies:
             staged = [self._tensor(copy.source) for copy in self.schedule.copies]
             targets = [self._tensor(copy.target) for copy in self.schedule.copies]
@@ -85,7 +92,8 @@ class Executable:
 
     def summary(self) -> str:
         lines = [f"{self.kernel_count} kernel(s), {self.memory_bytes} bytes of temporaries"]
-        for source, kernel in zip(self.sources, self.schedule.kernels):
-            outputs = ", ".join(name for _, name in kernel.outputs)
-            lines.append(f"  {source.name}: {kernel.size} threads -> {outputs}; ops from {', '.join(source.locations)}")
+        for source in self.sources:
+            outputs = ", ".join(source.writes)
+            lines.append(f"  {source.name}: {'+'.join(source.ops[-1:])} -> {outputs}; ops from "
+                         f"{', '.join(source.locations)}")
         return "\n".join(lines)

@@ -18,9 +18,11 @@ from descent.graph.node import Node
 from descent.graph.view import ViewChain, numel, simplify
 
 MAX_CONTEXTS = 4  # distinct index maps a fused node may be evaluated at before it gets a buffer
-HEAVY = ("reduce", "matmul")
+HEAVY = ("reduce", "matmul", "scatter_add")
+LEAVES = ("read", "const", "arange")  # nodes with no inputs to fuse
 
 Context = ViewChain  # maps a kernel's base index to a node's flat index
+DYNAMIC: Context = (views.View((0,), (0,)),)  # a load at a data-dependent index (gather)
 
 
 def node_of(graph: nx.DiGraph, node_id: int) -> Node:
@@ -52,8 +54,11 @@ def input_contexts(node: Node, context: Context) -> list[tuple[int, Context]]:
     """The inputs of a fused node and the index maps they are evaluated at."""
     if node.op == "view":
         return [(node.inputs[0], simplify(node.attrs + context))]
-    if node.op in ("read", "const") or node.op in HEAVY:
+    if node.op in LEAVES or node.op in HEAVY:
         return []
+    if node.op == "gather":
+        source, indices = node.inputs
+        return [(source, DYNAMIC), (indices, simplify((node.attrs["index_view"],) + context))]
     return [(source, context) for source in node.inputs]
 
 
@@ -73,9 +78,11 @@ def realize(graph: nx.DiGraph, roots: list[int]) -> set[int]:
         contexts[root].add(())
     for node_id in reversed(list(nx.topological_sort(graph.subgraph(needed)))):
         node = node_of(graph, node_id)
-        if node.op in ("read", "const"):
+        if node.op in LEAVES:
             continue
-        seen = contexts[node_id]
+        seen = {()} if node_id in realized else contexts[node_id]
+        if node.op == "gather" and node_of(graph, node.inputs[0]).op != "read":
+            realized.add(node.inputs[0])
         if node.op in HEAVY:
             realized.add(node_id)
             for source, source_context in operand_contexts(graph, node):

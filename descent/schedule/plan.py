@@ -116,7 +116,7 @@ def _merge_epilogues(graph: nx.DiGraph, drafts: list[_Draft], roots: set[int]) -
     merged: set[int] = set()
     for draft in drafts:
         core = draft.core
-        if core is None or core in roots or len(consumers[core]) != 1:
+        if core is None or core in roots or len(consumers[core]) != 1 or node_of(graph, core).op == "scatter_add":
             continue
         k, chains = consumers[core][0]
         epilogue = drafts[k]

@@ -1,0 +1,61 @@
+"""Data-dependent indexing: take (gather), scatter_add, one_hot."""
+
+from __future__ import annotations
+
+from descent.errors import DTypeError, ShapeError, at_user_line
+from descent.graph import ops
+from descent.graph.array import Array
+from descent.graph.dtype import float32, int32
+from descent.graph.view import View, contiguous_strides, numel
+
+
+def _index_view(outer: tuple[int, ...], indices: tuple[int, ...], inner: tuple[int, ...]) -> View:
+    """Maps an element of shape outer + indices + inner to its position in the indices array."""
+    strides = (0,) * len(outer) + contiguous_strides(indices) + (0,) * len(inner)
+    return View(outer + indices + inner, strides, 0)
+
+
+def _check_indices(op: str, indices: Array) -> Array:
+    if indices.dtype.is_float or indices.dtype.name == "bool":
+        raise DTypeError(at_user_line(f"{op}: indices must be int32 or uint32, not {indices.dtype.name}"))
+    return ops.astype(indices, int32)
+
+
+def take(x: Array, indices: Array, axis: int = 0) -> Array:
+    """Elements of `x` at `indices` along `axis` (numpy.take); negative indices count from the end.
+    The result has shape x.shape[:axis] + indices.shape + x.shape[axis + 1:]."""
+    indices = _check_indices("take", ops.as_array(indices, x.scope))
+    axis = ops._axis(axis, x.ndim, "take")
+    outer, inner = x.shape[:axis], x.shape[axis + 1 :]
+    shape = outer + indices.shape + inner
+    view = _index_view(outer, indices.shape, inner)
+    return x.scope.add("gather", shape, x.dtype, (x.node_id, indices.node_id), {"axis": axis, "index_view": view})
+
+
+gather = take
+
+
+def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Array:
+    """The transpose of `take`: an array whose axis `axis` has `size` elements, where element k sums
+    every slice of `values` whose index is k. Duplicate indices accumulate."""
+    indices = _check_indices("scatter_add", ops.as_array(indices, values.scope))
+    axis = ops._axis(axis, values.ndim - indices.ndim + 1, "scatter_add")
+    outer = values.shape[:axis]
+    inner = values.shape[axis + indices.ndim :]
+    if values.shape[axis : axis + indices.ndim] != indices.shape:
+        raise ShapeError(at_user_line(
+            f"scatter_add: values {values.shape} need the indices' shape {indices.shape} at axis {axis}"))
+    shape = outer + (int(size),) + inner
+    if numel(shape) == 0:
+        raise ShapeError(at_user_line(f"scatter_add: empty result shape {shape}"))
+    view = _index_view(outer, indices.shape, inner)
+    values = ops.astype(values, float32)
+    return values.scope.add("scatter_add", shape, float32, (values.node_id, indices.node_id),
+                            {"axis": axis, "index_view": view, "count": indices.size})
+
+
+def one_hot(indices: Array, classes: int, dtype=float32) -> Array:
+    """1 where the last axis equals the index, else 0: shape indices.shape + (classes,)."""
+    indices = _check_indices("one_hot", indices)
+    positions = indices.scope.arange(classes)
+    return ops.astype(ops.eq(ops.expand_dims(indices, -1), positions), dtype)
