@@ -4,7 +4,9 @@ from descent.errors import CompileError, DescentError, DeviceError, DTypeError, 
 from descent.graph.array import Array
 from descent.graph.conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d
 from descent.graph.dtype import DType, bool_, float32, int32, uint32
+from descent.graph.indexing import gather, one_hot, scatter_add, take
 from descent.graph.linalg import matmul
+from descent.graph.losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
 from descent.graph.ops import (
     abs,
     add,
@@ -71,6 +73,13 @@ from descent.runtime.environment import Environment
 from descent.runtime.executable import Executable
 
 __all__ = [
+    "gather",
+    "one_hot",
+    "scatter_add",
+    "take",
+    "binary_cross_entropy_with_logits",
+    "mse",
+    "softmax_cross_entropy",
     "avg_pool2d",
     "conv2d",
     "conv_transpose2d",

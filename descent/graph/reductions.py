@@ -98,19 +98,13 @@ def argmin(x: Array, axis: int | None = None, keepdims: bool = False) -> Array:
 
 
 def logsumexp(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
-    """log(sum(exp(x))) computed stably by subtracting the maximum first."""
-    peak = max(x, axis, keepdims=True)
-    peak = ops.where(ops.eq(peak, float("-inf")), 0.0, peak)
-    total = ops.log(sum(ops.exp(x - peak), axis, keepdims=True)) + peak
-    if keepdims:
-        return total
-    return ops.reshape(total, tuple(s for a, s in enumerate(x.shape) if a not in _axes(x, axis, "logsumexp")))
+    """log(sum(exp(x))) in one pass: the reduction carries (running max, sum of exp(x - max))."""
+    return reduce("logsumexp", ops.astype(x, float32), axis, keepdims)
 
 
 def softmax(x: Array, axis: int = -1) -> Array:
-    """exp(x) / sum(exp(x)) along `axis`, with the maximum subtracted for stability."""
-    shifted = ops.exp(x - max(x, axis, keepdims=True))
-    return shifted / sum(shifted, axis, keepdims=True)
+    """exp(x - logsumexp(x)) along `axis`: stable for any magnitude."""
+    return ops.exp(x - logsumexp(x, axis, keepdims=True))
 
 
 def log_softmax(x: Array, axis: int = -1) -> Array:

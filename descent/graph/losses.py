@@ -1,0 +1,55 @@
+"""Losses in their fused, numerically stable forms. Each returns the mean over examples by default."""
+
+from __future__ import annotations
+
+from descent.errors import ShapeError, at_user_line
+from descent.graph import ops, reductions
+from descent.graph.array import Array
+from descent.graph.dtype import float32
+from descent.graph.indexing import one_hot
+
+
+def _reduce(loss: Array, reduction: str, examples: int) -> Array:
+    if reduction == "none":
+        return loss
+    total = reductions.sum(loss)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total * (1.0 / max(examples, 1))
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+
+
+def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean") -> Array:
+    """Cross-entropy of softmax(logits) over the last axis against integer class labels (shape
+    logits.shape[:-1]) or per-class target probabilities such as one-hot rows (shape logits.shape)."""
+    logits = ops.astype(logits, float32)
+    if labels.dtype.is_float:
+        if labels.shape != logits.shape:
+            raise ShapeError(at_user_line(
+                f"softmax_cross_entropy: probability labels {labels.shape} must match logits {logits.shape}"))
+        targets = labels
+    else:
+        if labels.shape != logits.shape[:-1]:
+            raise ShapeError(at_user_line(
+                f"softmax_cross_entropy: integer labels {labels.shape} must have shape {logits.shape[:-1]}"))
+        targets = one_hot(labels, logits.shape[-1])
+    log_probabilities = logits - reductions.logsumexp(logits, -1, keepdims=True)
+    per_class = -(targets * log_probabilities)
+    examples = logits.size // logits.shape[-1]
+    if reduction == "none":
+        return reductions.sum(per_class, -1)
+    return _reduce(per_class, reduction, examples)
+
+
+def mse(prediction: Array, target: Array, reduction: str = "mean") -> Array:
+    """Mean squared error (every element counts as an example)."""
+    difference = prediction - target
+    return _reduce(difference * difference, reduction, difference.size)
+
+
+def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean") -> Array:
+    """-(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))), as max(x, 0) - x t + log(1 + exp(-|x|))."""
+    logits = ops.astype(logits, float32)
+    loss = ops.maximum(logits, 0.0) - logits * targets + ops.log(ops.exp(-ops.abs(logits)) + 1.0)
+    return _reduce(loss, reduction, loss.size)

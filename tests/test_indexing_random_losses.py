@@ -1,0 +1,128 @@
+"""take/scatter_add/one_hot against numpy, random numbers (determinism and distribution), and the
+losses against torch CPU. Gathers and deterministic scatters are exact; atomic scatters and losses
+use rtol 1e-5."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import descent as dc
+from tests.conftest import evaluate
+
+rng = np.random.default_rng(6)
+F = torch.nn.functional
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_take_matches_numpy(env: dc.Environment, axis: int) -> None:
+    x = rng.normal(size=(6, 6, 6)).astype(np.float32)
+    indices = rng.integers(-6, 6, (3, 4)).astype(np.int32)
+    expected = np.take(x, indices, axis)
+    np.testing.assert_array_equal(evaluate(env, lambda a, i: dc.take(a, i, axis), x, indices), expected)
+    fused = evaluate(env, lambda a, i: dc.take(a.T * 2.0, i, axis) + 1.0, x, indices)
+    np.testing.assert_allclose(fused, np.take(x.T * 2, indices, axis) + 1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_scatter_add_with_duplicates(deterministic: bool, axis: int) -> None:
+    env = dc.Environment(deterministic=deterministic)
+    values = rng.normal(size=(4, 9, 3)).astype(np.float32)
+    count = values.shape[axis]
+    indices = rng.integers(0, 3, (count,)).astype(np.int32)
+    size = 5
+    shape = list(values.shape)
+    shape[axis] = size
+    expected = np.zeros(shape, np.float32)
+    for j, k in enumerate(indices):
+        target = [slice(None)] * 3
+        source = [slice(None)] * 3
+        target[axis], source[axis] = k, j
+        expected[tuple(target)] += values[tuple(source)]
+    result = evaluate(env, lambda v, i: dc.scatter_add(v * 1.0, i, size, axis), values, indices)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
+    kernels = env.build_graph(lambda s: s.write(env.parameter(f"scatter_out{axis}", tuple(shape)),
+                                                dc.scatter_add(s.constant(values), s.constant(indices), size, axis)))
+    assert kernels.kernel_count == (1 if deterministic else 2)
+
+
+def test_one_hot(env: dc.Environment) -> None:
+    labels = np.array([[0, 3], [2, 1]], np.int32)
+    expected = np.eye(4, dtype=np.float32)[labels]
+    np.testing.assert_array_equal(evaluate(env, lambda i: dc.one_hot(i, 4), labels), expected)
+
+
+def test_indices_must_be_integers(env: dc.Environment) -> None:
+    x = env.parameter("take_err_x", (4, 3))
+    with pytest.raises(dc.DTypeError, match="indices must be int32"):
+        env.build_graph(lambda s: dc.take(s.read(x), s.read(x), 0))
+
+
+def test_random_numbers_are_seeded_and_distributed(env: dc.Environment) -> None:
+    out = env.parameter("random_out", (2, 50_000))
+
+    def build(s: dc.Scope) -> None:
+        s.write(out, dc.stack([s.random_uniform((50_000,), -1.0, 3.0), s.random_normal((50_000,), 2.0, 0.5)]))
+
+    graph = env.build_graph(build)
+    env.run(graph, seed=7)
+    first = env.read(out)
+    env.run(graph, seed=7)
+    np.testing.assert_array_equal(env.read(out), first)
+    env.run(graph, seed=8)
+    assert not np.array_equal(env.read(out), first)
+    uniform, normal = first
+    assert uniform.min() >= -1.0 and uniform.max() < 3.0
+    assert abs(uniform.mean() - 1.0) < 0.03 and abs(uniform.std() - 4 / np.sqrt(12)) < 0.03
+    assert abs(normal.mean() - 2.0) < 0.01 and abs(normal.std() - 0.5) < 0.01
+    assert abs(np.corrcoef(uniform[:-1], uniform[1:])[0, 1]) < 0.02
+    expected_bits = _uniform_reference(7, np.arange(50_000), stream=1)
+    np.testing.assert_array_equal(uniform, (expected_bits * np.float32(4.0) + np.float32(-1.0)).astype(np.float32))
+
+
+def _hash(value: np.ndarray) -> np.ndarray:
+    value = value.astype(np.uint64)
+    state = (value * 747796405 + 2891336453) % 2**32
+    word = (((state >> ((state >> 28) + 4)) ^ state) * 277803737) % 2**32
+    return ((word >> 22) ^ word) % 2**32
+
+
+def _uniform_reference(seed: int, index: np.ndarray, stream: int) -> np.ndarray:
+    """The device's uniform generator, reimplemented in numpy: same seed, same numbers, any device."""
+    stream_seed = (seed + stream * 0x9E3779B9) % 2**32
+    bits = _hash(np.uint64(stream_seed) ^ _hash(index.astype(np.uint64)))
+    return ((bits >> 8).astype(np.float32) * np.float32(1.0 / 16777216.0)).astype(np.float32)
+
+
+def test_softmax_cross_entropy_matches_torch(env: dc.Environment) -> None:
+    logits = (rng.normal(size=(32, 10)) * 4).astype(np.float32)
+    labels = rng.integers(0, 10, 32).astype(np.int32)
+    expected = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long()).item()
+    result = evaluate(env, lambda x, y: dc.softmax_cross_entropy(x, y), logits, labels)
+    np.testing.assert_allclose(result, expected, rtol=1e-5)
+    onehot = np.eye(10, dtype=np.float32)[labels]
+    np.testing.assert_allclose(evaluate(env, lambda x, y: dc.softmax_cross_entropy(x, y), logits, onehot), expected,
+                               rtol=1e-5)
+    per_example = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long(), reduction="none")
+    np.testing.assert_allclose(evaluate(env, lambda x, y: dc.softmax_cross_entropy(x, y, "none"), logits, labels),
+                               per_example.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_regression_losses_match_torch(env: dc.Environment) -> None:
+    x = (rng.normal(size=(8, 5)) * 10).astype(np.float32)
+    t = rng.uniform(size=(8, 5)).astype(np.float32)
+    expected = F.mse_loss(torch.from_numpy(x), torch.from_numpy(t)).item()
+    np.testing.assert_allclose(evaluate(env, dc.mse, x, t), expected, rtol=1e-5)
+    expected = F.binary_cross_entropy_with_logits(torch.from_numpy(x), torch.from_numpy(t)).item()
+    np.testing.assert_allclose(evaluate(env, dc.binary_cross_entropy_with_logits, x, t), expected, rtol=1e-5)
+
+
+def test_cross_entropy_of_a_matmul_is_three_kernels(env: dc.Environment) -> None:
+    x = env.parameter("ce_x", (100, 784))
+    w = env.parameter("ce_w", (784, 10))
+    y = env.parameter("ce_y", (100,), dc.int32)
+    loss = env.parameter("ce_loss", ())
+    graph = env.build_graph(lambda s: s.write(loss, dc.softmax_cross_entropy(s.read(x) @ s.read(w), s.read(y))))
+    assert graph.kernel_count <= 3
