@@ -44,6 +44,7 @@ class DeviceShape:
     max_groups: int
     shared_memory: int
     deterministic: bool = False  # scatter_add without atomics
+    cpu: bool = False  # a CPU driver (lavapipe): prefer kernels without shared memory and barriers
 
 
 @cache
@@ -270,6 +271,11 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"})
     parts.ops.append("matmul")
     parts.locations.append(core.location)
+    if device.cpu:
+        block_m, block_n = min(4, m), min(4, n)
+        workgroups = (-(-n // (8 * block_n)), -(-m // (8 * block_m)), batch)
+        return parts.fill("matmul_direct", workgroups, BATCH=batch, M=m, N=n, K=k, BLOCK_M=block_m,
+                          BLOCK_N=block_n, FUNCTIONS=functions)
     workgroups = (-(-n // tile_n), -(-m // tile_m), batch)
     return parts.fill("matmul", workgroups, BATCH=batch, M=m, N=n, K=k, TILE_M=tile_m, TILE_N=tile_n,
                       TILE_K=tile_k, FUNCTIONS=functions)

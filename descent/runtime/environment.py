@@ -132,6 +132,7 @@ class Environment:
             max_groups=limits.max_workgroup_count[0],
             shared_memory=limits.max_shared_memory,
             deterministic=self.deterministic,
+            cpu=self.device.kind == "cpu",
         )
         sources = [source for kernel in plan.kernels for source in generate(scope.graph, kernel, plan.buffers, shape)]
         for source in sources:

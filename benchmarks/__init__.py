@@ -1,0 +1,1 @@
+"""Benchmarks: descent against a named peer (PyTorch on the same device class), measured in one run."""
