@@ -163,7 +163,7 @@ class Emitter:
         elif node.op == "view":
             ((source, source_chain),) = input_contexts(node, chain)
             inner = self.value(source, source_chain)
-            conditions = self.valid(node.attrs, chain)
+            conditions = self.valid(node.attrs.chain, chain)
             if not conditions:
                 result = inner
             else:

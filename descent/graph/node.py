@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from descent.graph.dtype import DType
-from descent.graph.view import Shape
+from descent.graph.view import Shape, ViewChain
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,8 @@ class Node:
     """One op of a graph.
 
     `op` is "read" (attrs: the Parameter), "const" (attrs: the Python scalar), "view"
-    (attrs: the ViewChain onto its one input), "cast", or a name from the elementwise table.
+    (attrs: a ViewOp), "cast", "arange", "gather", a heavy op ("reduce", "matmul",
+    "scatter_add"), or a name from the elementwise table.
     """
 
     op: str
@@ -23,3 +24,15 @@ class Node:
     inputs: tuple[int, ...] = ()
     attrs: Any = None
     location: str = ""
+
+
+@dataclass(frozen=True)
+class ViewOp:
+    """A view node's attrs. Its one input is the non-view node it indexes (`chain` maps into it, so
+    stacked views cost one index computation); `parent`, `kind` and `args` record the single view
+    op that made it, which is what autodiff needs."""
+
+    chain: ViewChain
+    parent: int
+    kind: str  # reshape, permute, expand, window, pad, windows
+    args: tuple = ()

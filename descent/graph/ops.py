@@ -10,6 +10,7 @@ from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import view as views
 from descent.graph.array import Array
 from descent.graph.dtype import DType, as_dtype, bool_, float32, int32, promote
+from descent.graph.node import ViewOp
 from descent.graph.optable import ELEMENTWISE
 from descent.graph.view import Shape, broadcast_shapes, numel
 
@@ -181,18 +182,20 @@ def astype(x: Array, dtype: DType | str) -> Array:
 # ---- views: zero-copy, they only change how the source is indexed --------------------------
 
 
-def _view(x: Array, shape: Shape, transform: Callable[[views.ViewChain], views.ViewChain]) -> Array:
+def _view(x: Array, shape: Shape, kind: str, args: tuple,
+          transform: Callable[[views.ViewChain], views.ViewChain]) -> Array:
+    """A view of x; chained views compose into one index map onto the first non-view node."""
     node = x.node
     if node.op == "const":
         return x.scope.add("const", shape, node.dtype, attrs=node.attrs)
     if node.op == "view":
-        source, chain = node.inputs[0], node.attrs
+        source, chain = node.inputs[0], node.attrs.chain
     else:
         source, chain = x.node_id, ()
     chain = transform(chain)
     if not chain and x.scope.node(source).shape == tuple(shape):
         return type(x)(x.scope, source)
-    return x.scope.add("view", shape, node.dtype, (source,), chain)
+    return x.scope.add("view", shape, node.dtype, (source,), ViewOp(chain, x.node_id, kind, args))
 
 
 def reshape(x: Array, shape: Sequence[int]) -> Array:
@@ -207,7 +210,7 @@ def reshape(x: Array, shape: Sequence[int]) -> Array:
         shape = tuple(x.size // known if s == -1 else s for s in shape)
     if numel(shape) != x.size or any(s < 0 for s in shape):
         raise ShapeError(at_user_line(f"reshape: cannot reshape {x.shape} ({x.size} elements) into {shape}"))
-    return _view(x, shape, lambda chain: views.reshape(chain, x.shape, shape))
+    return _view(x, shape, "reshape", (), lambda chain: views.reshape(chain, x.shape, shape))
 
 
 def _axis(axis: int, ndim: int, op: str) -> int:
@@ -222,7 +225,7 @@ def transpose(x: Array, axes: Sequence[int] | None = None) -> Array:
     if sorted(axes) != list(range(x.ndim)):
         raise ShapeError(at_user_line(f"transpose: {axes} is not a permutation of the axes of {x.shape}"))
     shape = tuple(x.shape[a] for a in axes)
-    return _view(x, shape, lambda chain: views.permute(chain, x.shape, axes))
+    return _view(x, shape, "permute", axes, lambda chain: views.permute(chain, x.shape, axes))
 
 
 def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
@@ -232,7 +235,7 @@ def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
         raise ShapeError(at_user_line(f"broadcast_to: cannot broadcast {x.shape} to {shape}"))
     if shape == x.shape:
         return x
-    return _view(x, shape, lambda chain: views.expand(chain, x.shape, shape))
+    return _view(x, shape, "expand", (), lambda chain: views.expand(chain, x.shape, shape))
 
 
 def expand_dims(x: Array, axis: int | Sequence[int]) -> Array:
@@ -300,7 +303,8 @@ def getitem(x: Array, index: Any) -> Array:
     if any(sizes[k] != x.shape[k] or starts[k] != 0 or steps[k] != 1 for k in range(x.ndim)):
         if numel(sliced) == 0:
             raise ShapeError(at_user_line(f"indexing {x.shape} with {index} gives an empty Array"))
-        x = _view(x, sliced, lambda chain: views.window(chain, x.shape, tuple(starts), tuple(steps), sliced))
+        x = _view(x, sliced, "window", (tuple(starts), tuple(steps)),
+                  lambda chain: views.window(chain, x.shape, tuple(starts), tuple(steps), sliced))
     shape = tuple(1 if k is None else sizes[k] for k in keep)
     return reshape(x, shape) if shape != x.shape else x
 
@@ -335,7 +339,7 @@ def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, m
     if not any(lo or hi for lo, hi in widths):
         return x
     shape = tuple(size + lo + hi for size, (lo, hi) in zip(x.shape, widths))
-    return _view(x, shape, lambda chain: views.pad(chain, x.shape, tuple(widths), value))
+    return _view(x, shape, "pad", (tuple(widths), value), lambda chain: views.pad(chain, x.shape, tuple(widths), value))
 
 
 def concat(arrays: Sequence[Array], axis: int = 0) -> Array:
@@ -379,4 +383,5 @@ def windows(x: Array, kernel: Sequence[int], stride: Sequence[int], dilation: Se
         raise ShapeError(at_user_line(
             f"windows: kernel {kernel} (stride {stride}, dilation {dilation}) does not fit input {x.shape}"))
     shape = x.shape[: x.ndim - len(kernel)] + outputs + kernel
-    return _view(x, shape, lambda chain: views.windows(chain, x.shape, kernel, stride, dilation))
+    return _view(x, shape, "windows", (kernel, stride, dilation),
+                 lambda chain: views.windows(chain, x.shape, kernel, stride, dilation))

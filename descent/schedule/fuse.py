@@ -53,7 +53,7 @@ def operand_contexts(graph: nx.DiGraph, node: Node) -> list[tuple[int, Context]]
 def input_contexts(node: Node, context: Context) -> list[tuple[int, Context]]:
     """The inputs of a fused node and the index maps they are evaluated at."""
     if node.op == "view":
-        return [(node.inputs[0], simplify(node.attrs + context))]
+        return [(node.inputs[0], simplify(node.attrs.chain + context))]
     if node.op in LEAVES or node.op in HEAVY:
         return []
     if node.op == "gather":
