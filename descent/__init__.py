@@ -47,6 +47,7 @@ from descent.graph.ops import (
     sqrt,
     squeeze,
     stack,
+    stop_gradient,
     sub,
     tan,
     tanh,
@@ -73,6 +74,7 @@ from descent.runtime.environment import Environment
 from descent.runtime.executable import Executable
 
 __all__ = [
+    "stop_gradient",
     "gather",
     "one_hot",
     "scatter_add",

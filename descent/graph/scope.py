@@ -84,6 +84,12 @@ class Scope:
         parameter = self.environment.constant_parameter(array, resolved)
         return self.read(parameter)
 
+    def grad(self, loss: Array, wrt: list[Array]) -> list[Array]:
+        """Gradients of the scalar `loss` with respect to `wrt`, as new Arrays of this graph."""
+        from descent.autodiff.grad import grad
+
+        return grad(loss, wrt)
+
     def arange(self, stop: int, dtype: DType | str = "int32") -> Array:
         """0, 1, ..., stop - 1: computed from the index where it is used, never stored."""
         return self.add("arange", (int(stop),), as_dtype(dtype))

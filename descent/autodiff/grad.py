@@ -1,0 +1,70 @@
+"""Reverse-mode differentiation over a scope's graph: gradients are new nodes of the same graph."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from descent.autodiff.vjp import vjp
+from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
+from descent.graph import ops
+from descent.graph.array import Array
+from descent.graph.dtype import float32
+
+
+def differentiation_inputs(node) -> tuple[int, ...]:
+    """What a node is differentiated with respect to: a view's parent, otherwise its inputs."""
+    return (node.attrs.parent,) if node.op == "view" else node.inputs
+
+
+def grad(loss: Array, wrt: Sequence[Array]) -> list[Array]:
+    """Gradients of the scalar `loss` with respect to each Array of `wrt` (zeros where it does not
+    depend on one). Arrays used several times accumulate their cotangents."""
+    scope = loss.scope
+    if loss.size != 1:
+        raise ShapeError(at_user_line(f"grad: loss must hold one element, got shape {loss.shape}"))
+    if not loss.dtype.is_float:
+        raise DTypeError(at_user_line(f"grad: loss must be float32, got {loss.dtype.name}"))
+    for array in wrt:
+        if not isinstance(array, Array) or array.scope is not scope:
+            raise GraphError(at_user_line("grad: every array must come from the loss's graph"))
+    targets = {array.node_id for array in wrt}
+    needed = _needed(scope, loss.node_id, targets)
+    cotangents: dict[int, Array] = {loss.node_id: ops.broadcast_to(scope.constant(1.0), loss.shape)}
+    for node_id in sorted(needed, reverse=True):
+        if node_id not in cotangents:
+            continue
+        node = scope.node(node_id)
+        sources = differentiation_inputs(node)
+        if not sources or not any(s in needed for s in sources):
+            continue
+        inputs = [Array(scope, s) for s in sources]
+        for source, cotangent in zip(sources, vjp(cotangents[node_id], node, inputs, Array(scope, node_id))):
+            if cotangent is None or source not in needed:
+                continue
+            if cotangent.shape != scope.node(source).shape:
+                cotangent = ops.broadcast_to(cotangent, scope.node(source).shape)
+            previous = cotangents.get(source)
+            cotangents[source] = cotangent if previous is None else previous + cotangent
+    result = []
+    for array in wrt:
+        gradient = cotangents.get(array.node_id)
+        if gradient is None:
+            gradient = ops.broadcast_to(scope.constant(0.0), array.shape)
+        result.append(ops.astype(gradient, float32))
+    return result
+
+
+def _needed(scope, loss: int, targets: set[int]) -> set[int]:
+    """Nodes on some path from a target to the loss: only they need cotangents."""
+    reaches: dict[int, bool] = {}
+    for node_id in range(loss + 1):
+        node = scope.node(node_id)
+        reaches[node_id] = node_id in targets or any(reaches.get(s, False) for s in differentiation_inputs(node))
+    needed, stack = set(), [loss]
+    while stack:
+        node_id = stack.pop()
+        if node_id in needed or not reaches.get(node_id, False):
+            continue
+        needed.add(node_id)
+        stack.extend(differentiation_inputs(scope.node(node_id)))
+    return needed

@@ -1,0 +1,161 @@
+"""The one table of vector-Jacobian products: for every op, the cotangents of its inputs given the
+cotangent `g` of its output. Rules build ordinary graph ops, so the backward pass fuses and
+replays like the forward pass, and gradients of gradients work where the rules are differentiable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from descent.graph import conv as _conv  # noqa: F401  (keeps the op set importable from here)
+from descent.graph import indexing, linalg, ops, reductions
+from descent.graph.array import Array
+from descent.graph.node import Node
+
+Rule = Callable[[Array, Node, list[Array], Array], list[Array | None]]
+NO_GRADIENT = ("lt", "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or", "logical_not", "sign", "floor",
+               "round", "stop_gradient", "uniform", "normal", "arange", "const", "read")
+
+
+def _split_ties(g: Array, a: Array, b: Array, wins: Array, loses: Array) -> list[Array]:
+    """maximum/minimum: the winner takes the gradient, ties split it evenly (as PyTorch)."""
+    tie = ops.eq(a, b)
+    left = ops.where(wins, g, ops.where(tie, g * 0.5, 0.0))
+    right = ops.where(loses, g, ops.where(tie, g * 0.5, 0.0))
+    return [left, right]
+
+
+def _swap_last(x: Array) -> Array:
+    axes = list(range(x.ndim))
+    axes[-2], axes[-1] = axes[-1], axes[-2]
+    return ops.transpose(x, axes)
+
+
+ELEMENTWISE_RULES: dict[str, Rule] = {
+    "add": lambda g, n, x, y: [g, g],
+    "sub": lambda g, n, x, y: [g, -g],
+    "mul": lambda g, n, x, y: [g * x[1], g * x[0]],
+    "div": lambda g, n, x, y: [g / x[1], -(g * y) / x[1]],
+    "pow": lambda g, n, x, y: [g * x[1] * ops.pow(x[0], x[1] - 1.0),
+                               g * y * ops.log(ops.where(ops.gt(x[0], 0.0), x[0], 1.0))],
+    "maximum": lambda g, n, x, y: _split_ties(g, x[0], x[1], ops.gt(x[0], x[1]), ops.lt(x[0], x[1])),
+    "minimum": lambda g, n, x, y: _split_ties(g, x[0], x[1], ops.lt(x[0], x[1]), ops.gt(x[0], x[1])),
+    "where": lambda g, n, x, y: [None, ops.where(x[0], g, 0.0), ops.where(x[0], 0.0, g)],
+    "neg": lambda g, n, x, y: [-g],
+    "abs": lambda g, n, x, y: [g * ops.sign(x[0])],
+    "exp": lambda g, n, x, y: [g * y],
+    "log": lambda g, n, x, y: [g / x[0]],
+    "sqrt": lambda g, n, x, y: [g * 0.5 / y],
+    "rsqrt": lambda g, n, x, y: [g * -0.5 * y * y * y],
+    "sin": lambda g, n, x, y: [g * ops.cos(x[0])],
+    "cos": lambda g, n, x, y: [-(g * ops.sin(x[0]))],
+    "tan": lambda g, n, x, y: [g * (y * y + 1.0)],
+    "tanh": lambda g, n, x, y: [g * (1.0 - y * y)],
+    "sigmoid": lambda g, n, x, y: [g * y * (1.0 - y)],
+    "cast": lambda g, n, x, y: [ops.astype(g, x[0].dtype) if x[0].dtype.is_float else None],
+}
+
+
+def _unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + k for k, s in enumerate(shape) if s == 1 and g.shape[lead + k] != 1)
+    return ops.reshape(reductions.sum(g, axes, keepdims=True), shape) if axes else g
+
+
+def _place(g: Array, axis: int, start: int, step: int, length: int) -> Array:
+    """Put g's elements along `axis` at positions start + j * step of a zero array of `length`."""
+    count = g.shape[axis]
+    if step > 1:
+        shape = g.shape[: axis + 1] + (1,) + g.shape[axis + 1 :]
+        widths = [(0, 0)] * (g.ndim + 1)
+        widths[axis + 1] = (0, step - 1)
+        g = ops.pad(ops.reshape(g, shape), widths)
+        g = ops.reshape(g, g.shape[:axis] + (count * step,) + g.shape[axis + 2 :])
+        g = ops.getitem(g, (slice(None),) * axis + (slice(0, (count - 1) * step + 1),))
+    widths = [(0, 0)] * g.ndim
+    widths[axis] = (start, length - start - g.shape[axis])
+    return ops.pad(g, widths)
+
+
+def _window_rule(g: Array, parent: Array, starts: tuple, steps: tuple) -> Array:
+    for axis, (start, step) in enumerate(zip(starts, steps)):
+        if step < 0:
+            g = ops.getitem(g, (slice(None),) * axis + (slice(None, None, -1),))
+            start, step = start + (g.shape[axis] - 1) * step, -step
+        g = _place(g, axis, start, step, parent.shape[axis])
+    return g
+
+
+def _windows_rule(g: Array, parent: Array, kernel: tuple, stride: tuple, dilation: tuple) -> Array:
+    """Sum every window's cotangent back onto the input positions it read (col2im)."""
+    spatial = len(kernel)
+    lead = parent.ndim - spatial
+    total = None
+    for offsets in np.ndindex(*kernel):
+        part = ops.getitem(g, (slice(None),) * (lead + spatial) + tuple(int(k) for k in offsets))
+        for k, offset in enumerate(offsets):
+            part = _place(part, lead + k, int(offset) * dilation[k], stride[k], parent.shape[lead + k])
+        total = part if total is None else total + part
+    return total
+
+
+def _view_rule(g: Array, node: Node, parent: Array) -> Array:
+    op = node.attrs
+    if op.kind == "reshape":
+        return ops.reshape(g, parent.shape)
+    if op.kind == "permute":
+        return ops.transpose(g, tuple(int(a) for a in np.argsort(op.args)))
+    if op.kind == "expand":
+        return _unbroadcast(g, parent.shape)
+    if op.kind == "window":
+        return _window_rule(g, parent, *op.args)
+    if op.kind == "pad":
+        widths, _ = op.args
+        return ops.getitem(g, tuple(slice(lo, lo + size) for (lo, _), size in zip(widths, parent.shape)))
+    if op.kind == "windows":
+        return _windows_rule(g, parent, *op.args)
+    raise NotImplementedError(f"no gradient rule for view kind {op.kind!r}")
+
+
+def _reduce_rule(g: Array, node: Node, x: Array, y: Array) -> Array | None:
+    kind = node.attrs["op"]
+    if kind.startswith("arg"):
+        return None
+    spread = ops.broadcast_to(g, x.shape)
+    if kind == "sum":
+        return spread
+    if kind == "prod":
+        return spread * ops.broadcast_to(y, x.shape) / x
+    if kind == "logsumexp":
+        return spread * ops.exp(x - ops.broadcast_to(y, x.shape))
+    hit = ops.astype(ops.eq(x, ops.broadcast_to(y, x.shape)), g.dtype)
+    ties = reductions.sum(hit, node.attrs["axes"], keepdims=True)
+    return spread * hit / ops.broadcast_to(ties, x.shape)
+
+
+def vjp(g: Array, node: Node, inputs: list[Array], output: Array) -> list[Array | None]:
+    """Cotangents of `inputs` (for a view: of its parent) given the cotangent g of `output`."""
+    if node.op in NO_GRADIENT:
+        return [None] * len(inputs)
+    if node.op in ELEMENTWISE_RULES:
+        return ELEMENTWISE_RULES[node.op](g, node, inputs, output)
+    if node.op == "view":
+        return [_view_rule(g, node, inputs[0])]
+    if node.op == "reduce":
+        return [_reduce_rule(g, node, inputs[0], output)]
+    if node.op == "matmul":
+        a, b = inputs
+        return [linalg.matmul(g, _swap_last(b)), linalg.matmul(_swap_last(a), g)]
+    if node.op == "gather":
+        x, indices = inputs
+        return [indexing.scatter_add(g, indices, x.shape[node.attrs["axis"]], node.attrs["axis"]), None]
+    if node.op == "scatter_add":
+        values, indices = inputs
+        return [indexing.take(g, indices, node.attrs["axis"]), None]
+    raise NotImplementedError(f"no gradient rule for op {node.op!r}")
+
+
+def ops_with_rules() -> set[str]:
+    """Every op name this table covers (views by kind, reductions by kind)."""
+    return set(NO_GRADIENT) | set(ELEMENTWISE_RULES) | {"view", "reduce", "matmul", "gather", "scatter_add"}
