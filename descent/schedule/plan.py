@@ -165,7 +165,8 @@ def _assign_slots(kernels: list[Kernel], buffers: dict[str, Buffer], copies: lis
             buffer = buffers[name]
             if buffer.parameter is not None or name in live:
                 continue
-            fits = [s for s in free if slots[s] >= buffer.nbytes]
+            staged = name.startswith("staged:")  # copied whole into its parameter: needs its exact size
+            fits = [s for s in free if slots[s] == buffer.nbytes or (slots[s] > buffer.nbytes and not staged)]
             if fits:
                 slot = min(fits, key=lambda s: slots[s])
                 free.remove(slot)
