@@ -1,5 +1,6 @@
 """descent: lazy array graphs with automatic fusion into GLSL compute shaders, run on any Vulkan GPU."""
 
+from descent import nn, optim  # noqa: E402  (layers on top of the graph API)
 from descent.errors import CompileError, DescentError, DeviceError, DTypeError, GraphError, ShapeError
 from descent.graph.array import Array
 from descent.graph.conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d
@@ -74,6 +75,8 @@ from descent.runtime.environment import Environment
 from descent.runtime.executable import Executable
 
 __all__ = [
+    "nn",
+    "optim",
     "stop_gradient",
     "gather",
     "one_hot",

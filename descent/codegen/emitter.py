@@ -36,8 +36,19 @@ def literal(value: bool | int | float, dtype: DType) -> str:
     return f"({int(value)})" if int(value) < 0 else str(int(value))
 
 
+_GLSL_WORDS = {"input", "output", "buffer", "shared", "sample", "filter", "common", "partition", "active", "in",
+               "out", "inout", "uniform", "layout", "float", "int", "uint", "bool", "void", "main", "const",
+               "struct", "return", "if", "else", "for", "while", "do", "break", "continue", "discard", "switch",
+               "case", "default", "precise", "coherent", "volatile", "restrict", "readonly", "writeonly"}
+
+
 def identifier(name: str) -> str:
-    return re.sub(r"\W", "_", name.replace("param:", "").replace("staged:", "staged_"))
+    """A valid, readable GLSL name for a buffer (no leading digit, no '__', no keyword)."""
+    text = re.sub(r"_+", "_", re.sub(r"\W", "_", name.replace("param:", "").replace("staged:", "staged_")))
+    text = text.strip("_") or "buffer"
+    if text[0].isdigit() or text in _GLSL_WORDS or text.startswith("gl_"):
+        text = f"p_{text}"
+    return text
 
 
 def _coordinates(view: View, flat: str) -> list[tuple[int, str]]:

@@ -68,7 +68,10 @@ class _Kernel:
         self.stored = tuple(dict.fromkeys(stored))
         loaded = sorted(set(kernel.loads.values()))
         self.bindings = tuple(loaded + [name for name in dict.fromkeys(stored) if name not in loaded])
-        self.table = {name: (identifier(name), buffers[name].dtype, buffers[name].size) for name in self.bindings}
+        names = [identifier(name) for name in self.bindings]
+        names = [n if names.count(n) == 1 else f"{n}_{k}" for k, n in enumerate(names)]
+        self.table = {name: (glsl_name, buffers[name].dtype, buffers[name].size)
+                      for name, glsl_name in zip(self.bindings, names)}
         self.declarations = []
         for binding, name in enumerate(self.bindings):
             access = "readonly " if name not in stored else "" if name in loaded else "writeonly "

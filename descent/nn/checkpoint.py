@@ -1,0 +1,67 @@
+"""Checkpoints: named parameters in a standard .npz file, written atomically, checked when loaded."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from descent.errors import DescentError
+from descent.graph.parameter import Parameter
+
+
+class CheckpointError(DescentError, ValueError):
+    """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
+
+
+def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike) -> None:
+    """Write every parameter's value to `path` (.npz). A temporary file is renamed over the target
+    only once complete, so a crash mid-save leaves the previous checkpoint intact."""
+    path = Path(path)
+    arrays = {name: env.read(parameter) for name, parameter in parameters.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+
+
+def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike, ignore_extra: bool = False) -> None:
+    """Read `path` into the parameters, after checking that names, shapes and dtypes all match
+    (entries the model lacks are allowed with `ignore_extra`); on any mismatch nothing is written
+    and the error lists every difference."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
+                              "it was not loaded and the parameters are unchanged") from None
+    problems = []
+    for name in sorted(set(parameters) - set(arrays)):
+        problems.append(f"missing from the checkpoint: '{name}' {parameters[name].shape}")
+    for name in sorted(set(arrays) - set(parameters)) if not ignore_extra else ():
+        problems.append(f"not in the model: '{name}' {arrays[name].shape}")
+    for name in sorted(set(arrays) & set(parameters)):
+        expected = parameters[name]
+        if arrays[name].shape != expected.shape:
+            problems.append(f"'{name}': checkpoint has shape {arrays[name].shape}, the model {expected.shape}")
+        elif np.dtype(arrays[name].dtype) != np.dtype(expected.dtype.numpy) and expected.dtype.name != "bool":
+            problems.append(f"'{name}': checkpoint has dtype {arrays[name].dtype}, the model {expected.dtype.name}")
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not fit:\n  " + "\n  ".join(problems))
+    for name, parameter in parameters.items():
+        env.write(parameter, arrays[name])

@@ -1,0 +1,208 @@
+"""The standard layers. Weights are initialised as PyTorch does (Kaiming uniform with a = sqrt(5),
+which bounds both weights and biases by 1 / sqrt(fan_in))."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from descent.errors import ShapeError, at_user_line
+from descent.graph import conv, indexing, ops, reductions
+from descent.graph.array import Array
+from descent.graph.dtype import int32
+from descent.graph.scope import Scope
+from descent.nn.module import Module
+
+
+def _uniform(rng: np.random.Generator, bound: float, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.uniform(-bound, bound, shape).astype(np.float32)
+
+
+class Dense(Module):
+    """y = x @ weight + bias, weight (inputs, outputs). `Linear` is the same layer."""
+
+    def __init__(self, inputs: int, outputs: int, bias: bool = True) -> None:
+        super().__init__()
+        self.inputs, self.outputs, self.use_bias = inputs, outputs, bias
+
+    def create(self, env: Any, rng: np.random.Generator) -> None:
+        bound = 1.0 / np.sqrt(self.inputs)
+        self.parameter(env, "weight", _uniform(rng, bound, (self.inputs, self.outputs)))
+        if self.use_bias:
+            self.parameter(env, "bias", _uniform(rng, bound, (self.outputs,)))
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        if x.shape[-1] != self.inputs:
+            raise ShapeError(at_user_line(f"Dense({self.inputs}, {self.outputs}): input {x.shape} has "
+                                          f"{x.shape[-1]} features"))
+        y = x @ s.read(self.weight)
+        return y + s.read(self.bias) if self.use_bias else y
+
+    def __repr__(self) -> str:
+        return f"Dense({self.inputs}, {self.outputs})"
+
+
+Linear = Dense
+
+
+class Conv2D(Module):
+    """2-D convolution over NCHW input; weight (outputs, inputs // groups, KH, KW)."""
+
+    def __init__(self, inputs: int, outputs: int, kernel: int | tuple[int, int], stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        self.inputs, self.outputs, self.groups, self.use_bias = inputs, outputs, groups, bias
+        self.kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+
+    def create(self, env: Any, rng: np.random.Generator) -> None:
+        fan_in = self.inputs // self.groups * self.kernel[0] * self.kernel[1]
+        bound = 1.0 / np.sqrt(fan_in)
+        self.parameter(env, "weight", _uniform(rng, bound, (self.outputs, self.inputs // self.groups) + self.kernel))
+        if self.use_bias:
+            self.parameter(env, "bias", _uniform(rng, bound, (self.outputs,)))
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        bias = s.read(self.bias) if self.use_bias else None
+        return conv.conv2d(x, s.read(self.weight), bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def __repr__(self) -> str:
+        return f"Conv2D({self.inputs}, {self.outputs}, {self.kernel}, groups={self.groups})"
+
+
+class Embedding(Module):
+    """Rows of a (count, features) table picked by integer indices; initialised N(0, 1) as PyTorch."""
+
+    def __init__(self, count: int, features: int) -> None:
+        super().__init__()
+        self.count, self.features = count, features
+
+    def create(self, env: Any, rng: np.random.Generator) -> None:
+        self.parameter(env, "weight", rng.normal(size=(self.count, self.features)).astype(np.float32))
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        return indexing.take(s.read(self.weight), ops.astype(x, int32), 0)
+
+
+class Dropout(Module):
+    """Zeroes each element with probability p while training (scaling the rest by 1 / (1 - p));
+    the identity in graphs built with training=False."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        if not s.training or self.p == 0.0:
+            return x
+        keep = ops.ge(s.random_uniform(x.shape), self.p)
+        return ops.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
+
+
+class MaxPool2D(Module):
+    def __init__(self, kernel: int, stride: int | None = None, padding: int = 0) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        return conv.max_pool2d(x, self.kernel, self.stride, self.padding)
+
+
+class AvgPool2D(Module):
+    def __init__(self, kernel: int, stride: int | None = None, padding: int = 0) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        return conv.avg_pool2d(x, self.kernel, self.stride, self.padding)
+
+
+class BlurMaxPool2D(Module):
+    """Anti-aliased max pooling (Zhang 2019): max pool 2x2 with stride 1, then a fixed [1 2 1] x [1 2 1] / 16
+    blur applied per channel with stride 2 and padding 1."""
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        pooled = conv.max_pool2d(x, 2, 1)
+        taps = np.array([1.0, 2.0, 1.0], np.float32)
+        blur = np.outer(taps, taps) / 16.0
+        channels = x.shape[1]
+        weight = s.constant(np.broadcast_to(blur, (channels, 1, 3, 3)).astype(np.float32))
+        return conv.conv2d(pooled, weight, None, stride=2, padding=1, groups=channels)
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...))."""
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        return ops.reshape(x, (x.shape[0], -1))
+
+
+class BatchNorm(Module):
+    """Batch normalisation over all axes but the channel axis 1 (works for (N, C) and (N, C, H, W)).
+    Training graphs normalise with batch statistics and update the running ones (momentum 0.1,
+    unbiased variance, as PyTorch); other graphs use the running statistics."""
+
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.channels, self.momentum, self.eps = channels, momentum, eps
+
+    def create(self, env: Any, rng: np.random.Generator) -> None:
+        self.parameter(env, "weight", np.ones(self.channels, np.float32))
+        self.parameter(env, "bias", np.zeros(self.channels, np.float32))
+        self.parameter(env, "running_mean", np.zeros(self.channels, np.float32), trainable=False)
+        self.parameter(env, "running_var", np.ones(self.channels, np.float32), trainable=False)
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        shape = (1, self.channels) + (1,) * (x.ndim - 2)
+        axes = (0,) + tuple(range(2, x.ndim))
+        if s.training:
+            mean = reductions.mean(x, axes, keepdims=True)
+            variance = reductions.mean((x - mean) * (x - mean), axes, keepdims=True)
+            count = x.size // self.channels
+            unbiased = ops.reshape(variance, (self.channels,)) * (count / max(count - 1, 1))
+            m = self.momentum
+            s.write(self.running_mean,
+                    s.read(self.running_mean) * (1 - m) + ops.stop_gradient(ops.reshape(mean, (self.channels,))) * m)
+            s.write(self.running_var, s.read(self.running_var) * (1 - m) + ops.stop_gradient(unbiased) * m)
+        else:
+            mean = ops.reshape(s.read(self.running_mean), shape)
+            variance = ops.reshape(s.read(self.running_var), shape)
+        normalised = (x - mean) * ops.rsqrt(variance + self.eps)
+        return normalised * ops.reshape(s.read(self.weight), shape) + ops.reshape(s.read(self.bias), shape)
+
+
+class LayerNorm(Module):
+    """Normalise over the last axis, then scale and shift (per feature)."""
+
+    def __init__(self, features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.features, self.eps = features, eps
+
+    def create(self, env: Any, rng: np.random.Generator) -> None:
+        self.parameter(env, "weight", np.ones(self.features, np.float32))
+        self.parameter(env, "bias", np.zeros(self.features, np.float32))
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        mean = reductions.mean(x, -1, keepdims=True)
+        variance = reductions.mean((x - mean) * (x - mean), -1, keepdims=True)
+        return (x - mean) * ops.rsqrt(variance + self.eps) * s.read(self.weight) + s.read(self.bias)
+
+
+class Sequential(Module):
+    """Apply modules in order; their parameters are named by position ("0.weight", ...)."""
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        for index, module in enumerate(modules):
+            self.add(str(index), module)
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        for module in self._children.values():
+            x = module(s, x)
+        return x
+
+    def __repr__(self) -> str:
+        return "Sequential(\n" + "".join(f"  {m!r},\n" for m in self._children.values()) + ")"

@@ -1,0 +1,87 @@
+"""Modules: named parameters built into an Environment, applied inside a graph-building scope."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from descent.errors import GraphError
+from descent.graph.array import Array
+from descent.graph.dtype import DType, float32
+from descent.graph.parameter import Parameter
+from descent.graph.scope import Scope
+
+
+class Module:
+    """Base of every layer. Subclasses declare parameters in `create` and compute in `forward`.
+
+    Parameters exist once `build(env)` has run: each gets a dotted name (`"0.weight"`) and is
+    initialised on the host from the build's seed. Call a built module as `module(s, x)`.
+    """
+
+    def __init__(self) -> None:
+        self._parameters: dict[str, Parameter] = {}
+        self._trainable: dict[str, bool] = {}
+        self._children: dict[str, Module] = {}
+        self.name = ""
+
+    def add(self, name: str, module: Module) -> Module:
+        """Register a child module under `name` (its parameters become `name.<parameter>`)."""
+        self._children[name] = module
+        return module
+
+    def create(self, env: Any, rng: np.random.Generator) -> None:
+        """Create this module's own parameters with `self.parameter`. Default: none."""
+
+    def parameter(self, env: Any, name: str, value: np.ndarray, dtype: DType = float32,
+                  trainable: bool = True) -> Parameter:
+        """Create a parameter of this module holding `value`."""
+        full = f"{self.name}.{name}" if self.name else name
+        created = env.parameter(full, value.shape, dtype, init=value)
+        self._parameters[name] = created
+        self._trainable[name] = trainable
+        return created
+
+    def build(self, env: Any, seed: int = 0, name: str = "") -> Module:
+        """Create and initialise every parameter of this module and its children in `env`."""
+        if self._parameters:
+            raise GraphError(f"module {self.name or type(self).__name__} is already built")
+        self._build(env, np.random.default_rng(seed), name)
+        return self
+
+    def _build(self, env: Any, rng: np.random.Generator, name: str) -> None:
+        self.name = name
+        self.create(env, rng)
+        for child_name, child in self._children.items():
+            child._build(env, rng, f"{name}.{child_name}" if name else child_name)
+
+    def named_parameters(self, trainable_only: bool = False) -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, parameter) of this module and its children, in build order."""
+        for name, parameter in self._parameters.items():
+            if self._trainable[name] or not trainable_only:
+                yield parameter.name, parameter
+        for child in self._children.values():
+            yield from child.named_parameters(trainable_only)
+
+    def parameters(self, trainable_only: bool = True) -> list[Parameter]:
+        return [p for _, p in self.named_parameters(trainable_only)]
+
+    def __getattr__(self, name: str) -> Parameter:
+        parameters = self.__dict__.get("_parameters", {})
+        if name in parameters:
+            return parameters[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r} (is it built?)")
+
+    def __call__(self, s: Scope, x: Array) -> Array:
+        if self.__dict__.get("_children") is None:
+            raise GraphError(f"{type(self).__name__}.__init__ must call super().__init__()")
+        return self.forward(s, x)
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._children.items())
+        return f"{type(self).__name__}({inner})"

@@ -1,0 +1,205 @@
+"""Training, evaluation and prediction loops around one replayed training graph per batch size."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from descent.graph import losses, ops, reductions
+from descent.graph.array import Array
+from descent.graph.dtype import as_dtype
+from descent.graph.parameter import Parameter
+from descent.nn import checkpoint
+from descent.nn.module import Module
+from descent.optim.optimizer import Optimizer
+
+Loss = Callable[[Array, Array], Array]
+
+
+class Trainer:
+    """Fits a built module with a loss and an optimiser. Each step uploads one batch and replays
+    the training graph (forward, backward and update in one recorded command buffer); only the
+    running loss and accuracy sums live on the device until an epoch ends."""
+
+    def __init__(self, env: Any, model: Module, loss: Loss = losses.softmax_cross_entropy,
+                 optimizer: Optimizer | None = None, accuracy: bool | None = None) -> None:
+        self.env, self.model, self.loss, self.optimizer = env, model, loss, optimizer
+        self.accuracy = loss is losses.softmax_cross_entropy if accuracy is None else accuracy
+        if optimizer is not None:
+            optimizer.build(env, model.parameters(trainable_only=True))
+        self.loss_sum = env.parameter("trainer.loss_sum", ())
+        self.correct = env.parameter("trainer.correct", ())
+        self._graphs: dict[tuple, tuple] = {}
+        self._inputs: dict[tuple, tuple[Parameter, Parameter]] = {}
+
+    # ---- graphs -------------------------------------------------------------------------
+
+    def _input_parameters(self, x_shape: tuple, x_dtype: str, y_shape: tuple, y_dtype: str):
+        key = (x_shape, x_dtype, y_shape, y_dtype)
+        if key not in self._inputs:
+            index = len(self._inputs)
+            self._inputs[key] = (self.env.parameter(f"trainer.x{index}", x_shape, x_dtype),
+                                 self.env.parameter(f"trainer.y{index}", y_shape, y_dtype))
+        return self._inputs[key]
+
+    def _metrics(self, s, output: Array, labels: Array, loss: Array) -> None:
+        s.write(self.loss_sum, s.read(self.loss_sum) + ops.stop_gradient(loss) * float(output.shape[0]))
+        if self.accuracy:
+            hits = ops.astype(ops.eq(reductions.argmax(output, -1), labels), "float32")
+            s.write(self.correct, s.read(self.correct) + reductions.sum(hits))
+
+    def _graph(self, kind: str, x: np.ndarray, y: np.ndarray | None):
+        y_shape, y_dtype = ((x.shape[0],), "int32") if y is None else (y.shape, _dtype_name(y))
+        key = (kind, x.shape, _dtype_name(x), y_shape, y_dtype)
+        if key in self._graphs:
+            return self._graphs[key]
+        x_parameter, y_parameter = self._input_parameters(x.shape, _dtype_name(x), y_shape, y_dtype)
+        output_parameter = None
+
+        def build(s) -> None:
+            nonlocal output_parameter
+            output = self.model(s, s.read(x_parameter))
+            if kind == "predict":
+                output_parameter = self.env.parameter(f"trainer.prediction{len(self._graphs)}", output.shape)
+                s.write(output_parameter, output)
+                return
+            labels = s.read(y_parameter)
+            loss = self.loss(output, labels)
+            self._metrics(s, output, labels, loss)
+            if kind == "train":
+                parameters = self.model.parameters(trainable_only=True)
+                values = [s.read(p) for p in parameters]
+                self.optimizer.update(s, parameters, values, s.grad(loss, values))
+
+        graph = self.env.build_graph(build, training=kind == "train")
+        self._graphs[key] = (graph, x_parameter, y_parameter, output_parameter)
+        return self._graphs[key]
+
+    # ---- loops --------------------------------------------------------------------------
+
+    def _reset_metrics(self) -> None:
+        self.env.write(self.loss_sum, np.float32(0))
+        self.env.write(self.correct, np.float32(0))
+
+    def _read_metrics(self, examples: int) -> dict[str, float]:
+        result = {"loss": float(self.env.read(self.loss_sum)) / max(examples, 1)}
+        if self.accuracy:
+            result["accuracy"] = float(self.env.read(self.correct)) / max(examples, 1)
+        return result
+
+    def fit(self, x: np.ndarray | Iterable, y: np.ndarray | None = None, epochs: int = 1, batch_size: int = 100,
+            shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+            validation_data: tuple[np.ndarray, np.ndarray] | None = None, schedule: Callable | None = None,
+            on_step: Callable[[int, Trainer], Any] | None = None,
+            on_epoch: Callable[[int, dict], Any] | None = None, progress: bool = True) -> list[dict]:
+        """Train for `epochs` over numpy arrays (x, y) in batches, or over `x` = an iterable of (x, y)
+        batches (a list, or a function returning a fresh iterator per epoch). A last partial batch
+        is trained on unless `drop_last`. Returns one dict of metrics per epoch."""
+        if self.optimizer is None:
+            raise ValueError("Trainer.fit needs an optimizer")
+        rng = np.random.default_rng(seed)
+        history, step = [], 0
+        for epoch in range(epochs):
+            if schedule is not None:
+                self.optimizer.set_lr(schedule(self.optimizer.initial_lr, epoch, epochs))
+            batches = _batches(x, y, batch_size, rng if shuffle else None, drop_last)
+            self._reset_metrics()
+            start, examples = time.perf_counter(), 0
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=True,
+                       total=_count(x, y, batch_size, drop_last), unit="batch")
+            for xb, yb in bar:
+                graph, x_parameter, y_parameter, _ = self._graph("train", xb, yb)
+                self.env.write(x_parameter, xb)
+                self.env.write(y_parameter, yb)
+                self.env.run(graph)
+                examples += len(xb)
+                step += 1
+                if on_step is not None:
+                    on_step(step, self)
+                if progress and step % 20 == 0:
+                    elapsed = time.perf_counter() - start
+                    bar.set_postfix(loss=f"{self._read_metrics(examples)['loss']:.4f}",
+                                    samples_per_s=f"{examples / elapsed:.0f}")
+            logs = {"epoch": epoch + 1, **self._read_metrics(examples), "time": time.perf_counter() - start}
+            if validation_data is not None:
+                logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, batch_size).items()})
+            bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "epoch"})
+            bar.close()
+            history.append(logs)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, logs)
+        return history
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> dict[str, float]:
+        """Mean loss (and accuracy for classification) over (x, y) with the test graph (no dropout)."""
+        self._reset_metrics()
+        for xb, yb in _batches(x, y, batch_size, None, False):
+            graph, x_parameter, y_parameter, _ = self._graph("evaluate", xb, yb)
+            self.env.write(x_parameter, xb)
+            self.env.write(y_parameter, yb)
+            self.env.run(graph)
+        return self._read_metrics(len(x))
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """The model's outputs for x, with the test graph."""
+        outputs = []
+        for index in _slices(len(x), batch_size, None, False):
+            xb = x[index]
+            graph, x_parameter, _, output_parameter = self._graph("predict", xb, None)
+            self.env.write(x_parameter, xb)
+            self.env.run(graph)
+            outputs.append(self.env.read(output_parameter))
+        return np.concatenate(outputs)
+
+    # ---- checkpoints --------------------------------------------------------------------
+
+    def checkpoint_parameters(self) -> dict[str, Parameter]:
+        """Everything a checkpoint holds: model parameters (trainable or not) and optimiser state."""
+        named = dict(self.model.named_parameters())
+        if self.optimizer is not None:
+            named[self.optimizer.lr_parameter.name] = self.optimizer.lr_parameter
+            named.update(self.optimizer.state)
+        return named
+
+    def save(self, path: str | os.PathLike) -> None:
+        checkpoint.save(self.env, self.checkpoint_parameters(), path)
+
+    def load(self, path: str | os.PathLike, model_only: bool = False) -> None:
+        """Restore a checkpoint; `model_only` restores just the model (optimiser state is ignored)."""
+        named = dict(self.model.named_parameters()) if model_only else self.checkpoint_parameters()
+        checkpoint.load(self.env, named, path, ignore_extra=model_only)
+
+
+def _dtype_name(array: np.ndarray) -> str:
+    return as_dtype(array.dtype).name
+
+
+def _count(x, y, batch_size: int, drop_last: bool) -> int | None:
+    if y is None:
+        return len(x) if hasattr(x, "__len__") else None
+    full, rest = divmod(len(x), batch_size)
+    return full + (1 if rest and not drop_last else 0)
+
+
+def _batches(x, y, batch_size: int, rng: np.random.Generator | None, drop_last: bool):
+    if y is None:
+        yield from (x() if callable(x) else x)
+        return
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    for index in _slices(len(x), batch_size, rng, drop_last):
+        yield x[index], y[index]
+
+
+def _slices(count: int, batch_size: int, rng: np.random.Generator | None, drop_last: bool):
+    order = rng.permutation(count) if rng is not None else np.arange(count)
+    for start in range(0, count, batch_size):
+        index = order[start : start + batch_size]
+        if len(index) < batch_size and drop_last:
+            return
+        yield index

@@ -1,0 +1,64 @@
+"""Adam and AdamW (as torch.optim.Adam / AdamW), with bias correction from a device step counter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from descent.graph import ops
+from descent.graph.array import Array
+from descent.graph.parameter import Parameter
+from descent.graph.scope import Scope
+from descent.optim.optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    prefix = "adam"
+    decoupled = False
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr)
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+
+    def build(self, env: Any, parameters: list[Parameter]) -> None:
+        super().build(env, parameters)
+        self.step_parameter = env.parameter(f"{self.prefix}.step", (), init=np.float32(0))
+        self.state[self.step_parameter.name] = self.step_parameter
+
+    def create_state(self, env: Any, parameter: Parameter) -> None:
+        self.state_parameter(env, "m", parameter)
+        self.state_parameter(env, "v", parameter)
+
+    def begin(self, s: Scope) -> None:
+        self.step = s.read(self.step_parameter) + 1.0
+        s.write(self.step_parameter, self.step)
+
+    def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
+        beta1, beta2 = self.betas
+        if self.weight_decay and not self.decoupled:
+            gradient = gradient + value * self.weight_decay
+        if self.weight_decay and self.decoupled:
+            value = value * (1.0 - lr * self.weight_decay)
+        m_parameter = self.state[f"{self.prefix}.m.{parameter.name}"]
+        v_parameter = self.state[f"{self.prefix}.v.{parameter.name}"]
+        m = s.read(m_parameter) * beta1 + gradient * (1.0 - beta1)
+        v = s.read(v_parameter) * beta2 + gradient * gradient * (1.0 - beta2)
+        s.write(m_parameter, m)
+        s.write(v_parameter, v)
+        correction1 = 1.0 - ops.pow(beta1, self.step)
+        correction2 = 1.0 - ops.pow(beta2, self.step)
+        denominator = ops.sqrt(v) / ops.sqrt(correction2) + self.eps
+        s.write(parameter, value - (lr / correction1) * m / denominator)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.01, as PyTorch)."""
+
+    prefix = "adamw"
+    decoupled = True
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01) -> None:
+        super().__init__(lr, betas, eps, weight_decay)

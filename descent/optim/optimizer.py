@@ -1,0 +1,62 @@
+"""The optimiser interface: state lives in device parameters, the update is part of the training graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from descent.graph.array import Array
+from descent.graph.parameter import Parameter
+from descent.graph.scope import Scope
+
+
+class Optimizer:
+    """Builds its state (and a device scalar learning rate) once, then writes updates inside graphs."""
+
+    prefix = "optim"
+
+    def __init__(self, lr: float) -> None:
+        self.initial_lr = float(lr)
+        self.environment: Any = None
+        self.lr_parameter: Parameter | None = None
+        self.state: dict[str, Parameter] = {}
+
+    def build(self, env: Any, parameters: list[Parameter]) -> None:
+        """Create the learning-rate scalar and per-parameter state in `env`."""
+        self.environment = env
+        self.lr_parameter = env.parameter(f"{self.prefix}.lr", (), init=np.float32(self.initial_lr))
+        for parameter in parameters:
+            self.create_state(env, parameter)
+
+    def create_state(self, env: Any, parameter: Parameter) -> None:
+        """Create the state one parameter needs. Default: none."""
+
+    def state_parameter(self, env: Any, kind: str, parameter: Parameter, value: np.ndarray | None = None) -> Parameter:
+        name = f"{self.prefix}.{kind}.{parameter.name}"
+        created = env.parameter(name, parameter.shape if value is None else np.shape(value),
+                                init=np.zeros(parameter.shape, np.float32) if value is None else value)
+        self.state[name] = created
+        return created
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate (read back from the device)."""
+        return float(self.environment.read(self.lr_parameter))
+
+    def set_lr(self, value: float) -> None:
+        """Change the learning rate without rebuilding any graph: it is a device scalar."""
+        self.environment.write(self.lr_parameter, np.float32(value))
+
+    def update(self, s: Scope, parameters: list[Parameter], values: list[Array], gradients: list[Array]) -> None:
+        """Write every parameter's new value (and the new state) in the graph being built."""
+        lr = s.read(self.lr_parameter)
+        self.begin(s)
+        for parameter, value, gradient in zip(parameters, values, gradients):
+            self.apply(s, lr, parameter, value, gradient)
+
+    def begin(self, s: Scope) -> None:
+        """Per-step work shared by every parameter (Adam's step counter). Default: none."""
+
+    def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
+        raise NotImplementedError
