@@ -32,8 +32,9 @@ class Trainer:
         self.accuracy = loss is losses.softmax_cross_entropy if accuracy is None else accuracy
         if optimizer is not None:
             optimizer.build(env, model.parameters(trainable_only=True))
-        self.loss_sum = env.parameter("trainer.loss_sum", ())
-        self.correct = env.parameter("trainer.correct", ())
+        self.name = env.unique_name("trainer")
+        self.loss_sum = env.parameter(f"{self.name}.loss_sum", ())
+        self.correct = env.parameter(f"{self.name}.correct", ())
         self._graphs: dict[tuple, tuple] = {}
         self._inputs: dict[tuple, tuple[Parameter, Parameter]] = {}
 
@@ -43,8 +44,8 @@ class Trainer:
         key = (x_shape, x_dtype, y_shape, y_dtype)
         if key not in self._inputs:
             index = len(self._inputs)
-            self._inputs[key] = (self.env.parameter(f"trainer.x{index}", x_shape, x_dtype),
-                                 self.env.parameter(f"trainer.y{index}", y_shape, y_dtype))
+            self._inputs[key] = (self.env.parameter(f"{self.name}.x{index}", x_shape, x_dtype),
+                                 self.env.parameter(f"{self.name}.y{index}", y_shape, y_dtype))
         return self._inputs[key]
 
     def _metrics(self, s, output: Array, labels: Array, loss: Array) -> None:
@@ -65,7 +66,7 @@ class Trainer:
             nonlocal output_parameter
             output = self.model(s, s.read(x_parameter))
             if kind == "predict":
-                output_parameter = self.env.parameter(f"trainer.prediction{len(self._graphs)}", output.shape)
+                output_parameter = self.env.parameter(f"{self.name}.prediction{len(self._graphs)}", output.shape)
                 s.write(output_parameter, output)
                 return
             labels = s.read(y_parameter)

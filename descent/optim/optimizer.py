@@ -25,6 +25,7 @@ class Optimizer:
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         """Create the learning-rate scalar and per-parameter state in `env`."""
         self.environment = env
+        self.prefix = env.unique_name(self.prefix)
         self.lr_parameter = env.parameter(f"{self.prefix}.lr", (), init=np.float32(self.initial_lr))
         for parameter in parameters:
             self.create_state(env, parameter)

@@ -66,6 +66,15 @@ class Environment:
             self._sync([self._tensors[name]], to_device=True)
         return parameter
 
+    def unique_name(self, prefix: str) -> str:
+        """`prefix`, or `prefix2`, `prefix3`... : the first that no parameter name starts with."""
+        taken = {name.split(".")[0] for name in self.parameters}
+        candidate, number = prefix, 1
+        while candidate in taken:
+            number += 1
+            candidate = f"{prefix}{number}"
+        return candidate
+
     def constant_parameter(self, array: np.ndarray, dtype: DType) -> Parameter:
         """A hidden parameter holding a numpy constant of a graph."""
         self._constants += 1

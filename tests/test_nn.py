@@ -1,0 +1,257 @@
+"""Modules against torch CPU with the same weights (forward and gradients), optimiser trajectories
+against torch.optim, training on scikit-learn's digits, and checkpoints.
+
+Tolerances: forward rtol 1e-5 / atol 1e-5; gradients rtol 1e-4 / atol 1e-5; optimiser trajectories
+after 20 steps rtol 1e-4 / atol 2e-5 (float32 on both sides; Adam's normalised steps amplify the rounding
+of tiny gradients)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+import descent as dc
+from descent import nn, optim
+
+rng = np.random.default_rng(8)
+F = torch.nn.functional
+_uid = itertools.count()
+
+
+def _run_module(env: dc.Environment, module: nn.Module, x: np.ndarray, training: bool = False,
+                weights: np.ndarray | None = None):
+    """Forward output and gradients (input and parameters) of sum(module(x) * weights)."""
+    uid = next(_uid)
+    module.build(env, seed=uid, name=f"m{uid}")
+    params = module.parameters(trainable_only=True)
+    xp = env.parameter(f"m{uid}.x", x.shape, init=x)
+    holder = {}
+
+    def build(s: dc.Scope) -> None:
+        arrays = [s.read(p) for p in params]
+        xa = s.read(xp)
+        out = module(s, xa)
+        holder["out"] = env.parameter(f"m{uid}.out", out.shape)
+        s.write(holder["out"], out)
+        w = weights if weights is not None else np.linspace(-1, 1, out.size, dtype=np.float32).reshape(out.shape)
+        holder["w"] = w
+        grads = s.grad(dc.sum(out * s.constant(w)), [xa] + arrays)
+        holder["grads"] = [env.parameter(f"m{uid}.g{k}", g.shape) for k, g in enumerate(grads)]
+        for p, g in zip(holder["grads"], grads):
+            s.write(p, g)
+
+    env.run(env.build_graph(build, training=training))
+    values = {name.split(".", 1)[1]: env.read(p) for name, p in module.named_parameters()}
+    return env.read(holder["out"]), [env.read(g) for g in holder["grads"]], values, holder["w"]
+
+
+def _torch_check(ours, torch_module_fn, x: np.ndarray, rtol=1e-4, atol=1e-5):
+    out, grads, values, w = ours
+    tx = torch.tensor(x, requires_grad=True)
+    tout, tparams = torch_module_fn(tx, values)
+    (tout * torch.from_numpy(w)).sum().backward()
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[0], tx.grad.numpy(), rtol=rtol, atol=atol)
+    for ours_g, theirs in zip(grads[1:], tparams):
+        np.testing.assert_allclose(ours_g, theirs.grad.numpy(), rtol=rtol, atol=atol)
+
+
+def _t(value: np.ndarray) -> torch.Tensor:
+    return torch.tensor(value, requires_grad=True)
+
+
+def test_dense(env: dc.Environment) -> None:
+    x = rng.normal(size=(5, 7)).astype(np.float32)
+
+    def reference(tx, v):
+        w, b = _t(v["weight"]), _t(v["bias"])
+        return tx @ w + b, [w, b]
+
+    _torch_check(_run_module(env, nn.Dense(7, 3), x), reference, x)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv2d_module(env: dc.Environment, groups: int) -> None:
+    x = rng.normal(size=(2, 4, 8, 7)).astype(np.float32)
+
+    def reference(tx, v):
+        w, b = _t(v["weight"]), _t(v["bias"])
+        return F.conv2d(tx, w, b, stride=1, padding=1, groups=groups), [w, b]
+
+    _torch_check(_run_module(env, nn.Conv2D(4, 6, 3, padding=1, groups=groups), x), reference, x)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm(env: dc.Environment, training: bool) -> None:
+    x = rng.normal(size=(6, 3, 4, 5)).astype(np.float32) * 2 + 1
+    module = nn.BatchNorm(3)
+
+    def reference(tx, v):
+        w, b = _t(v["weight"]), _t(v["bias"])
+        mean, var = torch.zeros(3), torch.ones(3)
+        return F.batch_norm(tx, mean, var, w, b, training=training, momentum=0.1, eps=1e-5), [w, b]
+
+    ours = _run_module(env, module, x, training=training)
+    _torch_check(ours, reference, x, rtol=1e-3, atol=1e-4)
+    if training:
+        running_mean = 0.9 * 0 + 0.1 * x.mean(axis=(0, 2, 3))
+        running_var = 0.9 * 1 + 0.1 * x.var(axis=(0, 2, 3), ddof=1)
+        np.testing.assert_allclose(env.read(module.running_mean), running_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(env.read(module.running_var), running_var, rtol=1e-5)
+
+
+def test_layernorm_embedding_activations_pooling(env: dc.Environment) -> None:
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+
+    def layernorm(tx, v):
+        w, b = _t(v["weight"]), _t(v["bias"])
+        return F.layer_norm(tx, (6,), w, b), [w, b]
+
+    _torch_check(_run_module(env, nn.LayerNorm(6), x), layernorm, x, rtol=1e-3, atol=1e-4)
+    for module, function in [(nn.ReLU(), F.relu), (nn.LeakyReLU(0.1), lambda t: F.leaky_relu(t, 0.1)),
+                             (nn.Sigmoid(), torch.sigmoid), (nn.Tanh(), torch.tanh),
+                             (nn.GELU(), lambda t: F.gelu(t, approximate="tanh")), (nn.Softplus(), F.softplus),
+                             (nn.Sin(30.0), lambda t: torch.sin(30 * t))]:
+        _torch_check(_run_module(env, module, x), lambda tx, v, f=function: (f(tx), []), x, rtol=1e-4, atol=1e-4)
+    images = rng.normal(size=(2, 3, 8, 8)).astype(np.float32)
+    _torch_check(_run_module(env, nn.MaxPool2D(2), images), lambda tx, v: (F.max_pool2d(tx, 2), []), images)
+    _torch_check(_run_module(env, nn.AvgPool2D(2), images), lambda tx, v: (F.avg_pool2d(tx, 2), []), images)
+    _torch_check(_run_module(env, nn.Flatten(), images), lambda tx, v: (tx.flatten(1), []), images)
+
+    def blur(tx, v):
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :] / 16).expand(3, 1, 3, 3)
+        return F.conv2d(F.max_pool2d(tx, 2, 1), kernel, stride=2, padding=1, groups=3), []
+
+    _torch_check(_run_module(env, nn.BlurMaxPool2D(), images), blur, images)
+    table = nn.Embedding(10, 4).build(env, seed=3, name="embedding")
+    indices = np.array([[1, 9], [1, 0]], np.int32)
+    ip = env.parameter("embedding.indices", indices.shape, dc.int32, init=indices)
+    out = env.parameter("embedding.out", (2, 2, 4))
+    env.run(env.build_graph(lambda s: s.write(out, table(s, s.read(ip)))))
+    np.testing.assert_array_equal(env.read(out), env.read(table.weight)[indices])
+
+
+def test_dropout_only_in_training(env: dc.Environment) -> None:
+    x = np.ones((200, 100), np.float32)
+    module = nn.Dropout(0.3)
+    out, grads, _, _ = _run_module(env, module, x, training=True, weights=np.ones_like(x))
+    kept = out != 0
+    assert abs(kept.mean() - 0.7) < 0.01
+    np.testing.assert_allclose(out[kept], 1 / 0.7, rtol=1e-6)
+    np.testing.assert_array_equal(grads[0], out)
+    out, _, _, _ = _run_module(env, nn.Dropout(0.3), x, training=False)
+    np.testing.assert_array_equal(out, x)
+
+
+def test_module_initialisation_follows_pytorch(env: dc.Environment) -> None:
+    dense = nn.Dense(300, 200).build(env, seed=0, name="init_dense")
+    weight = env.read(dense.weight)
+    bound = 1 / np.sqrt(300)
+    assert weight.shape == (300, 200) and np.abs(weight).max() <= bound
+    assert abs(weight.std() - bound / np.sqrt(3)) < 0.01 * bound
+    names = [name for name, _ in nn.Sequential(nn.Dense(2, 3), nn.ReLU(), nn.Dense(3, 1)).build(
+        env, name="seq").named_parameters()]
+    assert names == ["seq.0.weight", "seq.0.bias", "seq.2.weight", "seq.2.bias"]
+
+
+OPTIMISERS = [
+    (lambda: optim.SGD(0.1), lambda p: torch.optim.SGD(p, 0.1)),
+    (lambda: optim.SGD(0.05, momentum=0.9, weight_decay=0.01),
+     lambda p: torch.optim.SGD(p, 0.05, momentum=0.9, weight_decay=0.01)),
+    (lambda: optim.SGD(0.05, momentum=0.9, nesterov=True), lambda p: torch.optim.SGD(p, 0.05, momentum=0.9,
+                                                                                      nesterov=True)),
+    (lambda: optim.Adam(0.01), lambda p: torch.optim.Adam(p, 0.01)),
+    (lambda: optim.Adam(0.01, weight_decay=0.1), lambda p: torch.optim.Adam(p, 0.01, weight_decay=0.1)),
+    (lambda: optim.AdamW(0.01), lambda p: torch.optim.AdamW(p, 0.01)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(OPTIMISERS)))
+def test_optimiser_trajectory_matches_torch(case: int) -> None:
+    env = dc.Environment()
+    ours_factory, torch_factory = OPTIMISERS[case]
+    x = rng.normal(size=(16, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 16).astype(np.int32)
+    model = nn.Sequential(nn.Dense(5, 8), nn.Tanh(), nn.Dense(8, 3)).build(env, seed=4)
+    tparams = [torch.tensor(env.read(p), requires_grad=True) for p in model.parameters()]
+    trainer = nn.Trainer(env, model, optimizer=ours_factory())
+    optimiser = torch_factory(tparams)
+    for _ in range(20):
+        trainer.fit(x, y, epochs=1, batch_size=16, shuffle=False, progress=False)
+        optimiser.zero_grad()
+        w1, b1, w2, b2 = tparams
+        F.cross_entropy(torch.tanh(torch.from_numpy(x) @ w1 + b1) @ w2 + b2, torch.from_numpy(y).long()).backward()
+        optimiser.step()
+    for ours, theirs in zip(model.parameters(), tparams):
+        np.testing.assert_allclose(env.read(ours), theirs.detach().numpy(), rtol=1e-4, atol=2e-5)
+
+
+def _digits():
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int32)
+    order = np.random.default_rng(0).permutation(len(x))
+    return x[order[:1500]], y[order[:1500]], x[order[1500:]], y[order[1500:]]
+
+
+def test_mlp_learns_digits(env: dc.Environment) -> None:
+    x_train, y_train, x_test, y_test = _digits()
+    model = nn.Sequential(nn.Dense(64, 64), nn.ReLU(), nn.Dense(64, 10)).build(env, seed=0, name="digits")
+    trainer = nn.Trainer(env, model, optimizer=optim.Adam(1e-2))
+    history = trainer.fit(x_train, y_train, epochs=10, batch_size=64, progress=False,
+                          validation_data=(x_test, y_test), schedule=optim.CosineLR())
+    assert history[-1]["val_accuracy"] > 0.95, history[-1]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert np.isclose(trainer.optimizer.lr, optim.CosineLR()(1e-2, 9, 10))
+    predictions = trainer.predict(x_test).argmax(1)
+    assert np.isclose((predictions == y_test).mean(), history[-1]["val_accuracy"])
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path) -> None:
+    x_train, y_train, x_test, y_test = _digits()
+    env = dc.Environment()
+    model = nn.Sequential(nn.Dense(64, 32), nn.ReLU(), nn.Dense(32, 10)).build(env, seed=0)
+    trainer = nn.Trainer(env, model, optimizer=optim.Adam(1e-2))
+    trainer.fit(x_train, y_train, epochs=1, batch_size=100, progress=False)
+    path = tmp_path / "model.npz"
+    trainer.save(path)
+    fresh_env = dc.Environment()
+    fresh = nn.Trainer(fresh_env, nn.Sequential(nn.Dense(64, 32), nn.ReLU(), nn.Dense(32, 10)).build(fresh_env, seed=9),
+                       optimizer=optim.Adam(1e-2))
+    fresh.load(path)
+    np.testing.assert_array_equal(fresh.predict(x_test), trainer.predict(x_test))
+    np.testing.assert_array_equal(fresh_env.read(fresh.optimizer.step_parameter), 15.0)
+
+    original = path.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(original[: len(original) // 2])
+    before = fresh.predict(x_test)
+    with pytest.raises(nn.CheckpointError, match="corrupt or truncated"):
+        fresh.load(truncated)
+    np.testing.assert_array_equal(fresh.predict(x_test), before)
+
+    wrong_env = dc.Environment()
+    wrong = nn.Trainer(wrong_env, nn.Sequential(nn.Dense(64, 16), nn.ReLU(), nn.Dense(16, 10)).build(wrong_env),
+                       optimizer=optim.Adam(1e-2))
+    with pytest.raises(nn.CheckpointError, match=r"'0.weight': checkpoint has shape \(64, 32\), the model \(64, 16\)"):
+        wrong.load(path)
+    with pytest.raises(nn.CheckpointError, match="does not exist"):
+        wrong.load(tmp_path / "missing.npz")
+    assert path.read_bytes() == original
+
+
+def test_partial_last_batch_and_iterables(env: dc.Environment) -> None:
+    x_train, y_train, _, _ = _digits()
+    model = nn.Sequential(nn.Dense(64, 10)).build(env, name="partial")
+    trainer = nn.Trainer(env, model, optimizer=optim.SGD(0.1))
+    history = trainer.fit(x_train[:250], y_train[:250], batch_size=100, progress=False)
+    assert len({key for key in trainer._graphs if key[0] == "train"}) == 2
+    dropped = trainer.fit(x_train[:250], y_train[:250], batch_size=100, drop_last=True, progress=False)
+    assert history[0]["loss"] > 0 and dropped[0]["loss"] > 0
+    batches = [(x_train[k : k + 50], y_train[k : k + 50]) for k in range(0, 200, 50)]
+    assert trainer.fit(batches, epochs=2, progress=False)[1]["loss"] > 0
