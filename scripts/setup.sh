@@ -57,7 +57,7 @@ fi
 
 stamp=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.descent-setup 2>/dev/null)" != "$stamp" ]; then
-  $VPY -m pip install -q -e ".[test]"
+  $VPY -m pip install -q -e ".[test,examples]"
   echo "$stamp" > .venv/.descent-setup
   echo "descent setup: ready (.venv)"
 fi

@@ -1,0 +1,120 @@
+"""Train a classifier on Fashion-MNIST with descent.
+
+    .venv/bin/python examples/fashion_mnist.py --network convnet --epochs 2
+    .venv/bin/python examples/fashion_mnist.py --eval examples/out/fashion_mnist/convnet.npz
+
+Networks: linear, mlp (784-300-10), convnet (descent's README ConvNet), convnet-blur (the same with
+anti-aliased max pooling). Writes a checkpoint and a loss/accuracy plot to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import descent as dc
+from descent import nn, optim
+from descent.datasets import fashion_mnist
+
+
+def network(name: str) -> nn.Module:
+    if name == "linear":
+        return nn.Sequential(nn.Flatten(), nn.Dense(784, 10))
+    if name == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Dense(784, 300), nn.ReLU(), nn.Dense(300, 10))
+    if name in ("convnet", "convnet-blur"):
+        pool = nn.BlurMaxPool2D if name == "convnet-blur" else (lambda: nn.MaxPool2D(2))
+        return nn.Sequential(
+            nn.Conv2D(1, 16, 3, padding=1), nn.LeakyReLU(0.01), pool(),
+            nn.Conv2D(16, 32, 3, padding=1, groups=2), nn.LeakyReLU(0.01), pool(),
+            nn.Flatten(), nn.Dropout(0.5), nn.Dense(1568, 128), nn.LeakyReLU(0.01), nn.Dense(128, 10),
+        )
+    raise ValueError(f"unknown network {name!r}")
+
+
+def plot(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [h["loss"] for h in history], "o-", label="train")
+    left.plot(epochs, [h["val_loss"] for h in history], "o-", label="test")
+    left.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    left.legend()
+    right.plot(epochs, [100 * h["accuracy"] for h in history], "o-", label="train")
+    right.plot(epochs, [100 * h["val_accuracy"] for h in history], "o-", label="test")
+    right.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    right.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--network", default="convnet", choices=["linear", "mlp", "convnet", "convnet-blur"])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--momentum", type=float, default=0.9, help="for sgd")
+    parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="device index or name substring (default DESCENT_DEVICE)")
+    parser.add_argument("--data-dir", default=str(fashion_mnist.DEFAULT_DIR))
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N examples only")
+    parser.add_argument("--out", default="examples/out/fashion_mnist")
+    parser.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a saved model on the test set and exit")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+
+    x_train, y_train = fashion_mnist.load("train", args.data_dir)
+    x_test, y_test = fashion_mnist.load("test", args.data_dir)
+    if args.limit:
+        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    env = dc.Environment(args.device)
+    model = network(args.network).build(env, seed=args.seed)
+    optimizer = {"adam": lambda: optim.Adam(args.lr), "adamw": lambda: optim.AdamW(args.lr),
+                 "sgd": lambda: optim.SGD(args.lr, momentum=args.momentum)}[args.optimizer]()
+    trainer = nn.Trainer(env, model, optimizer=optimizer)
+    print(f"{args.network} on {env.device.name}: {sum(p.size for p in model.parameters())} parameters")
+
+    if args.eval:
+        trainer.load(args.eval, model_only=True)
+        metrics = trainer.evaluate(x_test, y_test)
+        print(f"test loss {metrics['loss']:.4f}, test accuracy {100 * metrics['accuracy']:.2f}%")
+        return
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def report(epoch: int, logs: dict) -> None:
+        print(f"epoch {epoch}: train loss {logs['loss']:.4f}, train accuracy {100 * logs['accuracy']:.2f}%, "
+              f"test accuracy {100 * logs['val_accuracy']:.2f}%, {logs['time']:.1f} s", flush=True)
+
+    start = time.perf_counter()
+    history = trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                          validation_data=(x_test, y_test), on_epoch=report, progress=not args.no_progress,
+                          schedule=optim.CosineLR() if args.cosine else None)
+    total = time.perf_counter() - start
+    checkpoint = out / f"{args.network}.npz"
+    trainer.save(checkpoint)
+    plot(history, out / f"{args.network}.png", f"{args.network} on Fashion-MNIST ({env.device.name})")
+    (out / f"{args.network}.json").write_text(json.dumps({"args": vars(args), "device": env.device.name,
+                                                          "history": history, "seconds": total}, indent=2))
+    print(f"best test accuracy {100 * max(h['val_accuracy'] for h in history):.2f}%, "
+          f"final {100 * history[-1]['val_accuracy']:.2f}%; {total:.0f} s in all")
+    print(f"wrote {checkpoint}, {out / (args.network + '.png')}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()
