@@ -7,7 +7,9 @@ shift || true
 bash scripts/setup.sh
 case "$command" in
   setup) ;;
-  demo) .venv/bin/python examples/array_api.py "$@" ;;
+  demo)
+    if [ $# -eq 0 ]; then set -- --network mlp --epochs 1; fi
+    .venv/bin/python examples/fashion_mnist.py "$@" ;;
   test)
     .venv/bin/ruff check .
     .venv/bin/python -m pytest -q "$@" ;;

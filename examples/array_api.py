@@ -48,6 +48,31 @@ def main() -> None:
     print("generated GLSL (DESCENT_DUMP_SHADERS=dir writes every shader):\n")
     print(graph.shaders[0])
 
+    # Reductions and matmul are kernels of their own; elementwise work before and after them fuses in.
+    a = env.parameter("a", (64, 32), init=np.random.default_rng(1).normal(size=(64, 32)).astype(np.float32))
+    w = env.parameter("w", (32, 10), init=np.random.default_rng(2).normal(size=(32, 10)).astype(np.float32))
+    probabilities = env.parameter("probabilities", (64, 10))
+    graph = env.build_graph(lambda s: s.write(probabilities, dc.softmax(dc.relu(s.read(a) @ s.read(w)), axis=1)))
+    env.run(graph)
+    print(f"\nsoftmax(relu(a @ w)): rows sum to {env.read(probabilities).sum(1)[:3]}")
+    print(graph.summary())
+
+    # Gradients are ordinary graph nodes: s.grad differentiates, and an update can be written in-graph.
+    loss_value = env.parameter("loss", ())
+
+    def descend(s: dc.Scope) -> None:
+        weights = s.read(w)
+        loss = dc.mean((s.read(a) @ weights) ** 2.0)
+        (gradient,) = s.grad(loss, [weights])
+        s.write(loss_value, loss)
+        s.write(w, weights - 0.1 * gradient)  # reads in this graph still see the old w
+
+    step = env.build_graph(descend)
+    for _ in range(5):
+        env.run(step)
+        print(f"loss {float(env.read(loss_value)):.4f}", end="  ")
+    print(f"\none gradient-descent step: {step.kernel_count} kernels")
+
     # Replaying a built graph re-submits its recorded command buffer.
     counter = env.parameter("counter", (1,))
     increment = env.build_graph(lambda s: s.write(counter, s.read(counter) + 1.0))

@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="device index or name substring (default DESCENT_DEVICE)")
     parser.add_argument("--data-dir", default=str(fashion_mnist.DEFAULT_DIR))
     parser.add_argument("--limit", type=int, default=None, help="train on the first N examples only")
+    parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test examples only")
     parser.add_argument("--out", default="examples/out/fashion_mnist")
     parser.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a saved model on the test set and exit")
     parser.add_argument("--no-progress", action="store_true")
@@ -80,6 +81,8 @@ def main() -> None:
     x_test, y_test = fashion_mnist.load("test", args.data_dir)
     if args.limit:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    if args.test_limit:
+        x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
     env = dc.Environment(args.device)
     model = network(args.network).build(env, seed=args.seed)
     optimizer = {"adam": lambda: optim.Adam(args.lr), "adamw": lambda: optim.AdamW(args.lr),
