@@ -102,22 +102,27 @@ class Dropout(Module):
         return ops.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
 
 
-class MaxPool2D(Module):
+class _Pool2D(Module):
+    pool = staticmethod(conv.max_pool2d)
+
     def __init__(self, kernel: int, stride: int | None = None, padding: int = 0) -> None:
         super().__init__()
         self.kernel, self.stride, self.padding = kernel, stride, padding
 
     def forward(self, s: Scope, x: Array) -> Array:
-        return conv.max_pool2d(x, self.kernel, self.stride, self.padding)
+        return self.pool(x, self.kernel, self.stride, self.padding)
 
 
-class AvgPool2D(Module):
-    def __init__(self, kernel: int, stride: int | None = None, padding: int = 0) -> None:
-        super().__init__()
-        self.kernel, self.stride, self.padding = kernel, stride, padding
+class MaxPool2D(_Pool2D):
+    """Maximum over each kernel x kernel window (stride defaults to the kernel)."""
 
-    def forward(self, s: Scope, x: Array) -> Array:
-        return conv.avg_pool2d(x, self.kernel, self.stride, self.padding)
+    pool = staticmethod(conv.max_pool2d)
+
+
+class AvgPool2D(_Pool2D):
+    """Mean over each kernel x kernel window (stride defaults to the kernel)."""
+
+    pool = staticmethod(conv.avg_pool2d)
 
 
 class BlurMaxPool2D(Module):
