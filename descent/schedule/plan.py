@@ -33,7 +33,7 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]]) -> Sch
     writes = {name: (p, node) for name, (p, node) in writes.items() if p.size > 0}
     roots = sorted({node for _, node in writes.values()})
     realized = realize(graph, roots)
-    drafts = _merge_epilogues(graph, _drafts(graph, set(roots) | realized, realized), set(roots))
+    drafts = _merge_epilogues(graph, _drafts(graph, set(roots) | realized, realized), set(roots), realized)
     drafts.sort(key=lambda d: d.level)
 
     buffers: dict[str, Buffer] = {}
@@ -75,7 +75,7 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]]) -> Sch
     kernels = []
     for k, draft in enumerate(drafts):
         touched = set(out_walks[k]) | set(operand_walks[k])
-        own = set(draft.computed) if draft.core is None else {draft.core}
+        own = set(draft.computed) | ({draft.core} if draft.core is not None else set())
         loads = {n: loads_of[n] for n in sorted(touched) if n in loads_of and not (n in own and n in realized)}
         stores = tuple(store for store in draft.stores if store[0] != draft.core or draft.core in draft.computed)
         kernels.append(Kernel(f"kernel{k}", draft.size, stores, loads, draft.core, draft.level))
@@ -98,9 +98,8 @@ def _drafts(graph: nx.DiGraph, outputs: set[int], realized: set[int]) -> list[_D
     return drafts
 
 
-def _merge_epilogues(graph: nx.DiGraph, drafts: list[_Draft], roots: set[int]) -> list[_Draft]:
+def _merge_epilogues(graph: nx.DiGraph, drafts: list[_Draft], roots: set[int], realized: set[int]) -> list[_Draft]:
     """Fold an elementwise kernel into the heavy kernel whose result it alone consumes, element for element."""
-    realized = {n for d in drafts for n in d.computed}
     consumers: dict[int, list[tuple[int, set]]] = defaultdict(list)
     for k, draft in enumerate(drafts):
         if draft.core is not None:
