@@ -33,11 +33,14 @@ class Environment:
         if deterministic is None:
             deterministic = os.environ.get("DESCENT_DETERMINISTIC", "") not in ("", "0")
         self.deterministic = deterministic
+        self.checked = os.environ.get("DESCENT_DEBUG", "") not in ("", "0")
         self.parameters: dict[str, Parameter] = {}
         self._tensors: dict[str, Any] = {}
         self._transfer = self.device.manager.sequence()
         self._constants = 0
         self._next_seed = int(seed)
+        self._slots: dict[tuple[int, int], Any] = {}
+        self._algorithms: dict[tuple, Any] = {}
         self.seed_parameter = self.parameter("descent.seed", (), "uint32")
 
     def __repr__(self) -> str:
@@ -82,6 +85,23 @@ class Environment:
 
     def tensor(self, name: str):
         return self._tensors[name]
+
+    def slot(self, index: int, nbytes: int):
+        """Device memory for a graph's temporary slot. Temporaries are dead once a run ends and runs
+        never overlap, so every graph shares the Environment's slots: rebuilding a graph allocates nothing."""
+        key = (index, nbytes)
+        if key not in self._slots:
+            kind = self.kp.TensorTypes.device if self.checked else self.kp.TensorTypes.storage  # checked mode reads it
+            self._slots[key] = self.device.manager.tensor_t(np.zeros(max(nbytes // 4, 1), np.float32), kind)
+        return self._slots[key]
+
+    def algorithm(self, tensors: list, spirv: bytes, workgroups: tuple[int, int, int]):
+        """A compiled pipeline bound to `tensors`, reused when the same kernel is bound to the same
+        buffers again (creating pipelines costs driver time and, on some drivers, memory never returned)."""
+        key = (spirv, tuple(tensors), tuple(workgroups))
+        if key not in self._algorithms:
+            self._algorithms[key] = self.device.manager.algorithm(list(tensors), spirv, list(workgroups))
+        return self._algorithms[key]
 
     def _check(self, parameter: Parameter) -> None:
         if not isinstance(parameter, Parameter) or parameter.environment is not self:

@@ -19,15 +19,13 @@ class Executable:
         self.environment = environment
         self.schedule = schedule
         self.sources = sources
-        manager = environment.device.manager
-        kp = environment.kp
-        self._slots = [manager.tensor_t(np.zeros(max(nbytes // 4, 1), np.float32), kp.TensorTypes.storage)
-                       for nbytes in schedule.slots]
+        self.checked = environment.checked
+        self._slots = [environment.slot(k, nbytes) for k, nbytes in enumerate(schedule.slots)]
         self._algorithms = [
-            manager.algorithm([self._tensor(name) for name in source.bindings], code, list(source.workgroups))
+            environment.algorithm([self._tensor(name) for name in source.bindings], code, source.workgroups)
             for source, code in zip(sources, spirv)
         ]
-        self._sequence = self._record(kp)
+        self._sequence = self._record(environment.kp)
 
     def _tensor(self, name: str):
         buffer = self.schedule.buffers[name]
@@ -72,8 +70,37 @@ class Executable:
         return sequence
 
     def replay(self) -> None:
-        if self.sources or self.schedule.copies:
+        if self.checked:
+            self._replay_checked()
+        elif self.sources or self.schedule.copies:
             self._sequence.eval()
+
+    def _replay_checked(self) -> None:
+        """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored."""
+        kp = self.environment.kp
+        manager = self.environment.device.manager
+        if self.uses_seed:
+            manager.sequence().eval(kp.OpTensorSyncDevice([self.environment.tensor(self.environment.seed_parameter.name)]))
+        staged_targets = {copy.source: copy.target for copy in self.schedule.copies}
+        for source, algorithm in zip(self.sources, self._algorithms):
+            sequence = manager.sequence()
+            sequence.record(kp.OpAlgoDispatch(algorithm))
+            sequence.eval()
+            for name in source.writes:
+                buffer = self.schedule.buffers[name]
+                if not buffer.dtype.is_float:
+                    continue
+                tensor = self._tensor(name)
+                manager.sequence().eval(kp.OpTensorSyncLocal([tensor]))
+                values = np.asarray(tensor.data()[: buffer.size])
+                bad = np.flatnonzero(~np.isfinite(values))
+                if bad.size:
+                    raise FloatingPointError(
+                        f"DESCENT_DEBUG: {source.name} stored {values[bad[0]]} at element {bad[0]} of "
+                        f"{staged_targets.get(name, name)} ({bad.size} non-finite values); it computes "
+                        f"{', '.join(dict.fromkeys(source.ops))} from {', '.join(source.locations)}")
+        for copy in self.schedule.copies:
+            manager.sequence().eval(kp.OpTensorCopy([self._tensor(copy.source), self._tensor(copy.target)]))
 
     @property
     def kernel_count(self) -> int:

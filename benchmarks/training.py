@@ -1,0 +1,78 @@
+"""Training-step benchmarks: descent's fused, replayed step against a PyTorch eager step of the same
+network (Adam, batch uploaded every step on both sides), plus host overhead and build time."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import descent as dc
+from benchmarks.ops import Peer, Result
+from benchmarks.timing import best_of
+from descent import nn, optim
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from fashion_mnist import network  # noqa: E402
+
+
+def _torch_network(torch, name: str):
+    tnn = torch.nn
+    if name == "mlp":
+        return tnn.Sequential(tnn.Flatten(), tnn.Linear(784, 300), tnn.ReLU(), tnn.Linear(300, 10))
+    return tnn.Sequential(
+        tnn.Conv2d(1, 16, 3, padding=1), tnn.LeakyReLU(0.01), tnn.MaxPool2d(2),
+        tnn.Conv2d(16, 32, 3, padding=1, groups=2), tnn.LeakyReLU(0.01), tnn.MaxPool2d(2),
+        tnn.Flatten(), tnn.Dropout(0.5), tnn.Linear(1568, 128), tnn.LeakyReLU(0.01), tnn.Linear(128, 10))
+
+
+def step(env: dc.Environment, peer: Peer, name: str, batch: int) -> Result:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int32)
+    model = network(name).build(env, name=f"{name}{batch}")
+    trainer = nn.Trainer(env, model, optimizer=optim.Adam(1e-3))
+    graph, x_parameter, y_parameter, _ = trainer._graph("train", x, y)
+
+    def ours() -> None:
+        env.write(x_parameter, x)
+        env.write(y_parameter, y)
+        env.run(graph)
+
+    torch = peer.torch
+    module = _torch_network(torch, name).to(peer.device)
+    adam = torch.optim.Adam(module.parameters(), 1e-3)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y).long()
+
+    def theirs() -> None:
+        adam.zero_grad()
+        loss = torch.nn.functional.cross_entropy(module(tx.to(peer.device)), ty.to(peer.device))
+        loss.backward()
+        adam.step()
+
+    descent_s = best_of(ours, repeats=3, min_time=0.5)
+    peer_s = peer.time(theirs)
+    flops = 6 * batch * sum(p.size for p in model.parameters())  # a rough count, for scale only
+    return Result(f"train step {name} batch {batch}", descent_s, peer_s, flops, "GFLOP/s")
+
+
+def host_overhead(env: dc.Environment) -> float:
+    """Seconds per replay of a one-element graph: the fixed cost of env.run."""
+    counter = env.parameter("overhead_counter", (1,))
+    graph = env.build_graph(lambda s: s.write(counter, s.read(counter) + 1.0))
+    return best_of(lambda: env.run(graph), repeats=3, min_time=0.3)
+
+
+def warm_build_seconds(name: str) -> float:
+    """Building and compiling a training graph again in a fresh Environment (SPIR-V cache warm)."""
+    x = np.zeros((100, 1, 28, 28), np.float32)
+    y = np.zeros(100, np.int32)
+    for _ in range(2):
+        env = dc.Environment()
+        trainer = nn.Trainer(env, network(name).build(env), optimizer=optim.Adam(1e-3))
+        start = time.perf_counter()
+        trainer._graph("train", x, y)
+        elapsed = time.perf_counter() - start
+    return elapsed

@@ -1,0 +1,156 @@
+"""Reliability: checked mode, determinism across processes, memory over long runs, and checkpoints that
+survive a kill during a save."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, check=False)
+
+
+NAN_PROGRAM = """
+    import numpy as np, descent as dc
+    env = dc.Environment()
+    x = env.parameter("x", (4,), init=np.array([1.0, 2.0, -3.0, 4.0], np.float32))
+    y = env.parameter("y", ())
+    def build(s):
+        a = dc.log(s.read(x))             # line 7: the NaN is born here
+        s.write(y, dc.sum(a * 2.0))
+    env.run(env.build_graph(build))
+    print("result", env.read(y))
+"""
+
+
+def test_checked_mode_names_the_kernel_and_line_of_the_first_nan() -> None:
+    unchecked = _python(NAN_PROGRAM)
+    assert unchecked.returncode == 0 and "result nan" in unchecked.stdout
+    checked = _python(NAN_PROGRAM, DESCENT_DEBUG="1")
+    assert checked.returncode != 0
+    assert "FloatingPointError: DESCENT_DEBUG: kernel0 stored nan" in checked.stderr
+    assert "log" in checked.stderr and "<string>:7" in checked.stderr
+
+
+DETERMINISM_PROGRAM = """
+    import numpy as np, descent as dc, sys
+    from descent import nn, optim
+    env = dc.Environment()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 64).astype(np.int32)
+    model = nn.Sequential(nn.Conv2D(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten(),
+                          nn.Dropout(0.3), nn.Dense(64, 10)).build(env, seed=1)
+    trainer = nn.Trainer(env, model, optimizer=optim.Adam(1e-2))
+    trainer.fit(x, y, epochs=3, batch_size=16, progress=False)
+    np.save(sys.argv[1] if len(sys.argv) > 1 else "out.npy", np.concatenate([env.read(p).ravel() for p in model.parameters()]))
+"""
+
+
+def test_training_is_bit_identical_across_processes(tmp_path: Path) -> None:
+    outputs = []
+    for k in range(2):
+        path = tmp_path / f"run{k}.npy"
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(DETERMINISM_PROGRAM), str(path)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert result.returncode == 0, result.stderr
+        outputs.append(np.load(path))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+MEMORY_PROGRAM = """
+    import gc, numpy as np, descent as dc
+    from descent import nn, optim
+
+    def rss():
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * 4096
+
+    env = dc.Environment()
+    model = nn.Sequential(nn.Dense(32, 64), nn.ReLU(), nn.Dense(64, 10)).build(env)
+    trainer = nn.Trainer(env, model, optimizer=optim.Adam(1e-3))
+    x = np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)
+    y = np.zeros(32, np.int32)
+    graph, xp, yp, _ = trainer._graph("train", x, y)
+    def replays(count):
+        for _ in range(count):
+            env.run(graph)
+    replays(1000)
+    start = rss()
+    replays(5000)
+    middle = rss()
+    replays(5000)
+    end = rss()
+    print("replays", (middle - start) // 1024, (end - middle) // 1024)
+
+    out = env.parameter("out", (32, 10))
+    def build(s):
+        s.write(out, model(s, s.read(xp)) * 2.0)
+    for _ in range(100):
+        env.build_graph(build)
+    gc.collect()
+    start = rss()
+    for _ in range(450):
+        env.build_graph(build)
+    gc.collect()
+    middle = rss()
+    for _ in range(450):
+        env.build_graph(build)
+    gc.collect()
+    end = rss()
+    print("builds", (middle - start) // 1024, (end - middle) // 1024)
+"""
+
+
+def test_long_runs_keep_memory_flat() -> None:
+    """10,000 replays of a training graph and 1,000 graph builds: resident memory (which on lavapipe
+    includes device memory) must not keep growing. Growth is compared between two equal halves."""
+    result = _python(MEMORY_PROGRAM)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    first, second = (int(v) for v in lines["replays"].split())
+    assert second < 1024, f"replays grew resident memory by {second} KiB per 5,000 after warm-up"
+    first, second = (int(v) for v in lines["builds"].split())
+    assert second < 8 * 1024, f"graph builds grew resident memory by {second} KiB per 450 after warm-up"
+    print(result.stdout)
+
+
+SAVE_PROGRAM = """
+    import sys, numpy as np, descent as dc
+    from descent.nn import checkpoint
+    env = dc.Environment()
+    big = env.parameter("big", (12_000_000,), init=np.full(12_000_000, 1.0, np.float32))
+    path = sys.argv[1]
+    checkpoint.save(env, {"big": big}, path)
+    env.write(big, np.full(12_000_000, 2.0, np.float32))
+    print("first save done", flush=True)
+    while True:
+        checkpoint.save(env, {"big": big}, path)
+"""
+
+
+def test_killed_save_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "model.npz"
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SAVE_PROGRAM), str(path)], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert process.stdout.readline().strip() == "first save done"
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".model.npz.*.partial")) and time.time() < deadline:
+        time.sleep(0.005)
+    assert list(tmp_path.glob(".model.npz.*.partial")), "the second save never started"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with np.load(path) as stored:
+        values = stored["big"]
+    assert values.shape == (12_000_000,) and values.min() in (1.0, 2.0) and values.min() == values.max()
