@@ -173,7 +173,7 @@ class Environment:
                 raise DeviceError(f"a temporary of {nbytes} bytes exceeds the device's storage-buffer range "
                                   f"of {limits.max_storage_buffer_range} bytes")
         spirv = [compile_glsl(s.glsl, s.name, ", ".join(s.locations[:3])) for s in sources]
-        return Executable(self, plan, sources, spirv)
+        return Executable(self, plan, sources, spirv, _index_parameters(scope))
 
     def run(self, graph: Executable, seed: int | None = None) -> None:
         """Run a built graph: replay its recorded command buffer and wait for it. Random numbers
@@ -186,3 +186,20 @@ class Environment:
                 self._next_seed += 1
             self._tensors[self.seed_parameter.name].data()[0] = int(seed) % 2**32
         graph.replay()
+
+
+def _index_parameters(scope: Scope) -> list[tuple[Parameter, int, str]]:
+    """(parameter, axis size, user line) for every gather or scatter whose indices come from a parameter."""
+    found = []
+    for node_id in scope.graph.nodes:
+        node = scope.node(node_id)
+        if node.op not in ("gather", "scatter_add"):
+            continue
+        source = scope.node(node.inputs[1])
+        while source.op in ("cast", "view"):
+            source = scope.node(source.inputs[0])
+        if source.op == "read":
+            axis = node.attrs["axis"]
+            extent = scope.node(node.inputs[0]).shape[axis] if node.op == "gather" else node.shape[axis]
+            found.append((source.attrs, extent, node.location))
+    return found

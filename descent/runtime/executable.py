@@ -15,11 +15,12 @@ class Executable:
     """What `env.build_graph` returns: run it with `env.run`; every run replays the recorded commands."""
 
     def __init__(self, environment: Any, schedule: Schedule, sources: list[KernelSource],
-                 spirv: list[bytes]) -> None:
+                 spirv: list[bytes], index_parameters: list | None = None) -> None:
         self.environment = environment
         self.schedule = schedule
         self.sources = sources
         self.checked = environment.checked
+        self.index_parameters = index_parameters or []  # (parameter, axis size, user line) checked mode validates
         self._slots = [environment.slot(k, nbytes) for k, nbytes in enumerate(schedule.slots)]
         self._algorithms = [
             environment.algorithm([self._tensor(name) for name in source.bindings], code, source.workgroups)
@@ -75,8 +76,18 @@ class Executable:
         elif self.sources or self.schedule.copies:
             self._sequence.eval()
 
+    def _check_indices(self) -> None:
+        """DESCENT_DEBUG mode: every index array that is a parameter must lie in its axis's range."""
+        for parameter, extent, location in self.index_parameters:
+            values = self.environment.read(parameter)
+            bad = np.flatnonzero((values < -extent) | (values >= extent))
+            if bad.size:
+                raise IndexError(f"DESCENT_DEBUG: index {values.ravel()[bad[0]]} in '{parameter.name}' (element "
+                                 f"{bad[0]}) is out of range for an axis of size {extent}; used at {location}")
+
     def _replay_checked(self) -> None:
         """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored."""
+        self._check_indices()
         kp = self.environment.kp
         manager = self.environment.device.manager
         if self.uses_seed:
