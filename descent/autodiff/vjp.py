@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from descent.graph import conv as _conv  # noqa: F401  (keeps the op set importable from here)
 from descent.graph import indexing, linalg, ops, reductions
 from descent.graph.array import Array
 from descent.graph.node import Node

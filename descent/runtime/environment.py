@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +38,7 @@ class Environment:
         self.parameters: dict[str, Parameter] = {}
         self._tensors: dict[str, Any] = {}
         self._transfer = self.device.manager.sequence()
-        self._constants = 0
+        self._constants: dict[tuple, Parameter] = {}
         self._next_seed = int(seed)
         self._slots: dict[tuple[int, int], Any] = {}
         self._algorithms: dict[tuple, Any] = {}
@@ -79,9 +80,12 @@ class Environment:
         return candidate
 
     def constant_parameter(self, array: np.ndarray, dtype: DType) -> Parameter:
-        """A hidden parameter holding a numpy constant of a graph."""
-        self._constants += 1
-        return self.parameter(f"constant{self._constants}", array.shape, dtype, init=array)
+        """A hidden parameter holding a numpy constant of a graph; equal constants share one."""
+        key = (dtype.name, array.shape, hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest())
+        if key not in self._constants:
+            self._constants[key] = self.parameter(f"constant{len(self._constants) + 1}", array.shape, dtype,
+                                                  init=array)
+        return self._constants[key]
 
     def tensor(self, name: str):
         return self._tensors[name]
