@@ -37,9 +37,7 @@ def step(env: dc.Environment, peer: Peer, name: str, batch: int) -> Result:
     graph, x_parameter, y_parameter, _ = trainer._graph("train", x, y)
 
     def ours() -> None:
-        env.write(x_parameter, x)
-        env.write(y_parameter, y)
-        env.run(graph)
+        env.run(graph, {x_parameter: x, y_parameter: y})
 
     torch = peer.torch
     module = _torch_network(torch, name).to(peer.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 import descent as dc
 from tests.conftest import evaluate
@@ -153,3 +154,19 @@ def test_large_dispatch_uses_two_dimensional_grid() -> None:
     assert graph.sources[0].workgroups == (10, 2, 1)
     env.run(graph)
     np.testing.assert_array_equal(env.read(x), np.arange(size, dtype=np.float32) + 1)
+
+
+def test_inputs_are_uploaded_inside_the_recorded_run(env: dc.Environment) -> None:
+    x = env.parameter("inputs_x", (3, 4))
+    other = env.parameter("inputs_other", (3, 4))
+    y = env.parameter("inputs_y", (3, 4))
+    graph = env.build_graph(lambda s: s.write(y, s.read(x) * 2.0 + s.read(other)), inputs=[x])
+    env.write(other, np.ones((3, 4), np.float32))
+    for k in range(3):
+        data = np.full((3, 4), float(k), np.float32)
+        env.run(graph, {x: data})
+        np.testing.assert_array_equal(env.read(y), data * 2 + 1)
+    with pytest.raises(dc.GraphError, match="'inputs_other' is not an input of this graph"):
+        env.run(graph, {other: np.zeros((3, 4), np.float32)})
+    with pytest.raises(dc.ShapeError, match="does not fit parameter 'inputs_x'"):
+        env.run(graph, {x: np.zeros((2, 2), np.float32)})

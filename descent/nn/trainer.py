@@ -77,7 +77,8 @@ class Trainer:
                 values = [s.read(p) for p in parameters]
                 self.optimizer.update(s, parameters, values, s.grad(loss, values))
 
-        graph = self.env.build_graph(build, training=kind == "train")
+        inputs = [x_parameter] if kind == "predict" else [x_parameter, y_parameter]
+        graph = self.env.build_graph(build, training=kind == "train", inputs=inputs)
         self._graphs[key] = (graph, x_parameter, y_parameter, output_parameter)
         return self._graphs[key]
 
@@ -115,9 +116,7 @@ class Trainer:
                        total=_count(x, y, batch_size, drop_last), unit="batch")
             for xb, yb in bar:
                 graph, x_parameter, y_parameter, _ = self._graph("train", xb, yb)
-                self.env.write(x_parameter, xb)
-                self.env.write(y_parameter, yb)
-                self.env.run(graph)
+                self.env.run(graph, {x_parameter: xb, y_parameter: yb})
                 examples += len(xb)
                 step += 1
                 if on_step is not None:
@@ -141,9 +140,7 @@ class Trainer:
         self._reset_metrics()
         for xb, yb in _batches(x, y, batch_size, None, False):
             graph, x_parameter, y_parameter, _ = self._graph("evaluate", xb, yb)
-            self.env.write(x_parameter, xb)
-            self.env.write(y_parameter, yb)
-            self.env.run(graph)
+            self.env.run(graph, {x_parameter: xb, y_parameter: yb})
         return self._read_metrics(len(x))
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
@@ -152,8 +149,7 @@ class Trainer:
         for index in _slices(len(x), batch_size, None, False):
             xb = x[index]
             graph, x_parameter, _, output_parameter = self._graph("predict", xb, None)
-            self.env.write(x_parameter, xb)
-            self.env.run(graph)
+            self.env.run(graph, {x_parameter: xb})
             outputs.append(self.env.read(output_parameter))
         return np.concatenate(outputs)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,6 +113,11 @@ class Environment:
 
     def write(self, parameter: Parameter, value: np.ndarray | float | int) -> None:
         """Upload `value` into the parameter; its shape must match exactly and its values fit the dtype."""
+        self._stage(parameter, value)
+        self._sync([self._tensors[parameter.name]], to_device=True)
+
+    def _stage(self, parameter: Parameter, value: np.ndarray | float | int) -> None:
+        """Check `value` and copy it into the parameter's host-visible staging memory (no transfer yet)."""
         self._check(parameter)
         array = np.asarray(value)
         if array.shape != parameter.shape:
@@ -135,10 +140,8 @@ class Environment:
                     raise DTypeError(at_user_line(
                         f"write: values of '{parameter.name}' lie outside the range of {dtype.name}"))
             converted = array.astype(dtype.numpy)
-        tensor = self._tensors[parameter.name]
         if parameter.size:
-            tensor.data()[: parameter.size] = converted.ravel()
-        self._sync([tensor], to_device=True)
+            self._tensors[parameter.name].data()[: parameter.size] = converted.ravel()
 
     def read(self, parameter: Parameter) -> np.ndarray:
         """Download the parameter's current value as a new numpy array."""
@@ -154,8 +157,13 @@ class Environment:
         op = self.kp.OpTensorSyncDevice(tensors) if to_device else self.kp.OpTensorSyncLocal(tensors)
         self._transfer.eval(op)
 
-    def build_graph(self, fn: Callable[[Scope], Any], training: bool = False) -> Executable:
-        """Trace `fn(scope)` into a graph, fuse it into kernels, compile them and record the run."""
+    def build_graph(self, fn: Callable[[Scope], Any], training: bool = False,
+                    inputs: Sequence[Parameter] = ()) -> Executable:
+        """Trace `fn(scope)` into a graph, fuse it into kernels, compile them and record the run.
+        `inputs` are parameters given new values at each `run`: their uploads are recorded into the
+        graph's command buffer, so a training step is one submission."""
+        for parameter in inputs:
+            self._check(parameter)
         scope = Scope(self, training=training)
         fn(scope)
         plan = schedule(scope.graph, scope.writes)
@@ -177,13 +185,21 @@ class Environment:
                 raise DeviceError(f"a temporary of {nbytes} bytes exceeds the device's storage-buffer range "
                                   f"of {limits.max_storage_buffer_range} bytes")
         spirv = [compile_glsl(s.glsl, s.name, ", ".join(s.locations[:3])) for s in sources]
-        return Executable(self, plan, sources, spirv, _index_parameters(scope))
+        return Executable(self, plan, sources, spirv, _index_parameters(scope), tuple(inputs))
 
-    def run(self, graph: Executable, seed: int | None = None) -> None:
-        """Run a built graph: replay its recorded command buffer and wait for it. Random numbers
-        come from `seed`, or from a counter that advances every run when it is None."""
+    def run(self, graph: Executable, inputs: dict[Parameter, np.ndarray] | None = None,
+            seed: int | None = None) -> None:
+        """Run a built graph: upload `inputs` (parameters declared with build_graph(inputs=...)),
+        replay the recorded command buffer and wait for it. Random numbers come from `seed`, or from
+        a counter that advances every run when it is None."""
         if not isinstance(graph, Executable) or graph.environment is not self:
             raise GraphError(at_user_line("run: that graph was built by another Environment"))
+        for parameter, value in (inputs or {}).items():
+            if parameter not in graph.inputs:
+                raise GraphError(at_user_line(
+                    f"run: '{getattr(parameter, 'name', parameter)}' is not an input of this graph; declare it "
+                    "with build_graph(..., inputs=[...]) or use env.write"))
+            self._stage(parameter, value)
         if graph.uses_seed:
             if seed is None:
                 seed = self._next_seed

@@ -15,12 +15,13 @@ class Executable:
     """What `env.build_graph` returns: run it with `env.run`; every run replays the recorded commands."""
 
     def __init__(self, environment: Any, schedule: Schedule, sources: list[KernelSource],
-                 spirv: list[bytes], index_parameters: list | None = None) -> None:
+                 spirv: list[bytes], index_parameters: list | None = None, inputs: tuple = ()) -> None:
         self.environment = environment
         self.schedule = schedule
         self.sources = sources
         self.checked = environment.checked
         self.index_parameters = index_parameters or []  # (parameter, axis size, user line) checked mode validates
+        self.inputs = inputs  # parameters uploaded at the start of every run
         self._slots = [environment.slot(k, nbytes) for k, nbytes in enumerate(schedule.slots)]
         self._algorithms = [
             environment.algorithm([self._tensor(name) for name in source.bindings], code, source.workgroups)
@@ -34,6 +35,11 @@ class Executable:
             return self.environment.tensor(buffer.parameter)
         return self._slots[buffer.slot]
 
+    def _uploads(self) -> list:
+        """Tensors whose staging memory is copied to the device at the start of every run."""
+        names = [p.name for p in self.inputs] + ([self.environment.seed_parameter.name] if self.uses_seed else [])
+        return [self.environment.tensor(name) for name in dict.fromkeys(names)]
+
     @property
     def uses_seed(self) -> bool:
         """Whether the graph draws random numbers, so each run uploads a seed first."""
@@ -41,8 +47,8 @@ class Executable:
 
     def _record(self, kp):
         sequence = self.environment.device.manager.sequence()
-        if self.uses_seed:
-            sequence.record(kp.OpTensorSyncDevice([self.environment.tensor(self.environment.seed_parameter.name)]))
+        if self._uploads():
+            sequence.record(kp.OpTensorSyncDevice(self._uploads()))
         previous = None
         for source, algorithm in zip(self.sources, self._algorithms):
             if previous is None:
@@ -90,8 +96,8 @@ class Executable:
         self._check_indices()
         kp = self.environment.kp
         manager = self.environment.device.manager
-        if self.uses_seed:
-            manager.sequence().eval(kp.OpTensorSyncDevice([self.environment.tensor(self.environment.seed_parameter.name)]))
+        if self._uploads():
+            manager.sequence().eval(kp.OpTensorSyncDevice(self._uploads()))
         staged_targets = {copy.source: copy.target for copy in self.schedule.copies}
         for source, algorithm in zip(self.sources, self._algorithms):
             sequence = manager.sequence()
