@@ -14,11 +14,12 @@ import pytest
 from descent.datasets import DatasetError, fashion_mnist, read_idx
 
 ROOT = Path(__file__).resolve().parents[1]
+PYTHONPATH = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # keeps kp where it was found
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+                            env={**os.environ, "PYTHONPATH": PYTHONPATH}, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+PYTHONPATH = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # keeps kp where it was found
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, check=False)
+                          timeout=600, cwd=ROOT, env={**os.environ, "PYTHONPATH": PYTHONPATH, **env}, check=False)
 
 
 NAN_PROGRAM = """
@@ -85,7 +86,7 @@ def test_training_is_bit_identical_across_processes(tmp_path: Path) -> None:
         path = tmp_path / f"run{k}.npy"
         result = subprocess.run([sys.executable, "-c", textwrap.dedent(DETERMINISM_PROGRAM), str(path)],
                                 cwd=ROOT, capture_output=True, text=True, timeout=600,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+                                env={**os.environ, "PYTHONPATH": PYTHONPATH}, check=False)
         assert result.returncode == 0, result.stderr
         outputs.append(np.load(path))
     np.testing.assert_array_equal(outputs[0], outputs[1])
@@ -165,7 +166,7 @@ SAVE_PROGRAM = """
 def test_killed_save_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "model.npz"
     process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SAVE_PROGRAM), str(path)], cwd=ROOT,
-                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": PYTHONPATH})
     assert process.stdout.readline().strip() == "first save done"
     deadline = time.time() + 60
     while not list(tmp_path.glob(".model.npz.*.partial")) and time.time() < deadline:
