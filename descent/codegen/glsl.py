@@ -275,7 +275,7 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     parts.ops.append("matmul")
     parts.locations.append(core.location)
     if device.cpu:
-        block = 16 if m * n * k >= 1 << 18 else 4  # big blocks run fastest but take lavapipe long to compile
+        block = 16 if m * n * k >= 1 << 12 else 4  # big blocks run fastest but take lavapipe long to compile
         block_m, block_n = min(block, m), min(block, n)
         workgroups = (-(-n // (8 * block_n)), -(-m // (8 * block_m)), batch)
         return parts.fill("matmul_direct", workgroups, BATCH=batch, M=m, N=n, K=k, BLOCK_M=block_m,
