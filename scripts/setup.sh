@@ -6,13 +6,12 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 CACHE=${DESCENT_CACHE:-$HOME/.cache/descent}
 KP_VERSION=0.9.0
-DEBS="g++ make patch mesa-vulkan-drivers glslang-tools libvulkan-dev libfmt-dev pybind11-dev cmake dataset-fashion-mnist"
+DEBS="python3 python3-dev python3-venv g++ make patch mesa-vulkan-drivers glslang-tools libvulkan-dev libfmt-dev pybind11-dev cmake dataset-fashion-mnist"
 
 missing=""
 for pkg in $DEBS; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
 done
-"$PYTHON" -c "import ensurepip, venv" 2>/dev/null || missing="$missing python3-venv"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "descent setup: installing Debian packages:$missing"
