@@ -1,4 +1,5 @@
-"""A random-graph generator: programs of elementwise ops, views, reductions, matmul and gathers,
+"""A random-graph generator: programs of elementwise ops, views, reductions, matmul, gathers,
+scatters and convolutions,
 built at once as a descent graph and as a float64 numpy reference interpreter."""
 
 from __future__ import annotations
@@ -49,13 +50,32 @@ BINARY = [
 ]
 
 
+def _np_scatter(x: np.ndarray, indices: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros((size,) + x.shape[1:])
+    np.add.at(out, indices, x)
+    return out
+
+
+def _conv(x: dc.Array, kernel: np.ndarray) -> dc.Array:
+    """A 2x2 convolution with padding 1 of a matrix seen as a one-channel image."""
+    image = x.reshape(1, 1, *x.shape)
+    return dc.conv2d(image, x.scope.constant(kernel), padding=1).reshape(x.shape[0] + 1, x.shape[1] + 1)
+
+
+def _np_conv(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    padded = np.pad(x, 1)
+    rows, cols = x.shape[0] + 1, x.shape[1] + 1
+    return sum(kernel[0, 0, a, b] * padded[a : a + rows, b : b + cols] for a in range(2) for b in range(2))
+
+
 def generate(rng: np.random.Generator, ops: int) -> Program:
     shapes = [tuple(int(s) for s in rng.integers(1, 6, 2)) for _ in range(int(rng.integers(1, 3)))]
     program = Program(list(shapes))
     for _ in range(ops):
         k = int(rng.integers(len(shapes)))
         shape = shapes[k]
-        kind = rng.choice(["unary", "binary", "view", "reduce", "matmul", "gather"], p=[.25, .25, .2, .1, .1, .1])
+        kind = rng.choice(["unary", "binary", "view", "reduce", "matmul", "gather", "scatter", "conv"],
+                          p=[.22, .22, .18, .1, .08, .07, .06, .07])
         if kind == "unary":
             name, fn, np_fn = UNARY[int(rng.integers(len(UNARY)))]
             step, new = (name, (k,), fn, np_fn), shape
@@ -84,6 +104,16 @@ def generate(rng: np.random.Generator, ops: int) -> Program:
             new = tuple(1 if d == axis else s for d, s in enumerate(shape))
         elif kind == "matmul":
             step, new = ("gram", (k,), lambda x: x @ x.T * 0.5, lambda x: x @ x.T * 0.5), (shape[0], shape[0])
+        elif kind == "scatter":
+            size = int(rng.integers(1, 6))
+            indices = rng.integers(0, size, shape[0]).astype(np.int32)
+            step = ("scatter_add", (k,), lambda x, i=indices, n=size: dc.scatter_add(x, x.scope.constant(i), n),
+                    lambda x, i=indices, n=size: _np_scatter(x, i, n))
+            new = (size, shape[1])
+        elif kind == "conv" and min(shape) >= 2:
+            kernel = rng.normal(size=(1, 1, 2, 2)).astype(np.float32)
+            step = ("conv2x2", (k,), lambda x, w=kernel: _conv(x, w), lambda x, w=kernel: _np_conv(x, w))
+            new = (shape[0] + 1, shape[1] + 1)
         else:
             indices = rng.integers(0, shape[0], int(rng.integers(1, 5))).astype(np.int32)
             step = ("take", (k,), lambda x, i=indices: dc.take(x, x.scope.constant(i), 0),
