@@ -38,12 +38,14 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]]) -> Sch
 
     buffers: dict[str, Buffer] = {}
     loads_of: dict[int, str] = {}
+    read_nodes: dict[str, int] = {}
     for node_id in graph.nodes:
         node = node_of(graph, node_id)
         if is_buffer(node):
             buffer = parameter_buffer(node.attrs)
             buffers[buffer.name] = buffer
             loads_of[node_id] = buffer.name
+            read_nodes[node.attrs.name] = node_id
     computed_in = {n: k for k, d in enumerate(drafts) for n in d.computed}
     for node_id in sorted(realized):
         if node_id in computed_in:
@@ -58,7 +60,6 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]]) -> Sch
         starts = operand_contexts(graph, node_of(graph, draft.core)) if draft.core is not None else []
         operand_walks.append(walk(graph, starts, set(), realized))
 
-    read_nodes = {node_of(graph, n).attrs.name: n for n in graph.nodes if is_buffer(node_of(graph, n))}
     copies = []
     for name, (parameter, node_id) in sorted(writes.items()):
         k = computed_in[node_id]
@@ -77,8 +78,7 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]]) -> Sch
         touched = set(out_walks[k]) | set(operand_walks[k])
         own = set(draft.computed) | ({draft.core} if draft.core is not None else set())
         loads = {n: loads_of[n] for n in sorted(touched) if n in loads_of and not (n in own and n in realized)}
-        stores = tuple(store for store in draft.stores if store[0] != draft.core or draft.core in draft.computed)
-        kernels.append(Kernel(f"kernel{k}", draft.size, stores, loads, draft.core, draft.level))
+        kernels.append(Kernel(f"kernel{k}", draft.size, tuple(draft.stores), loads, draft.core, draft.level))
     buffers, slots = _assign_slots(kernels, buffers, copies)
     return Schedule(tuple(kernels), buffers, slots, tuple(copies))
 
