@@ -1,5 +1,5 @@
 #version 450
-// ${NAME}: ${SIZE} elements; outputs ${OUTPUTS}
+// ${NAME}: ${SIZE} elements; stores ${STORES}
 layout(local_size_x = ${LOCAL_SIZE}) in;
 
 ${BUFFERS}

@@ -64,21 +64,21 @@ class _Kernel:
     def __init__(self, graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], atomic: bool = False) -> None:
         self.graph = graph
         self.kernel = kernel
-        stored = [name for _, name in kernel.outputs]
-        self.stored = tuple(dict.fromkeys(stored))
+        self.stored = tuple(dict.fromkeys(name for _, name in kernel.outputs))
         loaded = sorted(set(kernel.loads.values()))
-        self.bindings = tuple(loaded + [name for name in dict.fromkeys(stored) if name not in loaded])
+        self.bindings = tuple(loaded + [name for name in self.stored if name not in loaded])
         names = [identifier(name) for name in self.bindings]
         names = [n if names.count(n) == 1 else f"{n}_{k}" for k, n in enumerate(names)]
         self.table = {name: (glsl_name, buffers[name].dtype, buffers[name].size)
                       for name, glsl_name in zip(self.bindings, names)}
         self.declarations = []
         for binding, name in enumerate(self.bindings):
-            access = "readonly " if name not in stored else "" if name in loaded else "writeonly "
             glsl_name, dtype, _ = self.table[name]
-            storage = "uint" if atomic and name in stored else dtype.storage_glsl
-            if atomic and name in stored:
-                access = ""
+            if atomic and name in self.stored:
+                access, storage = "", "uint"  # compare-and-swap float adds read and write the bits as uint
+            else:
+                access = "readonly " if name not in self.stored else "" if name in loaded else "writeonly "
+                storage = dtype.storage_glsl
             self.declarations.append(f"layout(std430, binding = {binding}) {access}buffer Buffer{binding} "
                                      f"{{ {storage} {glsl_name}[]; }};")
         self.helpers: dict[str, str] = {}
@@ -120,7 +120,7 @@ class _Kernel:
         helpers = "".join(helper + "\n\n" for helper in self.helpers.values())
         glsl = template(name).substitute(
             NAME=self.kernel.name, BUFFERS="\n".join(self.declarations), HELPERS=helpers,
-            STORES=", ".join(dict.fromkeys(n for _, n in self.kernel.outputs)), **values)
+            STORES=", ".join(self.stored), **values)
         return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
                             tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored)
 
@@ -145,8 +145,7 @@ def _elementwise(parts: _Kernel, device: DeviceShape) -> KernelSource:
     parts.absorb(emitter)
     body = "\n".join("    " + line for line in emitter.lines + stores)
     workgroups = _grid(-(-kernel.size // device.local_size), device.max_groups)
-    return parts.fill("elementwise", workgroups, SIZE=kernel.size, LOCAL_SIZE=device.local_size,
-                      OUTPUTS=", ".join(dict.fromkeys(n for _, n in kernel.outputs)), BODY=body)
+    return parts.fill("elementwise", workgroups, SIZE=kernel.size, LOCAL_SIZE=device.local_size, BODY=body)
 
 
 _COMBINE = {
@@ -228,8 +227,7 @@ def _scatter_add(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], 
         zero = _Kernel(graph, Kernel(kernel.name + "_zero", kernel.size, kernel.outputs, {}), buffers)
         body = "\n".join(f"    {zero.table[name][0]}[i] = 0.0;" for name in zero.stored)
         sources.append(zero.fill("elementwise", _grid(-(-kernel.size // device.local_size), device.max_groups),
-                                 SIZE=kernel.size, LOCAL_SIZE=device.local_size, OUTPUTS=", ".join(zero.stored),
-                                 BODY=body))
+                                 SIZE=kernel.size, LOCAL_SIZE=device.local_size, BODY=body))
     parts.ops.append("scatter_add")
     parts.locations.append(core.location)
     workgroups = _grid(-(-threads // device.local_size), device.max_groups)
