@@ -325,15 +325,11 @@ def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, m
         for axis, (lo, hi) in enumerate(widths):
             if lo >= x.shape[axis] or hi >= x.shape[axis]:
                 raise ShapeError(at_user_line(f"pad: reflect width {(lo, hi)} must be below the size {x.shape[axis]}"))
-            if lo or hi:
-                index = [slice(None)] * x.ndim
-                parts = []
-                if lo:
-                    parts.append(getitem(x, tuple(index[:axis] + [slice(lo, 0, -1)])))
-                parts.append(x)
-                if hi:
-                    parts.append(getitem(x, tuple(index[:axis] + [slice(-2, -hi - 2, -1)])))
-                x = concat(parts, axis)
+            lead = (slice(None),) * axis
+            before = [getitem(x, lead + (slice(lo, 0, -1),))] if lo else []
+            after = [getitem(x, lead + (slice(-2, -hi - 2, -1),))] if hi else []
+            if before or after:
+                x = concat(before + [x] + after, axis)
         return x
     if mode != "constant":
         raise ValueError(f"pad: mode must be 'constant' or 'reflect', not {mode!r}")
