@@ -43,13 +43,12 @@ class Peer:
     def tensor(self, array: np.ndarray):
         return self.torch.from_numpy(array).to(self.device)
 
-    def time(self, fn: Callable[[], object]) -> float:
-        def call() -> None:
-            fn()
-            if self.device == "cuda":
-                self.torch.cuda.synchronize()
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
 
-        return best_of(call)
+    def time(self, fn: Callable[[], object], **options) -> float:
+        return best_of(fn, self.synchronize, **options)
 
 
 def _descent_case(env: dc.Environment, name: str, inputs: dict[str, np.ndarray], fn) -> float:
@@ -65,7 +64,7 @@ def _descent_case(env: dc.Environment, name: str, inputs: dict[str, np.ndarray],
         s.write(holder["out"], result)
 
     graph = env.build_graph(build)
-    return best_of(lambda: env.run(graph))
+    return best_of(lambda: env.run(graph), env.synchronize)
 
 
 def elementwise(env: dc.Environment, peer: Peer, size: int) -> Result:

@@ -28,7 +28,7 @@ def _torch_network(torch, name: str):
         tnn.Flatten(), tnn.Dropout(0.5), tnn.Linear(1568, 128), tnn.LeakyReLU(0.01), tnn.Linear(128, 10))
 
 
-def step(env: dc.Environment, peer: Peer, name: str, batch: int) -> Result:
+def step(env: dc.Environment, peer: Peer, name: str, batch: int, profile: bool = False) -> Result:
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(batch, 1, 28, 28)).astype(np.float32)
     y = rng.integers(0, 10, batch).astype(np.int32)
@@ -50,17 +50,29 @@ def step(env: dc.Environment, peer: Peer, name: str, batch: int) -> Result:
         loss.backward()
         adam.step()
 
-    descent_s = best_of(ours, repeats=3, min_time=0.5)
-    peer_s = peer.time(theirs)
+    descent_s = best_of(ours, env.synchronize, repeats=3, min_time=0.5)
+    peer_s = peer.time(theirs, repeats=3, min_time=0.5)
+    if profile:
+        kernels = graph.profile()
+        print(f"{name} batch {batch}: {len(kernels)} kernels, {sum(t for *_, t in kernels):.0f} us of device time")
+        for kernel, ops, micros in sorted(kernels, key=lambda k: -k[2]):
+            print(f"  {micros:9.1f} us  {kernel:12s} {ops[:90]}")
     flops = 6 * batch * sum(p.size for p in model.parameters())  # a rough count, for scale only
     return Result(f"train step {name} batch {batch}", descent_s, peer_s, flops, "GFLOP/s")
 
 
-def host_overhead(env: dc.Environment) -> float:
-    """Seconds per replay of a one-element graph: the fixed cost of env.run."""
+def host_overhead(env: dc.Environment) -> tuple[float, float]:
+    """Seconds per replay of a one-element graph: in a loop (runs overlap as in training) and
+    waiting for each run to finish (the latency of one run)."""
     counter = env.parameter("overhead_counter", (1,))
     graph = env.build_graph(lambda s: s.write(counter, s.read(counter) + 1.0))
-    return best_of(lambda: env.run(graph), repeats=3, min_time=0.3)
+
+    def run_and_wait() -> None:
+        env.run(graph)
+        env.synchronize()
+
+    return (best_of(lambda: env.run(graph), env.synchronize, repeats=3, min_time=0.3),
+            best_of(run_and_wait, repeats=3, min_time=0.3))
 
 
 def warm_build_seconds(name: str) -> float:

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 CACHE=${DESCENT_CACHE:-$HOME/.cache/descent}
 KP_VERSION=0.9.0
+KP_BUILD=descent2  # bump with scripts/kp-0.9.0-descent.patch so cached wheels are rebuilt
 DEBS="python3 python3-dev python3-venv g++ make patch mesa-vulkan-drivers glslang-tools libvulkan-dev libfmt-dev pybind11-dev cmake dataset-fashion-mnist"
 
 missing=""
@@ -30,9 +31,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 
-if ! $VPY -c "import kp; kp.OpMemoryBarrier" 2>/dev/null; then
+if ! $VPY -c "import kp, importlib.metadata as m; assert m.version('kp') == '$KP_VERSION+$KP_BUILD'" 2>/dev/null; then
   tag=$($VPY -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
-  wheel=$(ls "$CACHE"/kp-$KP_VERSION+descent1-$tag-*.whl 2>/dev/null | head -n 1 || true)
+  wheel=$(ls "$CACHE"/kp-$KP_VERSION+$KP_BUILD-$tag-*.whl 2>/dev/null | head -n 1 || true)
   if [ -z "$wheel" ]; then
     $VPY -m pip install -q --upgrade pip setuptools wheel "pybind11>=3" "numpy>=1.24"
     echo "descent setup: building kp $KP_VERSION from its sdist (once, a few minutes)"
@@ -40,7 +41,8 @@ if ! $VPY -c "import kp; kp.OpMemoryBarrier" 2>/dev/null; then
     work=$(mktemp -d)
     $VPY -m pip download -q --no-deps --no-binary :all: -d "$work" "kp==$KP_VERSION"
     tar xzf "$work/kp-$KP_VERSION.tar.gz" -C "$work"
-    # adds OpMemoryBarrier and device limits to the bindings, fixes setup.py's cmake arguments
+    # adds OpMemoryBarrier, device limits and a non-blocking completion check to the bindings,
+    # makes eval_async() asynchronous, fixes setup.py's cmake arguments
     patch -s -p1 -d "$work/kp-$KP_VERSION" < scripts/kp-$KP_VERSION-descent.patch
     export KOMPUTE_OPT_INSTALL=OFF KOMPUTE_OPT_USE_BUILT_IN_VULKAN_HEADER=OFF \
       KOMPUTE_OPT_USE_BUILT_IN_FMT=OFF KOMPUTE_OPT_USE_BUILT_IN_PYBIND11=OFF \
@@ -49,7 +51,7 @@ if ! $VPY -c "import kp; kp.OpMemoryBarrier" 2>/dev/null; then
     export pybind11_DIR
     $VPY -m pip wheel -q --no-build-isolation --no-deps -w "$CACHE" "$work/kp-$KP_VERSION"
     rm -rf "$work"
-    wheel=$(ls "$CACHE"/kp-$KP_VERSION+descent1-$tag-*.whl | head -n 1)
+    wheel=$(ls "$CACHE"/kp-$KP_VERSION+$KP_BUILD-$tag-*.whl | head -n 1)
   fi
   $VPY -m pip install -q --no-deps --force-reinstall "$wheel"
 fi

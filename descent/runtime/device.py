@@ -24,6 +24,7 @@ class DeviceLimits:
     subgroup_size: int
     max_push_constants: int
     max_storage_buffers: int
+    timestamp_period: float  # nanoseconds per GPU timestamp tick
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ def _limits(properties: dict) -> DeviceLimits:
         subgroup_size=properties["subgroup_size"],
         max_push_constants=properties["max_push_constants_size"],
         max_storage_buffers=properties["max_per_stage_descriptor_storage_buffers"],
+        timestamp_period=float(properties["timestamp_period"]),
     )
 
 
@@ -54,9 +56,10 @@ def _import_kp():
     try:
         import kp
     except ImportError as error:
-        raise DeviceError(f"the Kompute module `kp` is not importable ({error}); run `make setup`") from None
-    if not hasattr(kp, "OpMemoryBarrier"):
-        raise DeviceError("this `kp` lacks descent's bindings (OpMemoryBarrier); run `make setup` to build it")
+        raise DeviceError(f"the Kompute module `kp` is not importable ({error}); run `./run.sh setup`") from None
+    if not hasattr(kp, "OpMemoryBarrier") or not hasattr(kp.Sequence, "is_complete"):
+        raise DeviceError("this `kp` lacks descent's bindings (OpMemoryBarrier, Sequence.is_complete); "
+                          "run `./run.sh setup` to build the patched one")
     logging.getLogger("kp").setLevel(logging.ERROR)
     return kp
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +22,8 @@ from descent.runtime.executable import Executable
 from descent.schedule.plan import schedule
 
 LOCAL_SIZE = 256
+MAX_IN_FLIGHT = 2  # runs submitted and not yet waited for
+SPIN_SECONDS = 0.002  # on GPUs, poll a fence this long before sleeping in the driver's wait (slow to wake)
 
 
 class Environment:
@@ -42,6 +46,9 @@ class Environment:
         self._next_seed = int(seed)
         self._slots: dict[tuple[int, int], Any] = {}
         self._algorithms: dict[tuple, Any] = {}
+        self._in_flight: list = []
+        self._spin = SPIN_SECONDS if self.device.kind != "cpu" else 0.0  # a CPU driver needs the core we'd spin on
+        weakref.finalize(self, _wait_all, self._in_flight, 0.0)
         self.seed_parameter = self.parameter("descent.seed", (), "uint32")
 
     def __repr__(self) -> str:
@@ -113,11 +120,14 @@ class Environment:
 
     def write(self, parameter: Parameter, value: np.ndarray | float | int) -> None:
         """Upload `value` into the parameter; its shape must match exactly and its values fit the dtype."""
-        self._stage(parameter, value)
+        converted = self._convert(parameter, value)
+        self.synchronize()
+        if parameter.size:
+            self._tensors[parameter.name].data()[: parameter.size] = converted
         self._sync([self._tensors[parameter.name]], to_device=True)
 
-    def _stage(self, parameter: Parameter, value: np.ndarray | float | int) -> None:
-        """Check `value` and copy it into the parameter's host-visible staging memory (no transfer yet)."""
+    def _convert(self, parameter: Parameter, value: np.ndarray | float | int) -> np.ndarray:
+        """Check `value` against the parameter and return it flat, in the parameter's dtype."""
         self._check(parameter)
         array = np.asarray(value)
         if array.shape != parameter.shape:
@@ -127,24 +137,23 @@ class Environment:
         if array.dtype.kind not in "biuf":
             raise DTypeError(at_user_line(f"write: cannot store {array.dtype} data in '{parameter.name}'"))
         dtype = parameter.dtype
+        if array.dtype == dtype.numpy:
+            return array.ravel()
         if dtype == bool_:
-            converted = array.astype(bool).astype(np.uint32)
-        else:
-            integral = np.isfinite(array) & (array == np.round(array)) if array.dtype.kind == "f" else True
-            if not dtype.is_float and not np.all(integral):
+            return array.astype(bool).astype(np.uint32).ravel()
+        integral = np.isfinite(array) & (array == np.round(array)) if array.dtype.kind == "f" else True
+        if not dtype.is_float and not np.all(integral):
+            raise DTypeError(at_user_line(
+                f"write: '{parameter.name}' holds {dtype.name}, but the array has non-integer values"))
+        if not dtype.is_float and array.size:
+            info = np.iinfo(dtype.numpy)
+            if array.min() < info.min or array.max() > info.max:
                 raise DTypeError(at_user_line(
-                    f"write: '{parameter.name}' holds {dtype.name}, but the array has non-integer values"))
-            if not dtype.is_float and array.size:
-                info = np.iinfo(dtype.numpy)
-                if array.min() < info.min or array.max() > info.max:
-                    raise DTypeError(at_user_line(
-                        f"write: values of '{parameter.name}' lie outside the range of {dtype.name}"))
-            converted = array.astype(dtype.numpy)
-        if parameter.size:
-            self._tensors[parameter.name].data()[: parameter.size] = converted.ravel()
+                    f"write: values of '{parameter.name}' lie outside the range of {dtype.name}"))
+        return array.astype(dtype.numpy).ravel()
 
     def read(self, parameter: Parameter) -> np.ndarray:
-        """Download the parameter's current value as a new numpy array."""
+        """Download the parameter's current value as a new numpy array (after the runs submitted so far)."""
         self._check(parameter)
         tensor = self._tensors[parameter.name]
         self._sync([tensor], to_device=False)
@@ -154,8 +163,26 @@ class Environment:
         return data.reshape(parameter.shape)
 
     def _sync(self, tensors: list, to_device: bool) -> None:
+        self.synchronize()
         op = self.kp.OpTensorSyncDevice(tensors) if to_device else self.kp.OpTensorSyncLocal(tensors)
         self._transfer.eval(op)
+
+    def synchronize(self) -> None:
+        """Wait until every run submitted so far has finished on the device."""
+        _wait_all(self._in_flight, self._spin)
+
+    def submit(self, sequence) -> None:
+        """Submit a recorded run without waiting for it; at most MAX_IN_FLIGHT runs are pending."""
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            _wait(self._in_flight.pop(0), self._spin)
+        sequence.eval_async()
+        self._in_flight.append(sequence)
+
+    def wait_for(self, sequence) -> None:
+        """Wait for `sequence` if it is still pending (before its staging memory is written again)."""
+        if sequence in self._in_flight:
+            self._in_flight.remove(sequence)
+            _wait(sequence, self._spin)
 
     def build_graph(self, fn: Callable[[Scope], Any], training: bool = False,
                     inputs: Sequence[Parameter] = ()) -> Executable:
@@ -189,23 +216,40 @@ class Environment:
 
     def run(self, graph: Executable, inputs: dict[Parameter, np.ndarray] | None = None,
             seed: int | None = None) -> None:
-        """Run a built graph: upload `inputs` (parameters declared with build_graph(inputs=...)),
-        replay the recorded command buffer and wait for it. Random numbers come from `seed`, or from
-        a counter that advances every run when it is None."""
+        """Run a built graph: upload `inputs` (parameters declared with build_graph(inputs=...); one
+        left out keeps its current value) and submit the recorded command buffer. It returns before
+        the device finishes; `read`, `write` and `synchronize` wait. Random numbers come from `seed`,
+        or from a counter that advances every run when it is None."""
         if not isinstance(graph, Executable) or graph.environment is not self:
             raise GraphError(at_user_line("run: that graph was built by another Environment"))
-        for parameter, value in (inputs or {}).items():
+        inputs = inputs or {}
+        for parameter in inputs:
             if parameter not in graph.inputs:
                 raise GraphError(at_user_line(
                     f"run: '{getattr(parameter, 'name', parameter)}' is not an input of this graph; declare it "
                     "with build_graph(..., inputs=[...]) or use env.write"))
-            self._stage(parameter, value)
+        values = {p.name: self._convert(p, inputs[p]) if p in inputs else self.read(p).ravel().astype(p.dtype.numpy)
+                  for p in graph.inputs}
         if graph.uses_seed:
             if seed is None:
                 seed = self._next_seed
                 self._next_seed += 1
-            self._tensors[self.seed_parameter.name].data()[0] = int(seed) % 2**32
-        graph.replay()
+            values[self.seed_parameter.name] = np.array([int(seed) % 2**32], np.uint32)
+        graph.submit(values)
+
+
+def _wait(sequence, spin: float) -> None:
+    """Wait for a submitted sequence: poll its fence for up to `spin` seconds, then block."""
+    if spin:
+        deadline = time.perf_counter() + spin
+        while not sequence.is_complete() and time.perf_counter() < deadline:
+            pass
+    sequence.eval_await()
+
+
+def _wait_all(in_flight: list, spin: float) -> None:
+    while in_flight:
+        _wait(in_flight.pop(0), spin)
 
 
 def _index_parameters(scope: Scope) -> list[tuple[Parameter, int, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,9 +11,22 @@ from descent.codegen.glsl import KernelSource
 from descent.runtime import vulkan
 from descent.schedule.kernel import Schedule
 
+RECORDINGS = 2  # command buffers per graph: one can be filled with the next batch while the other runs
+
+
+@dataclass
+class Recording:
+    """One recorded command buffer of a graph, with host-visible staging memory of its own for the
+    parameters it uploads, so the next run's inputs can be written while this one is in flight."""
+
+    sequence: Any
+    staging: dict[str, np.ndarray]  # parameter name -> numpy view of the mapped staging memory
+    buffers: list  # the kp host tensors behind `staging`
+    kernels: list[int]  # position of each kernel's dispatch among the recorded operations
+
 
 class Executable:
-    """What `env.build_graph` returns: run it with `env.run`; every run replays the recorded commands."""
+    """What `env.build_graph` returns: run it with `env.run`; every run replays recorded commands."""
 
     def __init__(self, environment: Any, schedule: Schedule, sources: list[KernelSource],
                  spirv: list[bytes], index_parameters: list | None = None, inputs: tuple = ()) -> None:
@@ -27,7 +41,8 @@ class Executable:
             environment.algorithm([self._tensor(name) for name in source.bindings], code, source.workgroups)
             for source, code in zip(sources, spirv)
         ]
-        self._sequence = self._record(environment.kp)
+        self._recordings = [] if self.checked else [self._record(environment.kp) for _ in range(RECORDINGS)]
+        self._turn = 0
 
     def _tensor(self, name: str):
         buffer = self.schedule.buffers[name]
@@ -35,52 +50,100 @@ class Executable:
             return self.environment.tensor(buffer.parameter)
         return self._slots[buffer.slot]
 
-    def _uploads(self) -> list:
-        """Tensors whose staging memory is copied to the device at the start of every run."""
-        names = [p.name for p in self.inputs] + ([self.environment.seed_parameter.name] if self.uses_seed else [])
-        return [self.environment.tensor(name) for name in dict.fromkeys(names)]
+    @property
+    def uploads(self) -> list:
+        """Parameters copied from host memory to the device at the start of every run."""
+        seed = [self.environment.seed_parameter] if self.uses_seed else []
+        return list(dict.fromkeys([*self.inputs, *seed]))
 
     @property
     def uses_seed(self) -> bool:
         """Whether the graph draws random numbers, so each run uploads a seed first."""
         return f"param:{self.environment.seed_parameter.name}" in self.schedule.buffers
 
-    def _record(self, kp):
-        sequence = self.environment.device.manager.sequence()
-        if self._uploads():
-            sequence.record(kp.OpTensorSyncDevice(self._uploads()))
+    def _record(self, kp, timestamps: bool = False) -> Recording:
+        environment = self.environment
+        operations = 3 * len(self.sources) + 2 * len(self.uploads) + len(self.schedule.copies) + 4
+        sequence = environment.device.manager.sequence(0, operations if timestamps else 0)
+        recorded: list = []
+        kernels: list[int] = []
+
+        def record(op) -> None:
+            recorded.append(op)
+            sequence.record(op)
+
+        touched = [self._tensor(name) for name in dict.fromkeys(n for s in self.sources for n in s.bindings)]
+        uploads = [environment.tensor(p.name) for p in self.uploads]
+        targets = [self._tensor(copy.target) for copy in self.schedule.copies]
+        everything = list(dict.fromkeys([*touched, *uploads, *targets]))
+        any_access = (vulkan.ACCESS_SHADER_READ | vulkan.ACCESS_SHADER_WRITE
+                      | vulkan.ACCESS_TRANSFER_READ | vulkan.ACCESS_TRANSFER_WRITE)
+        both_stages = vulkan.STAGE_COMPUTE_SHADER | vulkan.STAGE_TRANSFER
+        if everything:  # order this run after whatever was submitted before it
+            record(kp.OpMemoryBarrier(everything, vulkan.ACCESS_SHADER_WRITE | vulkan.ACCESS_TRANSFER_WRITE,
+                                      any_access, both_stages, both_stages))
+        staging, buffers = {}, []
+        for parameter, device_tensor in zip(self.uploads, uploads):
+            host = environment.device.manager.tensor_t(
+                np.zeros(max(parameter.size, 1), parameter.dtype.numpy), kp.TensorTypes.host)
+            buffers.append(host)
+            staging[parameter.name] = host.data()[: parameter.size]
+            record(kp.OpTensorCopy([host, device_tensor]))
         previous = None
         for source, algorithm in zip(self.sources, self._algorithms):
             if previous is None:
-                tensors = [self._tensor(name) for name in source.bindings]
-                source_access = vulkan.ACCESS_SHADER_WRITE | vulkan.ACCESS_TRANSFER_WRITE
-                source_stage = vulkan.STAGE_COMPUTE_SHADER | vulkan.STAGE_TRANSFER
+                if uploads:
+                    record(kp.OpMemoryBarrier(uploads, vulkan.ACCESS_TRANSFER_WRITE,
+                                              vulkan.ACCESS_SHADER_READ | vulkan.ACCESS_SHADER_WRITE,
+                                              vulkan.STAGE_TRANSFER, vulkan.STAGE_COMPUTE_SHADER))
             else:
-                tensors = [self._tensor(name) for name in previous.writes]
-                source_access, source_stage = vulkan.ACCESS_SHADER_WRITE, vulkan.STAGE_COMPUTE_SHADER
-            sequence.record(kp.OpMemoryBarrier(
-                tensors, source_access, vulkan.ACCESS_SHADER_READ | vulkan.ACCESS_SHADER_WRITE,
-                source_stage, vulkan.STAGE_COMPUTE_SHADER))
-            sequence.record(kp.OpAlgoDispatch(algorithm))
+                record(kp.OpMemoryBarrier(
+                    [self._tensor(name) for name in previous.writes], vulkan.ACCESS_SHADER_WRITE,
+                    vulkan.ACCESS_SHADER_READ | vulkan.ACCESS_SHADER_WRITE,
+                    vulkan.STAGE_COMPUTE_SHADER, vulkan.STAGE_COMPUTE_SHADER))
+            kernels.append(len(recorded))
+            record(kp.OpAlgoDispatch(algorithm))
             previous = source
         if self.schedule.copies:
             staged = [self._tensor(copy.source) for copy in self.schedule.copies]
-            targets = [self._tensor(copy.target) for copy in self.schedule.copies]
-            sequence.record(kp.OpMemoryBarrier(staged, vulkan.ACCESS_SHADER_WRITE, vulkan.ACCESS_TRANSFER_READ,
-                                               vulkan.STAGE_COMPUTE_SHADER, vulkan.STAGE_TRANSFER))
+            record(kp.OpMemoryBarrier(staged, vulkan.ACCESS_SHADER_WRITE, vulkan.ACCESS_TRANSFER_READ,
+                                      vulkan.STAGE_COMPUTE_SHADER, vulkan.STAGE_TRANSFER))
             for source, target in zip(staged, targets):
-                sequence.record(kp.OpTensorCopy([source, target]))
-            sequence.record(kp.OpMemoryBarrier(
-                targets, vulkan.ACCESS_TRANSFER_WRITE,
-                vulkan.ACCESS_SHADER_READ | vulkan.ACCESS_SHADER_WRITE | vulkan.ACCESS_TRANSFER_READ,
-                vulkan.STAGE_TRANSFER, vulkan.STAGE_COMPUTE_SHADER | vulkan.STAGE_TRANSFER))
-        return sequence
+                record(kp.OpTensorCopy([source, target]))
+            record(kp.OpMemoryBarrier(targets, vulkan.ACCESS_TRANSFER_WRITE, any_access,
+                                      vulkan.STAGE_TRANSFER, both_stages))
+        return Recording(sequence, staging, buffers, kernels)
 
-    def replay(self) -> None:
+    def submit(self, values: dict[str, np.ndarray]) -> None:
+        """Start one run: `values` (parameter name -> array of the parameter's dtype and size) go into
+        the next recording's staging memory, then its command buffer is submitted without waiting."""
         if self.checked:
-            self._replay_checked()
-        elif self.sources or self.schedule.copies:
-            self._sequence.eval()
+            self._replay_checked(values)
+            return
+        recording = self._recordings[self._turn]
+        self._turn = (self._turn + 1) % len(self._recordings)
+        self.environment.wait_for(recording.sequence)
+        for name, view in recording.staging.items():
+            view[...] = values[name]
+        self.environment.submit(recording.sequence)
+
+    def profile(self, repeats: int = 5) -> list[tuple[str, str, float]]:
+        """Run the graph `repeats` times (its writes take effect; inputs keep their current values) and
+        return, per kernel, its name, its ops and the median device time in microseconds from GPU
+        timestamps."""
+        environment = self.environment
+        environment.synchronize()
+        recording = self._record(environment.kp, timestamps=True)
+        for parameter in self.uploads:
+            recording.staging[parameter.name][...] = environment.read(parameter).ravel()
+        period_us = environment.device.limits.timestamp_period / 1000.0
+        times = []
+        for _ in range(repeats):
+            recording.sequence.eval()
+            stamps = np.array(recording.sequence.get_timestamps(), np.float64)
+            times.append([(stamps[k + 1] - stamps[k]) * period_us for k in recording.kernels])
+        median = np.median(np.array(times), axis=0) if times else []
+        return [(source.name, "+".join(dict.fromkeys(source.ops)), float(t)) for source, t in zip(self.sources, median)]
 
     def _check_indices(self) -> None:
         """DESCENT_DEBUG mode: every index array that is a parameter must lie in its axis's range."""
@@ -91,13 +154,14 @@ class Executable:
                 raise IndexError(f"DESCENT_DEBUG: index {values.ravel()[bad[0]]} in '{parameter.name}' (element "
                                  f"{bad[0]}) is out of range for an axis of size {extent}; used at {location}")
 
-    def _replay_checked(self) -> None:
+    def _replay_checked(self, values: dict[str, np.ndarray]) -> None:
         """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored."""
+        environment = self.environment
+        for parameter in self.uploads:
+            environment.write(parameter, values[parameter.name].reshape(parameter.shape))
         self._check_indices()
-        kp = self.environment.kp
-        manager = self.environment.device.manager
-        if self._uploads():
-            manager.sequence().eval(kp.OpTensorSyncDevice(self._uploads()))
+        kp = environment.kp
+        manager = environment.device.manager
         staged_targets = {copy.source: copy.target for copy in self.schedule.copies}
         for source, algorithm in zip(self.sources, self._algorithms):
             sequence = manager.sequence()
@@ -109,11 +173,11 @@ class Executable:
                     continue
                 tensor = self._tensor(name)
                 manager.sequence().eval(kp.OpTensorSyncLocal([tensor]))
-                values = np.asarray(tensor.data()[: buffer.size])
-                bad = np.flatnonzero(~np.isfinite(values))
+                stored = np.asarray(tensor.data()[: buffer.size])
+                bad = np.flatnonzero(~np.isfinite(stored))
                 if bad.size:
                     raise FloatingPointError(
-                        f"DESCENT_DEBUG: {source.name} stored {values[bad[0]]} at element {bad[0]} of "
+                        f"DESCENT_DEBUG: {source.name} stored {stored[bad[0]]} at element {bad[0]} of "
                         f"{staged_targets.get(name, name)} ({bad.size} non-finite values); it computes "
                         f"{', '.join(dict.fromkeys(source.ops))} from {', '.join(source.locations)}")
         for copy in self.schedule.copies:
