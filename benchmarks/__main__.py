@@ -11,15 +11,16 @@ import json
 import platform
 
 import descent as dc
-from benchmarks import ops, training
+from benchmarks import memory, ops, training
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes only (lavapipe, CI smoke)")
     parser.add_argument("--profile", action="store_true", help="print each training kernel's device time")
-    parser.add_argument("--only", choices=["ops", "training"], help="run one group of cases")
+    parser.add_argument("--only", choices=["ops", "training", "memory"], help="run one group of cases")
     parser.add_argument("--json", default="benchmarks/results.json", help="where to write the results")
+    parser.add_argument("--markdown", help="also write the table as Markdown (for the README)")
     args = parser.parse_args()
 
     env = dc.Environment()
@@ -38,6 +39,8 @@ def main() -> None:
         for name in ("mlp", "convnet"):
             for batch in batches:
                 results.append(training.step(env, peer, name, batch, args.profile))
+    memories = [memory.training_step(name, batch) for name in ("mlp", "convnet") for batch in batches
+                ] if args.only in (None, "memory") else []
     overhead, latency = training.host_overhead(env)
     build = training.warm_build_seconds("convnet")
 
@@ -46,18 +49,41 @@ def main() -> None:
     for r in results:
         print(f"{r.case:40s} {r.descent_s * 1e3:10.3f}ms {r.peer_s * 1e3:10.3f}ms "
               f"{r.rate(r.descent_s):10.1f} {r.unit:>5s} {r.rate(r.peer_s):10.1f} {r.unit:>5s} {r.ratio:11.2f}x")
+    for m in memories:
+        print(f"memory of a train step {m['case']:22s} descent {m['descent_bytes'] / 2**20:8.2f} MiB, parameters + "
+              f"Adam state + batch + saved activations {m['bound_bytes'] / 2**20:8.2f} MiB: {m['ratio']:.2f}x")
     print(f"replay of a one-kernel graph: {overhead * 1e6:.0f} us in a loop, {latency * 1e6:.0f} us waiting for "
           f"each; ConvNet training graph rebuilt with a warm "
           f"SPIR-V cache: {build:.2f} s")
     record = {
         "replay_overhead_us": overhead * 1e6, "replay_latency_us": latency * 1e6, "warm_build_s": build,
-        "date": str(datetime.date.today()), "device": env.device.name, "peer": peer.name,
+        "memory": memories, "date": str(datetime.date.today()), "device": env.device.name, "peer": peer.name,
         "results": [dict(case=r.case, descent_ms=r.descent_s * 1e3, peer_ms=r.peer_s * 1e3,
                          descent_rate=r.rate(r.descent_s), peer_rate=r.rate(r.peer_s), unit=r.unit,
                          peer_over_descent=r.ratio) for r in results],
     }
     with open(args.json, "w") as handle:
         json.dump(record, handle, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(markdown(record))
+
+
+def markdown(record: dict) -> str:
+    """The results as a Markdown table: times, rates and the peer/descent ratio (above 1: descent faster)."""
+    lines = [f"descent on {record['device']} vs {record['peer']}, {record['date']}", "",
+             "| case | descent | peer | descent rate | peer rate | peer/descent |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in record["results"]:
+        lines.append(f"| {r['case']} | {r['descent_ms']:.3f} ms | {r['peer_ms']:.3f} ms | {r['descent_rate']:.1f} "
+                     f"{r['unit']} | {r['peer_rate']:.1f} {r['unit']} | {r['peer_over_descent']:.2f}x |")
+    for m in record["memory"]:
+        lines.append(f"| memory of a train step, {m['case']} | {m['descent_bytes'] / 2**20:.2f} MiB | "
+                     f"{m['bound_bytes'] / 2**20:.2f} MiB (bound) | | | {m['ratio']:.2f}x of the bound |")
+    lines.append(f"| replay of a one-kernel graph | {record['replay_overhead_us']:.0f} us in a loop, "
+                 f"{record['replay_latency_us']:.0f} us waiting for each | | | | |")
+    lines.append(f"| training graph rebuilt, warm SPIR-V cache | {record['warm_build_s']:.2f} s | | | | |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

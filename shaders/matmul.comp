@@ -16,7 +16,7 @@ const int BLOCK_N = TILE_N / 16;
 ${BUFFERS}
 ${HELPERS}
 ${FUNCTIONS}
-shared float tile_a[TILE_K][TILE_M];
+shared float tile_a[TILE_K][TILE_M + 1];  // + 1: the column-wise stores below hit distinct banks
 shared float tile_b[TILE_K][TILE_N];
 
 void main() {

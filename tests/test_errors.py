@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,39 @@ def test_graph_misuse(env: dc.Environment) -> None:
         env.build_graph(lambda s: s.read(x)[2])
     with pytest.raises(TypeError, match="no value while the graph is built"):
         env.build_graph(lambda s: bool(s.read(x) > 0))
+
+
+def test_two_threads_writing_one_parameter(env: dc.Environment) -> None:
+    """A run that shares a written parameter with a run another thread still has going is refused;
+    the same graphs from one thread, or after that thread synchronizes, run in order."""
+    size = 768 if env.device.kind == "cpu" else 4096  # long enough to still run when the thread starts
+    a = env.parameter("thread_a", (size, size), init=np.ones((size, size), np.float32))
+    shared = env.parameter("thread_shared", (size, size))
+    slow = env.build_graph(lambda s: s.write(shared, s.read(a) @ s.read(a) @ s.read(a)))
+    fast = env.build_graph(lambda s: s.write(shared, s.read(a) * 2.0))
+    errors: list[Exception] = []
+
+    def other_thread() -> None:
+        try:
+            env.run(fast)
+        except dc.GraphError as error:
+            errors.append(error)
+
+    env.run(slow)
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    worker.join()
+    assert len(errors) == 1 and "'thread_shared'" in str(errors[0]) and "another thread" in str(errors[0])
+    assert "test_errors.py" in str(errors[0])
+    env.synchronize()
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    worker.join()
+    assert len(errors) == 1
+    np.testing.assert_array_equal(env.read(shared), np.full((size, size), 2.0, np.float32))
+    env.run(slow)
+    env.run(fast)
+    np.testing.assert_array_equal(env.read(shared), np.full((size, size), 2.0, np.float32))
 
 
 def test_invalid_shader_shows_glsl_and_compiler_message() -> None:

@@ -11,8 +11,12 @@ from descent.graph.array import Array
 from descent.graph.dtype import float32
 
 
-def differentiation_inputs(node) -> tuple[int, ...]:
-    """What a node is differentiated with respect to: a view's parent, otherwise its inputs."""
+def differentiation_inputs(scope, node_id: int) -> tuple[int, ...]:
+    """What a node is differentiated with respect to: the inputs of its custom gradient rule, a view's
+    parent, otherwise its inputs."""
+    if node_id in scope.gradient_rules:
+        return scope.gradient_rules[node_id][0]
+    node = scope.node(node_id)
     return (node.attrs.parent,) if node.op == "view" else node.inputs
 
 
@@ -33,12 +37,15 @@ def grad(loss: Array, wrt: Sequence[Array]) -> list[Array]:
     for node_id in sorted(needed, reverse=True):
         if node_id not in cotangents:
             continue
-        node = scope.node(node_id)
-        sources = differentiation_inputs(node)
+        sources = differentiation_inputs(scope, node_id)
         if not sources or not any(s in needed for s in sources):
             continue
-        inputs = [Array(scope, s) for s in sources]
-        for source, cotangent in zip(sources, vjp(cotangents[node_id], node, inputs, Array(scope, node_id))):
+        if node_id in scope.gradient_rules:
+            contributions = scope.gradient_rules[node_id][1](cotangents[node_id])
+        else:
+            inputs = [Array(scope, s) for s in sources]
+            contributions = vjp(cotangents[node_id], scope.node(node_id), inputs, Array(scope, node_id))
+        for source, cotangent in zip(sources, contributions):
             if cotangent is None or source not in needed:
                 continue
             if cotangent.shape != scope.node(source).shape:
@@ -58,13 +65,13 @@ def _needed(scope, loss: int, targets: set[int]) -> set[int]:
     """Nodes on some path from a target to the loss: only they need cotangents."""
     reaches: dict[int, bool] = {}
     for node_id in range(loss + 1):
-        node = scope.node(node_id)
-        reaches[node_id] = node_id in targets or any(reaches.get(s, False) for s in differentiation_inputs(node))
+        reaches[node_id] = node_id in targets or any(
+            reaches.get(s, False) for s in differentiation_inputs(scope, node_id))
     needed, stack = set(), [loss]
     while stack:
         node_id = stack.pop()
         if node_id in needed or not reaches.get(node_id, False):
             continue
         needed.add(node_id)
-        stack.extend(differentiation_inputs(scope.node(node_id)))
+        stack.extend(differentiation_inputs(scope, node_id))
     return needed

@@ -254,8 +254,19 @@ def _accumulate_function(parts: _Kernel) -> str:
     return f"void accumulate(int target, float value) {{\n{body}}}\n"
 
 
-def _tile(extent: int) -> int:
-    return 64 if extent > 32 else 32 if extent > 16 else 16
+CPU_BLOCKS = (16, 8, 4)  # register blocks of the CPU matmul: plain large, fused large, small products
+MIN_MATMUL_WORKGROUPS = 128  # below this, smaller tiles: more workgroups beat more reuse per workgroup
+
+
+def _tiles(m: int, n: int, batch: int) -> tuple[int, int]:
+    """Output tile of one workgroup: up to 128 x 128, halved while the grid would leave a GPU idle."""
+    tile_m, tile_n = (128 if e > 64 else 64 if e > 32 else 32 if e > 16 else 16 for e in (m, n))
+    while -(-m // tile_m) * -(-n // tile_n) * batch < MIN_MATMUL_WORKGROUPS and max(tile_m, tile_n) > 16:
+        if tile_m >= tile_n:
+            tile_m //= 2
+        else:
+            tile_n //= 2
+    return tile_m, tile_n
 
 
 def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
@@ -264,16 +275,19 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     *batch_shape, m, n = core.shape
     k = node_of(parts.graph, a).shape[-1]
     batch = kernel.size // (m * n)
-    tile_m, tile_n, tile_k = _tile(m), _tile(n), 16
-    while (tile_m + tile_n) * tile_k * 4 > device.shared_memory and tile_k > 4:
+    (tile_m, tile_n), tile_k = _tiles(m, n, batch), 16
+    while (tile_m + 1 + tile_n) * tile_k * 4 > device.shared_memory and tile_k > 4:
         tile_k //= 2
     functions = parts.load_function("load_a", a, chain_a, float32)
     functions += "\n" + parts.load_function("load_b", b, chain_b, float32)
     functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"})
+    fused = bool(parts.ops)
     parts.ops.append("matmul")
     parts.locations.append(core.location)
     if device.cpu:
-        block = 16 if m * n * k >= 1 << 12 else 4  # big blocks run fastest but take lavapipe long to compile
+        # lavapipe compiles at first dispatch: a 16 x 16 block with fused loads or an optimiser
+        # update in its stores unrolls into code LLVM needs ~50 s for; 8 x 8 takes ~3 s
+        block = CPU_BLOCKS[2] if m * n * k < 1 << 12 else CPU_BLOCKS[1] if fused else CPU_BLOCKS[0]
         block_m, block_n = min(block, m), min(block, n)
         workgroups = (-(-n // (8 * block_n)), -(-m // (8 * block_m)), batch)
         return parts.fill("matmul_direct", workgroups, BATCH=batch, M=m, N=n, K=k, BLOCK_M=block_m,

@@ -39,6 +39,19 @@ def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padd
     columns = patches.transpose(0, 1, 4, 5, 2, 3).reshape(n, groups, cg * kh * kw, oh * ow)
     kernels = w.reshape(groups, o // groups, cg * kh * kw)
     out = matmul(kernels, columns).reshape(n, o, oh, ow)
+
+    def gradients(cotangent: Array) -> tuple[Array, Array]:
+        """The input's gradient as a transposed convolution (no window-sized intermediate); the weight's
+        as one product over every batch element and position."""
+        extra = [x.shape[2 + k] - ((out.shape[2 + k] - 1) * stride[k] - 2 * padding[k]
+                                   + dilation[k] * ((kh, kw)[k] - 1) + 1) for k in range(2)]
+        dx = conv_transpose2d(cotangent, w, None, stride, padding, tuple(extra), dilation, groups)
+        flat = cotangent.reshape(n, groups, o // groups, oh * ow).transpose(1, 2, 0, 3)
+        rows = columns.transpose(1, 0, 3, 2).reshape(groups, n * oh * ow, cg * kh * kw)
+        dw = matmul(flat.reshape(groups, o // groups, n * oh * ow), rows).reshape(o, cg, kh, kw)
+        return dx, dw
+
+    out = out.scope.custom_gradient(out, (x, w), gradients)
     if bias is not None:
         out = out + bias.reshape(o, 1, 1)
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from descent.errors import ShapeError, at_user_line
-from descent.graph import ops
+from descent.graph import ops, reductions, split
 from descent.graph.array import Array
 from descent.graph.dtype import float32
 from descent.graph.view import broadcast_shapes
@@ -27,10 +27,27 @@ def matmul(a: Array, b: Array) -> Array:
         raise ShapeError(at_user_line(f"matmul: batch axes of {a.shape} and {b.shape} do not broadcast"))
     left = ops.broadcast_to(left, batch + left.shape[-2:])
     right = ops.broadcast_to(right, batch + right.shape[-2:])
-    shape = batch + (left.shape[-2], right.shape[-1])
-    result = scope.add("matmul", shape, float32, (left.node_id, right.node_id))
+    m, depth, n = left.shape[-2], left.shape[-1], right.shape[-1]
+    outputs = m * n * (left.size // max(m * depth, 1))
+    parts = split.chunks(outputs, depth, split.MATMUL_OUTPUTS, split.MATMUL_MIN_CHUNK)
+    if parts > 1 and outputs < split.MATMUL_SPLIT_BELOW and outputs * depth >= split.MATMUL_MIN_WORK:
+        result = _split_depth(scope, left, right, batch, parts)
+    else:
+        result = scope.add("matmul", batch + (m, n), float32, (left.node_id, right.node_id))
     if a.ndim == 1:
         result = ops.squeeze(result, -2)
     if b.ndim == 1:
         result = ops.squeeze(result, -1)
     return result
+
+
+def _split_depth(scope, left: Array, right: Array, batch: tuple[int, ...], parts: int) -> Array:
+    """left @ right as `parts` products over chunks of the shared axis (a batch axis), then their sum."""
+    m, depth, n = left.shape[-2], left.shape[-1], right.shape[-1]
+    chunk = depth // parts
+    rank = len(batch)
+    order = list(range(rank)) + [rank + 1, rank, rank + 2]
+    left = ops.transpose(ops.reshape(left, batch + (m, parts, chunk)), order)
+    right = ops.reshape(right, batch + (parts, chunk, n))
+    partial = scope.add("matmul", batch + (parts, m, n), float32, (left.node_id, right.node_id))
+    return reductions.sum(partial, rank)

@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Sequence
 
 from descent.errors import ShapeError, at_user_line
-from descent.graph import ops
+from descent.graph import ops, split
 from descent.graph.array import Array
 from descent.graph.dtype import bool_, float32, int32
 from descent.graph.view import numel
@@ -35,11 +35,28 @@ def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Arra
     dtype = int32 if op.startswith("arg") else x.dtype
     if not axes:
         result = x if not op.startswith("arg") else ops.astype(ops.mul(x, 0), int32)
+    elif op == "sum" and (parts := _chunks(x, axes)) > 1:
+        result = ops.reshape(_two_stage_sum(x, axes, parts), kept)
     else:
         result = x.scope.add("reduce", kept, dtype, (x.node_id,), {"op": op, "axes": axes})
     if keepdims:
         return result
     return ops.reshape(result, tuple(size for a, size in enumerate(x.shape) if a not in axes))
+
+
+def _chunks(x: Array, axes: tuple[int, ...]) -> int:
+    extent = numel(tuple(x.shape[a] for a in axes))
+    return split.chunks(x.size // extent, extent, split.REDUCE_OUTPUTS, split.REDUCE_MIN_CHUNK)
+
+
+def _two_stage_sum(x: Array, axes: tuple[int, ...], parts: int) -> Array:
+    """sum over `axes` as partial sums over `parts` chunks of the folded elements, then their sum."""
+    kept_axes = [a for a in range(x.ndim) if a not in axes]
+    kept_shape = tuple(x.shape[a] for a in kept_axes)
+    extent = numel(tuple(x.shape[a] for a in axes))
+    moved = ops.transpose(x, kept_axes + list(axes))
+    partial = reduce("sum", ops.reshape(moved, kept_shape + (parts, extent // parts)), -1)
+    return reduce("sum", partial, -1)
 
 
 def sum(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -28,6 +29,7 @@ class Scope:
         self._reads: dict[str, int] = {}
         self._constants: dict[tuple, int] = {}
         self._streams = 0
+        self.gradient_rules: dict[int, tuple[tuple[int, ...], Callable]] = {}
 
     def add(self, op: str, shape: Shape, dtype: DType, inputs: tuple[int, ...] = (), attrs: Any = None) -> Array:
         """Append a node and return the Array that names it."""
@@ -37,6 +39,13 @@ class Scope:
         for position, source in enumerate(inputs):
             self.graph.add_edge(source, node_id, position=position)
         return Array(self, node_id)
+
+    def custom_gradient(self, output: Array, inputs: Sequence[Array],
+                        rule: Callable[[Array], Sequence[Array | None]]) -> Array:
+        """Differentiate `output` with respect to `inputs` by `rule(cotangent)` (one gradient or None per
+        input) instead of through the ops that computed it."""
+        self.gradient_rules[output.node_id] = (tuple(array.node_id for array in inputs), rule)
+        return output
 
     def node(self, node_id: int) -> Node:
         return self.graph.nodes[node_id]["node"]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from descent.codegen.glsl import DeviceShape, generate
 from descent.compile.spirv import compile_glsl
-from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line
+from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line, user_location
 from descent.graph.dtype import DType, as_dtype, bool_, float32
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
@@ -46,7 +48,8 @@ class Environment:
         self._next_seed = int(seed)
         self._slots: dict[tuple[int, int], Any] = {}
         self._algorithms: dict[tuple, Any] = {}
-        self._in_flight: list = []
+        self._in_flight: list[Pending] = []
+        self._lock = threading.RLock()  # runs may come from several threads; the queue takes one at a time
         self._spin = SPIN_SECONDS if self.device.kind != "cpu" else 0.0  # a CPU driver needs the core we'd spin on
         weakref.finalize(self, _wait_all, self._in_flight, 0.0)
         self.seed_parameter = self.parameter("descent.seed", (), "uint32")
@@ -76,6 +79,13 @@ class Environment:
         else:
             self._sync([self._tensors[name]], to_device=True)
         return parameter
+
+    @property
+    def device_bytes(self) -> int:
+        """Device memory this Environment holds: every parameter (model, optimiser state, inputs,
+        constants) and the temporary slots its graphs share."""
+        parameters = sum(max(p.size, 1) * p.dtype.itemsize for p in self.parameters.values())
+        return parameters + sum(max(nbytes // 4, 1) * 4 for _, nbytes in self._slots)
 
     def unique_name(self, prefix: str) -> str:
         """`prefix`, or `prefix2`, `prefix3`... : the first that no parameter name starts with."""
@@ -169,20 +179,39 @@ class Environment:
 
     def synchronize(self) -> None:
         """Wait until every run submitted so far has finished on the device."""
-        _wait_all(self._in_flight, self._spin)
+        with self._lock:
+            _wait_all(self._in_flight, self._spin)
 
-    def submit(self, sequence) -> None:
-        """Submit a recorded run without waiting for it; at most MAX_IN_FLIGHT runs are pending."""
-        if len(self._in_flight) >= MAX_IN_FLIGHT:
-            _wait(self._in_flight.pop(0), self._spin)
-        sequence.eval_async()
-        self._in_flight.append(sequence)
+    def submit(self, sequence, graph: Executable) -> None:
+        """Submit a recorded run of `graph` without waiting for it; at most MAX_IN_FLIGHT are pending."""
+        with self._lock:
+            self._check_other_threads(graph)
+            if len(self._in_flight) >= MAX_IN_FLIGHT:
+                _wait(self._in_flight.pop(0).sequence, self._spin)
+            sequence.eval_async()
+            self._in_flight.append(Pending(sequence, graph, threading.get_ident()))
+
+    def _check_other_threads(self, graph: Executable) -> None:
+        """Refuse a run that shares a written parameter with a run another thread still has going:
+        which one lands first would be a race."""
+        me = threading.get_ident()
+        for pending in self._in_flight:
+            other = pending.graph
+            shared = graph.writes & (other.writes | other.reads) | graph.reads & other.writes
+            if pending.thread != me and shared and not pending.sequence.is_complete():
+                raise GraphError(at_user_line(
+                    f"run: parameter '{sorted(shared)[0]}' is shared with a graph (built at {other.location}) that "
+                    "another thread is still running and one of them writes it, so the result would depend on "
+                    "which finishes first; call env.synchronize() in that thread first, or run both from one thread"))
 
     def wait_for(self, sequence) -> None:
         """Wait for `sequence` if it is still pending (before its staging memory is written again)."""
-        if sequence in self._in_flight:
-            self._in_flight.remove(sequence)
-            _wait(sequence, self._spin)
+        with self._lock:
+            for pending in self._in_flight:
+                if pending.sequence is sequence:
+                    self._in_flight.remove(pending)
+                    _wait(sequence, self._spin)
+                    return
 
     def build_graph(self, fn: Callable[[Scope], Any], training: bool = False,
                     inputs: Sequence[Parameter] = ()) -> Executable:
@@ -212,7 +241,7 @@ class Environment:
                 raise DeviceError(f"a temporary of {nbytes} bytes exceeds the device's storage-buffer range "
                                   f"of {limits.max_storage_buffer_range} bytes")
         spirv = [compile_glsl(s.glsl, s.name, ", ".join(s.locations[:3])) for s in sources]
-        return Executable(self, plan, sources, spirv, _index_parameters(scope), tuple(inputs))
+        return Executable(self, plan, sources, spirv, _index_parameters(scope), tuple(inputs), user_location())
 
     def run(self, graph: Executable, inputs: dict[Parameter, np.ndarray] | None = None,
             seed: int | None = None) -> None:
@@ -238,6 +267,15 @@ class Environment:
         graph.submit(values)
 
 
+@dataclass
+class Pending:
+    """A submitted run not yet waited for."""
+
+    sequence: Any
+    graph: Executable
+    thread: int
+
+
 def _wait(sequence, spin: float) -> None:
     """Wait for a submitted sequence: poll its fence for up to `spin` seconds, then block."""
     if spin:
@@ -247,9 +285,9 @@ def _wait(sequence, spin: float) -> None:
     sequence.eval_await()
 
 
-def _wait_all(in_flight: list, spin: float) -> None:
+def _wait_all(in_flight: list[Pending], spin: float) -> None:
     while in_flight:
-        _wait(in_flight.pop(0), spin)
+        _wait(in_flight.pop(0).sequence, spin)
 
 
 def _index_parameters(scope: Scope) -> list[tuple[Parameter, int, str]]:

@@ -29,13 +29,18 @@ class Executable:
     """What `env.build_graph` returns: run it with `env.run`; every run replays recorded commands."""
 
     def __init__(self, environment: Any, schedule: Schedule, sources: list[KernelSource],
-                 spirv: list[bytes], index_parameters: list | None = None, inputs: tuple = ()) -> None:
+                 spirv: list[bytes], index_parameters: list | None = None, inputs: tuple = (),
+                 location: str = "") -> None:
         self.environment = environment
         self.schedule = schedule
         self.sources = sources
         self.checked = environment.checked
         self.index_parameters = index_parameters or []  # (parameter, axis size, user line) checked mode validates
         self.inputs = inputs  # parameters uploaded at the start of every run
+        self.location = location  # the user's line that built it
+        written = [n for source in sources for n in source.writes] + [c.target for c in schedule.copies]
+        self.writes = {schedule.buffers[n].parameter for n in written if schedule.buffers[n].parameter}
+        self.reads = {b.parameter for b in schedule.buffers.values() if b.parameter} - self.writes
         self._slots = [environment.slot(k, nbytes) for k, nbytes in enumerate(schedule.slots)]
         self._algorithms = [
             environment.algorithm([self._tensor(name) for name in source.bindings], code, source.workgroups)
@@ -125,7 +130,7 @@ class Executable:
         self.environment.wait_for(recording.sequence)
         for name, view in recording.staging.items():
             view[...] = values[name]
-        self.environment.submit(recording.sequence)
+        self.environment.submit(recording.sequence, self)
 
     def profile(self, repeats: int = 5) -> list[tuple[str, str, float]]:
         """Run the graph `repeats` times (its writes take effect; inputs keep their current values) and
