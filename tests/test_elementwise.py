@@ -17,6 +17,7 @@ SHAPES = [(), (1,), (7,), (3, 5), (2, 3, 4), (1, 1)]
 
 UNARY = {
     "neg": (lambda x: -x, np.negative, (-3, 3)),
+    "contiguous": (dc.contiguous, lambda x: x, (-3, 3)),
     "abs": (dc.abs, np.abs, (-3, 3)),
     "sign": (dc.sign, np.sign, (-3, 3)),
     "exp": (dc.exp, np.exp, (-5, 5)),
@@ -34,7 +35,7 @@ UNARY = {
     "round": (dc.round, np.round, (-5, 5)),
     "clip": (lambda x: dc.clip(x, -1.0, 0.5), lambda x: np.clip(x, -1.0, 0.5), (-3, 3)),
 }
-EXACT = {"neg", "abs", "sign", "relu", "leaky_relu", "floor", "round", "clip"}
+EXACT = {"contiguous", "neg", "abs", "sign", "relu", "leaky_relu", "floor", "round", "clip"}
 
 
 @pytest.mark.parametrize("name", sorted(UNARY))

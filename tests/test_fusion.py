@@ -170,3 +170,14 @@ def test_inputs_are_uploaded_inside_the_recorded_run(env: dc.Environment) -> Non
         env.run(graph, {other: np.zeros((3, 4), np.float32)})
     with pytest.raises(dc.ShapeError, match="does not fit parameter 'inputs_x'"):
         env.run(graph, {x: np.zeros((2, 2), np.float32)})
+
+
+def test_contiguous_computes_a_fused_expression_once(env: dc.Environment) -> None:
+    x = env.parameter("contiguous_x", (64,), init=np.linspace(-1, 1, 64, dtype=np.float32))
+    out = env.parameter("contiguous_out", (64,))
+    fused = env.build_graph(lambda s: s.write(out, dc.sin(s.read(x)) * 2.0))
+    once = env.build_graph(lambda s: s.write(out, dc.contiguous(dc.sin(s.read(x))) * 2.0))
+    of_buffer = env.build_graph(lambda s: s.write(out, dc.contiguous(s.read(x)) * 2.0))
+    assert (fused.kernel_count, once.kernel_count, of_buffer.kernel_count) == (1, 2, 1)
+    env.run(once)
+    np.testing.assert_allclose(env.read(out), np.sin(np.linspace(-1, 1, 64, dtype=np.float32)) * 2, rtol=1e-6)

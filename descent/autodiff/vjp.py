@@ -42,6 +42,7 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "minimum": lambda g, n, x, y: _split_ties(g, x[0], x[1], ops.lt(x[0], x[1]), ops.gt(x[0], x[1])),
     "where": lambda g, n, x, y: [None, ops.where(x[0], g, 0.0), ops.where(x[0], 0.0, g)],
     "neg": lambda g, n, x, y: [-g],
+    "contiguous": lambda g, n, x, y: [g],
     "abs": lambda g, n, x, y: [g * ops.sign(x[0])],
     "exp": lambda g, n, x, y: [g * y],
     "log": lambda g, n, x, y: [g / x[0]],

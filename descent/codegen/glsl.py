@@ -255,7 +255,7 @@ def _accumulate_function(parts: _Kernel) -> str:
 
 
 CPU_BLOCKS = (16, 8, 4)  # register blocks of the CPU matmul: plain large, fused large, small products
-MIN_MATMUL_WORKGROUPS = 128  # below this, smaller tiles: more workgroups beat more reuse per workgroup
+MIN_MATMUL_WORKGROUPS = 256  # below this, smaller tiles: more workgroups beat more reuse per workgroup
 
 
 def _tiles(m: int, n: int, batch: int) -> tuple[int, int]:

@@ -42,7 +42,9 @@ def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padd
 
     def gradients(cotangent: Array) -> tuple[Array, Array]:
         """The input's gradient as a transposed convolution (no window-sized intermediate); the weight's
-        as one product over every batch element and position."""
+        as one product over every batch element and position. Both read the cotangent many times,
+        so it is computed once."""
+        cotangent = ops.contiguous(cotangent)
         extra = [x.shape[2 + k] - ((out.shape[2 + k] - 1) * stride[k] - 2 * padding[k]
                                    + dilation[k] * ((kh, kw)[k] - 1) + 1) for k in range(2)]
         dx = conv_transpose2d(cotangent, w, None, stride, padding, tuple(extra), dilation, groups)
@@ -70,10 +72,12 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
     if ci != c or c % groups:
         raise ShapeError(at_user_line(f"conv_transpose2d: weight {w.shape} does not fit input {x.shape} "
                                       f"with {groups} group(s)"))
-    dilated = x.reshape(n, c, h, 1, wd, 1)
-    dilated = ops.pad(dilated, [(0, 0), (0, 0), (0, 0), (0, stride[0] - 1), (0, 0), (0, stride[1] - 1)])
-    dilated = dilated.reshape(n, c, h * stride[0], wd * stride[1])
-    dilated = dilated[:, :, : (h - 1) * stride[0] + 1, : (wd - 1) * stride[1] + 1]
+    dilated = x
+    if stride != (1, 1):  # zeros between the elements; a longer index chain, so only when needed
+        dilated = x.reshape(n, c, h, 1, wd, 1)
+        dilated = ops.pad(dilated, [(0, 0), (0, 0), (0, 0), (0, stride[0] - 1), (0, 0), (0, stride[1] - 1)])
+        dilated = dilated.reshape(n, c, h * stride[0], wd * stride[1])
+        dilated = dilated[:, :, : (h - 1) * stride[0] + 1, : (wd - 1) * stride[1] + 1]
     edge = [dilation[k] * ((kh, kw)[k] - 1) - padding[k] for k in range(2)]
     widths = [(0, 0), (0, 0), (edge[0], edge[0] + output_padding[0]), (edge[1], edge[1] + output_padding[1])]
     flipped = w.reshape(groups, c // groups, og, kh, kw).transpose(0, 2, 1, 3, 4)

@@ -115,6 +115,8 @@ logical_or = _binary("logical_or", "a or b, elementwise")
 logical_not = _unary("logical_not", "not a, elementwise")
 neg = _unary("neg", "-x")
 stop_gradient = _unary("stop_gradient", "x, through which no gradient flows")
+contiguous = _unary("contiguous", "x, computed once into a buffer when it is a fused expression (for operands a "
+                    "kernel reads many times, such as a convolution's input)")
 exp = _unary("exp", "e ** x")
 log = _unary("log", "Natural logarithm")
 sqrt = _unary("sqrt", "Square root")

@@ -70,6 +70,7 @@ _OPS = [
     ElementwiseOp("where", 3, "{0} ? {1} : {2}"),
     ElementwiseOp("neg", 1, "-{0}"),
     ElementwiseOp("stop_gradient", 1, "{0}"),
+    ElementwiseOp("contiguous", 1, "{0}"),
     ElementwiseOp("abs", 1, "abs({0})"),
     ElementwiseOp("sign", 1, "sign({0})"),
     ElementwiseOp("exp", 1, "exp({0})", float_only=True),

@@ -4,7 +4,7 @@ Elementwise ops and views are evaluated inside the kernel that needs them, at th
 kernel's thread asks for (views only rewrite that index). Heavy ops (reductions, matmul) are the
 cores of their own kernels: their operands are fused into the core's loads, and elementwise
 consumers of the same shape into its stores. A node is realized into a buffer when it is a heavy
-op, or when fusing it would evaluate it at too many different indices.
+op, when fusing it would evaluate it at too many different indices, or when `contiguous` asks.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def realize(graph: nx.DiGraph, roots: list[int]) -> set[int]:
             for source, source_context in operand_contexts(graph, node):
                 contexts[source].add(source_context)
             continue
+        if node.op == "contiguous" and node_of(graph, node.inputs[0]).op not in ("view", *LEAVES, *HEAVY):
+            realized.add(node.inputs[0])
         if node.op != "view" and len(seen) > MAX_CONTEXTS:
             realized.add(node_id)
             seen = {()}
