@@ -72,7 +72,7 @@ class Environment:
                 f"parameter '{name}' needs {parameter.nbytes} bytes, more than this device's storage-buffer "
                 f"range of {limit} bytes ({self.device.name}); use a smaller shape"))
         storage = np.zeros(max(parameter.size, 1), parameter.dtype.numpy)
-        self._tensors[name] = self.device.manager.tensor_t(storage, self.kp.TensorTypes.device)
+        self._tensors[name] = self._allocate(storage, self.kp.TensorTypes.device, f"parameter '{name}'")
         self.parameters[name] = parameter
         if init is not None:
             self.write(parameter, np.broadcast_to(np.asarray(init), shape))
@@ -113,8 +113,17 @@ class Environment:
         key = (index, nbytes)
         if key not in self._slots:
             kind = self.kp.TensorTypes.device if self.checked else self.kp.TensorTypes.storage  # checked mode reads it
-            self._slots[key] = self.device.manager.tensor_t(np.zeros(max(nbytes // 4, 1), np.float32), kind)
+            self._slots[key] = self._allocate(np.zeros(max(nbytes // 4, 1), np.float32), kind, "a temporary")
         return self._slots[key]
+
+    def _allocate(self, storage: np.ndarray, kind, what: str):
+        """A kp tensor holding `storage`; a failed allocation becomes an error naming what and how much."""
+        try:
+            return self.device.manager.tensor_t(storage, kind)
+        except RuntimeError as error:
+            raise DeviceError(at_user_line(
+                f"could not allocate {storage.nbytes} bytes of device memory for {what} on {self.device.name} "
+                f"({self.device_bytes} bytes held already): {error}; use smaller shapes or batches")) from None
 
     def algorithm(self, tensors: list, spirv: bytes, workgroups: tuple[int, int, int]):
         """A compiled pipeline bound to `tensors`, reused when the same kernel is bound to the same
