@@ -55,4 +55,7 @@ def expressions(draw, depth: int):
 def test_random_expressions_match_numpy(env: dc.Environment, expression, size: int, seed: int) -> None:
     x = np.random.default_rng(seed).normal(size=(size, size)).astype(np.float32)
     ours, theirs = expression
-    np.testing.assert_allclose(evaluate(env, ours, x), theirs(x), rtol=1e-4, atol=1e-5)
+    # float32 on the device against float64 numpy; atol 5e-5 covers float32 cancellation in depth-5
+    # chains of O(1) values (a fresh hypothesis database found an error of 1.9e-5 at a value of 0.045)
+    expected = theirs(x.astype(np.float64))
+    np.testing.assert_allclose(evaluate(env, ours, x), expected, rtol=1e-4, atol=5e-5)
