@@ -156,10 +156,10 @@ class Environment:
         if array.dtype.kind not in "biuf":
             raise DTypeError(at_user_line(f"write: cannot store {array.dtype} data in '{parameter.name}'"))
         dtype = parameter.dtype
-        if array.dtype == dtype.numpy:
-            return array.ravel()
         if dtype == bool_:
             return array.astype(bool).astype(np.uint32).ravel()
+        if array.dtype == dtype.numpy:
+            return array.ravel()
         integral = np.isfinite(array) & (array == np.round(array)) if array.dtype.kind == "f" else True
         if not dtype.is_float and not np.all(integral):
             raise DTypeError(at_user_line(
@@ -180,6 +180,11 @@ class Environment:
         if parameter.dtype == bool_:
             data = data != 0
         return data.reshape(parameter.shape)
+
+    def stored(self, parameter: Parameter) -> np.ndarray:
+        """The parameter's current value, flat and in its storage type (bool as uint32): what an
+        upload of it copies."""
+        return self.read(parameter).ravel().astype(parameter.dtype.numpy)
 
     def _sync(self, tensors: list, to_device: bool) -> None:
         self.synchronize()
@@ -205,9 +210,11 @@ class Environment:
         which one lands first would be a race."""
         me = threading.get_ident()
         for pending in self._in_flight:
+            if pending.thread == me:
+                continue
             other = pending.graph
             shared = graph.writes & (other.writes | other.reads) | graph.reads & other.writes
-            if pending.thread != me and shared and not pending.sequence.is_complete():
+            if shared and not pending.sequence.is_complete():
                 raise GraphError(at_user_line(
                     f"run: parameter '{sorted(shared)[0]}' is shared with a graph (built at {other.location}) that "
                     "another thread is still running and one of them writes it, so the result would depend on "
@@ -266,8 +273,7 @@ class Environment:
                 raise GraphError(at_user_line(
                     f"run: '{getattr(parameter, 'name', parameter)}' is not an input of this graph; declare it "
                     "with build_graph(..., inputs=[...]) or use env.write"))
-        values = {p.name: self._convert(p, inputs[p]) if p in inputs else self.read(p).ravel().astype(p.dtype.numpy)
-                  for p in graph.inputs}
+        values = {p.name: self._convert(p, inputs[p]) if p in inputs else self.stored(p) for p in graph.inputs}
         if graph.uses_seed:
             if seed is None:
                 seed = self._next_seed

@@ -140,7 +140,7 @@ class Executable:
         environment.synchronize()
         recording = self._record(environment.kp, timestamps=True)
         for parameter in self.uploads:
-            recording.staging[parameter.name][...] = environment.read(parameter).ravel()
+            recording.staging[parameter.name][...] = environment.stored(parameter)
         period_us = environment.device.limits.timestamp_period / 1000.0
         times = []
         for _ in range(repeats):
