@@ -182,3 +182,17 @@ def test_contiguous_computes_a_fused_expression_once(env: dc.Environment) -> Non
     env.run(once)
     expected = np.sin(np.linspace(-1, 1, 64, dtype=np.float32)) * 2
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-5)  # the suite's tolerance for sin
+
+
+def test_profile_times_each_kernel_and_runs_the_graph(env: dc.Environment) -> None:
+    counter = env.parameter("profile_counter", (256,))
+    total = env.parameter("profile_total", ())
+    graph = env.build_graph(lambda s: (s.write(counter, s.read(counter) + 1.0),
+                                       s.write(total, dc.sum(dc.exp(s.read(counter))))))
+    held = env.device_bytes
+    assert held >= counter.nbytes + total.nbytes + graph.memory_bytes
+    kernels = graph.profile(repeats=3)
+    assert [name for name, _, _ in kernels] == [source.name for source in graph.sources]
+    assert all(micros >= 0 for _, _, micros in kernels)
+    np.testing.assert_array_equal(env.read(counter), np.full(256, 3.0, np.float32))
+    assert env.device_bytes == held
