@@ -4,6 +4,8 @@ multiples of the tiles, and fused prologue/epilogue work. Tolerance rtol 1e-4, a
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,24 @@ def test_matmul_shape_errors(env: dc.Environment) -> None:
     x = env.parameter("mm_err_x", (3, 4))
     with pytest.raises(dc.ShapeError, match=r"matmul: shapes \(3, 4\) and \(3, 4\) do not fit"):
         env.build_graph(lambda s: s.read(x) @ s.read(x))
+
+
+@pytest.fixture(scope="module")
+def gpu_kernels() -> dc.Environment:
+    """An Environment that generates the GPU kernels (shared-memory tiles) even on a CPU driver."""
+    env = dc.Environment()
+    env.device = dataclasses.replace(env.device, kind="discrete")
+    return env
+
+
+GPU_SHAPES = [((3, 4), (4, 5)), ((70, 33), (33, 45)), ((300, 200), (200, 260)), ((2, 130, 70), (70, 90)),
+              ((1000, 40), (40, 1000)), ((64, 1100), (1100, 64)), ((256, 130, 24), (256, 24, 129)),
+              ((300, 30, 50), (300, 50, 30)), ((256, 130, 20), (20, 30))]  # 128, 32 and 128 x 32 tiles
+
+
+@pytest.mark.parametrize("a_shape, b_shape", GPU_SHAPES, ids=str)
+def test_gpu_tiled_matmul(gpu_kernels: dc.Environment, a_shape, b_shape) -> None:
+    a = rng.normal(size=a_shape).astype(np.float32)
+    b = rng.normal(size=b_shape).astype(np.float32)
+    result = evaluate(gpu_kernels, lambda x, y: dc.relu(x @ y + 1.0), a, b)
+    np.testing.assert_allclose(result, np.maximum(a @ b + 1, 0), rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))

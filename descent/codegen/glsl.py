@@ -72,6 +72,7 @@ class _Kernel:
         self.table = {name: (glsl_name, buffers[name].dtype, buffers[name].size)
                       for name, glsl_name in zip(self.bindings, names)}
         self.declarations = []
+        self.aliases: dict[str, str] = {}  # vector views of loaded buffers, declared at the same binding
         for binding, name in enumerate(self.bindings):
             glsl_name, dtype, _ = self.table[name]
             if atomic and name in self.stored:
@@ -84,6 +85,14 @@ class _Kernel:
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
         self.ops: list[str] = []
+
+    def vector_view(self, name: str, vector: str) -> str:
+        """The GLSL name of a read-only `vector` view of a loaded buffer (the same binding, declared again)."""
+        binding = self.bindings.index(name)
+        view = f"{self.table[name][0]}_{vector}"
+        self.aliases[view] = (f"layout(std430, binding = {binding}) readonly buffer Buffer{binding}_{vector} "
+                              f"{{ {vector} {view}[]; }};")
+        return view
 
     def emitter(self, base: str, special: dict[int, str] | None = None) -> Emitter:
         return Emitter(self.graph, self.kernel.loads, self.table, base, special)
@@ -119,7 +128,8 @@ class _Kernel:
     def fill(self, name: str, workgroups: tuple[int, int, int], **values) -> KernelSource:
         helpers = "".join(helper + "\n\n" for helper in self.helpers.values())
         glsl = template(name).substitute(
-            NAME=self.kernel.name, BUFFERS="\n".join(self.declarations), HELPERS=helpers,
+            NAME=self.kernel.name, BUFFERS="\n".join(self.declarations + list(self.aliases.values())),
+            HELPERS=helpers,
             STORES=", ".join(self.stored), **values)
         return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
                             tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored)
@@ -255,6 +265,7 @@ def _accumulate_function(parts: _Kernel) -> str:
 
 
 CPU_BLOCKS = (16, 8, 4)  # register blocks of the CPU matmul: plain large, fused large, small products
+MATMUL_DEPTH = 8  # depth of the shared slices of A and B
 MIN_MATMUL_WORKGROUPS = 256  # below this, smaller tiles: more workgroups beat more reuse per workgroup
 
 
@@ -275,8 +286,11 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     *batch_shape, m, n = core.shape
     k = node_of(parts.graph, a).shape[-1]
     batch = kernel.size // (m * n)
-    (tile_m, tile_n), tile_k = _tiles(m, n, batch), 16
-    while (tile_m + 1 + tile_n) * tile_k * 4 > device.shared_memory and tile_k > 4:
+    tile_m, tile_n = _tiles(m, n, batch)
+    width = min(4, tile_m // 16, tile_n // 16)
+    shallowest = max(256 * width // tile_m, 256 * width // tile_n)  # each thread stages whole vectors
+    tile_k = max(MATMUL_DEPTH, shallowest)
+    while (tile_m + width + tile_n) * tile_k * 4 > device.shared_memory and tile_k > shallowest:
         tile_k //= 2
     functions = parts.load_function("load_a", a, chain_a, float32)
     functions += "\n" + parts.load_function("load_b", b, chain_b, float32)
@@ -293,5 +307,35 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         return parts.fill("matmul_direct", workgroups, BATCH=batch, M=m, N=n, K=k, BLOCK_M=block_m,
                           BLOCK_N=block_n, FUNCTIONS=functions)
     workgroups = (-(-n // tile_n), -(-m // tile_m), batch)
+    functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (m, k), (tile_m, tile_k), width)
+    functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (k, n), (tile_k, tile_n), width)
     return parts.fill("matmul", workgroups, BATCH=batch, M=m, N=n, K=k, TILE_M=tile_m, TILE_N=tile_n,
-                      TILE_K=tile_k, FUNCTIONS=functions)
+                      TILE_K=tile_k, WIDTH=width, VEC=_vector(width), PART="v" if width == 1 else "v[c]",
+                      FUNCTIONS=functions)
+
+
+def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, shape: tuple[int, int],
+                    tile: tuple[int, int], width: int) -> str:
+    """`name(batch, row, col)`: `width` elements from (row, col) along a row of an operand's rows x cols
+    matrix, zero past its edges. A plain buffer whose rows hold whole vectors gives one vector load;
+    a fused or unaligned operand is loaded element by element through `load`."""
+    rows, cols = shape
+    vector = _vector(width)
+    buffer = parts.kernel.loads.get(operand)
+    plain = buffer is not None and chain == () and parts.table[buffer][1] == float32
+    if plain and width > 1 and cols % width == 0:
+        outside = [f"row >= {rows}"] * bool(rows % tile[0]) + [f"col >= {cols}"] * bool(cols % tile[1])
+        lines = [f"if ({' || '.join(outside)}) {{", f"    return {vector}(0.0);", "}"] if outside else []
+        lines.append(f"return {parts.vector_view(buffer, vector)}[((batch * {rows} + row) * {cols} + col) / {width}];")
+    else:
+        inside = [f"row < {rows}"] * bool(rows % tile[0]) + [f"column < {cols}"] * bool(cols % tile[1] or cols % width)
+        element = f"{load}((batch * {rows} + row) * {cols} + column)"
+        value = f"{' && '.join(inside)} ? {element} : 0.0" if inside else element
+        lines = [f"{vector} group;", f"for (int j = 0; j < {width}; j++) {{", "    int column = col + j;",
+                 f"    PART(group, j) = {value};", "}", "return group;"]
+    body = "".join(f"    {line}\n" for line in lines)
+    return f"{vector} {name}(int batch, int row, int col) {{\n{body}}}\n"
+
+
+def _vector(width: int) -> str:
+    return "float" if width == 1 else f"vec{width}"
