@@ -264,7 +264,8 @@ def _accumulate_function(parts: _Kernel) -> str:
     return f"void accumulate(int target, float value) {{\n{body}}}\n"
 
 
-CPU_BLOCKS = (16, 8, 4)  # register blocks of the CPU matmul: plain large, fused large, small products
+CPU_BLOCKS = ((16, 16), (8, 8), (4, 4))  # register blocks (rows, columns) of the CPU matmul: plain large,
+# fused large, small products
 MATMUL_DEPTH = 8  # depth of the shared slices of A and B
 MIN_MATMUL_WORKGROUPS = 256  # below this, smaller tiles: more workgroups beat more reuse per workgroup
 
@@ -302,7 +303,7 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         # lavapipe compiles at first dispatch: a 16 x 16 block with fused loads or an optimiser
         # update in its stores unrolls into code LLVM needs ~50 s for; 8 x 8 takes ~3 s
         block = CPU_BLOCKS[2] if m * n * k < 1 << 12 else CPU_BLOCKS[1] if fused else CPU_BLOCKS[0]
-        block_m, block_n = min(block, m), min(block, n)
+        block_m, block_n = min(block[0], m), min(block[1], n)
         workgroups = (-(-n // (8 * block_n)), -(-m // (8 * block_m)), batch)
         return parts.fill("matmul_direct", workgroups, BATCH=batch, M=m, N=n, K=k, BLOCK_M=block_m,
                           BLOCK_N=block_n, FUNCTIONS=functions)
