@@ -1,0 +1,75 @@
+"""What one memory access and one FMA cost per invocation on the current device: the numbers that
+decide kernel design there (on lavapipe every access is emulated lane by lane, so loads, not
+arithmetic, set the speed of every kernel).
+
+    .venv/bin/python -m benchmarks.access_costs
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import descent as dc
+from benchmarks.timing import best_of
+from descent.compile.spirv import compile_glsl
+
+ELEMENTS = 1 << 20
+REPEATS = 64  # accesses or FMAs per invocation in each kernel
+LOCAL = 64
+HEADER = f"""#version 450
+layout(local_size_x = {LOCAL}) in;
+layout(std430, binding = 0) readonly buffer Source {{ float source[]; }};
+layout(std430, binding = 0) readonly buffer SourceVectors {{ vec4 source_vectors[]; }};
+layout(std430, binding = 1) writeonly buffer Result {{ float result[]; }};
+shared float tile[{LOCAL}];
+"""
+BODIES = {
+    "no access (baseline)": "",
+    "storage float, address per invocation": f"value += source[(i + k * 64) % {ELEMENTS}];",
+    "storage float, address per workgroup": f"value += source[(group + k * 64) % {ELEMENTS}];",
+    "storage vec4, address per invocation": f"value += dot(source_vectors[(i + k * 64) % {ELEMENTS // 4}], vec4(1.0));",
+    "shared float": f"value += tile[(lane + k) % {LOCAL}];",
+    "fma": "value = value * 0.999 + 0.5;",
+}
+
+
+def _kernel(body: str) -> str:
+    return HEADER + f"""void main() {{
+    int i = int(gl_GlobalInvocationID.x);
+    int group = int(gl_WorkGroupID.x);
+    int lane = int(gl_LocalInvocationID.x);
+    tile[lane] = float(lane);
+    barrier();
+    float value = float(i);
+    for (int k = 0; k < {REPEATS}; k++) {{
+        {body}
+    }}
+    result[i] = value;
+}}
+"""
+
+
+def costs(env: dc.Environment, invocations: int = ELEMENTS // 16) -> dict[str, float]:
+    """Nanoseconds per access (or FMA) per invocation, over the no-access baseline kernel."""
+    source = env.parameter("access_costs_source", (ELEMENTS,), init=np.ones(ELEMENTS, np.float32))
+    result = env.parameter("access_costs_result", (ELEMENTS,))
+    tensors = [env.tensor(source.name), env.tensor(result.name)]
+    seconds = {}
+    for name, body in BODIES.items():
+        algorithm = env.algorithm(tensors, compile_glsl(_kernel(body), "access_costs"), (invocations // LOCAL, 1, 1))
+        sequence = env.device.manager.sequence()
+        sequence.record(env.kp.OpAlgoDispatch(algorithm))
+        seconds[name] = best_of(sequence.eval, repeats=3, min_time=0.1)
+    baseline = seconds.pop("no access (baseline)")
+    return {name: (s - baseline) / invocations / REPEATS * 1e9 for name, s in seconds.items()}
+
+
+def main() -> None:
+    env = dc.Environment()
+    print(f"cost per invocation on {env.device.name} ({REPEATS} per invocation, {ELEMENTS // 16:,} invocations)")
+    for name, nanoseconds in costs(env).items():
+        print(f"  {name:40s} {nanoseconds:8.3f} ns")
+
+
+if __name__ == "__main__":
+    main()
