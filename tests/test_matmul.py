@@ -1,6 +1,7 @@
 """Matmul against numpy: 1-D, 2-D and batched broadcasting, transposed views, sizes that are not
-multiples of the tiles, and fused prologue/epilogue work. Tolerance rtol 1e-4, atol 1e-4 * sqrt(K)
-(float32 accumulation in a different order)."""
+multiples of the tiles, and fused prologue/epilogue work; the GPU kernel (shared-memory tiles, vector
+loads) also runs on a CPU driver here. Tolerance rtol 1e-4, atol 1e-4 * sqrt(K) (float32 accumulation
+in a different order)."""
 
 from __future__ import annotations
 
