@@ -287,12 +287,6 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     *batch_shape, m, n = core.shape
     k = node_of(parts.graph, a).shape[-1]
     batch = kernel.size // (m * n)
-    tile_m, tile_n = _tiles(m, n, batch)
-    width = min(4, tile_m // 16, tile_n // 16)
-    shallowest = max(256 * width // tile_m, 256 * width // tile_n)  # each thread stages whole vectors
-    tile_k = max(MATMUL_DEPTH, shallowest)
-    while (tile_m + width + tile_n) * tile_k * 4 > device.shared_memory and tile_k > shallowest:
-        tile_k //= 2
     functions = parts.load_function("load_a", a, chain_a, float32)
     functions += "\n" + parts.load_function("load_b", b, chain_b, float32)
     functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"})
@@ -307,6 +301,12 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         workgroups = (-(-n // (8 * block_n)), -(-m // (8 * block_m)), batch)
         return parts.fill("matmul_direct", workgroups, BATCH=batch, M=m, N=n, K=k, BLOCK_M=block_m,
                           BLOCK_N=block_n, FUNCTIONS=functions)
+    tile_m, tile_n = _tiles(m, n, batch)
+    width = min(4, tile_m // 16, tile_n // 16)
+    shallowest = max(256 * width // tile_m, 256 * width // tile_n)  # each thread stages whole vectors
+    tile_k = max(MATMUL_DEPTH, shallowest)
+    while (tile_m + width + tile_n) * tile_k * 4 > device.shared_memory and tile_k > shallowest:
+        tile_k //= 2
     workgroups = (-(-n // tile_n), -(-m // tile_m), batch)
     functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (m, k), (tile_m, tile_k), width)
     functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (k, n), (tile_k, tile_n), width)
