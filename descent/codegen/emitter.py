@@ -98,10 +98,12 @@ class Emitter:
     """Statements evaluating nodes at `base` (a GLSL int variable) through view chains."""
 
     def __init__(self, graph: nx.DiGraph, loads: dict[int, str], buffers: dict[str, tuple[str, DType, int]],
-                 base: str = "i", special: dict[int, str] | None = None, prefix: str = "") -> None:
+                 base: str = "i", special: dict[int, str] | None = None, prefix: str = "",
+                 texels: frozenset[str] = frozenset()) -> None:
         self.graph = graph
         self.loads = loads
         self.buffers = buffers  # logical buffer -> (GLSL name, dtype, elements)
+        self.texels = texels  # GLSL names of buffers bound as texel buffers
         self.base = base
         self.special = special or {}
         self.prefix = prefix
@@ -144,15 +146,18 @@ class Emitter:
                 result.append((view_valid(view, self.index(own[k + 1 :] + outer)), view))
         return result
 
+    def element(self, name: str, dtype: DType, index: str) -> str:
+        """The value of buffer `name` at `index`, from a storage buffer or through a texel fetch."""
+        element = f"texelFetch({name}, {index}).r" if name in self.texels else f"{name}[{index}]"
+        return f"{element} != 0u" if dtype == bool_ else element
+
     def load(self, node_id: int, chain: ViewChain) -> str:
         node = node_of(self.graph, node_id)
         name, dtype, size = self.buffers[self.loads[node_id]]
         index = self.index(chain)
         if is_masked(chain):
             index = f"clamp({index}, 0, {max(size - 1, 0)})"
-        element = f"{name}[{index}]"
-        if dtype == bool_:
-            element = f"{element} != 0u"
+        element = self.element(name, dtype, index)
         variable = self._name(node_id, chain, name)
         self.lines.append(f"{node.dtype.glsl} {variable} = {element};")
         return variable
@@ -229,5 +234,5 @@ class Emitter:
         element = f"({outer} * {extent} + {wrapped}) * {inner} + {base} % {inner}" if inner > 1 else \
             f"{outer} * {extent} + {wrapped}"
         name, dtype, _ = self.buffers[self.loads[source]]
-        loaded = f"{name}[{element}]" if dtype != bool_ else f"{name}[{element}] != 0u"
+        loaded = self.element(name, dtype, element)
         return self._statement(node_id, node, chain, loaded)

@@ -34,6 +34,7 @@ class KernelSource:
     locations: tuple[str, ...]  # user lines of the ops fused into it
     ops: tuple[str, ...]  # the ops it computes, one per GLSL statement or core
     writes: tuple[str, ...]  # logical buffers it stores to
+    texels: tuple[str, ...] = ()  # logical buffers bound as uniform texel buffers instead of storage buffers
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class DeviceShape:
     shared_memory: int
     deterministic: bool = False  # scatter_add without atomics
     cpu: bool = False  # a CPU driver (lavapipe): prefer kernels without shared memory and barriers
+    texel_elements: int = 0  # read-only buffers up to this many elements are read as texel buffers
 
 
 @cache
@@ -61,7 +63,8 @@ def _grid(groups: int, max_groups: int) -> tuple[int, int, int]:
 class _Kernel:
     """Bindings, declarations and generated functions of one kernel under construction."""
 
-    def __init__(self, graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], atomic: bool = False) -> None:
+    def __init__(self, graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], atomic: bool = False,
+                 texel_elements: int = 0) -> None:
         self.graph = graph
         self.kernel = kernel
         self.stored = tuple(dict.fromkeys(name for _, name in kernel.outputs))
@@ -71,10 +74,17 @@ class _Kernel:
         names = [n if names.count(n) == 1 else f"{n}_{k}" for k, n in enumerate(names)]
         self.table = {name: (glsl_name, buffers[name].dtype, buffers[name].size)
                       for name, glsl_name in zip(self.bindings, names)}
+        self.texels = tuple(name for name in loaded
+                            if name not in self.stored and 0 < buffers[name].size <= texel_elements)
         self.declarations = []
         self.aliases: dict[str, str] = {}  # vector views of loaded buffers, declared at the same binding
         for binding, name in enumerate(self.bindings):
             glsl_name, dtype, _ = self.table[name]
+            if name in self.texels:
+                sampler = {"float": "samplerBuffer", "int": "isamplerBuffer", "uint": "usamplerBuffer"}
+                self.declarations.append(f"layout(binding = {binding}) uniform {sampler[dtype.storage_glsl]} "
+                                         f"{glsl_name};")
+                continue
             if atomic and name in self.stored:
                 access, storage = "", "uint"  # compare-and-swap float adds read and write the bits as uint
             else:
@@ -95,7 +105,8 @@ class _Kernel:
         return view
 
     def emitter(self, base: str, special: dict[int, str] | None = None) -> Emitter:
-        return Emitter(self.graph, self.kernel.loads, self.table, base, special)
+        return Emitter(self.graph, self.kernel.loads, self.table, base, special,
+                       texels=frozenset(self.table[name][0] for name in self.texels))
 
     def absorb(self, emitter: Emitter) -> None:
         self.helpers.update(emitter.helpers)
@@ -132,20 +143,21 @@ class _Kernel:
             HELPERS=helpers,
             STORES=", ".join(self.stored), **values)
         return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
-                            tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored)
+                            tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored, self.texels)
 
 
 def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer],
              device: DeviceShape) -> list[KernelSource]:
     """The GLSL sources of a kernel (one dispatch each) and how to bind and dispatch them."""
+    parts = _Kernel(graph, kernel, buffers, texel_elements=device.texel_elements)
     if kernel.core is None:
-        return [_elementwise(_Kernel(graph, kernel, buffers), device)]
+        return [_elementwise(parts, device)]
     core = node_of(graph, kernel.core)
     if core.op == "reduce":
-        return [_reduce(_Kernel(graph, kernel, buffers), core, device)]
+        return [_reduce(parts, core, device)]
     if core.op == "scatter_add":
         return _scatter_add(graph, kernel, buffers, core, device)
-    return [_matmul(_Kernel(graph, kernel, buffers), core, device)]
+    return [_matmul(parts, core, device)]
 
 
 def _elementwise(parts: _Kernel, device: DeviceShape) -> KernelSource:
@@ -224,7 +236,7 @@ def _scatter_add(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], 
     inner = math.prod(core.shape[axis + 1 :])
     value_count = math.prod(node_of(graph, values).shape)
     deterministic = device.deterministic
-    parts = _Kernel(graph, kernel, buffers, atomic=not deterministic)
+    parts = _Kernel(graph, kernel, buffers, atomic=not deterministic, texel_elements=device.texel_elements)
     functions = parts.load_function("load_values", values, (), float32)
     functions += "\n" + parts.load_function("load_index", indices, (), int32)
     sources = []

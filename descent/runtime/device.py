@@ -24,6 +24,7 @@ class DeviceLimits:
     subgroup_size: int
     max_push_constants: int
     max_storage_buffers: int
+    max_texel_buffer_elements: int
     timestamp_period: float  # nanoseconds per GPU timestamp tick
 
 
@@ -48,6 +49,7 @@ def _limits(properties: dict) -> DeviceLimits:
         subgroup_size=properties["subgroup_size"],
         max_push_constants=properties["max_push_constants_size"],
         max_storage_buffers=properties["max_per_stage_descriptor_storage_buffers"],
+        max_texel_buffer_elements=properties["max_texel_buffer_elements"],
         timestamp_period=float(properties["timestamp_period"]),
     )
 
@@ -92,5 +94,9 @@ def open_device(spec: int | str | None = None) -> Device:
         manager.destroy()
         manager = kp.Manager(index)
     properties = devices[index]
+    if "max_texel_buffer_elements" not in properties:
+        manager.destroy()
+        raise DeviceError("this `kp` lacks descent's texel-buffer bindings; run `./run.sh setup` to build the "
+                          "patched one")
     return Device(manager, index, properties["device_name"], DEVICE_TYPES.get(properties["device_type"], "other"),
                   _limits(properties))

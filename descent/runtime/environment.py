@@ -125,12 +125,15 @@ class Environment:
                 f"could not allocate {storage.nbytes} bytes of device memory for {what} on {self.device.name} "
                 f"({self.device_bytes} bytes held already): {error}; use smaller shapes or batches")) from None
 
-    def algorithm(self, tensors: list, spirv: bytes, workgroups: tuple[int, int, int]):
+    def algorithm(self, tensors: list, spirv: bytes, workgroups: tuple[int, int, int],
+                  texel_formats: tuple[int, ...] = ()):
         """A compiled pipeline bound to `tensors`, reused when the same kernel is bound to the same
-        buffers again (creating pipelines costs driver time and, on some drivers, memory never returned)."""
-        key = (spirv, tuple(tensors), tuple(workgroups))
+        buffers again (creating pipelines costs driver time and, on some drivers, memory never returned).
+        A non-zero VkFormat in `texel_formats` binds that tensor as a uniform texel buffer."""
+        key = (spirv, tuple(tensors), tuple(workgroups), tuple(texel_formats))
         if key not in self._algorithms:
-            self._algorithms[key] = self.device.manager.algorithm(list(tensors), spirv, list(workgroups))
+            self._algorithms[key] = self.device.manager.algorithm(list(tensors), spirv, list(workgroups),
+                                                                  texel_formats=list(texel_formats))
         return self._algorithms[key]
 
     def _check(self, parameter: Parameter) -> None:
@@ -246,6 +249,7 @@ class Environment:
             shared_memory=limits.max_shared_memory,
             deterministic=self.deterministic,
             cpu=self.device.kind == "cpu",
+            texel_elements=limits.max_texel_buffer_elements if self.device.kind == "cpu" else 0,
         )
         sources = [source for kernel in plan.kernels for source in generate(scope.graph, kernel, plan.buffers, shape)]
         for source in sources:

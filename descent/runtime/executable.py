@@ -43,11 +43,20 @@ class Executable:
         self.reads = {b.parameter for b in schedule.buffers.values() if b.parameter} - self.writes
         self._slots = [environment.slot(k, nbytes) for k, nbytes in enumerate(schedule.slots)]
         self._algorithms = [
-            environment.algorithm([self._tensor(name) for name in source.bindings], code, source.workgroups)
+            environment.algorithm([self._tensor(name) for name in source.bindings], code, source.workgroups,
+                                  self._texel_formats(source))
             for source, code in zip(sources, spirv)
         ]
         self._recordings = [] if self.checked else [self._record(environment.kp) for _ in range(RECORDINGS)]
         self._turn = 0
+
+    def _texel_formats(self, source: KernelSource) -> tuple[int, ...]:
+        """The VkFormat of each binding read as a texel buffer, 0 for a storage buffer."""
+        if not source.texels:
+            return ()
+        buffers = self.schedule.buffers
+        return tuple(vulkan.TEXEL_FORMATS[buffers[name].dtype.storage_glsl] if name in source.texels else 0
+                     for name in source.bindings)
 
     def _tensor(self, name: str):
         buffer = self.schedule.buffers[name]

@@ -1,0 +1,78 @@
+"""How kernels read their inputs: storage buffers everywhere, and on a CPU driver read-only inputs up to
+the device's texel-buffer size through uniform texel buffers (lavapipe emulates a storage-buffer load
+lane by lane; a texel fetch is one vector gather, ~5x cheaper). Both paths, alone and mixed in one
+kernel, are checked against numpy on every dtype. Tolerance: rtol 1e-5 (matmul and sums of <= 64 terms).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import descent as dc
+from tests.conftest import evaluate
+
+rng = np.random.default_rng(3)
+
+
+def _with_texel_limit(elements: int) -> dc.Environment:
+    """An Environment whose device reads read-only buffers of at most `elements` as texel buffers."""
+    env = dc.Environment()
+    limits = dataclasses.replace(env.device.limits, max_texel_buffer_elements=elements)
+    env.device = dataclasses.replace(env.device, kind="cpu", limits=limits)
+    return env
+
+
+@pytest.fixture(scope="module", params=[0, 16, 1 << 27], ids=["storage", "mixed", "texel"])
+def reads(request) -> dc.Environment:
+    return _with_texel_limit(request.param)
+
+
+CASES = {
+    "float broadcast": (lambda x, y: x * y + 1.0, lambda x, y: x * y + 1.0,
+                        [rng.normal(size=(6, 8)), rng.normal(size=(8,))]),
+    "int": (lambda x, y: x * 3 - y, lambda x, y: x * 3 - y,
+            [rng.integers(-50, 50, (5, 7)).astype(np.int32), rng.integers(-50, 50, (7,)).astype(np.int32)]),
+    "uint": (lambda x, y: x + y, lambda x, y: x + y,
+             [rng.integers(0, 100, (4, 9)).astype(np.uint32), rng.integers(0, 100, (1, 9)).astype(np.uint32)]),
+    "bool": (lambda x, y: dc.where(x, y, -y), lambda x, y: np.where(x, y, -y),
+             [rng.integers(0, 2, (20,)).astype(bool), rng.normal(size=(20,))]),
+    "sum": (lambda x, y: (x * y).sum(axis=1), lambda x, y: (x * y).sum(axis=1),
+            [rng.normal(size=(9, 64)), rng.normal(size=(64,))]),
+    "matmul": (lambda x, y: dc.relu(x @ y), lambda x, y: np.maximum(x @ y, 0),
+               [rng.normal(size=(33, 20)), rng.normal(size=(20, 3))]),
+    "take": (lambda x, i: dc.take(x, i), lambda x, i: np.take(x, i, axis=0),
+               [rng.normal(size=(30, 4)), rng.integers(-30, 30, (12,)).astype(np.int32)]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_reads_match_numpy(reads: dc.Environment, case: str) -> None:
+    fn, reference, inputs = CASES[case]
+    inputs = [x.astype(np.float32) if x.dtype == np.float64 else x for x in inputs]
+    np.testing.assert_allclose(evaluate(reads, fn, *inputs), reference(*inputs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("limit, texels", [(16, ("param:texel_small",)), (0, ())])
+def test_texel_reads_only_where_allowed(limit: int, texels: tuple[str, ...]) -> None:
+    """With a 16-element limit, only the small read-only input is a texel buffer; outputs never are."""
+    env = _with_texel_limit(limit)
+    big = env.parameter("texel_big", (40,), init=np.ones(40, np.float32))
+    small = env.parameter("texel_small", (8,), init=np.ones(8, np.float32))
+    out = env.parameter("texel_out", (5, 8))
+    (source,) = env.build_graph(lambda s: s.write(out, s.read(big).reshape(5, 8) + s.read(small))).sources
+    assert source.texels == texels
+    assert ("texelFetch(" in source.glsl) == bool(texels)
+
+
+def test_gpu_devices_keep_storage_buffers() -> None:
+    env = dc.Environment()
+    env.device = dataclasses.replace(env.device, kind="discrete")
+    small = env.parameter("storage_small", (8,), init=np.ones(8, np.float32))
+    out = env.parameter("storage_out", (8,))
+    graph = env.build_graph(lambda s: s.write(out, s.read(small) * 2.0))
+    assert graph.sources[0].texels == () and "texelFetch" not in graph.sources[0].glsl
+    env.run(graph)
+    np.testing.assert_array_equal(env.read(out), np.full(8, 2.0, np.float32))
