@@ -1,6 +1,6 @@
 """What one memory access and one FMA cost per invocation on the current device: the numbers that
-decide kernel design there (on lavapipe every access is emulated lane by lane, so loads, not
-arithmetic, set the speed of every kernel).
+decide kernel design there (on lavapipe every storage-buffer access is emulated lane by lane, so
+loads, not arithmetic, set the speed of every kernel; a texel fetch is one vector gather).
 
     .venv/bin/python -m benchmarks.access_costs
 """
@@ -12,6 +12,7 @@ import numpy as np
 import descent as dc
 from benchmarks.timing import best_of
 from descent.compile.spirv import compile_glsl
+from descent.runtime.vulkan import TEXEL_FORMATS
 
 ELEMENTS = 1 << 20
 REPEATS = 64  # accesses or FMAs per invocation in each kernel
@@ -21,12 +22,14 @@ layout(local_size_x = {LOCAL}) in;
 layout(std430, binding = 0) readonly buffer Source {{ float source[]; }};
 layout(std430, binding = 0) readonly buffer SourceVectors {{ vec4 source_vectors[]; }};
 layout(std430, binding = 1) writeonly buffer Result {{ float result[]; }};
+layout(binding = 2) uniform samplerBuffer source_texels;
 shared float tile[{LOCAL}];
 """
 BODIES = {
     "no access (baseline)": "",
     "storage float, address per invocation": f"value += source[(i + k * 64) % {ELEMENTS}];",
     "storage float, address per workgroup": f"value += source[(group + k * 64) % {ELEMENTS}];",
+    "texel buffer float, address per invocation": f"value += texelFetch(source_texels, (i + k * 64) % {ELEMENTS}).r;",
     "storage vec4, address per invocation": f"value += dot(source_vectors[(i + k * 64) % {ELEMENTS // 4}], vec4(1.0));",
     "shared float": f"value += tile[(lane + k) % {LOCAL}];",
     "fma": "value = value * 0.999 + 0.5;",
@@ -53,10 +56,12 @@ def costs(env: dc.Environment, invocations: int = ELEMENTS // 16) -> dict[str, f
     """Nanoseconds per access (or FMA) per invocation, over the no-access baseline kernel."""
     source = env.parameter("access_costs_source", (ELEMENTS,), init=np.ones(ELEMENTS, np.float32))
     result = env.parameter("access_costs_result", (ELEMENTS,))
-    tensors = [env.tensor(source.name), env.tensor(result.name)]
+    tensors = [env.tensor(source.name), env.tensor(result.name), env.tensor(source.name)]
+    formats = (0, 0, TEXEL_FORMATS["float"])
     seconds = {}
     for name, body in BODIES.items():
-        algorithm = env.algorithm(tensors, compile_glsl(_kernel(body), "access_costs"), (invocations // LOCAL, 1, 1))
+        spirv = compile_glsl(_kernel(body), "access_costs")
+        algorithm = env.algorithm(tensors, spirv, (invocations // LOCAL, 1, 1), formats)
         sequence = env.device.manager.sequence()
         sequence.record(env.kp.OpAlgoDispatch(algorithm))
         seconds[name] = best_of(sequence.eval, repeats=3, min_time=0.1)
@@ -68,7 +73,7 @@ def main() -> None:
     env = dc.Environment()
     print(f"cost per invocation on {env.device.name} ({REPEATS} per invocation, {ELEMENTS // 16:,} invocations)")
     for name, nanoseconds in costs(env).items():
-        print(f"  {name:40s} {nanoseconds:8.3f} ns")
+        print(f"  {name:46s} {nanoseconds:8.3f} ns")
 
 
 if __name__ == "__main__":
