@@ -241,7 +241,7 @@ class Environment:
             self._check(parameter)
         scope = Scope(self, training=training)
         fn(scope)
-        plan = schedule(scope.graph, scope.writes)
+        plan = schedule(scope.graph, scope.writes, computed_operands=self.device.kind == "cpu")
         limits = self.device.limits
         shape = DeviceShape(
             local_size=min(LOCAL_SIZE, limits.max_workgroup_invocations, limits.max_workgroup_size[0]),

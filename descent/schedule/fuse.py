@@ -67,8 +67,17 @@ def is_buffer(node: Node) -> bool:
     return node.op == "read"
 
 
-def realize(graph: nx.DiGraph, roots: list[int]) -> set[int]:
-    """Nodes that must be computed once into a buffer rather than fused into their consumers."""
+def _computed_operand(graph: nx.DiGraph, source: int) -> int | None:
+    """The node a matmul operand computes under its views, None when it only loads."""
+    while node_of(graph, source).op == "view":
+        source = node_of(graph, source).inputs[0]
+    return None if node_of(graph, source).op in LEAVES + HEAVY else source
+
+
+def realize(graph: nx.DiGraph, roots: list[int], computed_operands: bool = False) -> set[int]:
+    """Nodes that must be computed once into a buffer rather than fused into their consumers.
+    With `computed_operands` (CPU drivers, whose matmul loads each operand element once per block of
+    rows or columns) a matmul operand that computes something gets a buffer too."""
     needed = set(roots)
     for root in roots:
         needed |= nx.ancestors(graph, root)
@@ -87,6 +96,9 @@ def realize(graph: nx.DiGraph, roots: list[int]) -> set[int]:
             realized.add(node_id)
             for source, source_context in operand_contexts(graph, node):
                 contexts[source].add(source_context)
+                computed = _computed_operand(graph, source) if computed_operands and node.op == "matmul" else None
+                if computed is not None:
+                    realized.add(computed)
             continue
         if node.op == "contiguous" and node_of(graph, node.inputs[0]).op not in ("view", *LEAVES, *HEAVY):
             realized.add(node.inputs[0])

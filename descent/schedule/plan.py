@@ -28,11 +28,12 @@ class _Draft:
     stores: list[tuple[int, str]] = field(default_factory=list)
 
 
-def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]]) -> Schedule:
-    """Fuse the graph into kernels that compute every parameter write, reads seeing old values."""
+def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], computed_operands: bool = False) -> Schedule:
+    """Fuse the graph into kernels that compute every parameter write, reads seeing old values.
+    `computed_operands`: give computed matmul operands a buffer (see `realize`)."""
     writes = {name: (p, node) for name, (p, node) in writes.items() if p.size > 0}
     roots = sorted({node for _, node in writes.values()})
-    realized = realize(graph, roots)
+    realized = realize(graph, roots, computed_operands)
     drafts = _merge_epilogues(graph, _drafts(graph, set(roots) | realized, realized), set(roots), realized)
     drafts.sort(key=lambda d: d.level)
 
