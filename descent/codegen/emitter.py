@@ -65,13 +65,31 @@ def _coordinates(view: View, flat: str) -> list[tuple[int, str]]:
     return result
 
 
+def _merged_axes(view: View) -> list[tuple[int, int, int, bool]]:
+    """(size, step, stride, outermost) of runs of adjacent axes that address the source as one axis
+    (each stride equals the next axis' size times its stride): fewer divisions in the index."""
+    runs: list[list[int]] = []
+    for axis, (size, step) in enumerate(zip(view.shape, contiguous_strides(view.shape))):
+        if size == 1:
+            continue
+        stride = view.strides[axis]
+        if runs and runs[-1][2] == size * stride:
+            runs[-1] = [runs[-1][0] * size, step, stride, runs[-1][3]]
+        else:
+            runs.append([size, step, stride, axis == 0])
+    return [tuple(run) for run in runs]
+
+
 def view_index(view: View, flat: str) -> str:
     """Flat index in the source of `view` for the element at `flat`."""
+    base = flat if flat.isidentifier() else f"({flat})"
     terms = []
-    for axis, coordinate in _coordinates(view, flat):
-        stride = view.strides[axis]
+    for size, step, stride, outermost in _merged_axes(view):
         if stride == 0:
             continue
+        coordinate = base if step == 1 else f"{base} / {step}"
+        if not outermost:
+            coordinate = f"{coordinate} % {size}"
         terms.append(coordinate if stride == 1 else f"({coordinate}) * {stride if stride > 0 else f'({stride})'}")
     if view.offset or not terms:
         terms.append(str(view.offset) if view.offset >= 0 or not terms else f"({view.offset})")
