@@ -1,25 +1,29 @@
 #version 450
 // ${NAME}: ${BATCH} x (${M} x ${K}) @ (${K} x ${N}); stores ${STORES}
 // No shared memory or barriers (the fast shape on CPU drivers such as lavapipe): each thread
-// computes a BLOCK_M x BLOCK_N register block straight from the operands.
-layout(local_size_x = 8, local_size_y = 8) in;
+// computes a BLOCK_M x BLOCK_N register block straight from the operands. Blocks are numbered
+// across the batch, so small products in a large batch still fill every lane.
+layout(local_size_x = ${LOCAL_SIZE}) in;
 
 const int M = ${M};
 const int N = ${N};
 const int K = ${K};
 const int BLOCK_M = ${BLOCK_M};
 const int BLOCK_N = ${BLOCK_N};
+const int BLOCKS_M = (M + BLOCK_M - 1) / BLOCK_M;
+const int BLOCKS_N = (N + BLOCK_N - 1) / BLOCK_N;
 
 ${BUFFERS}
 ${HELPERS}
 ${FUNCTIONS}
 void main() {
-    int batch = int(gl_WorkGroupID.z);
-    int row0 = int(gl_GlobalInvocationID.y) * BLOCK_M;
-    int col0 = int(gl_GlobalInvocationID.x) * BLOCK_N;
-    if (row0 >= M || col0 >= N) {
+    int block = int((gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * ${LOCAL_SIZE}u + gl_LocalInvocationID.x);
+    if (block >= ${BATCH} * BLOCKS_M * BLOCKS_N) {
         return;
     }
+    int batch = block / (BLOCKS_M * BLOCKS_N);
+    int row0 = block / BLOCKS_N % BLOCKS_M * BLOCK_M;
+    int col0 = block % BLOCKS_N * BLOCK_N;
     float acc[BLOCK_M][BLOCK_N];
     for (int r = 0; r < BLOCK_M; r++) {
         for (int c = 0; c < BLOCK_N; c++) {

@@ -47,6 +47,7 @@ class DeviceShape:
     deterministic: bool = False  # scatter_add without atomics
     cpu: bool = False  # a CPU driver (lavapipe): prefer kernels without shared memory and barriers
     texel_elements: int = 0  # read-only buffers up to this many elements are read as texel buffers
+    subgroup_size: int = 32
 
 
 @cache
@@ -310,9 +311,11 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         # update in its stores unrolls into code LLVM needs ~50 s for; 8 x 8 takes ~3 s
         block = CPU_BLOCKS[2] if m * n * k < 1 << 12 else CPU_BLOCKS[1] if fused else CPU_BLOCKS[0]
         block_m, block_n = min(block[0], m), min(block[1], n)
-        workgroups = (-(-n // (8 * block_n)), -(-m // (8 * block_m)), batch)
+        blocks = batch * -(-m // block_m) * -(-n // block_n)
+        # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
+        workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
         return parts.fill("matmul_direct", workgroups, BATCH=batch, M=m, N=n, K=k, BLOCK_M=block_m,
-                          BLOCK_N=block_n, FUNCTIONS=functions)
+                          BLOCK_N=block_n, LOCAL_SIZE=device.subgroup_size, FUNCTIONS=functions)
     tile_m, tile_n = _tiles(m, n, batch)
     width = min(4, tile_m // 16, tile_n // 16)
     shallowest = max(256 * width // tile_m, 256 * width // tile_n)  # each thread stages whole vectors

@@ -250,6 +250,7 @@ class Environment:
             deterministic=self.deterministic,
             cpu=self.device.kind == "cpu",
             texel_elements=limits.max_texel_buffer_elements if self.device.kind == "cpu" else 0,
+            subgroup_size=max(1, min(limits.subgroup_size, limits.max_workgroup_size[0])),
         )
         sources = [source for kernel in plan.kernels for source in generate(scope.graph, kernel, plan.buffers, shape)]
         for source in sources:
