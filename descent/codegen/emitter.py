@@ -117,11 +117,11 @@ class Emitter:
 
     def __init__(self, graph: nx.DiGraph, loads: dict[int, str], buffers: dict[str, tuple[str, DType, int]],
                  base: str = "i", special: dict[int, str] | None = None, prefix: str = "",
-                 texels: frozenset[str] = frozenset()) -> None:
+                 texels: dict[str, str] | None = None) -> None:
         self.graph = graph
         self.loads = loads
         self.buffers = buffers  # logical buffer -> (GLSL name, dtype, elements)
-        self.texels = texels  # GLSL names of buffers bound as texel buffers
+        self.texels = texels or {}  # GLSL name of a buffer -> the texel buffer it is read through
         self.base = base
         self.special = special or {}
         self.prefix = prefix
@@ -166,7 +166,7 @@ class Emitter:
 
     def element(self, name: str, dtype: DType, index: str) -> str:
         """The value of buffer `name` at `index`, from a storage buffer or through a texel fetch."""
-        element = f"texelFetch({name}, {index}).r" if name in self.texels else f"{name}[{index}]"
+        element = f"texelFetch({self.texels[name]}, {index}).r" if name in self.texels else f"{name}[{index}]"
         return f"{element} != 0u" if dtype == bool_ else element
 
     def load(self, node_id: int, chain: ViewChain) -> str:

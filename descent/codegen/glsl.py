@@ -21,6 +21,8 @@ from descent.schedule.kernel import Buffer, Kernel
 
 SHADERS = Path(__file__).resolve().parents[2] / "shaders"
 SERIAL_REDUCTION = 32  # reductions at most this long are folded by one thread each
+CPU_SERIAL_OUTPUTS = 64  # on a CPU driver, where a barrier switches every SIMD batch of the workgroup
+# in and out, this many outputs keep every core busy folding one output per thread
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class KernelSource:
     locations: tuple[str, ...]  # user lines of the ops fused into it
     ops: tuple[str, ...]  # the ops it computes, one per GLSL statement or core
     writes: tuple[str, ...]  # logical buffers it stores to
-    texels: tuple[str, ...] = ()  # logical buffers bound as uniform texel buffers instead of storage buffers
+    texel_bindings: tuple[int, ...] = ()  # bindings that are uniform texel buffers, not storage buffers
 
 
 @dataclass(frozen=True)
@@ -70,29 +72,37 @@ class _Kernel:
         self.kernel = kernel
         self.stored = tuple(dict.fromkeys(name for _, name in kernel.outputs))
         loaded = sorted(set(kernel.loads.values()))
-        self.bindings = tuple(loaded + [name for name in self.stored if name not in loaded])
-        names = [identifier(name) for name in self.bindings]
+        texels = [name for name in loaded
+                  if 0 < buffers[name].size <= texel_elements and not (atomic and name in self.stored)]
+        in_place = [name for name in texels if name in self.stored]  # read as texels, written as storage
+        storage = [name for name in loaded if name not in texels] + [name for name in self.stored if name not in loaded]
+        self.bindings = tuple(texels + storage + in_place)
+        self.texel_bindings = tuple(range(len(texels)))
+        unique = texels + storage
+        names = [identifier(name) for name in unique]
         names = [n if names.count(n) == 1 else f"{n}_{k}" for k, n in enumerate(names)]
         self.table = {name: (glsl_name, buffers[name].dtype, buffers[name].size)
-                      for name, glsl_name in zip(self.bindings, names)}
-        self.texels = tuple(name for name in loaded
-                            if name not in self.stored and 0 < buffers[name].size <= texel_elements)
+                      for name, glsl_name in zip(unique, names)}
+        self.texels = {}  # GLSL name of a buffer -> the texel buffer it is read through
         self.declarations = []
-        self.aliases: dict[str, str] = {}  # vector views of loaded buffers, declared at the same binding
-        for binding, name in enumerate(self.bindings):
+        sampler = {"float": "samplerBuffer", "int": "isamplerBuffer", "uint": "usamplerBuffer"}
+        for binding, name in enumerate(texels):
             glsl_name, dtype, _ = self.table[name]
-            if name in self.texels:
-                sampler = {"float": "samplerBuffer", "int": "isamplerBuffer", "uint": "usamplerBuffer"}
-                self.declarations.append(f"layout(binding = {binding}) uniform {sampler[dtype.storage_glsl]} "
-                                         f"{glsl_name};")
-                continue
+            texel_name = f"{glsl_name}_texels" if name in in_place else glsl_name
+            self.texels[glsl_name] = texel_name
+            self.declarations.append(f"layout(binding = {binding}) uniform {sampler[dtype.storage_glsl]} {texel_name};")
+        for binding, name in enumerate(storage + in_place, start=len(texels)):
+            glsl_name, dtype, _ = self.table[name]
+            access, kind = "", dtype.storage_glsl
             if atomic and name in self.stored:
-                access, storage = "", "uint"  # compare-and-swap float adds read and write the bits as uint
-            else:
-                access = "readonly " if name not in self.stored else "" if name in loaded else "writeonly "
-                storage = dtype.storage_glsl
+                kind = "uint"  # compare-and-swap float adds read and write the bits as uint
+            elif name not in self.stored:
+                access = "readonly "
+            elif name not in loaded or name in in_place:
+                access = "writeonly "
             self.declarations.append(f"layout(std430, binding = {binding}) {access}buffer Buffer{binding} "
-                                     f"{{ {storage} {glsl_name}[]; }};")
+                                     f"{{ {kind} {glsl_name}[]; }};")
+        self.aliases: dict[str, str] = {}  # vector views of loaded buffers, declared at the same binding
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
         self.ops: list[str] = []
@@ -106,8 +116,7 @@ class _Kernel:
         return view
 
     def emitter(self, base: str, special: dict[int, str] | None = None) -> Emitter:
-        return Emitter(self.graph, self.kernel.loads, self.table, base, special,
-                       texels=frozenset(self.table[name][0] for name in self.texels))
+        return Emitter(self.graph, self.kernel.loads, self.table, base, special, texels=self.texels)
 
     def absorb(self, emitter: Emitter) -> None:
         self.helpers.update(emitter.helpers)
@@ -144,7 +153,8 @@ class _Kernel:
             HELPERS=helpers,
             STORES=", ".join(self.stored), **values)
         return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
-                            tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored, self.texels)
+                            tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored,
+                            self.texel_bindings)
 
 
 def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer],
@@ -217,7 +227,7 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     functions += "\n" + parts.store_function(f"{accumulator} value, int position", {kernel.core: finish})
     parts.ops.append(f"{op}-reduce")
     parts.locations.append(core.location)
-    serial = reduced <= SERIAL_REDUCTION
+    serial = reduced <= SERIAL_REDUCTION or (device.cpu and outputs >= CPU_SERIAL_OUTPUTS)
     if serial:
         local = device.local_size
         workgroups = _grid(-(-outputs // local), device.max_groups)

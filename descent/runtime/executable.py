@@ -52,11 +52,11 @@ class Executable:
 
     def _texel_formats(self, source: KernelSource) -> tuple[int, ...]:
         """The VkFormat of each binding read as a texel buffer, 0 for a storage buffer."""
-        if not source.texels:
+        if not source.texel_bindings:
             return ()
         buffers = self.schedule.buffers
-        return tuple(vulkan.TEXEL_FORMATS[buffers[name].dtype.storage_glsl] if name in source.texels else 0
-                     for name in source.bindings)
+        return tuple(vulkan.TEXEL_FORMATS[buffers[name].dtype.storage_glsl] if k in source.texel_bindings else 0
+                     for k, name in enumerate(source.bindings))
 
     def _tensor(self, name: str):
         buffer = self.schedule.buffers[name]
