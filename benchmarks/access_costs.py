@@ -57,7 +57,7 @@ def costs(env: dc.Environment, invocations: int = ELEMENTS // 16) -> dict[str, f
     source = env.parameter("access_costs_source", (ELEMENTS,), init=np.ones(ELEMENTS, np.float32))
     result = env.parameter("access_costs_result", (ELEMENTS,))
     tensors = [env.tensor(source.name), env.tensor(result.name), env.tensor(source.name)]
-    formats = (0, 0, TEXEL_FORMATS["float"])
+    formats = (0, 0, TEXEL_FORMATS["float", 1])
     seconds = {}
     for name, body in BODIES.items():
         spirv = compile_glsl(_kernel(body), "access_costs")

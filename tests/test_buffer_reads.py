@@ -63,7 +63,7 @@ def test_texel_reads_only_where_allowed(limit: int, texels: tuple[str, ...]) -> 
     small = env.parameter("texel_small", (8,), init=np.ones(8, np.float32))
     out = env.parameter("texel_out", (5, 8))
     (source,) = env.build_graph(lambda s: s.write(out, s.read(big).reshape(5, 8) + s.read(small))).sources
-    assert tuple(source.bindings[k] for k in source.texel_bindings) == texels
+    assert tuple(source.bindings[k] for k, _ in source.texel_bindings) == texels
     assert ("texelFetch(" in source.glsl) == bool(texels)
 
 

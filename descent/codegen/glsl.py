@@ -16,7 +16,7 @@ import networkx as nx
 
 from descent.codegen.emitter import Emitter, identifier, literal
 from descent.graph.dtype import DType, bool_, float32, int32
-from descent.schedule.fuse import node_of, operand_contexts, reduce_layout
+from descent.schedule.fuse import input_contexts, node_of, operand_contexts, reduce_layout
 from descent.schedule.kernel import Buffer, Kernel
 
 SHADERS = Path(__file__).resolve().parents[2] / "shaders"
@@ -36,7 +36,7 @@ class KernelSource:
     locations: tuple[str, ...]  # user lines of the ops fused into it
     ops: tuple[str, ...]  # the ops it computes, one per GLSL statement or core
     writes: tuple[str, ...]  # logical buffers it stores to
-    texel_bindings: tuple[int, ...] = ()  # bindings that are uniform texel buffers, not storage buffers
+    texel_bindings: tuple[tuple[int, int], ...] = ()  # (binding, components) of uniform texel buffers
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,8 @@ class _Kernel:
         in_place = [name for name in texels if name in self.stored]  # read as texels, written as storage
         storage = [name for name in loaded if name not in texels] + [name for name in self.stored if name not in loaded]
         self.bindings = tuple(texels + storage + in_place)
-        self.texel_bindings = tuple(range(len(texels)))
+        self.texel_bindings = [(binding, 1) for binding in range(len(texels))]
+        self.texel_elements = texel_elements
         unique = texels + storage
         names = [identifier(name) for name in unique]
         names = [n if names.count(n) == 1 else f"{n}_{k}" for k, n in enumerate(names)]
@@ -106,6 +107,20 @@ class _Kernel:
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
         self.ops: list[str] = []
+
+    def vector_texels(self, name: str) -> str | None:
+        """The GLSL name of a vec4 texel-buffer view of a loaded float buffer (a binding of its own),
+        None where the device reads no texel buffers or the buffer is too large for one."""
+        glsl_name, dtype, size = self.table[name]
+        if dtype != float32 or not 0 < size // 4 <= self.texel_elements:
+            return None
+        view = f"{glsl_name}_vec4"
+        if view not in self.aliases:
+            binding = len(self.bindings)
+            self.bindings += (name,)
+            self.texel_bindings.append((binding, 4))
+            self.aliases[view] = f"layout(binding = {binding}) uniform samplerBuffer {view};"
+        return view
 
     def vector_view(self, name: str, vector: str) -> str:
         """The GLSL name of a read-only `vector` view of a loaded buffer (the same binding, declared again)."""
@@ -154,7 +169,7 @@ class _Kernel:
             STORES=", ".join(self.stored), **values)
         return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
                             tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored,
-                            self.texel_bindings)
+                            tuple(self.texel_bindings))
 
 
 def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer],
@@ -320,7 +335,9 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         # lavapipe compiles at first dispatch: a 16 x 16 block with fused loads or an optimiser
         # update in its stores unrolls into code LLVM needs ~50 s for; 8 x 8 takes ~3 s
         block = CPU_BLOCKS[2] if m * n * k < 1 << 12 else CPU_BLOCKS[1] if fused else CPU_BLOCKS[0]
-        block_m, block_n = min(block[0], m), min(block[1], n)
+        block_m, block_n = min(block[0], m), min(block[1], -(-n // 4) * 4)
+        functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (m, k), (block_m, 4), 4)
+        functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (k, n), (4, block_n), 4)
         blocks = batch * -(-m // block_m) * -(-n // block_n)
         # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
@@ -343,16 +360,23 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
 def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, shape: tuple[int, int],
                     tile: tuple[int, int], width: int) -> str:
     """`name(batch, row, col)`: `width` elements from (row, col) along a row of an operand's rows x cols
-    matrix, zero past its edges. A plain buffer whose rows hold whole vectors gives one vector load;
-    a fused or unaligned operand is loaded element by element through `load`."""
+    matrix, zero past its edges. A plain buffer whose rows hold whole vectors gives one vector load
+    (a vec4 texel fetch where the device reads texel buffers); a fused or unaligned operand is loaded
+    element by element through `load`."""
     rows, cols = shape
     vector = _vector(width)
-    buffer = parts.kernel.loads.get(operand)
-    plain = buffer is not None and chain == () and parts.table[buffer][1] == float32
-    if plain and width > 1 and cols % width == 0:
+    while chain == () and node_of(parts.graph, operand).op == "view":  # views that keep the index
+        ((operand, chain),) = input_contexts(node_of(parts.graph, operand), chain)
+    buffer = parts.kernel.loads.get(operand) if chain == () else None
+    plain = buffer is not None and parts.table[buffer][1] == float32
+    aligned = plain and width > 1 and cols % width == 0
+    texels = parts.vector_texels(buffer) if aligned and parts.texel_elements and width == 4 else None
+    if aligned and (texels or not parts.texel_elements):
         outside = [f"row >= {rows}"] * bool(rows % tile[0]) + [f"col >= {cols}"] * bool(cols % tile[1])
         lines = [f"if ({' || '.join(outside)}) {{", f"    return {vector}(0.0);", "}"] if outside else []
-        lines.append(f"return {parts.vector_view(buffer, vector)}[((batch * {rows} + row) * {cols} + col) / {width}];")
+        position = f"((batch * {rows} + row) * {cols} + col) / {width}"
+        lines.append(f"return texelFetch({texels}, {position});" if texels else
+                     f"return {parts.vector_view(buffer, vector)}[{position}];")
     else:
         inside = [f"row < {rows}"] * bool(rows % tile[0]) + [f"column < {cols}"] * bool(cols % tile[1] or cols % width)
         element = f"{load}((batch * {rows} + row) * {cols} + column)"

@@ -54,8 +54,9 @@ class Executable:
         """The VkFormat of each binding read as a texel buffer, 0 for a storage buffer."""
         if not source.texel_bindings:
             return ()
+        components = dict(source.texel_bindings)
         buffers = self.schedule.buffers
-        return tuple(vulkan.TEXEL_FORMATS[buffers[name].dtype.storage_glsl] if k in source.texel_bindings else 0
+        return tuple(vulkan.TEXEL_FORMATS[buffers[name].dtype.storage_glsl, components[k]] if k in components else 0
                      for k, name in enumerate(source.bindings))
 
     def _tensor(self, name: str):

@@ -7,4 +7,5 @@ ACCESS_TRANSFER_WRITE = 0x1000
 STAGE_COMPUTE_SHADER = 0x800
 STAGE_TRANSFER = 0x1000
 
-TEXEL_FORMATS = {"float": 100, "int": 99, "uint": 98}  # VK_FORMAT_R32_{SFLOAT,SINT,UINT} by GLSL storage type
+TEXEL_FORMATS = {("float", 1): 100, ("int", 1): 99, ("uint", 1): 98,  # VK_FORMAT_R32_{SFLOAT,SINT,UINT}
+                 ("float", 4): 109}  # VK_FORMAT_R32G32B32A32_SFLOAT, by GLSL storage type and components
