@@ -1,8 +1,7 @@
 #version 450
 // ${NAME}: ${BATCH} x (${M} x ${K}) @ (${K} x ${N}); stores ${STORES}
 // No shared memory or barriers (the fast shape on CPU drivers such as lavapipe): each thread
-// computes a BLOCK_M x BLOCK_N register block straight from the operands, four columns and four
-// steps of K to a vec4 (one texel fetch where the operand is a plain buffer). Blocks are numbered
+// computes a BLOCK_M x BLOCK_N register block straight from the operands. Blocks are numbered
 // across the batch, so small products in a large batch still fill every lane.
 layout(local_size_x = ${LOCAL_SIZE}) in;
 
@@ -13,7 +12,6 @@ const int BLOCK_M = ${BLOCK_M};
 const int BLOCK_N = ${BLOCK_N};
 const int BLOCKS_M = (M + BLOCK_M - 1) / BLOCK_M;
 const int BLOCKS_N = (N + BLOCK_N - 1) / BLOCK_N;
-#define PART(v, c) v[c]
 
 ${BUFFERS}
 ${HELPERS}
@@ -26,26 +24,24 @@ void main() {
     int batch = block / (BLOCKS_M * BLOCKS_N);
     int row0 = block / BLOCKS_N % BLOCKS_M * BLOCK_M;
     int col0 = block % BLOCKS_N * BLOCK_N;
-    vec4 acc[BLOCK_M][BLOCK_N / 4];
+    float acc[BLOCK_M][BLOCK_N];
     for (int r = 0; r < BLOCK_M; r++) {
-        for (int c = 0; c < BLOCK_N / 4; c++) {
-            acc[r][c] = vec4(0.0);
+        for (int c = 0; c < BLOCK_N; c++) {
+            acc[r][c] = 0.0;
         }
     }
-    for (int k0 = 0; k0 < K; k0 += 4) {
-        vec4 a[BLOCK_M];
+    for (int k = 0; k < K; k++) {
+        float a[BLOCK_M];
+        float b[BLOCK_N];
         for (int r = 0; r < BLOCK_M; r++) {
-            a[r] = fetch_a(batch, row0 + r, k0);
+            a[r] = row0 + r < M ? load_a((batch * M + row0 + r) * K + k) : 0.0;
         }
-        for (int j = 0; j < 4; j++) {
-            vec4 b[BLOCK_N / 4];
-            for (int c = 0; c < BLOCK_N / 4; c++) {
-                b[c] = fetch_b(batch, k0 + j, col0 + c * 4);
-            }
-            for (int r = 0; r < BLOCK_M; r++) {
-                for (int c = 0; c < BLOCK_N / 4; c++) {
-                    acc[r][c] += a[r][j] * b[c];
-                }
+        for (int c = 0; c < BLOCK_N; c++) {
+            b[c] = col0 + c < N ? load_b((batch * K + k) * N + col0 + c) : 0.0;
+        }
+        for (int r = 0; r < BLOCK_M; r++) {
+            for (int c = 0; c < BLOCK_N; c++) {
+                acc[r][c] += a[r] * b[c];
             }
         }
     }
@@ -54,7 +50,7 @@ void main() {
             int row = row0 + r;
             int col = col0 + c;
             if (row < M && col < N) {
-                store_output((batch * M + row) * N + col, acc[r][c / 4][c % 4]);
+                store_output((batch * M + row) * N + col, acc[r][c]);
             }
         }
     }

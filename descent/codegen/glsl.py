@@ -108,11 +108,14 @@ class _Kernel:
         self.locations: list[str] = []
         self.ops: list[str] = []
 
-    def vector_texels(self, name: str) -> str | None:
-        """The GLSL name of a vec4 texel-buffer view of a loaded float buffer (a binding of its own),
-        None where the device reads no texel buffers or the buffer is too large for one."""
+    def vector_texels(self, name: str | None, row: int) -> str | None:
+        """The GLSL name of a vec4 texel-buffer view of a loaded float buffer of rows of `row` elements
+        (a binding of its own), None where it has none: rows not whole vec4s, a device that reads no
+        texel buffers, a buffer too large for one."""
+        if name is None:
+            return None
         glsl_name, dtype, size = self.table[name]
-        if dtype != float32 or not 0 < size // 4 <= self.texel_elements:
+        if dtype != float32 or row % 4 or not 0 < size // 4 <= self.texel_elements:
             return None
         view = f"{glsl_name}_vec4"
         if view not in self.aliases:
@@ -335,13 +338,17 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         # lavapipe compiles at first dispatch: a 16 x 16 block with fused loads or an optimiser
         # update in its stores unrolls into code LLVM needs ~50 s for; 8 x 8 takes ~3 s
         block = CPU_BLOCKS[2] if m * n * k < 1 << 12 else CPU_BLOCKS[1] if fused else CPU_BLOCKS[0]
-        block_m, block_n = min(block[0], m), min(block[1], -(-n // 4) * 4)
-        functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (m, k), (block_m, 4), 4)
-        functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (k, n), (4, block_n), 4)
+        vector = any(parts.vector_texels(buffer, cols) is not None
+                     for buffer, cols in ((_plain_buffer(parts, a, chain_a), k), (_plain_buffer(parts, b, chain_b), n)))
+        block_m, block_n = min(block[0], m), min(block[1], -(-n // 4) * 4 if vector else n)
+        if vector:
+            functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (m, k), (block_m, 4), 4)
+            functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (k, n), (4, block_n), 4)
         blocks = batch * -(-m // block_m) * -(-n // block_n)
         # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
-        return parts.fill("matmul_direct", workgroups, BATCH=batch, M=m, N=n, K=k, BLOCK_M=block_m,
+        return parts.fill("matmul_direct_vec4" if vector else "matmul_direct", workgroups, BATCH=batch, M=m, N=n,
+                          K=k, BLOCK_M=block_m,
                           BLOCK_N=block_n, LOCAL_SIZE=device.subgroup_size, FUNCTIONS=functions)
     tile_m, tile_n = _tiles(m, n, batch)
     width = min(4, tile_m // 16, tile_n // 16)
@@ -365,12 +372,9 @@ def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, s
     element by element through `load`."""
     rows, cols = shape
     vector = _vector(width)
-    while chain == () and node_of(parts.graph, operand).op == "view":  # views that keep the index
-        ((operand, chain),) = input_contexts(node_of(parts.graph, operand), chain)
-    buffer = parts.kernel.loads.get(operand) if chain == () else None
-    plain = buffer is not None and parts.table[buffer][1] == float32
-    aligned = plain and width > 1 and cols % width == 0
-    texels = parts.vector_texels(buffer) if aligned and parts.texel_elements and width == 4 else None
+    buffer = _plain_buffer(parts, operand, chain)
+    aligned = buffer is not None and parts.table[buffer][1] == float32 and width > 1 and cols % width == 0
+    texels = parts.vector_texels(buffer, cols) if aligned and parts.texel_elements and width == 4 else None
     if aligned and (texels or not parts.texel_elements):
         outside = [f"row >= {rows}"] * bool(rows % tile[0]) + [f"col >= {cols}"] * bool(cols % tile[1])
         lines = [f"if ({' || '.join(outside)}) {{", f"    return {vector}(0.0);", "}"] if outside else []
@@ -385,6 +389,13 @@ def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, s
                  f"    PART(group, j) = {value};", "}", "return group;"]
     body = "".join(f"    {line}\n" for line in lines)
     return f"{vector} {name}(int batch, int row, int col) {{\n{body}}}\n"
+
+
+def _plain_buffer(parts: _Kernel, operand: int, chain) -> str | None:
+    """The buffer an operand loads unchanged (through views that keep the index), else None."""
+    while chain == () and node_of(parts.graph, operand).op == "view":
+        ((operand, chain),) = input_contexts(node_of(parts.graph, operand), chain)
+    return parts.kernel.loads.get(operand) if chain == () else None
 
 
 def _vector(width: int) -> str:
