@@ -49,7 +49,7 @@ class DeviceShape:
     deterministic: bool = False  # scatter_add without atomics
     cpu: bool = False  # a CPU driver (lavapipe): prefer kernels without shared memory and barriers
     texel_elements: int = 0  # read-only buffers up to this many elements are read as texel buffers
-    subgroup_size: int = 32
+    subgroup_size: int = 32  # a CPU driver's SIMD width: the workgroup size of its matmul
 
 
 @cache
@@ -103,7 +103,8 @@ class _Kernel:
                 access = "writeonly "
             self.declarations.append(f"layout(std430, binding = {binding}) {access}buffer Buffer{binding} "
                                      f"{{ {kind} {glsl_name}[]; }};")
-        self.aliases: dict[str, str] = {}  # vector views of loaded buffers, declared at the same binding
+        self.aliases: dict[str, str] = {}  # vector views of loaded buffers: storage at the same binding,
+        # texel at one of their own
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
         self.ops: list[str] = []
