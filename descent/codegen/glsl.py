@@ -349,8 +349,7 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
         return parts.fill("matmul_direct_vec4" if vector else "matmul_direct", workgroups, BATCH=batch, M=m, N=n,
-                          K=k, BLOCK_M=block_m,
-                          BLOCK_N=block_n, LOCAL_SIZE=device.subgroup_size, FUNCTIONS=functions)
+                          K=k, BLOCK_M=block_m, BLOCK_N=block_n, LOCAL_SIZE=device.subgroup_size, FUNCTIONS=functions)
     tile_m, tile_n = _tiles(m, n, batch)
     width = min(4, tile_m // 16, tile_n // 16)
     shallowest = max(256 * width // tile_m, 256 * width // tile_n)  # each thread stages whole vectors
@@ -374,14 +373,16 @@ def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, s
     rows, cols = shape
     vector = _vector(width)
     buffer = _plain_buffer(parts, operand, chain)
-    aligned = buffer is not None and parts.table[buffer][1] == float32 and width > 1 and cols % width == 0
-    texels = parts.vector_texels(buffer, cols) if aligned and parts.texel_elements and width == 4 else None
-    if aligned and (texels or not parts.texel_elements):
+    source = None  # how to read one vector at {position}
+    if parts.texel_elements:
+        texels = parts.vector_texels(buffer, cols) if width == 4 else None
+        source = texels and f"texelFetch({texels}, {{position}})"
+    elif buffer is not None and parts.table[buffer][1] == float32 and width > 1 and cols % width == 0:
+        source = f"{parts.vector_view(buffer, vector)}[{{position}}]"
+    if source:
         outside = [f"row >= {rows}"] * bool(rows % tile[0]) + [f"col >= {cols}"] * bool(cols % tile[1])
         lines = [f"if ({' || '.join(outside)}) {{", f"    return {vector}(0.0);", "}"] if outside else []
-        position = f"((batch * {rows} + row) * {cols} + col) / {width}"
-        lines.append(f"return texelFetch({texels}, {position});" if texels else
-                     f"return {parts.vector_view(buffer, vector)}[{position}];")
+        lines.append("return " + source.format(position=f"((batch * {rows} + row) * {cols} + col) / {width}") + ";")
     else:
         inside = [f"row < {rows}"] * bool(rows % tile[0]) + [f"column < {cols}"] * bool(cols % tile[1] or cols % width)
         element = f"{load}((batch * {rows} + row) * {cols} + column)"

@@ -241,15 +241,16 @@ class Environment:
             self._check(parameter)
         scope = Scope(self, training=training)
         fn(scope)
-        plan = schedule(scope.graph, scope.writes, computed_operands=self.device.kind == "cpu")
+        cpu = self.device.kind == "cpu"
+        plan = schedule(scope.graph, scope.writes, computed_operands=cpu)
         limits = self.device.limits
         shape = DeviceShape(
             local_size=min(LOCAL_SIZE, limits.max_workgroup_invocations, limits.max_workgroup_size[0]),
             max_groups=limits.max_workgroup_count[0],
             shared_memory=limits.max_shared_memory,
             deterministic=self.deterministic,
-            cpu=self.device.kind == "cpu",
-            texel_elements=limits.max_texel_buffer_elements if self.device.kind == "cpu" else 0,
+            cpu=cpu,
+            texel_elements=limits.max_texel_buffer_elements if cpu else 0,
             subgroup_size=max(1, min(limits.subgroup_size, limits.max_workgroup_size[0])),
         )
         sources = [source for kernel in plan.kernels for source in generate(scope.graph, kernel, plan.buffers, shape)]
