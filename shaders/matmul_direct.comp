@@ -34,10 +34,10 @@ void main() {
         float a[BLOCK_M];
         float b[BLOCK_N];
         for (int r = 0; r < BLOCK_M; r++) {
-            a[r] = row0 + r < M ? load_a((batch * M + row0 + r) * K + k) : 0.0;
+            a[r] = row0 + r < M ? load_a(batch, row0 + r, k) : 0.0;
         }
         for (int c = 0; c < BLOCK_N; c++) {
-            b[c] = col0 + c < N ? load_b((batch * K + k) * N + col0 + c) : 0.0;
+            b[c] = col0 + c < N ? load_b(batch, k, col0 + c) : 0.0;
         }
         for (int r = 0; r < BLOCK_M; r++) {
             for (int c = 0; c < BLOCK_N; c++) {

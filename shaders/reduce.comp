@@ -26,7 +26,7 @@ void main() {
     ${TYPE} value = ${IDENTITY};
     int position = ${REDUCED};
     for (int r = 0; r < ${REDUCED}; r++) {
-        combine(value, position, lift(load_input(output_index * ${REDUCED} + r)), r);
+        combine(value, position, lift(load_input(output_index, r)), r);
     }
     store_output(output_index, value, position);
 }
@@ -43,7 +43,7 @@ void main() {
     ${TYPE} value = ${IDENTITY};
     int position = ${REDUCED};
     for (int r = lane; r < ${REDUCED}; r += ${LOCAL_SIZE}) {
-        combine(value, position, lift(load_input(output_index * ${REDUCED} + r)), r);
+        combine(value, position, lift(load_input(output_index, r)), r);
     }
     partial_value[lane] = value;
     partial_position[lane] = position;

@@ -13,6 +13,7 @@ import re
 import networkx as nx
 import numpy as np
 
+from descent.codegen.index import Index, bounds, render, variable
 from descent.graph.dtype import DType, bool_, float32, uint32
 from descent.graph.optable import ELEMENTWISE, HELPERS
 from descent.graph.view import View, ViewChain, contiguous_strides, is_masked
@@ -51,18 +52,9 @@ def identifier(name: str) -> str:
     return text
 
 
-def _coordinates(view: View, flat: str) -> list[tuple[int, str]]:
-    """(axis, GLSL coordinate) of each axis of `view` that matters, from its flat index."""
-    base = flat if flat.isidentifier() else f"({flat})"
-    result = []
-    for axis, (size, step) in enumerate(zip(view.shape, contiguous_strides(view.shape))):
-        if size == 1:
-            continue
-        coordinate = base if step == 1 else f"{base} / {step}"
-        if axis > 0:
-            coordinate = f"{coordinate} % {size}"
-        result.append((axis, coordinate))
-    return result
+def _coordinate(flat: Index, size: int, step: int, outermost: bool) -> Index:
+    coordinate = flat // step
+    return coordinate if outermost else coordinate % size
 
 
 def _merged_axes(view: View) -> list[tuple[int, int, int, bool]]:
@@ -80,35 +72,28 @@ def _merged_axes(view: View) -> list[tuple[int, int, int, bool]]:
     return [tuple(run) for run in runs]
 
 
-def view_index(view: View, flat: str) -> str:
+def view_index(view: View, flat: Index) -> Index:
     """Flat index in the source of `view` for the element at `flat`."""
-    base = flat if flat.isidentifier() else f"({flat})"
-    terms = []
+    result = Index((), view.offset)
     for size, step, stride, outermost in _merged_axes(view):
-        if stride == 0:
-            continue
-        coordinate = base if step == 1 else f"{base} / {step}"
-        if not outermost:
-            coordinate = f"{coordinate} % {size}"
-        terms.append(coordinate if stride == 1 else f"({coordinate}) * {stride if stride > 0 else f'({stride})'}")
-    if view.offset or not terms:
-        terms.append(str(view.offset) if view.offset >= 0 or not terms else f"({view.offset})")
-    return " + ".join(terms)
+        if stride:
+            result = result + _coordinate(flat, size, step, outermost) * stride
+    return result
 
 
-def view_valid(view: View, flat: str) -> str:
-    """GLSL condition: the element at `flat` lies inside the view's mask."""
-    coordinates = dict(_coordinates(view, flat))
+def view_valid(view: View, flat: Index, names: dict[Index, str]) -> str:
+    """GLSL condition: the element at `flat` lies inside the view's mask ("true" where the ranges of
+    the index variables prove it, "false" where they rule it out)."""
     conditions = []
-    for axis, (lo, hi) in enumerate(view.bounds()):
-        size = view.shape[axis]
-        if lo >= hi:
+    for axis, ((lo, hi), size, step) in enumerate(zip(view.bounds(), view.shape, contiguous_strides(view.shape))):
+        coordinate = _coordinate(flat, size, step, axis == 0) if size > 1 else Index()
+        low, high = bounds(coordinate)
+        if lo >= hi or high < lo or low >= hi:
             return "false"
-        coordinate = coordinates.get(axis, "0")
-        if lo > 0:
-            conditions.append(f"{coordinate} >= {lo}")
-        if hi < size:
-            conditions.append(f"{coordinate} < {hi}")
+        if lo > max(low, 0):
+            conditions.append(f"{render(coordinate, names)} >= {lo}")
+        if hi <= high:
+            conditions.append(f"{render(coordinate, names)} < {hi}")
     return " && ".join(f"({c})" for c in conditions) or "true"
 
 
@@ -116,13 +101,13 @@ class Emitter:
     """Statements evaluating nodes at `base` (a GLSL int variable) through view chains."""
 
     def __init__(self, graph: nx.DiGraph, loads: dict[int, str], buffers: dict[str, tuple[str, DType, int]],
-                 base: str = "i", special: dict[int, str] | None = None, prefix: str = "",
+                 base: Index, special: dict[int, str] | None = None, prefix: str = "",
                  texels: dict[str, str] | None = None) -> None:
         self.graph = graph
         self.loads = loads
         self.buffers = buffers  # logical buffer -> (GLSL name, dtype, elements)
         self.texels = texels or {}  # GLSL name of a buffer -> the texel buffer it is read through
-        self.base = base
+        self.base = render(base)
         self.special = special or {}
         self.prefix = prefix
         self.lines: list[str] = []
@@ -130,7 +115,9 @@ class Emitter:
         self.locations: list[str] = []
         self.ops: list[str] = []
         self._values: dict[tuple[int, ViewChain], str] = {}
-        self._indices: dict[ViewChain, str] = {(): base}
+        self._expressions: dict[ViewChain, Index] = {(): base}
+        self._indices: dict[ViewChain, str] = {(): self.base}
+        self._variables: dict[Index, str] = {}  # indices held in GLSL variables
         self._names: dict[int, dict[ViewChain, int]] = {}
         self._count = 0
 
@@ -144,16 +131,23 @@ class Emitter:
         suffix = f"_{number}" if number else ""
         return f"{self.prefix}{stem}_{node_id}{suffix}"
 
+    def expression(self, chain: ViewChain) -> Index:
+        """The flat index reached through `chain` from the base index, as symbolic arithmetic."""
+        if chain not in self._expressions:
+            self._expressions[chain] = view_index(chain[0], self.expression(chain[1:]))
+        return self._expressions[chain]
+
     def index(self, chain: ViewChain) -> str:
-        """A variable holding the flat index reached through `chain` from the base index."""
+        """A variable (or a bare name or number) holding the flat index reached through `chain`."""
         if chain not in self._indices:
-            expression = view_index(chain[0], self.index(chain[1:]))
-            if expression.isidentifier():
-                self._indices[chain] = expression
+            expression = self.expression(chain)
+            text = render(expression, self._variables)
+            if text.isidentifier() or text.lstrip("-").isdigit() or text.startswith("(-"):
+                self._indices[chain] = text
             else:
-                variable = self.fresh("index")
-                self.lines.append(f"int {variable} = {expression};")
-                self._indices[chain] = variable
+                variable_name = self.fresh("index")
+                self.lines.append(f"int {variable_name} = {text};")
+                self._indices[chain] = self._variables[expression] = variable_name
         return self._indices[chain]
 
     def valid(self, own: ViewChain, outer: ViewChain) -> list[tuple[str, View]]:
@@ -161,7 +155,8 @@ class Emitter:
         result = []
         for k, view in enumerate(own):
             if view.mask is not None:
-                result.append((view_valid(view, self.index(own[k + 1 :] + outer)), view))
+                self.index(own[k + 1 :] + outer)
+                result.append((view_valid(view, self.expression(own[k + 1 :] + outer), self._variables), view))
         return result
 
     def element(self, name: str, dtype: DType, index: str) -> str:
@@ -243,14 +238,12 @@ class Emitter:
         extent = source_shape[axis]
         inner = math.prod(source_shape[axis + 1 :])
         count = math.prod(node_of(self.graph, indices).shape)
-        flat = self.index(chain)
-        base = flat if flat.isidentifier() else f"({flat})"
+        flat = self.expression(chain)
         wrapped = self.fresh("position")
         wrap = f"{position} < 0 ? {position} + {extent} : {position}"
         self.lines.append(f"int {wrapped} = clamp({wrap}, 0, {extent - 1});")
-        outer = f"{base} / {count * inner}" if inner * count > 1 else base
-        element = f"({outer} * {extent} + {wrapped}) * {inner} + {base} % {inner}" if inner > 1 else \
-            f"{outer} * {extent} + {wrapped}"
+        element = render(((flat // (count * inner)) * extent + variable(wrapped, extent)) * inner + flat % inner,
+                         self._variables)
         name, dtype, _ = self.buffers[self.loads[source]]
         loaded = self.element(name, dtype, element)
         return self._statement(node_id, node, chain, loaded)

@@ -15,6 +15,7 @@ from string import Template
 import networkx as nx
 
 from descent.codegen.emitter import Emitter, identifier, literal
+from descent.codegen.index import Index, variable
 from descent.graph.dtype import DType, bool_, float32, int32
 from descent.schedule.fuse import input_contexts, node_of, operand_contexts, reduce_layout
 from descent.schedule.kernel import Buffer, Kernel
@@ -134,7 +135,7 @@ class _Kernel:
                               f"{{ {vector} {view}[]; }};")
         return view
 
-    def emitter(self, base: str, special: dict[int, str] | None = None) -> Emitter:
+    def emitter(self, base: Index, special: dict[int, str] | None = None) -> Emitter:
         return Emitter(self.graph, self.kernel.loads, self.table, base, special, texels=self.texels)
 
     def absorb(self, emitter: Emitter) -> None:
@@ -151,15 +152,21 @@ class _Kernel:
             lines.append(f"{self.table[name][0]}[{emitter.base}] = {stored};")
         return lines
 
-    def load_function(self, name: str, node_id: int, chain, dtype: DType) -> str:
-        emitter = self.emitter("index")
+    def load_function(self, name: str, node_id: int, chain, dtype: DType, axes: tuple[tuple[str, int], ...]) -> str:
+        """`name(axes...)`: the node at `chain` from the row-major index of `axes` ((name, size) each),
+        whose ranges simplify the index arithmetic."""
+        base = Index()
+        for axis, size in axes:
+            base = base * size + variable(axis, size)
+        emitter = self.emitter(base)
         value = emitter.value(node_id, chain)
         self.absorb(emitter)
         body = "".join(f"    {line}\n" for line in emitter.lines)
-        return f"{dtype.glsl} {name}(int index) {{\n{body}    return {dtype.glsl}({value});\n}}\n"
+        parameters = ", ".join(f"int {axis}" for axis, _ in axes)
+        return f"{dtype.glsl} {name}({parameters}) {{\n{body}    return {dtype.glsl}({value});\n}}\n"
 
     def store_function(self, parameters: str, special: dict[int, str]) -> str:
-        emitter = self.emitter("i", special)
+        emitter = self.emitter(variable("i", self.kernel.size), special)
         stores = self.store_lines(emitter)
         self.absorb(emitter)
         body = "".join(f"    {line}\n" for line in emitter.lines + stores)
@@ -192,7 +199,7 @@ def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer],
 
 def _elementwise(parts: _Kernel, device: DeviceShape) -> KernelSource:
     kernel = parts.kernel
-    emitter = parts.emitter("i")
+    emitter = parts.emitter(variable("i", kernel.size))
     stores = parts.store_lines(emitter)
     parts.absorb(emitter)
     body = "\n".join("    " + line for line in emitter.lines + stores)
@@ -242,7 +249,8 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         finish = "position"
     elif op == "logsumexp":
         accumulator, lift, finish = "vec2", "vec2(x, 1.0)", "(value.x + log(value.y))"
-    functions = parts.load_function("load_input", source, chain, dtype)
+    axes = (("output_index", outputs), ("element", reduced))
+    functions = parts.load_function("load_input", source, chain, dtype, axes)
     functions += "\n" + parts.store_function(f"{accumulator} value, int position", {kernel.core: finish})
     parts.ops.append(f"{op}-reduce")
     parts.locations.append(core.location)
@@ -267,8 +275,9 @@ def _scatter_add(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], 
     value_count = math.prod(node_of(graph, values).shape)
     deterministic = device.deterministic
     parts = _Kernel(graph, kernel, buffers, atomic=not deterministic, texel_elements=device.texel_elements)
-    functions = parts.load_function("load_values", values, (), float32)
-    functions += "\n" + parts.load_function("load_index", indices, (), int32)
+    functions = parts.load_function("load_values", values, (), float32, (("index", value_count),))
+    functions += "\n" + parts.load_function("load_index", indices, (), int32,
+                                           (("index", math.prod(node_of(graph, indices).shape)),))
     sources = []
     if deterministic:
         functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"})
@@ -329,8 +338,8 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     *batch_shape, m, n = core.shape
     k = node_of(parts.graph, a).shape[-1]
     batch = kernel.size // (m * n)
-    functions = parts.load_function("load_a", a, chain_a, float32)
-    functions += "\n" + parts.load_function("load_b", b, chain_b, float32)
+    functions = parts.load_function("load_a", a, chain_a, float32, (("batch", batch), ("row", m), ("col", k)))
+    functions += "\n" + parts.load_function("load_b", b, chain_b, float32, (("batch", batch), ("row", k), ("col", n)))
     functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"})
     fused = bool(parts.ops)
     parts.ops.append("matmul")
@@ -385,7 +394,7 @@ def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, s
         lines.append("return " + source.format(position=f"((batch * {rows} + row) * {cols} + col) / {width}") + ";")
     else:
         inside = [f"row < {rows}"] * bool(rows % tile[0]) + [f"column < {cols}"] * bool(cols % tile[1] or cols % width)
-        element = f"{load}((batch * {rows} + row) * {cols} + column)"
+        element = f"{load}(batch, row, column)"
         value = f"{' && '.join(inside)} ? {element} : 0.0" if inside else element
         lines = [f"{vector} group;", f"for (int j = 0; j < {width}; j++) {{", "    int column = col + j;",
                  f"    PART(group, j) = {value};", "}", "return group;"]
