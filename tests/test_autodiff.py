@@ -84,6 +84,8 @@ CASES = {
                  lambda a: np.pad(a, [(1, 2), (0, 1)], constant_values=5) ** 2, [((3, 4), -1, 1)]),
     "view:windows": (lambda a: dc.max_pool2d(a, 3, 2, 1), lambda a: _np_pool(a, 3, 2, 1, -np.inf, np.max),
                      [((1, 2, 7, 6), -1, 1)]),
+    "view:windows_tiled": (lambda a: dc.max_pool2d(a, 2), lambda a: _np_pool(a, 2, 2, 0, -np.inf, np.max),
+                           [((1, 2, 7, 5), -1, 1)]),
     "reduce:sum": (lambda a: a.sum(axis=1), lambda a: a.sum(axis=1), [((3, 4, 2), -1, 1)]),
     "reduce:prod": (lambda a: a.prod(axis=0), lambda a: a.prod(axis=0), [((3, 4), 0.5, 1.5)]),
     "reduce:max": (lambda a: a.max(axis=(0, 2)), lambda a: a.max(axis=(0, 2)), [((3, 4, 2), -1, 1)]),

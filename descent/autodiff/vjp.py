@@ -88,9 +88,17 @@ def _window_rule(g: Array, parent: Array, starts: tuple, steps: tuple) -> Array:
 
 
 def _windows_rule(g: Array, parent: Array, kernel: tuple, stride: tuple, dilation: tuple) -> Array:
-    """Sum every window's cotangent back onto the input positions it read (col2im)."""
+    """Sum every window's cotangent back onto the input positions it read (col2im). Windows that
+    tile the input (stride = kernel, no dilation) read each position at most once: a view suffices."""
     spatial = len(kernel)
     lead = parent.ndim - spatial
+    if tuple(stride) == tuple(kernel) and all(d == 1 for d in dilation):
+        outputs = g.shape[lead : lead + spatial]
+        interleaved = tuple(range(lead)) + tuple(a for k in range(spatial) for a in (lead + k, lead + spatial + k))
+        tiles = ops.reshape(ops.transpose(g, interleaved),
+                            g.shape[:lead] + tuple(o * k for o, k in zip(outputs, kernel)))
+        rest = [(0, 0)] * lead + [(0, parent.shape[lead + k] - outputs[k] * kernel[k]) for k in range(spatial)]
+        return ops.pad(tiles, rest) if any(hi for _, hi in rest) else tiles
     total = None
     for offsets in np.ndindex(*kernel):
         part = ops.getitem(g, (slice(None),) * (lead + spatial) + tuple(int(k) for k in offsets))
