@@ -341,7 +341,7 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     functions = parts.load_function("load_a", a, chain_a, float32, (("batch", batch), ("row", m), ("col", k)))
     functions += "\n" + parts.load_function("load_b", b, chain_b, float32, (("batch", batch), ("row", k), ("col", n)))
     functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"})
-    fused = bool(parts.ops)
+    fused = any(op != "contiguous" for op in parts.ops)  # computes more than it loads
     parts.ops.append("matmul")
     parts.locations.append(core.location)
     if device.cpu:

@@ -68,9 +68,11 @@ def is_buffer(node: Node) -> bool:
 
 
 def _computed_operand(graph: nx.DiGraph, source: int) -> int | None:
-    """The node a matmul operand computes under its views, None when it only loads."""
-    while node_of(graph, source).op == "view":
-        source = node_of(graph, source).inputs[0]
+    """The node a matmul operand computes under its views, None when it only loads. A `contiguous`
+    of a computed value passes through: that value gets a buffer already (copying it would not help)."""
+    while (node := node_of(graph, source)).op == "view" or \
+            (node.op == "contiguous" and node_of(graph, node.inputs[0]).op != "view"):
+        source = node.inputs[0]
     return None if node_of(graph, source).op in LEAVES + HEAVY else source
 
 
