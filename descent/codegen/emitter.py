@@ -142,7 +142,7 @@ class Emitter:
         if chain not in self._indices:
             expression = self.expression(chain)
             text = render(expression, self._variables)
-            if text.isidentifier() or text.lstrip("-").isdigit() or text.startswith("(-"):
+            if text.isidentifier() or not expression.terms:
                 self._indices[chain] = text
             else:
                 variable_name = self.fresh("index")
@@ -155,8 +155,9 @@ class Emitter:
         result = []
         for k, view in enumerate(own):
             if view.mask is not None:
-                self.index(own[k + 1 :] + outer)
-                result.append((view_valid(view, self.expression(own[k + 1 :] + outer), self._variables), view))
+                inner = own[k + 1 :] + outer
+                self.index(inner)  # held in a variable, which the condition then reads
+                result.append((view_valid(view, self.expression(inner), self._variables), view))
         return result
 
     def element(self, name: str, dtype: DType, index: str) -> str:
