@@ -100,3 +100,47 @@ def test_gpu_tiled_matmul(gpu_kernels: dc.Environment, a_shape, b_shape) -> None
     b = rng.normal(size=b_shape).astype(np.float32)
     result = evaluate(gpu_kernels, lambda x, y: dc.relu(x @ y + 1.0), a, b)
     np.testing.assert_allclose(result, np.maximum(a @ b + 1, 0), rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
+
+
+SUBGROUP_CASES = [  # (A's shape, how A is read, B's shape): M, K and N off the tile edges, batches
+    ((100, 784), "rows", (784, 300)), ((20, 36), "rows", (36, 40)), ((3, 13, 20), "rows", (3, 20, 36)),
+    ((9, 12), "rows", (3, 12, 16)),  # A broadcast over the batch
+    ((36, 20), "transposed", (36, 52)), ((3, 20, 12), "transposed", (3, 20, 44)),
+    ((21, 13), "strided", (21, 36)), ((2, 5, 17), "strided", (2, 5, 64)),
+]
+
+
+@pytest.mark.parametrize("a_shape, read, b_shape", SUBGROUP_CASES, ids=str)
+def test_cpu_subgroup_matmul(env: dc.Environment, a_shape, read: str, b_shape) -> None:
+    """A CPU driver's matmul with B a plain buffer shares each slice of A across the subgroup by
+    shuffles; A is fetched as vec4s along K, as vec4s along its rows (a transposed view), or element
+    by element (a transposed view whose rows are not whole vec4s). An inf just past the end of a row
+    of A and of the first matrix of B shows that steps past K read zeros (0 * inf would be NaN)."""
+    limits = env.device.limits
+    if env.device.kind != "cpu" or not limits.subgroup_shuffle or limits.subgroup_size % 4:
+        pytest.skip("the subgroup matmul is generated for CPU drivers with subgroup shuffles")
+    a = rng.normal(size=a_shape).astype(np.float32)
+    b = rng.normal(size=b_shape).astype(np.float32)
+    a.flat[a.shape[-1]] = np.inf  # what a read past K would find
+    if b.ndim == 3:
+        b[1, 0, 0] = np.inf
+    x, y = env.parameter(f"sub_a{a_shape}{read}", a.shape), env.parameter(f"sub_b{b_shape}{read}", b.shape)
+    env.write(x, a)
+    env.write(y, b)
+
+    def product(s: dc.Scope) -> dc.Array:
+        left = s.read(x)
+        if read != "rows":
+            left = left.transpose(*range(left.ndim - 2), left.ndim - 1, left.ndim - 2)
+        return left @ s.read(y)
+
+    left = a if read == "rows" else np.swapaxes(a, -1, -2)
+    expected = left @ b
+    out = env.parameter(f"sub_out{a_shape}{read}", expected.shape)
+    graph = env.build_graph(lambda s: s.write(out, product(s)))
+    env.run(graph)
+    (source,) = [source for source in graph.sources if "matmul" in source.ops]
+    assert "subgroupShuffle" in source.glsl
+    fetch_part = source.glsl.split("vec4 fetch_part")[1].split("\n}\n")[0]
+    assert ("texelFetch(sub_a" in fetch_part) == (read != "strided")
+    np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(left.shape[-1]))

@@ -15,8 +15,9 @@ from string import Template
 import networkx as nx
 
 from descent.codegen.emitter import Emitter, identifier, literal
-from descent.codegen.index import Index, variable
+from descent.codegen.index import Index, Var, render, variable
 from descent.graph.dtype import DType, bool_, float32, int32
+from descent.graph.view import is_masked
 from descent.schedule.fuse import input_contexts, node_of, operand_contexts, reduce_layout
 from descent.schedule.kernel import Buffer, Kernel
 
@@ -51,6 +52,7 @@ class DeviceShape:
     cpu: bool = False  # a CPU driver (lavapipe): prefer kernels without shared memory and barriers
     texel_elements: int = 0  # read-only buffers up to this many elements are read as texel buffers
     subgroup_size: int = 32  # a CPU driver's SIMD width: the workgroup size of its matmul
+    shuffle: bool = False  # subgroup shuffles, with a workgroup of subgroup_size being one subgroup
 
 
 @cache
@@ -344,6 +346,13 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     fused = any(op != "contiguous" for op in parts.ops)  # computes more than it loads
     parts.ops.append("matmul")
     parts.locations.append(core.location)
+    lanes = device.subgroup_size
+    if device.cpu and device.shuffle and lanes % 4 == 0 and n >= 2 * lanes:
+        # measured on lavapipe: 1.2-1.5x the direct kernel where B is a plain buffer, slower where
+        # B is computed (four loads a lane per step of K then cost more than the shuffles save)
+        vector_b = _vector_read(parts, b, chain_b, (("batch", batch), ("row", k), ("col", n)), "col")
+        if vector_b:
+            return _subgroup_matmul(parts, (a, chain_a), vector_b, (batch, m, k, n), device, functions)
     if device.cpu:
         # lavapipe compiles at first dispatch: a 16 x 16 block with fused loads or an optimiser
         # update in its stores unrolls into code LLVM needs ~50 s for; 8 x 8 takes ~3 s
@@ -371,6 +380,79 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     return parts.fill("matmul", workgroups, BATCH=batch, M=m, N=n, K=k, TILE_M=tile_m, TILE_N=tile_n,
                       TILE_K=tile_k, WIDTH=width, VEC=_vector(width), PART="v" if width == 1 else "v[c]",
                       FUNCTIONS=functions)
+
+
+def _subgroup_matmul(parts: _Kernel, a, vector_b: str, sizes: tuple[int, int, int, int], device: DeviceShape,
+                     functions: str) -> KernelSource:
+    """A CPU driver's matmul in matmul_subgroup.comp: `fetch_part` loads a lane's share of each
+    LANES x LANES slice of A, as vec4 texels along K or along rows where A is a plain buffer laid
+    out so, else element by element; `fetch_b` fetches the lane's four columns of a row of B (a
+    plain buffer, `vector_b`). Only the last slice (`tail`) checks the end of K."""
+    batch, m, k, n = sizes
+    lanes = device.subgroup_size
+    a_axes = (("batch", batch), ("row", m), ("col", k))
+    along_k = _vector_read(parts, *a, a_axes, "col")
+    along_rows = None if along_k else _vector_read(parts, *a, a_axes, "row")
+    # rows past M and columns past N are read clamped to the last one, not branched around: their
+    # sums are never stored. Steps past K must add zero, and only the tail slice checks for them.
+    rows = [f"row = min(row, {m - (4 if along_rows else 1)});"] if m % lanes else []
+    depth = f"tail && col >= {k}" if k % lanes else ""
+    if along_k:  # the lane's row, LANES steps of K as PARTS vec4s
+        shared = "part[(j) / 4][(j) % 4], uint(r)"
+        lines = ["int row = row0 + lane;", *rows, "int col = k0 + 4 * q;", *_zero_outside(depth), f"return {along_k};"]
+    elif along_rows:  # the LANES rows, at the lane's step of K
+        shared = "part[(r) / 4][(r) % 4], uint(j)"
+        lines = ["int row = row0 + 4 * q;", *rows, "int col = k0 + lane;", *_zero_outside(depth),
+                 f"return {along_rows};"]
+    else:
+        shared = "part[(r) / 4][(r) % 4], uint(j)"
+        value = f"{depth} ? 0.0 : load_a(batch, row, col)" if depth else "load_a(batch, row, col)"
+        lines = ["vec4 part;", "int col = k0 + lane;", "for (int c = 0; c < 4; c++) {",
+                 "    int row = row0 + 4 * q + c;", *(f"    {line}" for line in rows), f"    part[c] = {value};", "}",
+                 "return part;"]
+    functions += "\n" + _function("vec4 fetch_part(int batch, int row0, int k0, int lane, int q, bool tail)", lines)
+    functions += f"\n#define A_VALUE(part, r, j) subgroupShuffle({shared})\n"
+    depth = f"tail && row >= {k}" if k % lanes else ""
+    columns = [f"col = min(col, {n - 4});"] if n % (4 * lanes) else []
+    lines = [*columns, *_zero_outside(depth), f"return {vector_b};"]
+    functions += "\n" + _function("vec4 fetch_b(int batch, int row, int col, bool tail)", lines)
+    tiles = batch * -(-m // lanes) * -(-n // (4 * lanes))
+    return parts.fill("matmul_subgroup", _grid(tiles, device.max_groups), BATCH=batch, M=m, N=n, K=k,
+                      LANES=lanes, FUNCTIONS=functions)
+
+
+def _zero_outside(condition: str) -> list[str]:
+    """Lines returning a zero vec4 where the condition (if any) holds."""
+    return [f"if ({condition}) {{", "    return vec4(0.0);", "}"] if condition else []
+
+
+def _function(signature: str, lines: list[str]) -> str:
+    return signature + " {\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+
+
+def _vector_read(parts: _Kernel, operand: int, chain, axes: tuple[tuple[str, int], ...], along: str) -> str | None:
+    """A vec4 texel fetch of the operand's four elements from axis `along` (at a multiple of 4) on,
+    where it is a float buffer read through views that place those elements next to each other at an
+    aligned offset; else None."""
+    sizes = dict(axes)
+    if not parts.texel_elements or sizes[along] % 4:
+        return None
+    while operand not in parts.kernel.loads and node_of(parts.graph, operand).op in ("view", "contiguous"):
+        ((operand, chain),) = input_contexts(node_of(parts.graph, operand), chain)
+    buffer = parts.kernel.loads.get(operand)
+    if buffer is None or is_masked(chain):
+        return None
+    base = Index()
+    for axis, size in axes:
+        base = base * size + variable(axis, size)
+    index = parts.emitter(base).expression(chain)
+    coefficients = {atom.name if isinstance(atom, Var) else None: c for atom, c in index.terms}
+    if None in coefficients or coefficients.get(along) != 1 or index.constant % 4:
+        return None
+    if any(c % 4 for name, c in coefficients.items() if name != along):
+        return None
+    texels = parts.vector_texels(buffer, 4)
+    return texels and f"texelFetch({texels}, ({render(index)}) / 4)"
 
 
 def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, shape: tuple[int, int],

@@ -9,6 +9,7 @@ from typing import Any
 from descent.errors import DeviceError
 from descent.runtime.probe import count_devices
 
+SUBGROUP_FEATURE_SHUFFLE = 0x10  # VK_SUBGROUP_FEATURE_SHUFFLE_BIT
 DEVICE_TYPES = {0: "other", 1: "integrated", 2: "discrete", 3: "virtual", 4: "cpu"}
 
 
@@ -22,6 +23,7 @@ class DeviceLimits:
     max_workgroup_invocations: int
     max_workgroup_size: tuple[int, int, int]
     subgroup_size: int
+    subgroup_shuffle: bool  # GL_KHR_shader_subgroup_shuffle's operations are supported
     max_push_constants: int
     max_storage_buffers: int
     max_texel_buffer_elements: int
@@ -47,6 +49,7 @@ def _limits(properties: dict) -> DeviceLimits:
         max_workgroup_invocations=properties["max_work_group_invocations"],
         max_workgroup_size=tuple(properties["max_work_group_size"]),
         subgroup_size=properties["subgroup_size"],
+        subgroup_shuffle=bool(properties["subgroup_operations"] & SUBGROUP_FEATURE_SHUFFLE),
         max_push_constants=properties["max_push_constants_size"],
         max_storage_buffers=properties["max_per_stage_descriptor_storage_buffers"],
         max_texel_buffer_elements=properties["max_texel_buffer_elements"],

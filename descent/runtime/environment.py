@@ -252,6 +252,7 @@ class Environment:
             cpu=cpu,
             texel_elements=limits.max_texel_buffer_elements if cpu else 0,
             subgroup_size=max(1, min(limits.subgroup_size, limits.max_workgroup_size[0])),
+            shuffle=limits.subgroup_shuffle and limits.subgroup_size <= limits.max_workgroup_size[0],
         )
         sources = [source for kernel in plan.kernels for source in generate(scope.graph, kernel, plan.buffers, shape)]
         for source in sources:

@@ -1,0 +1,65 @@
+#version 450
+#extension GL_KHR_shader_subgroup_shuffle : enable
+// ${NAME}: ${BATCH} x (${M} x ${K}) @ (${K} x ${N}); stores ${STORES}
+// matmul for CPU drivers, where a workgroup is one subgroup (the SIMD width, LANES) and a lane's
+// loads cost what many FMAs do. A workgroup computes LANES rows x 4 * LANES columns; each lane
+// owns four columns of every row. For each LANES x LANES slice of A, every lane loads LANES of
+// its elements as PARTS vec4s (fetch_part) and A_VALUE hands each lane the element it needs by a
+// subgroup shuffle: A is loaded once per workgroup, not once per lane. Only the last slice, where
+// K is not a multiple of LANES, checks for the end of K (a branch in every slice costs lavapipe
+// nearly half its speed).
+layout(local_size_x = ${LANES}) in;
+
+const int M = ${M};
+const int N = ${N};
+const int K = ${K};
+const int LANES = ${LANES};
+const int PARTS = LANES / 4;
+const int TILES_M = (M + LANES - 1) / LANES;
+const int TILES_N = (N + 4 * LANES - 1) / (4 * LANES);
+
+${BUFFERS}
+${HELPERS}
+${FUNCTIONS}
+void step(inout vec4 acc[LANES], int batch, int row0, int k0, int lane, int col, bool tail) {
+    vec4 part[PARTS];
+    for (int q = 0; q < PARTS; q++) {
+        part[q] = fetch_part(batch, row0, k0, lane, q, tail);
+    }
+    for (int j = 0; j < LANES; j++) {
+        vec4 b = fetch_b(batch, k0 + j, col, tail);
+        for (int r = 0; r < LANES; r++) {
+            acc[r] += A_VALUE(part, r, j) * b;
+        }
+    }
+}
+
+void main() {
+    int tile = int(gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x);
+    if (tile >= ${BATCH} * TILES_M * TILES_N) {
+        return;
+    }
+    int lane = int(gl_LocalInvocationID.x);
+    int batch = tile / (TILES_M * TILES_N);
+    int row0 = tile / TILES_N % TILES_M * LANES;
+    int col = tile % TILES_N * 4 * LANES + 4 * lane;
+    vec4 acc[LANES];
+    for (int r = 0; r < LANES; r++) {
+        acc[r] = vec4(0.0);
+    }
+    for (int k0 = 0; k0 < K - K % LANES; k0 += LANES) {
+        step(acc, batch, row0, k0, lane, col, false);
+    }
+    if (K % LANES != 0) {
+        step(acc, batch, row0, K - K % LANES, lane, col, true);
+    }
+    for (int r = 0; r < LANES; r++) {
+        for (int c = 0; c < 4; c++) {
+            int row = row0 + r;
+            int column = col + c;
+            if (row < M && column < N) {
+                store_output((batch * M + row) * N + column, acc[r][c]);
+            }
+        }
+    }
+}
