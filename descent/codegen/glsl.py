@@ -157,10 +157,7 @@ class _Kernel:
     def load_function(self, name: str, node_id: int, chain, dtype: DType, axes: tuple[tuple[str, int], ...]) -> str:
         """`name(axes...)`: the node at `chain` from the row-major index of `axes` ((name, size) each),
         whose ranges simplify the index arithmetic."""
-        base = Index()
-        for axis, size in axes:
-            base = base * size + variable(axis, size)
-        emitter = self.emitter(base)
+        emitter = self.emitter(_row_major(axes))
         value = emitter.value(node_id, chain)
         self.absorb(emitter)
         body = "".join(f"    {line}\n" for line in emitter.lines)
@@ -183,6 +180,14 @@ class _Kernel:
         return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
                             tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored,
                             tuple(self.texel_bindings))
+
+
+def _row_major(axes: tuple[tuple[str, int], ...]) -> Index:
+    """The flat row-major index of variables (name, size) each, outermost first."""
+    base = Index()
+    for axis, size in axes:
+        base = base * size + variable(axis, size)
+    return base
 
 
 def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer],
@@ -340,8 +345,9 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     *batch_shape, m, n = core.shape
     k = node_of(parts.graph, a).shape[-1]
     batch = kernel.size // (m * n)
-    functions = parts.load_function("load_a", a, chain_a, float32, (("batch", batch), ("row", m), ("col", k)))
-    functions += "\n" + parts.load_function("load_b", b, chain_b, float32, (("batch", batch), ("row", k), ("col", n)))
+    a_axes, b_axes = _operand_axes(batch, m, k), _operand_axes(batch, k, n)
+    functions = parts.load_function("load_a", a, chain_a, float32, a_axes)
+    functions += "\n" + parts.load_function("load_b", b, chain_b, float32, b_axes)
     functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"})
     fused = any(op != "contiguous" for op in parts.ops)  # computes more than it loads
     parts.ops.append("matmul")
@@ -350,7 +356,7 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     if device.cpu and device.shuffle and lanes % 4 == 0 and n >= 2 * lanes:
         # measured on lavapipe: 1.2-1.5x the direct kernel where B is a plain buffer, slower where
         # B is computed (four loads a lane per step of K then cost more than the shuffles save)
-        vector_b = _vector_read(parts, b, chain_b, (("batch", batch), ("row", k), ("col", n)), "col")
+        vector_b = _vector_read(parts, b, chain_b, b_axes, "col")
         if vector_b:
             return _subgroup_matmul(parts, (a, chain_a), vector_b, (batch, m, k, n), device, functions)
     if device.cpu:
@@ -382,6 +388,11 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
                       FUNCTIONS=functions)
 
 
+def _operand_axes(batch: int, rows: int, cols: int) -> tuple[tuple[str, int], ...]:
+    """The index variables a matmul operand is loaded at: (batch, row, col)."""
+    return ("batch", batch), ("row", rows), ("col", cols)
+
+
 def _subgroup_matmul(parts: _Kernel, a, vector_b: str, sizes: tuple[int, int, int, int], device: DeviceShape,
                      functions: str) -> KernelSource:
     """A CPU driver's matmul in matmul_subgroup.comp: `fetch_part` loads a lane's share of each
@@ -390,40 +401,40 @@ def _subgroup_matmul(parts: _Kernel, a, vector_b: str, sizes: tuple[int, int, in
     plain buffer, `vector_b`). Only the last slice (`tail`) checks the end of K."""
     batch, m, k, n = sizes
     lanes = device.subgroup_size
-    a_axes = (("batch", batch), ("row", m), ("col", k))
+    a_axes = _operand_axes(batch, m, k)
     along_k = _vector_read(parts, *a, a_axes, "col")
     along_rows = None if along_k else _vector_read(parts, *a, a_axes, "row")
     # rows past M and columns past N are read clamped to the last one, not branched around: their
     # sums are never stored. Steps past K must add zero, and only the tail slice checks for them.
     rows = [f"row = min(row, {m - (4 if along_rows else 1)});"] if m % lanes else []
-    depth = f"tail && col >= {k}" if k % lanes else ""
+    a_tail = f"tail && col >= {k}" if k % lanes else ""
     if along_k:  # the lane's row, LANES steps of K as PARTS vec4s
         shared = "part[(j) / 4][(j) % 4], uint(r)"
-        lines = ["int row = row0 + lane;", *rows, "int col = k0 + 4 * q;", *_zero_outside(depth), f"return {along_k};"]
+        lines = ["int row = row0 + lane;", *rows, "int col = k0 + 4 * q;", *_zero_outside(a_tail), f"return {along_k};"]
     elif along_rows:  # the LANES rows, at the lane's step of K
         shared = "part[(r) / 4][(r) % 4], uint(j)"
-        lines = ["int row = row0 + 4 * q;", *rows, "int col = k0 + lane;", *_zero_outside(depth),
+        lines = ["int row = row0 + 4 * q;", *rows, "int col = k0 + lane;", *_zero_outside(a_tail),
                  f"return {along_rows};"]
     else:
         shared = "part[(r) / 4][(r) % 4], uint(j)"
-        value = f"{depth} ? 0.0 : load_a(batch, row, col)" if depth else "load_a(batch, row, col)"
+        value = f"{a_tail} ? 0.0 : load_a(batch, row, col)" if a_tail else "load_a(batch, row, col)"
         lines = ["vec4 part;", "int col = k0 + lane;", "for (int c = 0; c < 4; c++) {",
                  "    int row = row0 + 4 * q + c;", *(f"    {line}" for line in rows), f"    part[c] = {value};", "}",
                  "return part;"]
     functions += "\n" + _function("vec4 fetch_part(int batch, int row0, int k0, int lane, int q, bool tail)", lines)
     functions += f"\n#define A_VALUE(part, r, j) subgroupShuffle({shared})\n"
-    depth = f"tail && row >= {k}" if k % lanes else ""
+    b_tail = f"tail && row >= {k}" if k % lanes else ""
     columns = [f"col = min(col, {n - 4});"] if n % (4 * lanes) else []
-    lines = [*columns, *_zero_outside(depth), f"return {vector_b};"]
+    lines = [*columns, *_zero_outside(b_tail), f"return {vector_b};"]
     functions += "\n" + _function("vec4 fetch_b(int batch, int row, int col, bool tail)", lines)
     tiles = batch * -(-m // lanes) * -(-n // (4 * lanes))
     return parts.fill("matmul_subgroup", _grid(tiles, device.max_groups), BATCH=batch, M=m, N=n, K=k,
                       LANES=lanes, FUNCTIONS=functions)
 
 
-def _zero_outside(condition: str) -> list[str]:
-    """Lines returning a zero vec4 where the condition (if any) holds."""
-    return [f"if ({condition}) {{", "    return vec4(0.0);", "}"] if condition else []
+def _zero_outside(condition: str, vector: str = "vec4") -> list[str]:
+    """Lines returning a zero `vector` where the condition (if any) holds."""
+    return [f"if ({condition}) {{", f"    return {vector}(0.0);", "}"] if condition else []
 
 
 def _function(signature: str, lines: list[str]) -> str:
@@ -442,10 +453,7 @@ def _vector_read(parts: _Kernel, operand: int, chain, axes: tuple[tuple[str, int
     buffer = parts.kernel.loads.get(operand)
     if buffer is None or is_masked(chain):
         return None
-    base = Index()
-    for axis, size in axes:
-        base = base * size + variable(axis, size)
-    index = parts.emitter(base).expression(chain)
+    index = parts.emitter(_row_major(axes)).expression(chain)
     coefficients = {atom.name if isinstance(atom, Var) else None: c for atom, c in index.terms}
     if None in coefficients or coefficients.get(along) != 1 or index.constant % 4:
         return None
@@ -472,7 +480,7 @@ def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, s
         source = f"{parts.vector_view(buffer, vector)}[{{position}}]"
     if source:
         outside = [f"row >= {rows}"] * bool(rows % tile[0]) + [f"col >= {cols}"] * bool(cols % tile[1])
-        lines = [f"if ({' || '.join(outside)}) {{", f"    return {vector}(0.0);", "}"] if outside else []
+        lines = _zero_outside(" || ".join(outside), vector)
         lines.append("return " + source.format(position=f"((batch * {rows} + row) * {cols} + col) / {width}") + ";")
     else:
         inside = [f"row < {rows}"] * bool(rows % tile[0]) + [f"column < {cols}"] * bool(cols % tile[1] or cols % width)
@@ -480,8 +488,7 @@ def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, s
         value = f"{' && '.join(inside)} ? {element} : 0.0" if inside else element
         lines = [f"{vector} group;", f"for (int j = 0; j < {width}; j++) {{", "    int column = col + j;",
                  f"    PART(group, j) = {value};", "}", "return group;"]
-    body = "".join(f"    {line}\n" for line in lines)
-    return f"{vector} {name}(int batch, int row, int col) {{\n{body}}}\n"
+    return _function(f"{vector} {name}(int batch, int row, int col)", lines)
 
 
 def _plain_buffer(parts: _Kernel, operand: int, chain) -> str | None:
