@@ -94,6 +94,7 @@ void main() {
         }
         barrier();
     }
+    ${PROLOGUE}
     for (int g = 0; g < GROUPS_M; g++) {
         for (int i = 0; i < WIDTH; i++) {
             int row = row0 + (g * 16 + ty) * WIDTH + i;

@@ -45,6 +45,7 @@ void main() {
             }
         }
     }
+    ${PROLOGUE}
     for (int r = 0; r < BLOCK_M; r++) {
         for (int c = 0; c < BLOCK_N; c++) {
             int row = row0 + r;

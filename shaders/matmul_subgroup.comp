@@ -7,7 +7,8 @@
 // its elements as PARTS vec4s (fetch_part) and A_VALUE hands each lane the element it needs by a
 // subgroup shuffle: A is loaded once per workgroup, not once per lane. Only the last slice, where
 // K is not a multiple of LANES, checks for the end of K (a branch in every slice costs lavapipe
-// nearly half its speed).
+// nearly half its speed). N is a multiple of 4 (B is read as vec4s), so a lane's four columns are
+// all inside N or all past it, and store_quad stores them together.
 layout(local_size_x = ${LANES}) in;
 
 const int M = ${M};
@@ -53,13 +54,11 @@ void main() {
     if (K % LANES != 0) {
         step(acc, batch, row0, K - K % LANES, lane, col, true);
     }
+    ${PROLOGUE}
     for (int r = 0; r < LANES; r++) {
-        for (int c = 0; c < 4; c++) {
-            int row = row0 + r;
-            int column = col + c;
-            if (row < M && column < N) {
-                store_output((batch * M + row) * N + column, acc[r][c]);
-            }
+        int row = row0 + r;
+        if (row < M && col < N) {
+            store_quad((batch * M + row) * N + col, acc[r]);
         }
     }
 }

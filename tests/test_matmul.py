@@ -144,3 +144,53 @@ def test_cpu_subgroup_matmul(env: dc.Environment, a_shape, read: str, b_shape) -
     fetch_part = source.glsl.split("vec4 fetch_part")[1].split("\n}\n")[0]
     assert ("texelFetch(sub_a" in fetch_part) == (read != "strided")
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(left.shape[-1]))
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((20, 36), (36, 40)), ((2, 9, 12), (2, 12, 68))], ids=str)
+@pytest.mark.parametrize("epilogue", ["adam", "mask"])
+@pytest.mark.parametrize("kind", ["device", "gpu"])
+def test_matmul_epilogue(request, kind: str, a_shape, b_shape, epilogue: str) -> None:
+    """A fused update's values that are the same at every element (bias corrections) are computed
+    once per thread in prologue(). On a CPU driver the subgroup matmul stores a lane's four columns
+    together: an update with only float outputs reads its state at those four elements as one vec4
+    and stores each output as one vec4; a bool output stores element by element. A bias broadcast
+    along rows reads each element's own column."""
+    env = request.getfixturevalue("env" if kind == "device" else "gpu_kernels")
+    limits = env.device.limits
+    subgroup = env.device.kind == "cpu" and limits.subgroup_shuffle and limits.subgroup_size % 4 == 0
+    a = rng.normal(size=a_shape).astype(np.float32)
+    b = rng.normal(size=b_shape).astype(np.float32)
+    out_shape = (*a_shape[:-1], b_shape[-1])
+    m, v = rng.normal(size=out_shape).astype(np.float32), rng.uniform(1, 2, size=out_shape).astype(np.float32)
+    bias = rng.normal(size=b_shape[-1]).astype(np.float32)
+    tag = f"{epilogue}{kind}{a_shape}"
+    x, y = env.parameter(f"epi_a{tag}", a_shape, init=a), env.parameter(f"epi_b{tag}", b_shape, init=b)
+    pm, pv = env.parameter(f"epi_m{tag}", out_shape, init=m), env.parameter(f"epi_v{tag}", out_shape, init=v)
+    pbias, step = env.parameter(f"epi_bias{tag}", bias.shape, init=bias), env.parameter(f"epi_t{tag}", (), init=3.0)
+    mask = env.parameter(f"epi_mask{tag}", out_shape, "bool")
+    product = a @ b
+    if epilogue == "adam":
+        def update(s: dc.Scope) -> None:
+            grad = s.read(x) @ s.read(y)
+            correction = 1.0 - 0.9 ** s.read(step)
+            s.write(pm, s.read(pm) * 0.9 + grad / correction)
+            s.write(pv, s.read(pv) * 0.5 + grad * grad + s.read(pbias))
+        expected = {pm: m * 0.9 + product / (1 - 0.9**3), pv: v * 0.5 + product * product + bias}
+    else:
+        def update(s: dc.Scope) -> None:
+            biased = s.read(x) @ s.read(y) + s.read(pbias)
+            s.write(pm, dc.relu(biased))
+            s.write(mask, biased > 0.0)
+        expected = {pm: np.maximum(product + bias, 0), mask: product + bias > 0}
+    graph = env.build_graph(update)
+    env.run(graph)
+    (source,) = [source for source in graph.sources if "matmul" in source.ops]
+    assert ("store_quad" in source.glsl) == subgroup
+    assert ("_vec4_out[i / 4]" in source.glsl) == (subgroup and epilogue == "adam")
+    assert ("prologue();" in source.glsl) == (epilogue == "adam")
+    for parameter, value in expected.items():
+        if parameter is mask:
+            clear = np.abs(product + bias) > 1e-3
+            np.testing.assert_array_equal(env.read(mask)[clear], value[clear])
+        else:
+            np.testing.assert_allclose(env.read(parameter), value, rtol=1e-4, atol=1e-4 * a_shape[-1])

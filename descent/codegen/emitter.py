@@ -98,11 +98,13 @@ def view_valid(view: View, flat: Index, names: dict[Index, str]) -> str:
 
 
 class Emitter:
-    """Statements evaluating nodes at `base` (a GLSL int variable) through view chains."""
+    """Statements evaluating nodes at `base` (a GLSL int variable) through view chains. With `hoist`,
+    values the same at every base index go to `hoisted` as (type, name, expression) instead, for a
+    caller that evaluates many indices to compute once."""
 
     def __init__(self, graph: nx.DiGraph, loads: dict[int, str], buffers: dict[str, tuple[str, DType, int]],
                  base: Index, special: dict[int, str] | None = None, prefix: str = "",
-                 texels: dict[str, str] | None = None) -> None:
+                 texels: dict[str, str] | None = None, hoist: bool = False) -> None:
         self.graph = graph
         self.loads = loads
         self.buffers = buffers  # logical buffer -> (GLSL name, dtype, elements)
@@ -111,6 +113,10 @@ class Emitter:
         self.special = special or {}
         self.prefix = prefix
         self.lines: list[str] = []
+        self.hoist = hoist
+        self.hoisted: list[tuple[str, str, str]] = []
+        self._hoisting = False
+        self._invariants: dict[tuple[int, ViewChain], bool] = {}
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
         self.ops: list[str] = []
@@ -165,6 +171,43 @@ class Emitter:
         element = f"texelFetch({self.texels[name]}, {index}).r" if name in self.texels else f"{name}[{index}]"
         return f"{element} != 0u" if dtype == bool_ else element
 
+    def declare(self, glsl_type: str, name: str, expression: str) -> None:
+        """A statement `type name = expression;`, hoisted while a hoisted value is evaluated."""
+        if self._hoisting:
+            self.hoisted.append((glsl_type, name, expression))
+        else:
+            self.lines.append(f"{glsl_type} {name} = {expression};")
+
+    def invariant(self, node_id: int, chain: ViewChain = ()) -> bool:
+        """Whether a node at `chain` has the same value at every base index: constants, loads at a
+        constant index and what is computed from them alone."""
+        key = (node_id, chain)
+        if key not in self._invariants:
+            node = node_of(self.graph, node_id)
+            definition = ELEMENTWISE.get(node.op)
+            if node.op == "const":
+                result = True
+            elif node_id in self.special or node.op in ("arange", "gather") or is_masked(chain):
+                result = False
+            elif node_id in self.loads:
+                result = not self.expression(chain).terms
+            elif definition is not None and "{index}" in definition.glsl:
+                result = False
+            elif node.op == "view" and is_masked(node.attrs.chain):
+                result = False
+            else:
+                result = all(self.invariant(source, inner) for source, inner in input_contexts(node, chain))
+            self._invariants[key] = result
+        return self._invariants[key]
+
+    def share_invariants(self, other: Emitter) -> None:
+        """Use the values `other` hoisted instead of computing them again."""
+        self._values.update({key: value for key, value in other._values.items() if other.invariant(*key)})
+
+    def loaded_at_base(self) -> list[int]:
+        """The loaded nodes evaluated so far at the base index itself."""
+        return [node_id for node_id, chain in self._values if chain == () and node_id in self.loads]
+
     def load(self, node_id: int, chain: ViewChain) -> str:
         node = node_of(self.graph, node_id)
         name, dtype, size = self.buffers[self.loads[node_id]]
@@ -173,7 +216,7 @@ class Emitter:
             index = f"clamp({index}, 0, {max(size - 1, 0)})"
         element = self.element(name, dtype, index)
         variable = self._name(node_id, chain, name)
-        self.lines.append(f"{node.dtype.glsl} {variable} = {element};")
+        self.declare(node.dtype.glsl, variable, element)
         return variable
 
     def value(self, node_id: int, chain: ViewChain = ()) -> str:
@@ -188,6 +231,12 @@ class Emitter:
             return literal(node.attrs, node.dtype)
         if node.op == "arange":
             return f"{node.dtype.glsl}({self.index(chain)})"
+        if self.hoist and not self._hoisting and self.invariant(node_id, chain):
+            self._hoisting = True
+            try:
+                return self.value(node_id, chain)
+            finally:
+                self._hoisting = False
         if node_id in self.loads:
             result = self.load(node_id, chain)
         elif node.op == "view":
@@ -201,7 +250,7 @@ class Emitter:
                 for condition, view in reversed(conditions):
                     expression = f"{condition} ? {expression} : {literal(view.fill, node.dtype)}"
                 result = self._name(node_id, chain, "padded")
-                self.lines.append(f"{node.dtype.glsl} {result} = {expression};")
+                self.declare(node.dtype.glsl, result, expression)
         else:
             result = self._compute(node_id, node, chain)
         self._values[key] = result
@@ -225,7 +274,7 @@ class Emitter:
 
     def _statement(self, node_id: int, node, chain: ViewChain, expression: str) -> str:
         result = self._name(node_id, chain, node.op)
-        self.lines.append(f"{node.dtype.glsl} {result} = {expression};")
+        self.declare(node.dtype.glsl, result, expression)
         self.locations.append(node.location)
         self.ops.append(node.op)
         return result

@@ -95,7 +95,8 @@ class _Kernel:
             texel_name = f"{glsl_name}_texels" if name in in_place else glsl_name
             self.texels[glsl_name] = texel_name
             self.declarations.append(f"layout(binding = {binding}) uniform {sampler[dtype.storage_glsl]} {texel_name};")
-        for binding, name in enumerate(storage + in_place, start=len(texels)):
+        self.storage_bindings = {name: binding for binding, name in enumerate(storage + in_place, start=len(texels))}
+        for name, binding in self.storage_bindings.items():
             glsl_name, dtype, _ = self.table[name]
             access, kind = "", dtype.storage_glsl
             if atomic and name in self.stored:
@@ -111,6 +112,7 @@ class _Kernel:
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
         self.ops: list[str] = []
+        self.prologue = False  # store_output reads globals that prologue() sets
 
     def vector_texels(self, name: str | None, row: int) -> str | None:
         """The GLSL name of a vec4 texel-buffer view of a loaded float buffer of rows of `row` elements
@@ -129,16 +131,18 @@ class _Kernel:
             self.aliases[view] = f"layout(binding = {binding}) uniform samplerBuffer {view};"
         return view
 
-    def vector_view(self, name: str, vector: str) -> str:
-        """The GLSL name of a read-only `vector` view of a loaded buffer (the same binding, declared again)."""
-        binding = self.bindings.index(name)
-        view = f"{self.table[name][0]}_{vector}"
-        self.aliases[view] = (f"layout(std430, binding = {binding}) readonly buffer Buffer{binding}_{vector} "
+    def vector_view(self, name: str, vector: str, access: str = "readonly") -> str:
+        """The GLSL name of a `vector` view of a storage buffer (the same binding, declared again),
+        read-only or, for a stored buffer, write-only."""
+        binding = self.storage_bindings[name]
+        suffix = vector if access == "readonly" else f"{vector}_out"
+        view = f"{self.table[name][0]}_{suffix}"
+        self.aliases[view] = (f"layout(std430, binding = {binding}) {access} buffer Buffer{binding}_{suffix} "
                               f"{{ {vector} {view}[]; }};")
         return view
 
-    def emitter(self, base: Index, special: dict[int, str] | None = None) -> Emitter:
-        return Emitter(self.graph, self.kernel.loads, self.table, base, special, texels=self.texels)
+    def emitter(self, base: Index, special: dict[int, str] | None = None, hoist: bool = False) -> Emitter:
+        return Emitter(self.graph, self.kernel.loads, self.table, base, special, texels=self.texels, hoist=hoist)
 
     def absorb(self, emitter: Emitter) -> None:
         self.helpers.update(emitter.helpers)
@@ -164,19 +168,68 @@ class _Kernel:
         parameters = ", ".join(f"int {axis}" for axis, _ in axes)
         return f"{dtype.glsl} {name}({parameters}) {{\n{body}    return {dtype.glsl}({value});\n}}\n"
 
-    def store_function(self, parameters: str, special: dict[int, str]) -> str:
-        emitter = self.emitter(variable("i", self.kernel.size), special)
+    def store_function(self, parameters: str, special: dict[int, str], hoist: bool = False) -> str:
+        """`store_output(i, parameters)`. With `hoist`, for templates whose threads store many
+        elements, values the same at every element (an optimiser's bias corrections, say) are
+        globals that `prologue()` computes once; the template calls it where PROLOGUE stands."""
+        emitter = self.emitter(variable("i", self.kernel.size), special, hoist)
         stores = self.store_lines(emitter)
         self.absorb(emitter)
-        body = "".join(f"    {line}\n" for line in emitter.lines + stores)
-        return f"void store_output(int i, {parameters}) {{\n{body}}}\n"
+        return self.prologue_function(emitter) + _function(f"void store_output(int i, {parameters})",
+                                                           emitter.lines + stores)
+
+    def prologue_function(self, emitter: Emitter) -> str:
+        """The globals an emitter hoisted and `prologue()` computing them; empty where it hoisted none."""
+        if not emitter.hoisted:
+            return ""
+        self.prologue = True
+        globals_ = "".join(f"{glsl_type} {name};\n" for glsl_type, name, _ in emitter.hoisted)
+        lines = [f"{name} = {expression};" for _, name, expression in emitter.hoisted]
+        return f"{globals_}\n{_function('void prologue()', lines)}\n"
+
+    def quad_store_function(self, core: int) -> str:
+        """`store_quad(i, acc)`: the outputs at i .. i + 3 (i a multiple of 4) from the core values in
+        `acc`. Where every output is a float buffer, elements loaded at i .. i + 3 come from one vec4
+        texel fetch and each output is stored as one vec4 (on lavapipe a lane's fetch or store costs
+        about the same for four floats as for one); else it calls store_output four times."""
+        base = variable("i", self.kernel.size)
+        if any(node_of(self.graph, node_id).dtype != float32 or self.table[name][1] != float32
+               for node_id, name in self.kernel.outputs):
+            store = self.store_function("float acc", {core: "acc"}, hoist=True)
+            return store + "\n" + _function("void store_quad(int i, vec4 acc)", [
+                "for (int e = 0; e < 4; e++) {", "    store_output(i + e, acc[e]);", "}"])
+        probe = self.emitter(base, {core: "acc"})
+        self.store_lines(probe)
+        lines, fetched = [], {}
+        for node_id in probe.loaded_at_base():
+            texels = self.vector_texels(self.kernel.loads[node_id], 4)
+            if texels:
+                fetched[node_id] = f"{texels}_{node_id}"
+                lines.append(f"vec4 {fetched[node_id]} = texelFetch({texels}, i / 4);")
+        quads = {name: f"{self.table[name][0]}_quad" for _, name in self.kernel.outputs}
+        lines += [f"vec4 {quad};" for quad in quads.values()]
+        first = None
+        for e in range(4):
+            special = {core: f"acc[{e}]"} | {node_id: f"{vector}[{e}]" for node_id, vector in fetched.items()}
+            emitter = self.emitter(base + e, special, hoist=True)
+            if first is not None:
+                emitter.share_invariants(first)
+            values = [(emitter.value(node_id), name) for node_id, name in self.kernel.outputs]
+            if first is None:
+                first = emitter
+                self.absorb(emitter)
+            block = emitter.lines + [f"{quads[name]}[{e}] = {value};" for value, name in values]
+            lines += ["{", *(f"    {line}" for line in block), "}"]
+        lines += [f"{self.vector_view(name, 'vec4', 'writeonly')}[i / 4] = {quad};" for name, quad in quads.items()]
+        return self.prologue_function(first) + _function("void store_quad(int i, vec4 acc)", lines)
 
     def fill(self, name: str, workgroups: tuple[int, int, int], **values) -> KernelSource:
         helpers = "".join(helper + "\n\n" for helper in self.helpers.values())
         glsl = template(name).substitute(
             NAME=self.kernel.name, BUFFERS="\n".join(self.declarations + list(self.aliases.values())),
-            HELPERS=helpers,
+            HELPERS=helpers, PROLOGUE="prologue();" if self.prologue else "",
             STORES=", ".join(self.stored), **values)
+        glsl = "\n".join(line for line in glsl.split("\n") if line.strip() or not line)  # an empty PROLOGUE
         return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
                             tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored,
                             tuple(self.texel_bindings))
@@ -348,17 +401,21 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     a_axes, b_axes = _operand_axes(batch, m, k), _operand_axes(batch, k, n)
     functions = parts.load_function("load_a", a, chain_a, float32, a_axes)
     functions += "\n" + parts.load_function("load_b", b, chain_b, float32, b_axes)
-    functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"})
-    fused = any(op != "contiguous" for op in parts.ops)  # computes more than it loads
-    parts.ops.append("matmul")
-    parts.locations.append(core.location)
     lanes = device.subgroup_size
+    vector_b = None
     if device.cpu and device.shuffle and lanes % 4 == 0 and n >= 2 * lanes:
         # measured on lavapipe: 1.2-1.5x the direct kernel where B is a plain buffer, slower where
         # B is computed (four loads a lane per step of K then cost more than the shuffles save)
         vector_b = _vector_read(parts, b, chain_b, b_axes, "col")
-        if vector_b:
-            return _subgroup_matmul(parts, (a, chain_a), vector_b, (batch, m, k, n), device, functions)
+    if vector_b:
+        functions += "\n" + parts.quad_store_function(kernel.core)
+    else:
+        functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"}, hoist=True)
+    fused = any(op != "contiguous" for op in parts.ops)  # computes more than it loads
+    parts.ops.append("matmul")
+    parts.locations.append(core.location)
+    if vector_b:
+        return _subgroup_matmul(parts, (a, chain_a), vector_b, (batch, m, k, n), device, functions)
     if device.cpu:
         # lavapipe compiles at first dispatch: a 16 x 16 block with fused loads or an optimiser
         # update in its stores unrolls into code LLVM needs ~50 s for; 8 x 8 takes ~3 s
