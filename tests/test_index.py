@@ -97,7 +97,19 @@ def test_im2col_index_separates_into_row_and_column_parts():
     unfolded = (flat // 1764) * 256 + (flat // 588 % 3) * 16 + flat // 196 % 3 + (flat // 14 % 14) * 16 + flat % 14
     source = (unfolded // 256) * 196 + (unfolded // 16 % 16) * 14 + unfolded % 16 + (-15)
     text = render(source)
-    assert text == "batch * 3136 + (row / 9) * 196 + (row / 3 % 3) * 14 + (col / 14) * 14 + row % 3 + col % 14 + (-15)"
+    assert text == "batch * 3136 + (row / 9) * 196 + (row / 3 % 3) * 14 + row % 3 + col + (-15)"
+
+
+def test_split_digits_recombine():
+    """A 2x2 pooling window's element put back at its place in the image: the divisions the window
+    view splits the index into cancel, digit by digit, for any coefficient."""
+    i = variable("i", 100 * 16 * 28 * 28)
+    window = (i // 56) * 56 + (i // 2 % 14) * 2 + (i // 28 % 2) * 28 + i % 2
+    assert render(window) == "i"
+    assert render((i // 2 % 14) * 6 + (i % 2) * 3 + 5) == "(i % 28) * 3 + 5"
+    assert render((i // 2) * 4 + (i % 2) * 2) == "i * 2"
+    shifted = variable("c", 7) + (-3)  # may be negative: truncation would make these differ
+    assert render((shifted // 2) * 2 + shifted % 2) == "((c + (-3)) / 2) * 2 + (c + (-3)) % 2"
 
 
 def test_divisions_kept_where_a_numerator_may_be_negative():

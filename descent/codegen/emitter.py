@@ -117,6 +117,7 @@ class Emitter:
         self.hoisted: list[tuple[str, str, str]] = []
         self._hoisting = False
         self._invariants: dict[tuple[int, ViewChain], bool] = {}
+        self._declared: dict[tuple[bool, str, str], str] = {}
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
         self.ops: list[str] = []
@@ -171,12 +172,18 @@ class Emitter:
         element = f"texelFetch({self.texels[name]}, {index}).r" if name in self.texels else f"{name}[{index}]"
         return f"{element} != 0u" if dtype == bool_ else element
 
-    def declare(self, glsl_type: str, name: str, expression: str) -> None:
-        """A statement `type name = expression;`, hoisted while a hoisted value is evaluated."""
-        if self._hoisting:
-            self.hoisted.append((glsl_type, name, expression))
-        else:
-            self.lines.append(f"{glsl_type} {name} = {expression};")
+    def declare(self, glsl_type: str, name: str, expression: str) -> str:
+        """The variable holding `expression`: the one an identical earlier statement declared (two
+        view chains may reach the same element), else `name` in a new statement, hoisted while a
+        hoisted value is evaluated."""
+        key = (self._hoisting, glsl_type, expression)
+        if key not in self._declared:
+            self._declared[key] = name
+            if self._hoisting:
+                self.hoisted.append((glsl_type, name, expression))
+            else:
+                self.lines.append(f"{glsl_type} {name} = {expression};")
+        return self._declared[key]
 
     def invariant(self, node_id: int, chain: ViewChain = ()) -> bool:
         """Whether a node at `chain` has the same value at every base index: constants, loads at a
@@ -215,9 +222,7 @@ class Emitter:
         if is_masked(chain):
             index = f"clamp({index}, 0, {max(size - 1, 0)})"
         element = self.element(name, dtype, index)
-        variable = self._name(node_id, chain, name)
-        self.declare(node.dtype.glsl, variable, element)
-        return variable
+        return self.declare(node.dtype.glsl, self._name(node_id, chain, name), element)
 
     def value(self, node_id: int, chain: ViewChain = ()) -> str:
         """GLSL expression (a variable or literal) of node `node_id` at `chain` from the base index."""
@@ -249,8 +254,7 @@ class Emitter:
                 expression = inner
                 for condition, view in reversed(conditions):
                     expression = f"{condition} ? {expression} : {literal(view.fill, node.dtype)}"
-                result = self._name(node_id, chain, "padded")
-                self.declare(node.dtype.glsl, result, expression)
+                result = self.declare(node.dtype.glsl, self._name(node_id, chain, "padded"), expression)
         else:
             result = self._compute(node_id, node, chain)
         self._values[key] = result
@@ -273,10 +277,11 @@ class Emitter:
         return self._statement(node_id, node, chain, expression)
 
     def _statement(self, node_id: int, node, chain: ViewChain, expression: str) -> str:
-        result = self._name(node_id, chain, node.op)
-        self.declare(node.dtype.glsl, result, expression)
-        self.locations.append(node.location)
-        self.ops.append(node.op)
+        name = self._name(node_id, chain, node.op)
+        result = self.declare(node.dtype.glsl, name, expression)
+        if result == name:
+            self.locations.append(node.location)
+            self.ops.append(node.op)
         return result
 
     def _gather(self, node_id: int, node, chain: ViewChain) -> str:

@@ -50,7 +50,7 @@ class Index:
         coefficients = dict(self.terms)
         for atom, coefficient in other.terms:
             coefficients[atom] = coefficients.get(atom, 0) + coefficient
-        return Index(tuple((a, c) for a, c in coefficients.items() if c), self.constant + other.constant)
+        return _recompose(Index(tuple((a, c) for a, c in coefficients.items() if c), self.constant + other.constant))
 
     def __mul__(self, factor: int) -> Index:
         if factor == 0:
@@ -62,6 +62,29 @@ class Index:
 
     def __mod__(self, divisor: int) -> Index:
         return remainder(self, divisor)
+
+
+def _recompose(index: Index) -> Index:
+    """Undo a split of a non-negative n into digits: (n / a) * a + n % a is n, and
+    (n / a % b) * a + n % a is n % (a * b), each times any coefficient (a view of a view, such as
+    a pooling window's elements, splits an index that its consumer then puts back together)."""
+    for low, low_coefficient in index.terms:
+        if not isinstance(low, Mod) or bounds(low.numerator)[0] < 0:
+            continue
+        n, a = low.numerator, low.divisor
+        quotient = Index(((Div(n, a), 1),))
+        for high, high_coefficient in index.terms:
+            if high_coefficient != low_coefficient * a:
+                continue
+            if high == Div(n, a):
+                whole = n
+            elif isinstance(high, Mod) and high.numerator == quotient:
+                whole = remainder(n, a * high.divisor)
+            else:
+                continue
+            rest = Index(tuple((t, c) for t, c in index.terms if t not in (low, high)), index.constant)
+            return rest + whole * low_coefficient
+    return index
 
 
 def variable(name: str, size: int) -> Index:
