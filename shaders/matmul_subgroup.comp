@@ -27,11 +27,16 @@ void step(inout vec4 acc[LANES], int batch, int row0, int k0, int lane, int col,
     for (int q = 0; q < PARTS; q++) {
         part[q] = fetch_part(batch, row0, k0, lane, q, tail);
     }
+    vec4 b[LANES];
     for (int j = 0; j < LANES; j++) {
-        vec4 b = fetch_b(batch, k0 + j, col, tail);
-        for (int r = 0; r < LANES; r++) {
-            acc[r] += A_VALUE(part, r, j) * b;
+        b[j] = fetch_b(batch, k0 + j, col, tail);
+    }
+    for (int r = 0; r < LANES; r++) {
+        vec4 sum = acc[r];
+        for (int j = 0; j < LANES; j++) {
+            sum += A_VALUE(part, r, j) * b[j];
         }
+        acc[r] = sum;
     }
 }
 
