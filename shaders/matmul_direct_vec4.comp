@@ -36,15 +36,19 @@ void main() {
         for (int r = 0; r < BLOCK_M; r++) {
             a[r] = fetch_a(batch, row0 + r, k0);
         }
+        vec4 b[4][BLOCK_N / 4];
         for (int j = 0; j < 4; j++) {
-            vec4 b[BLOCK_N / 4];
             for (int c = 0; c < BLOCK_N / 4; c++) {
-                b[c] = fetch_b(batch, k0 + j, col0 + c * 4);
+                b[j][c] = fetch_b(batch, k0 + j, col0 + c * 4);
             }
-            for (int r = 0; r < BLOCK_M; r++) {
-                for (int c = 0; c < BLOCK_N / 4; c++) {
-                    acc[r][c] += a[r][j] * b[c];
+        }
+        for (int r = 0; r < BLOCK_M; r++) {
+            for (int c = 0; c < BLOCK_N / 4; c++) {
+                vec4 sum = acc[r][c];
+                for (int j = 0; j < 4; j++) {
+                    sum += a[r][j] * b[j][c];
                 }
+                acc[r][c] = sum;
             }
         }
     }

@@ -194,3 +194,24 @@ def test_matmul_epilogue(request, kind: str, a_shape, b_shape, epilogue: str) ->
             np.testing.assert_array_equal(env.read(mask)[clear], value[clear])
         else:
             np.testing.assert_allclose(env.read(parameter), value, rtol=1e-4, atol=1e-4 * a_shape[-1])
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((21, 7), (7, 13)), ((3, 17, 5), (5, 9)), ((2, 33), (33, 18))], ids=str)
+def test_cpu_direct_matmul_edges(env: dc.Environment, a_shape, b_shape) -> None:
+    """A CPU driver's register-block matmul (operands not read as vec4s) reads rows and columns past
+    the edges clamped and steps of K past its end as zeros: an inf in A's last column must give
+    inf in that row, not the NaN of 0 * inf."""
+    if env.device.kind != "cpu":
+        pytest.skip("the register-block matmul is generated for CPU drivers")
+    a = rng.normal(size=a_shape).astype(np.float32)
+    b = rng.uniform(0.5, 1.5, size=b_shape).astype(np.float32)
+    a[..., 1, -1] = np.inf
+    x, y = env.parameter(f"direct_a{a_shape}", a_shape, init=a), env.parameter(f"direct_b{b_shape}", b_shape, init=b)
+    out = env.parameter(f"direct_out{a_shape}", (*a_shape[:-1], b_shape[-1]))
+    graph = env.build_graph(lambda s: s.write(out, s.read(x) @ s.read(y)))
+    env.run(graph)
+    (source,) = [source for source in graph.sources if "matmul" in source.ops]
+    assert "const int DEPTH" in source.glsl and "subgroupShuffle" not in source.glsl
+    expected = a.astype(np.float64) @ b
+    assert np.isinf(expected[..., 1, :]).all()
+    np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
