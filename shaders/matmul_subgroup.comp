@@ -18,6 +18,7 @@ const int LANES = ${LANES};
 const int PARTS = LANES / 4;
 const int TILES_M = (M + LANES - 1) / LANES;
 const int TILES_N = (N + 4 * LANES - 1) / (4 * LANES);
+const int PER_GROUP = ${PER_GROUP};
 
 ${BUFFERS}
 ${HELPERS}
@@ -40,12 +41,7 @@ void step(inout vec4 acc[LANES], int batch, int row0, int k0, int lane, int col,
     }
 }
 
-void main() {
-    int tile = int(gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x);
-    if (tile >= ${BATCH} * TILES_M * TILES_N) {
-        return;
-    }
-    int lane = int(gl_LocalInvocationID.x);
+void tile_product(int tile, int lane) {
     int batch = tile / (TILES_M * TILES_N);
     int row0 = tile / TILES_N % TILES_M * LANES;
     int col = tile % TILES_N * 4 * LANES + 4 * lane;
@@ -65,5 +61,13 @@ void main() {
         if (row < M && col < N) {
             store_quad((batch * M + row) * N + col, acc[r]);
         }
+    }
+}
+
+void main() {
+    int group = int(gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x);
+    int lane = int(gl_LocalInvocationID.x);
+    for (int tile = group * PER_GROUP; tile < min(group * PER_GROUP + PER_GROUP, ${BATCH} * TILES_M * TILES_N); tile++) {
+        tile_product(tile, lane);
     }
 }

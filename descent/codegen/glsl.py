@@ -378,6 +378,9 @@ def _accumulate_function(parts: _Kernel) -> str:
 CPU_BLOCKS = ((16, 16), (8, 8), (4, 4))  # register blocks (rows, columns) of the CPU matmul: plain large,
 # fused large, small products
 MATMUL_DEPTH = 8  # depth of the shared slices of A and B
+SUBGROUP_TILES_PER_GROUP = 16  # a CPU driver pays per workgroup: with a short K, 16 tiles a workgroup
+# were 1.2-1.25x one on lavapipe
+CPU_MIN_WORKGROUPS = 64  # ... while leaving this many workgroups to share among the cores
 MIN_MATMUL_WORKGROUPS = 256  # below this, smaller tiles: more workgroups beat more reuse per workgroup
 
 
@@ -485,8 +488,9 @@ def _subgroup_matmul(parts: _Kernel, a, vector_b: str, sizes: tuple[int, int, in
     lines = [*columns, *_zero_outside(b_tail), f"return {vector_b};"]
     functions += "\n" + _function("vec4 fetch_b(int batch, int row, int col, bool tail)", lines)
     tiles = batch * -(-m // lanes) * -(-n // (4 * lanes))
-    return parts.fill("matmul_subgroup", _grid(tiles, device.max_groups), BATCH=batch, M=m, N=n, K=k,
-                      LANES=lanes, FUNCTIONS=functions)
+    per_group = max(1, min(SUBGROUP_TILES_PER_GROUP, tiles // CPU_MIN_WORKGROUPS))
+    return parts.fill("matmul_subgroup", _grid(-(-tiles // per_group), device.max_groups), BATCH=batch, M=m, N=n, K=k,
+                      LANES=lanes, PER_GROUP=per_group, FUNCTIONS=functions)
 
 
 def _zero_outside(condition: str, vector: str = "vec4") -> list[str]:
