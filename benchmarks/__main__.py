@@ -39,6 +39,8 @@ def main() -> None:
         for name in ("mlp", "convnet"):
             for batch in batches:
                 results.append(training.step(env, peer, name, batch, args.profile))
+        samples = 6_000 if args.quick else 60_000
+        results += [training.epoch(env, peer, name, batch, samples) for name in ("mlp", "convnet") for batch in batches]
     memories = [memory.training_step(name, batch) for name in ("mlp", "convnet") for batch in batches
                 ] if args.only in (None, "memory") else []
     overhead, latency = training.host_overhead(env)

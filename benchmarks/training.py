@@ -61,6 +61,49 @@ def step(env: dc.Environment, peer: Peer, name: str, batch: int, profile: bool =
     return Result(f"train step {name} batch {batch}", descent_s, peer_s, flops, "GFLOP/s")
 
 
+def epoch(env: dc.Environment, peer: Peer, name: str, batch: int, samples: int = 60_000, rounds: int = 2) -> Result:
+    """One shuffled pass over a Fashion-MNIST-sized set (`samples` images): descent's Trainer.fit
+    against a PyTorch loop that gathers each batch, moves it to the device and steps Adam. The
+    best of `rounds` epochs each, interleaved."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(samples, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, samples).astype(np.int32)
+    trainer = nn.Trainer(env, network(name).build(env, name=f"{name}{batch}epoch"), optimizer=optim.Adam(1e-3))
+    trainer.fit(x[:batch], y[:batch], batch_size=batch, progress=False)  # builds and compiles the graph
+
+    def ours() -> None:
+        trainer.fit(x, y, batch_size=batch, progress=False)
+
+    torch = peer.torch
+    module = _torch_network(torch, name).to(peer.device)
+    adam = torch.optim.Adam(module.parameters(), 1e-3)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y).long()
+
+    def theirs(count: int = samples) -> None:
+        order = torch.randperm(samples)
+        for start in range(0, count, batch):
+            chosen = order[start : start + batch]
+            adam.zero_grad()
+            loss = torch.nn.functional.cross_entropy(module(tx[chosen].to(peer.device)), ty[chosen].to(peer.device))
+            loss.backward()
+            adam.step()
+
+    theirs(3 * batch)  # warms up the peer's allocator and kernels as fit() above warmed ours
+    descent_s = peer_s = float("inf")
+    for _ in range(rounds):
+        descent_s = min(descent_s, _seconds(ours, env.synchronize))
+        peer_s = min(peer_s, _seconds(theirs, peer.synchronize))
+    flops = 6 * samples * sum(p.size for p in trainer.model.parameters())
+    return Result(f"epoch {name} batch {batch} ({samples} images)", descent_s, peer_s, flops, "GFLOP/s")
+
+
+def _seconds(fn, sync) -> float:
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
 def host_overhead(env: dc.Environment) -> tuple[float, float]:
     """Seconds per replay of a one-element graph: in a loop (runs overlap as in training) and
     waiting for each run to finish (the latency of one run)."""
