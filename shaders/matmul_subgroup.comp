@@ -7,8 +7,8 @@
 // its elements as PARTS vec4s (fetch_part) and A_VALUE hands each lane the element it needs by a
 // subgroup shuffle: A is loaded once per workgroup, not once per lane. Only the last slice, where
 // K is not a multiple of LANES, checks for the end of K (a branch in every slice costs lavapipe
-// nearly half its speed). N is a multiple of 4 (B is read as vec4s), so a lane's four columns are
-// all inside N or all past it, and store_quad stores them together.
+// nearly half its speed). B comes as vec4 texels (fetch_slice). N is a multiple of 4, so a lane's
+// four columns are all inside N or all past it, and store_quad stores them together.
 layout(local_size_x = ${LANES}) in;
 
 const int M = ${M};
@@ -29,9 +29,7 @@ void step(inout vec4 acc[LANES], int batch, int row0, int k0, int lane, int col,
         part[q] = fetch_part(batch, row0, k0, lane, q, tail);
     }
     vec4 b[LANES];
-    for (int j = 0; j < LANES; j++) {
-        b[j] = fetch_b(batch, k0 + j, col, tail);
-    }
+    fetch_slice(batch, k0, col, tail, b);
     for (int r = 0; r < LANES; r++) {
         vec4 sum = acc[r];
         for (int j = 0; j < LANES; j++) {

@@ -146,6 +146,30 @@ def test_cpu_subgroup_matmul(env: dc.Environment, a_shape, read: str, b_shape) -
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(left.shape[-1]))
 
 
+@pytest.mark.parametrize("a_shape, stored_b", [((20, 36), (40, 36)), ((3, 13, 20), (3, 44, 20)),
+                                               ((100, 128), (196, 128)), ((9, 12), (3, 16, 12))], ids=str)
+def test_cpu_subgroup_matmul_transposed_b(env: dc.Environment, a_shape, stored_b) -> None:
+    """A transposed B (a dense layer's input gradient, g @ W^T) is fetched as vec4s along K, one
+    column at a time. K = 20 and 36 end half way through a slice: an inf just past the end of K in
+    A's first row and in B's first column (the next column's first element) shows that the steps
+    past K read zeros."""
+    limits = env.device.limits
+    if env.device.kind != "cpu" or not limits.subgroup_shuffle or limits.subgroup_size % 4:
+        pytest.skip("the subgroup matmul is generated for CPU drivers with subgroup shuffles")
+    a = rng.normal(size=a_shape).astype(np.float32)
+    b = rng.normal(size=stored_b).astype(np.float32)
+    a.flat[a.shape[-1]] = np.inf
+    b.reshape(-1, b.shape[-1])[1, 0] = np.inf
+    x, y = env.parameter(f"tb_a{a_shape}", a.shape, init=a), env.parameter(f"tb_b{stored_b}", b.shape, init=b)
+    expected = a @ np.swapaxes(b, -1, -2)
+    out = env.parameter(f"tb_out{a_shape}", expected.shape)
+    graph = env.build_graph(lambda s: s.write(out, s.read(x) @ s.read(y).transpose(*range(b.ndim - 2), -1, -2)))
+    env.run(graph)
+    (source,) = [source for source in graph.sources if "matmul" in source.ops]
+    assert "vec4 steps = fetch_b(batch, k0 + 4 * h, col + c, tail);" in source.glsl
+    np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
+
+
 @pytest.mark.parametrize("a_shape, b_shape", [((20, 36), (36, 40)), ((2, 9, 12), (2, 12, 68))], ids=str)
 @pytest.mark.parametrize("epilogue", ["adam", "mask"])
 @pytest.mark.parametrize("kind", ["device", "gpu"])

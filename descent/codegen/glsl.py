@@ -406,10 +406,12 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     functions += "\n" + parts.load_function("load_b", b, chain_b, float32, b_axes)
     lanes = device.subgroup_size
     vector_b = None
-    if device.cpu and device.shuffle and lanes % 4 == 0 and n >= 2 * lanes:
+    if device.cpu and device.shuffle and lanes % 4 == 0 and n >= 2 * lanes and n % 4 == 0:
         # measured on lavapipe: 1.2-1.5x the direct kernel where B is a plain buffer, slower where
         # B is computed (four loads a lane per step of K then cost more than the shuffles save)
-        vector_b = _vector_read(parts, b, chain_b, b_axes, "col")
+        # B is read as vec4s along its rows or, transposed (a dense layer's input gradient), along K
+        vector_b = next(((read, along) for along in ("col", "row")
+                         if (read := _vector_read(parts, b, chain_b, b_axes, along))), None)
     if vector_b:
         functions += "\n" + parts.quad_store_function(kernel.core)
     else:
@@ -453,12 +455,14 @@ def _operand_axes(batch: int, rows: int, cols: int) -> tuple[tuple[str, int], ..
     return ("batch", batch), ("row", rows), ("col", cols)
 
 
-def _subgroup_matmul(parts: _Kernel, a, vector_b: str, sizes: tuple[int, int, int, int], device: DeviceShape,
-                     functions: str) -> KernelSource:
+def _subgroup_matmul(parts: _Kernel, a, vector_b: tuple[str, str], sizes: tuple[int, int, int, int],
+                     device: DeviceShape, functions: str) -> KernelSource:
     """A CPU driver's matmul in matmul_subgroup.comp: `fetch_part` loads a lane's share of each
     LANES x LANES slice of A, as vec4 texels along K or along rows where A is a plain buffer laid
-    out so, else element by element; `fetch_b` fetches the lane's four columns of a row of B (a
-    plain buffer, `vector_b`). Only the last slice (`tail`) checks the end of K."""
+    out so, else element by element; `fetch_slice` fetches the lane's four columns of B (a plain
+    buffer) over the slice: a vec4 texel along a row of B per step of K, or along K per column
+    where B is transposed (`vector_b`: the read and its axis). Only the last slice (`tail`)
+    checks the end of K."""
     batch, m, k, n = sizes
     lanes = device.subgroup_size
     a_axes = _operand_axes(batch, m, k)
@@ -484,9 +488,20 @@ def _subgroup_matmul(parts: _Kernel, a, vector_b: str, sizes: tuple[int, int, in
     functions += "\n" + _function("vec4 fetch_part(int batch, int row0, int k0, int lane, int q, bool tail)", lines)
     functions += f"\n#define A_VALUE(part, r, j) subgroupShuffle({shared})\n"
     b_tail = f"tail && row >= {k}" if k % lanes else ""
-    columns = [f"col = min(col, {n - 4});"] if n % (4 * lanes) else []
-    lines = [*columns, *_zero_outside(b_tail), f"return {vector_b};"]
+    read, along = vector_b
+    if along == "col":  # a row of B: the lane's four columns at one step of K
+        columns = [f"col = min(col, {n - 4});"] if n % (4 * lanes) else []
+        slice_lines = ["for (int j = 0; j < LANES; j++) {", "    b[j] = fetch_b(batch, k0 + j, col, tail);", "}"]
+    else:  # a column of B: four steps of K at one of the lane's columns
+        columns = [f"col = min(col, {n - 1});"] if n % (4 * lanes) else []
+        slice_lines = ["for (int c = 0; c < 4; c++) {", "    for (int h = 0; h < PARTS; h++) {",
+                       "        vec4 steps = fetch_b(batch, k0 + 4 * h, col + c, tail);",
+                       "        for (int e = 0; e < 4; e++) {", "            b[4 * h + e][c] = steps[e];", "        }",
+                       "    }", "}"]
+    lines = [*columns, *_zero_outside(b_tail), f"return {read};"]
     functions += "\n" + _function("vec4 fetch_b(int batch, int row, int col, bool tail)", lines)
+    functions += "\n" + _function("void fetch_slice(int batch, int k0, int col, bool tail, out vec4 b[LANES])",
+                                  slice_lines)
     tiles = batch * -(-m // lanes) * -(-n // (4 * lanes))
     per_group = max(1, min(SUBGROUP_TILES_PER_GROUP, tiles // CPU_MIN_WORKGROUPS))
     return parts.fill("matmul_subgroup", _grid(-(-tiles // per_group), device.max_groups), BATCH=batch, M=m, N=n, K=k,
