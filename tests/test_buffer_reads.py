@@ -55,15 +55,16 @@ def test_reads_match_numpy(reads: dc.Environment, case: str) -> None:
     np.testing.assert_allclose(evaluate(reads, fn, *inputs), reference(*inputs), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("limit, texels", [(16, ("param:texel_small",)), (0, ())])
+@pytest.mark.parametrize("limit, texels", [(8, ("param:texel_small",)), (0, ())])
 def test_texel_reads_only_where_allowed(limit: int, texels: tuple[str, ...]) -> None:
-    """With a 16-element limit, only the small read-only input is a texel buffer; outputs never are."""
+    """With an 8-texel limit, only the small read-only input is a texel buffer (the 40-element one
+    is too long even as 10 vec4 texels); outputs never are."""
     env = _with_texel_limit(limit)
     big = env.parameter("texel_big", (40,), init=np.ones(40, np.float32))
     small = env.parameter("texel_small", (8,), init=np.ones(8, np.float32))
     out = env.parameter("texel_out", (5, 8))
     (source,) = env.build_graph(lambda s: s.write(out, s.read(big).reshape(5, 8) + s.read(small))).sources
-    assert tuple(source.bindings[k] for k, _ in source.texel_bindings) == texels
+    assert {source.bindings[k] for k, _ in source.texel_bindings} == set(texels)  # as floats, and vec4s on a CPU
     assert ("texelFetch(" in source.glsl) == bool(texels)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 import networkx as nx
 import numpy as np
@@ -104,11 +105,13 @@ class Emitter:
 
     def __init__(self, graph: nx.DiGraph, loads: dict[int, str], buffers: dict[str, tuple[str, DType, int]],
                  base: Index, special: dict[int, str] | None = None, prefix: str = "",
-                 texels: dict[str, str] | None = None, hoist: bool = False) -> None:
+                 texels: dict[str, str] | None = None, hoist: bool = False,
+                 quads: Callable[[str], str | None] | None = None) -> None:
         self.graph = graph
         self.loads = loads
         self.buffers = buffers  # logical buffer -> (GLSL name, dtype, elements)
         self.texels = texels or {}  # GLSL name of a buffer -> the texel buffer it is read through
+        self.quads = quads  # GLSL name of a float buffer -> a vec4 texel view of it, or None
         self.base = render(base)
         self.special = special or {}
         self.prefix = prefix
@@ -218,11 +221,26 @@ class Emitter:
     def load(self, node_id: int, chain: ViewChain) -> str:
         node = node_of(self.graph, node_id)
         name, dtype, size = self.buffers[self.loads[node_id]]
+        quad = self._quad(name, chain) if dtype == float32 else None
+        if quad is not None:
+            return self.declare(node.dtype.glsl, self._name(node_id, chain, name), quad)
         index = self.index(chain)
         if is_masked(chain):
             index = f"clamp({index}, 0, {max(size - 1, 0)})"
         element = self.element(name, dtype, index)
         return self.declare(node.dtype.glsl, self._name(node_id, chain, name), element)
+
+    def _quad(self, name: str, chain: ViewChain) -> str | None:
+        """Element e of a vec4 fetch where the index is 4 * (something) + e and the buffer has a vec4
+        view: the four elements a quad of indices reads cost one fetch, shared through `declare`."""
+        texels = self.quads(name) if self.quads is not None and not is_masked(chain) else None
+        expression = self.expression(chain)
+        if texels is None or any(c % 4 for _, c in expression.terms):
+            return None
+        element = expression.constant % 4
+        quad = Index(tuple((a, c // 4) for a, c in expression.terms), (expression.constant - element) // 4)
+        variable = self.declare("vec4", self.fresh(f"{name}_quad"), f"texelFetch({texels}, {render(quad)})")
+        return f"{variable}[{element}]"
 
     def value(self, node_id: int, chain: ViewChain = ()) -> str:
         """GLSL expression (a variable or literal) of node `node_id` at `chain` from the base index."""
