@@ -197,3 +197,45 @@ def test_profile_times_each_kernel_and_runs_the_graph(env: dc.Environment) -> No
     assert all(micros >= 0 for _, _, micros in kernels)
     np.testing.assert_array_equal(env.read(counter), np.full(256, 3.0, np.float32))
     assert env.device_bytes == held
+
+
+def test_cpu_elementwise_four_elements_a_thread(env: dc.Environment) -> None:
+    """On a CPU driver an elementwise kernel computes four adjacent elements a thread: the array
+    read at the output's own index and a bias over rows of 12 come as one vec4 fetch for the four,
+    a column broadcast as one fetch; a bias over rows of 6 (not whole vec4s) and a transposed read
+    are fetched element by element, a padded view stays masked. Float outputs store vec4s, a bool
+    and an int output element by element."""
+    if env.device.kind != "cpu":
+        pytest.skip("four elements a thread is generated for CPU drivers")
+    x = rng.normal(size=(8, 12)).astype(np.float32)
+    bias = rng.normal(size=12).astype(np.float32)
+    column = rng.normal(size=(8, 1)).astype(np.float32)
+    six = rng.normal(size=6).astype(np.float32)
+    square = rng.normal(size=(12, 8)).astype(np.float32)
+    names = ["x", "bias", "column", "six", "square"]
+    params = {n: env.parameter(f"quads_{n}", v.shape, init=v)
+              for n, v in zip(names, [x, bias, column, six, square])}
+    total, positive, rounded = (env.parameter("quads_total", (8, 12)), env.parameter("quads_positive", (8, 12), "bool"),
+                                env.parameter("quads_rounded", (8, 12), "int32"))
+
+    def body(s: dc.Scope) -> None:
+        r = {n: s.read(p) for n, p in params.items()}
+        padded = dc.pad(r["x"][:, 1:], [(0, 0), (0, 1)])
+        value = r["x"] + r["bias"] + r["column"] + r["six"].reshape(1, 6).broadcast_to((2, 6)).reshape(12) \
+            + r["square"].T + padded
+        s.write(total, value)
+        s.write(positive, value > 0.0)
+        s.write(rounded, dc.astype(value * 10.0, "int32"))
+
+    graph = env.build_graph(body)
+    env.run(graph)
+    padded = np.pad(x[:, 1:], [(0, 0), (0, 1)])
+    expected = x + bias + column + np.tile(six, 2) + square.T + padded
+    np.testing.assert_allclose(env.read(total), expected, rtol=1e-5, atol=1e-5)
+    clear = np.abs(expected) > 1e-4
+    np.testing.assert_array_equal(env.read(positive)[clear], (expected > 0)[clear])
+    np.testing.assert_array_equal(env.read(rounded)[clear], (expected * 10).astype(np.int32)[clear])
+    (source,) = graph.sources
+    assert "four adjacent ones a thread" in source.glsl
+    assert "texelFetch(quads_x_vec4, q)" in source.glsl and "texelFetch(quads_bias_vec4, q % 3)" in source.glsl
+    assert "quads_total_vec4_out[q] = vec4(" in source.glsl
