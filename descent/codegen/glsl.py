@@ -462,12 +462,11 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         # lavapipe compiles at first dispatch: a 16 x 16 block with fused loads or an optimiser
         # update in its stores unrolls into code LLVM needs ~50 s for; 8 x 8 takes ~3 s
         block = CPU_BLOCKS[2] if m * n * k < 1 << 12 else CPU_BLOCKS[1] if fused else CPU_BLOCKS[0]
-        vector = any(parts.vector_texels(buffer, cols) is not None
-                     for buffer, cols in ((_plain_buffer(parts, a, chain_a), k), (_plain_buffer(parts, b, chain_b), n)))
+        vector = bool(_vector_read(parts, a, chain_a, a_axes, "col") or _vector_read(parts, b, chain_b, b_axes, "col"))
         block_m, block_n = min(block[0], m), min(block[1], -(-n // 4) * 4 if vector else n)
         if vector:
-            functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (m, k), (block_m, 4), 4)
-            functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (k, n), (4, block_n), 4)
+            functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (batch, m, k), (block_m, 4), 4)
+            functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (batch, k, n), (4, block_n), 4)
         blocks = batch * -(-m // block_m) * -(-n // block_n)
         # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
@@ -480,8 +479,8 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     while (tile_m + width + tile_n) * tile_k * 4 > device.shared_memory and tile_k > shallowest:
         tile_k //= 2
     workgroups = (-(-n // tile_n), -(-m // tile_m), batch)
-    functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (m, k), (tile_m, tile_k), width)
-    functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (k, n), (tile_k, tile_n), width)
+    functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (batch, m, k), (tile_m, tile_k), width)
+    functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (batch, k, n), (tile_k, tile_n), width)
     return parts.fill("matmul", workgroups, BATCH=batch, M=m, N=n, K=k, TILE_M=tile_m, TILE_N=tile_n,
                       TILE_K=tile_k, WIDTH=width, VEC=_vector(width), PART="v" if width == 1 else "v[c]",
                       FUNCTIONS=functions)
@@ -554,47 +553,50 @@ def _function(signature: str, lines: list[str]) -> str:
     return signature + " {\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
 
 
-def _vector_read(parts: _Kernel, operand: int, chain, axes: tuple[tuple[str, int], ...], along: str) -> str | None:
-    """A vec4 texel fetch of the operand's four elements from axis `along` (at a multiple of 4) on,
-    where it is a float buffer read through views that place those elements next to each other at an
-    aligned offset; else None."""
+def _vector_read(parts: _Kernel, operand: int, chain, axes: tuple[tuple[str, int], ...], along: str,
+                 width: int = 4) -> str | None:
+    """A read of `width` of the operand's elements from axis `along` (at a multiple of `width`) on,
+    where it is a float buffer read through views that place them next to each other at an aligned
+    offset: a vec4 texel fetch where the device reads texel buffers, else a vector view of the
+    storage buffer; None where it is not."""
     sizes = dict(axes)
-    if not parts.texel_elements or sizes[along] % 4:
+    if width == 1 or sizes[along] % width or (parts.texel_elements and width != 4):
         return None
     while operand not in parts.kernel.loads and node_of(parts.graph, operand).op in ("view", "contiguous"):
         ((operand, chain),) = input_contexts(node_of(parts.graph, operand), chain)
     buffer = parts.kernel.loads.get(operand)
-    if buffer is None or is_masked(chain):
+    if buffer is None or is_masked(chain) or parts.table[buffer][1] != float32:
         return None
     index = parts.emitter(_row_major(axes)).expression(chain)
-    coefficients = {atom.name if isinstance(atom, Var) else None: c for atom, c in index.terms}
-    if None in coefficients or coefficients.get(along) != 1 or index.constant % 4:
+    step = Var(along, sizes[along])
+    if (step, 1) not in index.terms or index.constant % width:
         return None
-    if any(c % 4 for name, c in coefficients.items() if name != along):
+    if any(c % width or step in _atoms(atom) for atom, c in index.terms if atom != step):
         return None
+    if not parts.texel_elements:
+        return f"{parts.vector_view(buffer, _vector(width))}[({render(index)}) / {width}]"
     texels = parts.vector_texels(buffer, 4)
     return texels and f"texelFetch({texels}, ({render(index)}) / 4)"
 
 
-def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, shape: tuple[int, int],
+def _atoms(atom) -> set:
+    """The variables an index atom depends on."""
+    if isinstance(atom, Var):
+        return {atom}
+    return set().union(*(_atoms(inner) for inner, _ in atom.numerator.terms))
+
+
+def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, shape: tuple[int, int, int],
                     tile: tuple[int, int], width: int) -> str:
-    """`name(batch, row, col)`: `width` elements from (row, col) along a row of an operand's rows x cols
-    matrix, zero past its edges. A plain buffer whose rows hold whole vectors gives one vector load
-    (a vec4 texel fetch where the device reads texel buffers); a fused or unaligned operand is loaded
+    """`name(batch, row, col)`: `width` elements from (row, col) along a row of an operand's batch x
+    rows x cols matrices, zero past its edges: one vector read where `_vector_read` finds one, else
     element by element through `load`."""
-    rows, cols = shape
+    batch, rows, cols = shape
     vector = _vector(width)
-    buffer = _plain_buffer(parts, operand, chain)
-    source = None  # how to read one vector at {position}
-    if parts.texel_elements:
-        texels = parts.vector_texels(buffer, cols) if width == 4 else None
-        source = texels and f"texelFetch({texels}, {{position}})"
-    elif buffer is not None and parts.table[buffer][1] == float32 and width > 1 and cols % width == 0:
-        source = f"{parts.vector_view(buffer, vector)}[{{position}}]"
-    if source:
+    read = _vector_read(parts, operand, chain, _operand_axes(batch, rows, cols), "col", width)
+    if read:
         outside = [f"row >= {rows}"] * bool(rows % tile[0]) + [f"col >= {cols}"] * bool(cols % tile[1])
-        lines = _zero_outside(" || ".join(outside), vector)
-        lines.append("return " + source.format(position=f"((batch * {rows} + row) * {cols} + col) / {width}") + ";")
+        lines = [*_zero_outside(" || ".join(outside), vector), f"return {read};"]
     else:
         inside = [f"row < {rows}"] * bool(rows % tile[0]) + [f"column < {cols}"] * bool(cols % tile[1] or cols % width)
         element = f"{load}(batch, row, column)"
@@ -602,13 +604,6 @@ def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, s
         lines = [f"{vector} group;", f"for (int j = 0; j < {width}; j++) {{", "    int column = col + j;",
                  f"    PART(group, j) = {value};", "}", "return group;"]
     return _function(f"{vector} {name}(int batch, int row, int col)", lines)
-
-
-def _plain_buffer(parts: _Kernel, operand: int, chain) -> str | None:
-    """The buffer an operand loads unchanged (through views that keep the index), else None."""
-    while chain == () and node_of(parts.graph, operand).op == "view":
-        ((operand, chain),) = input_contexts(node_of(parts.graph, operand), chain)
-    return parts.kernel.loads.get(operand) if chain == () else None
 
 
 def _vector(width: int) -> str:
