@@ -31,7 +31,7 @@ void step(inout float acc[BLOCK_M][BLOCK_N], int batch, int row0, int col0, int 
             a[r][j] = inside ? load_a(batch, min(row0 + r, M - 1), k) : 0.0;
         }
         for (int c = 0; c < BLOCK_N; c++) {
-            b[j][c] = load_b(batch, k, min(col0 + c, N - 1));
+            b[j][c] = inside ? load_b(batch, k, min(col0 + c, N - 1)) : 0.0;
         }
     }
     for (int r = 0; r < BLOCK_M; r++) {

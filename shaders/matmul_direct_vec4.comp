@@ -1,8 +1,9 @@
 #version 450
 // ${NAME}: ${BATCH} x (${M} x ${K}) @ (${K} x ${N}); stores ${STORES}
-// matmul_direct for operands of which one or both are plain buffers with rows of whole vec4s: each
-// thread still computes a BLOCK_M x BLOCK_N register block, but four columns or four steps of K
-// come in one vec4 (a plain operand's is one texel fetch, which costs lavapipe what a float does).
+// matmul_direct for operands of which one or both read four adjacent elements of a row as one vec4
+// (a buffer read through views that keep them adjacent and aligned): each thread still computes a
+// BLOCK_M x BLOCK_N register block, but four columns or four steps of K come in one vec4 (a texel
+// fetch, which costs lavapipe what a float does).
 layout(local_size_x = ${LOCAL_SIZE}) in;
 
 const int M = ${M};

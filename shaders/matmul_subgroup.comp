@@ -7,8 +7,8 @@
 // its elements as PARTS vec4s (fetch_part) and A_VALUE hands each lane the element it needs by a
 // subgroup shuffle: A is loaded once per workgroup, not once per lane. Only the last slice, where
 // K is not a multiple of LANES, checks for the end of K (a branch in every slice costs lavapipe
-// nearly half its speed). B comes as vec4 texels (fetch_slice). N is a multiple of 4, so a lane's
-// four columns are all inside N or all past it, and store_quad stores them together.
+// nearly half its speed). B comes as vec4s (fetch_slice). N is a multiple of 4, so a lane's four
+// columns are all inside N or all past it, and store_quad stores them together.
 layout(local_size_x = ${LANES}) in;
 
 const int M = ${M};
@@ -53,7 +53,6 @@ void tile_product(int tile, int lane) {
     if (K % LANES != 0) {
         step(acc, batch, row0, K - K % LANES, lane, col, true);
     }
-    ${PROLOGUE}
     for (int r = 0; r < LANES; r++) {
         int row = row0 + r;
         if (row < M && col < N) {
@@ -65,6 +64,7 @@ void tile_product(int tile, int lane) {
 void main() {
     int group = int(gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x);
     int lane = int(gl_LocalInvocationID.x);
+    ${PROLOGUE}
     for (int tile = group * PER_GROUP; tile < min(group * PER_GROUP + PER_GROUP, ${BATCH} * TILES_M * TILES_N); tile++) {
         tile_product(tile, lane);
     }

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import networkx as nx
 import numpy as np
 
-from descent.codegen.index import Index, bounds, render, variable
+from descent.codegen.index import Index, bounds, render, split_aligned, variable
 from descent.graph.dtype import DType, bool_, float32, uint32
 from descent.graph.optable import ELEMENTWISE, HELPERS
 from descent.graph.view import View, ViewChain, contiguous_strides, is_masked
@@ -104,7 +104,7 @@ class Emitter:
     caller that evaluates many indices to compute once."""
 
     def __init__(self, graph: nx.DiGraph, loads: dict[int, str], buffers: dict[str, tuple[str, DType, int]],
-                 base: Index, special: dict[int, str] | None = None, prefix: str = "",
+                 base: Index, special: dict[tuple[int, ViewChain], str] | None = None, prefix: str = "",
                  texels: dict[str, str] | None = None, hoist: bool = False,
                  quads: Callable[[str], str | None] | None = None) -> None:
         self.graph = graph
@@ -113,7 +113,8 @@ class Emitter:
         self.texels = texels or {}  # GLSL name of a buffer -> the texel buffer it is read through
         self.quads = quads  # GLSL name of a float buffer -> a vec4 texel view of it, or None
         self.base = render(base)
-        self.special = special or {}
+        self.special = special or {}  # (node, chain) -> a value the caller provides, such as a matmul's sum
+        self._special_nodes = {node_id for node_id, _ in self.special}
         self.prefix = prefix
         self.lines: list[str] = []
         self.hoist = hoist
@@ -197,7 +198,7 @@ class Emitter:
             definition = ELEMENTWISE.get(node.op)
             if node.op == "const":
                 result = True
-            elif node_id in self.special or node.op in ("arange", "gather") or is_masked(chain):
+            elif node_id in self._special_nodes or node.op in ("arange", "gather") or is_masked(chain):
                 result = False
             elif node_id in self.loads:
                 result = not self.expression(chain).terms
@@ -210,18 +211,10 @@ class Emitter:
             self._invariants[key] = result
         return self._invariants[key]
 
-    def share_invariants(self, other: Emitter) -> None:
-        """Use the values `other` hoisted instead of computing them again."""
-        self._values.update({key: value for key, value in other._values.items() if other.invariant(*key)})
-
-    def loaded_at_base(self) -> list[int]:
-        """The loaded nodes evaluated so far at the base index itself."""
-        return [node_id for node_id, chain in self._values if chain == () and node_id in self.loads]
-
     def load(self, node_id: int, chain: ViewChain) -> str:
         node = node_of(self.graph, node_id)
         name, dtype, size = self.buffers[self.loads[node_id]]
-        quad = self._quad(name, chain) if dtype == float32 else None
+        quad = self._quad(self.loads[node_id], chain) if dtype == float32 else None
         if quad is not None:
             return self.declare(node.dtype.glsl, self._name(node_id, chain, name), quad)
         index = self.index(chain)
@@ -230,17 +223,17 @@ class Emitter:
         element = self.element(name, dtype, index)
         return self.declare(node.dtype.glsl, self._name(node_id, chain, name), element)
 
-    def _quad(self, name: str, chain: ViewChain) -> str | None:
+    def _quad(self, buffer: str, chain: ViewChain) -> str | None:
         """Element e of a vec4 fetch where the index is 4 * (something) + e and the buffer has a vec4
         view: the four elements a quad of indices reads cost one fetch, shared through `declare`."""
-        texels = self.quads(name) if self.quads is not None and not is_masked(chain) else None
-        expression = self.expression(chain)
-        if texels is None or any(c % 4 for _, c in expression.terms):
+        texels = self.quads(buffer) if self.quads is not None and not is_masked(chain) else None
+        split = split_aligned(self.expression(chain), 4)
+        if texels is None or split is None:
             return None
-        element = expression.constant % 4
-        quad = Index(tuple((a, c // 4) for a, c in expression.terms), (expression.constant - element) // 4)
-        variable = self.declare("vec4", self.fresh(f"{name}_quad"), f"texelFetch({texels}, {render(quad)})")
-        return f"{variable}[{element}]"
+        quad, element = split
+        fetch = f"texelFetch({texels}, {render(quad)})"
+        name = self.declare("vec4", self.fresh(f"{self.buffers[buffer][0]}_quad"), fetch)
+        return f"{name}[{element}]"
 
     def value(self, node_id: int, chain: ViewChain = ()) -> str:
         """GLSL expression (a variable or literal) of node `node_id` at `chain` from the base index."""
@@ -248,8 +241,8 @@ class Emitter:
         if key in self._values:
             return self._values[key]
         node = node_of(self.graph, node_id)
-        if node_id in self.special and chain == ():
-            return self.special[node_id]
+        if key in self.special:
+            return self.special[key]
         if node.op == "const":
             return literal(node.attrs, node.dtype)
         if node.op == "arange":

@@ -15,7 +15,7 @@ from string import Template
 import networkx as nx
 
 from descent.codegen.emitter import Emitter, identifier, literal
-from descent.codegen.index import Index, Var, render, variable
+from descent.codegen.index import Index, Var, render, split_aligned, variable
 from descent.graph.dtype import DType, bool_, float32, int32
 from descent.graph.view import View, is_masked
 from descent.schedule.fuse import input_contexts, node_of, operand_contexts, reduce_layout
@@ -107,21 +107,19 @@ class _Kernel:
                 access = "writeonly "
             self.declarations.append(f"layout(std430, binding = {binding}) {access}buffer Buffer{binding} "
                                      f"{{ {kind} {glsl_name}[]; }};")
-        self.aliases: dict[str, str] = {}  # vector views of loaded buffers: storage at the same binding,
-        # texel at one of their own
+        self.aliases: dict[str, str] = {}  # vector views of buffers: storage at the same binding (read-only
+        # for a loaded one, write-only for a stored one), texel at one of their own
         self.helpers: dict[str, str] = {}
         self.locations: list[str] = []
         self.ops: list[str] = []
-        self.prologue = False  # store_output reads globals that prologue() sets
+        self.prologue = False  # the store function reads globals that prologue() sets
 
-    def vector_texels(self, name: str | None, row: int) -> str | None:
-        """The GLSL name of a vec4 texel-buffer view of a loaded float buffer of rows of `row` elements
-        (a binding of its own), None where it has none: rows not whole vec4s, a device that reads no
-        texel buffers, a buffer too large for one."""
-        if name is None:
-            return None
+    def vector_texels(self, name: str) -> str | None:
+        """The GLSL name of a vec4 texel-buffer view of a loaded float buffer (a binding of its own),
+        None where it has none: a buffer not of whole vec4s, a device that reads no texel buffers, a
+        buffer too large for one."""
         glsl_name, dtype, size = self.table[name]
-        if dtype != float32 or row % 4 or not 0 < size // 4 <= self.texel_elements:
+        if dtype != float32 or size % 4 or not 0 < size // 4 <= self.texel_elements:
             return None
         view = f"{glsl_name}_vec4"
         if view not in self.aliases:
@@ -141,15 +139,10 @@ class _Kernel:
                               f"{{ {vector} {view}[]; }};")
         return view
 
-    def emitter(self, base: Index, special: dict[int, str] | None = None, hoist: bool = False,
+    def emitter(self, base: Index, special: dict[tuple[int, tuple], str] | None = None, hoist: bool = False,
                 quads: bool = False) -> Emitter:
         return Emitter(self.graph, self.kernel.loads, self.table, base, special, texels=self.texels, hoist=hoist,
-                       quads=self.quad_texels if quads else None)
-
-    def quad_texels(self, glsl_name: str) -> str | None:
-        """A vec4 texel view of the loaded float buffer named `glsl_name` in GLSL, where it holds whole vec4s."""
-        name = next(name for name, (own, _, _) in self.table.items() if own == glsl_name)
-        return self.vector_texels(name, 4) if self.table[name][2] % 4 == 0 else None
+                       quads=self.vector_texels if quads else None)
 
     def absorb(self, emitter: Emitter) -> None:
         self.helpers.update(emitter.helpers)
@@ -161,9 +154,32 @@ class _Kernel:
         values = [(emitter.value(node_id), node_id, name) for node_id, name in self.kernel.outputs]
         lines = []
         for value, node_id, name in values:
-            stored = f"uint({value})" if node_of(self.graph, node_id).dtype == bool_ else value
-            lines.append(f"{self.table[name][0]}[{emitter.base}] = {stored};")
+            lines.append(f"{self.table[name][0]}[{emitter.base}] = {self.storage_value(node_id, value)};")
         return lines
+
+    def storage_value(self, node_id: int, value: str) -> str:
+        """A node's value as its buffer holds it (bools as uint)."""
+        return f"uint({value})" if node_of(self.graph, node_id).dtype == bool_ else value
+
+    def quad_lines(self, special: dict[int, list[str]] | None = None, hoist: bool = False) -> tuple[list[str], Emitter]:
+        """Statements computing and storing every output at the four elements 4q .. 4q + 3 (a GLSL
+        int q): loads at 4 * (something) + e and loads the four share are fetched once, float
+        outputs are stored as one vec4. `special` gives a node's value at each of the four."""
+        quads = self.kernel.size // 4
+        lanes = [(View((quads,), (4,), e),) for e in range(4)]
+        given = {(node_id, lane): value for node_id, values in (special or {}).items()
+                 for lane, value in zip(lanes, values)}
+        emitter = self.emitter(variable("q", quads), given, hoist, quads=True)
+        values = {node_id: [emitter.value(node_id, lane) for lane in lanes] for node_id, _ in self.kernel.outputs}
+        stores = []
+        for node_id, name in self.kernel.outputs:
+            if self.table[name][1] == float32 and node_of(self.graph, node_id).dtype == float32:
+                stores.append(f"{self.vector_view(name, 'vec4', 'writeonly')}[q] = vec4({', '.join(values[node_id])});")
+                continue
+            stores += [f"{self.table[name][0]}[{emitter.index(lane)}] = {self.storage_value(node_id, value)};"
+                       for lane, value in zip(lanes, values[node_id])]
+        self.absorb(emitter)
+        return emitter.lines + stores, emitter
 
     def load_function(self, name: str, node_id: int, chain, dtype: DType, axes: tuple[tuple[str, int], ...]) -> str:
         """`name(axes...)`: the node at `chain` from the row-major index of `axes` ((name, size) each),
@@ -179,7 +195,8 @@ class _Kernel:
         """`store_output(i, parameters)`. With `hoist`, for templates whose threads store many
         elements, values the same at every element (an optimiser's bias corrections, say) are
         globals that `prologue()` computes once; the template calls it where PROLOGUE stands."""
-        emitter = self.emitter(variable("i", self.kernel.size), special, hoist)
+        given = {(node_id, ()): value for node_id, value in special.items()}
+        emitter = self.emitter(variable("i", self.kernel.size), given, hoist)
         stores = self.store_lines(emitter)
         self.absorb(emitter)
         return self.prologue_function(emitter) + _function(f"void store_output(int i, {parameters})",
@@ -196,39 +213,11 @@ class _Kernel:
 
     def quad_store_function(self, core: int) -> str:
         """`store_quad(i, acc)`: the outputs at i .. i + 3 (i a multiple of 4) from the core values in
-        `acc`. Where every output is a float buffer, elements loaded at i .. i + 3 come from one vec4
-        texel fetch and each output is stored as one vec4 (on lavapipe a lane's fetch or store costs
-        about the same for four floats as for one); else it calls store_output four times."""
-        base = variable("i", self.kernel.size)
-        if any(node_of(self.graph, node_id).dtype != float32 or self.table[name][1] != float32
-               for node_id, name in self.kernel.outputs):
-            store = self.store_function("float acc", {core: "acc"}, hoist=True)
-            return store + "\n" + _function("void store_quad(int i, vec4 acc)", [
-                "for (int e = 0; e < 4; e++) {", "    store_output(i + e, acc[e]);", "}"])
-        probe = self.emitter(base, {core: "acc"})
-        self.store_lines(probe)
-        lines, fetched = [], {}
-        for node_id in probe.loaded_at_base():
-            texels = self.vector_texels(self.kernel.loads[node_id], 4)
-            if texels:
-                fetched[node_id] = f"{texels}_{node_id}"
-                lines.append(f"vec4 {fetched[node_id]} = texelFetch({texels}, i / 4);")
-        quads = {name: f"{self.table[name][0]}_quad" for _, name in self.kernel.outputs}
-        lines += [f"vec4 {quad};" for quad in quads.values()]
-        first = None
-        for e in range(4):
-            special = {core: f"acc[{e}]"} | {node_id: f"{vector}[{e}]" for node_id, vector in fetched.items()}
-            emitter = self.emitter(base + e, special, hoist=True)
-            if first is not None:
-                emitter.share_invariants(first)
-            values = [(emitter.value(node_id), name) for node_id, name in self.kernel.outputs]
-            if first is None:
-                first = emitter
-                self.absorb(emitter)
-            block = emitter.lines + [f"{quads[name]}[{e}] = {value};" for value, name in values]
-            lines += ["{", *(f"    {line}" for line in block), "}"]
-        lines += [f"{self.vector_view(name, 'vec4', 'writeonly')}[i / 4] = {quad};" for name, quad in quads.items()]
-        return self.prologue_function(first) + _function("void store_quad(int i, vec4 acc)", lines)
+        `acc`, through `quad_lines` (on lavapipe a lane's fetch or store costs about the same for four
+        floats as for one)."""
+        lines, emitter = self.quad_lines({core: [f"acc[{e}]" for e in range(4)]}, hoist=True)
+        store = _function("void store_quad(int i, vec4 acc)", ["int q = i / 4;", *lines])
+        return self.prologue_function(emitter) + store
 
     def fill(self, name: str, workgroups: tuple[int, int, int], **values) -> KernelSource:
         helpers = "".join(helper + "\n\n" for helper in self.helpers.values())
@@ -277,31 +266,14 @@ def _elementwise(parts: _Kernel, device: DeviceShape) -> KernelSource:
 
 
 def _elementwise_quads(parts: _Kernel, device: DeviceShape) -> KernelSource:
-    """A CPU driver's elementwise kernel: four adjacent elements a thread, since a lane's vec4 fetch or
-    store costs what a float's does. Loads at 4 * (something) + e for the four elements come from one
-    vec4 fetch, loads the four share (a bias over a row) from one fetch, float outputs go as vec4s."""
-    kernel = parts.kernel
-    quads = kernel.size // 4
-    emitter = parts.emitter(variable("q", quads), quads=True)
-    lanes = [(View((quads,), (4,), e),) for e in range(4)]
-    values = {(node_id, e): emitter.value(node_id, chain) for node_id, _ in kernel.outputs
-              for e, chain in enumerate(lanes)}
-    stores = []
-    for node_id, name in kernel.outputs:
-        glsl_name, dtype, _ = parts.table[name]
-        if dtype == float32 and node_of(parts.graph, node_id).dtype == float32:
-            vector = ", ".join(values[node_id, e] for e in range(4))
-            stores.append(f"{parts.vector_view(name, 'vec4', 'writeonly')}[q] = vec4({vector});")
-            continue
-        for e, chain in enumerate(lanes):
-            value = values[node_id, e]
-            stored = f"uint({value})" if node_of(parts.graph, node_id).dtype == bool_ else value
-            stores.append(f"{glsl_name}[{emitter.index(chain)}] = {stored};")
-    parts.absorb(emitter)
-    body = "\n".join("    " + line for line in emitter.lines + stores)
+    """A CPU driver's elementwise kernel: four adjacent elements a thread (`quad_lines`), since a lane's
+    vec4 fetch or store costs what a float's does."""
+    quads = parts.kernel.size // 4
+    lines, _ = parts.quad_lines()
+    body = "\n".join("    " + line for line in lines)
     workgroups = _grid(-(-quads // device.local_size), device.max_groups)
-    return parts.fill("elementwise_quads", workgroups, SIZE=kernel.size, QUADS=quads, LOCAL_SIZE=device.local_size,
-                      BODY=body)
+    return parts.fill("elementwise_quads", workgroups, SIZE=parts.kernel.size, QUADS=quads,
+                      LOCAL_SIZE=device.local_size, BODY=body)
 
 
 _COMBINE = {
@@ -462,11 +434,12 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         # lavapipe compiles at first dispatch: a 16 x 16 block with fused loads or an optimiser
         # update in its stores unrolls into code LLVM needs ~50 s for; 8 x 8 takes ~3 s
         block = CPU_BLOCKS[2] if m * n * k < 1 << 12 else CPU_BLOCKS[1] if fused else CPU_BLOCKS[0]
-        vector = bool(_vector_read(parts, a, chain_a, a_axes, "col") or _vector_read(parts, b, chain_b, b_axes, "col"))
+        read_a, read_b = _vector_read(parts, a, chain_a, a_axes, "col"), _vector_read(parts, b, chain_b, b_axes, "col")
+        vector = bool(read_a or read_b)
         block_m, block_n = min(block[0], m), min(block[1], -(-n // 4) * 4 if vector else n)
         if vector:
-            functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (batch, m, k), (block_m, 4), 4)
-            functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (batch, k, n), (4, block_n), 4)
+            functions += "\n" + _fetch_function("fetch_a", "load_a", read_a, (m, k), (block_m, 4), 4)
+            functions += "\n" + _fetch_function("fetch_b", "load_b", read_b, (k, n), (4, block_n), 4)
         blocks = batch * -(-m // block_m) * -(-n // block_n)
         # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
@@ -479,8 +452,10 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     while (tile_m + width + tile_n) * tile_k * 4 > device.shared_memory and tile_k > shallowest:
         tile_k //= 2
     workgroups = (-(-n // tile_n), -(-m // tile_m), batch)
-    functions += "\n" + _fetch_function(parts, "fetch_a", "load_a", a, chain_a, (batch, m, k), (tile_m, tile_k), width)
-    functions += "\n" + _fetch_function(parts, "fetch_b", "load_b", b, chain_b, (batch, k, n), (tile_k, tile_n), width)
+    read_a = _vector_read(parts, a, chain_a, a_axes, "col", width)
+    read_b = _vector_read(parts, b, chain_b, b_axes, "col", width)
+    functions += "\n" + _fetch_function("fetch_a", "load_a", read_a, (m, k), (tile_m, tile_k), width)
+    functions += "\n" + _fetch_function("fetch_b", "load_b", read_b, (k, n), (tile_k, tile_n), width)
     return parts.fill("matmul", workgroups, BATCH=batch, M=m, N=n, K=k, TILE_M=tile_m, TILE_N=tile_n,
                       TILE_K=tile_k, WIDTH=width, VEC=_vector(width), PART="v" if width == 1 else "v[c]",
                       FUNCTIONS=functions)
@@ -494,11 +469,10 @@ def _operand_axes(batch: int, rows: int, cols: int) -> tuple[tuple[str, int], ..
 def _subgroup_matmul(parts: _Kernel, a, vector_b: tuple[str, str], sizes: tuple[int, int, int, int],
                      device: DeviceShape, functions: str) -> KernelSource:
     """A CPU driver's matmul in matmul_subgroup.comp: `fetch_part` loads a lane's share of each
-    LANES x LANES slice of A, as vec4 texels along K or along rows where A is a plain buffer laid
-    out so, else element by element; `fetch_slice` fetches the lane's four columns of B (a plain
-    buffer) over the slice: a vec4 texel along a row of B per step of K, or along K per column
-    where B is transposed (`vector_b`: the read and its axis). Only the last slice (`tail`)
-    checks the end of K."""
+    LANES x LANES slice of A, as vec4s along K or along rows where `_vector_read` finds them, else
+    element by element; `fetch_slice` fetches the lane's four columns of B over the slice: a vec4
+    along a row of B per step of K, or along K per column where B is transposed (`vector_b`: the
+    read and its axis). Only the last slice (`tail`) checks the end of K."""
     batch, m, k, n = sizes
     lanes = device.subgroup_size
     a_axes = _operand_axes(batch, m, k)
@@ -569,13 +543,14 @@ def _vector_read(parts: _Kernel, operand: int, chain, axes: tuple[tuple[str, int
         return None
     index = parts.emitter(_row_major(axes)).expression(chain)
     step = Var(along, sizes[along])
-    if (step, 1) not in index.terms or index.constant % width:
+    if (step, 1) not in index.terms or any(step in _atoms(atom) for atom, _ in index.terms if atom != step):
         return None
-    if any(c % width or step in _atoms(atom) for atom, c in index.terms if atom != step):
+    split = split_aligned(index + Index(((step, -1),)), width)  # the rest: whole vectors
+    if split is None or split[1]:
         return None
     if not parts.texel_elements:
         return f"{parts.vector_view(buffer, _vector(width))}[({render(index)}) / {width}]"
-    texels = parts.vector_texels(buffer, 4)
+    texels = parts.vector_texels(buffer)
     return texels and f"texelFetch({texels}, ({render(index)}) / 4)"
 
 
@@ -586,14 +561,13 @@ def _atoms(atom) -> set:
     return set().union(*(_atoms(inner) for inner, _ in atom.numerator.terms))
 
 
-def _fetch_function(parts: _Kernel, name: str, load: str, operand: int, chain, shape: tuple[int, int, int],
-                    tile: tuple[int, int], width: int) -> str:
-    """`name(batch, row, col)`: `width` elements from (row, col) along a row of an operand's batch x
-    rows x cols matrices, zero past its edges: one vector read where `_vector_read` finds one, else
-    element by element through `load`."""
-    batch, rows, cols = shape
+def _fetch_function(name: str, load: str, read: str | None, shape: tuple[int, int], tile: tuple[int, int],
+                    width: int) -> str:
+    """`name(batch, row, col)`: `width` elements from (row, col) along a row of an operand's rows x
+    cols matrices, zero past its edges: one vector `read` (from `_vector_read`) where there is one,
+    else element by element through `load`."""
+    rows, cols = shape
     vector = _vector(width)
-    read = _vector_read(parts, operand, chain, _operand_axes(batch, rows, cols), "col", width)
     if read:
         outside = [f"row >= {rows}"] * bool(rows % tile[0]) + [f"col >= {cols}"] * bool(cols % tile[1])
         lines = [*_zero_outside(" || ".join(outside), vector), f"return {read};"]

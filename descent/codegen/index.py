@@ -87,6 +87,15 @@ def _recompose(index: Index) -> Index:
     return index
 
 
+def split_aligned(index: Index, width: int) -> tuple[Index, int] | None:
+    """(q, e) with index = width * q + e and 0 <= e < width, where every coefficient is a multiple of
+    `width` (so `width` consecutive values of e share one q); else None."""
+    if any(c % width for _, c in index.terms):
+        return None
+    element = index.constant % width
+    return Index(tuple((a, c // width) for a, c in index.terms), (index.constant - element) // width), element
+
+
 def variable(name: str, size: int) -> Index:
     """The index variable `name` over 0 .. size - 1 (a constant 0 where size is 1)."""
     return Index(((Var(name, size), 1),)) if size > 1 else Index()
