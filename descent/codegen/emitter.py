@@ -111,7 +111,7 @@ class Emitter:
         self.loads = loads
         self.buffers = buffers  # logical buffer -> (GLSL name, dtype, elements)
         self.texels = texels or {}  # GLSL name of a buffer -> the texel buffer it is read through
-        self.quads = quads  # GLSL name of a float buffer -> a vec4 texel view of it, or None
+        self.quads = quads  # logical float buffer -> a vec4 texel view of it, or None
         self.base = render(base)
         self.special = special or {}  # (node, chain) -> a value the caller provides, such as a matmul's sum
         self._special_nodes = {node_id for node_id, _ in self.special}
@@ -227,8 +227,10 @@ class Emitter:
         """Element e of a vec4 fetch where the index is 4 * (something) + e and the buffer has a vec4
         view: the four elements a quad of indices reads cost one fetch, shared through `declare`."""
         texels = self.quads(buffer) if self.quads is not None and not is_masked(chain) else None
+        if texels is None:
+            return None
         split = split_aligned(self.expression(chain), 4)
-        if texels is None or split is None:
+        if split is None:
             return None
         quad, element = split
         fetch = f"texelFetch({texels}, {render(quad)})"

@@ -187,9 +187,8 @@ class _Kernel:
         emitter = self.emitter(_row_major(axes))
         value = emitter.value(node_id, chain)
         self.absorb(emitter)
-        body = "".join(f"    {line}\n" for line in emitter.lines)
         parameters = ", ".join(f"int {axis}" for axis, _ in axes)
-        return f"{dtype.glsl} {name}({parameters}) {{\n{body}    return {dtype.glsl}({value});\n}}\n"
+        return _function(f"{dtype.glsl} {name}({parameters})", [*emitter.lines, f"return {dtype.glsl}({value});"])
 
     def store_function(self, parameters: str, special: dict[int, str], hoist: bool = False) -> str:
         """`store_output(i, parameters)`. With `hoist`, for templates whose threads store many

@@ -93,7 +93,7 @@ def split_aligned(index: Index, width: int) -> tuple[Index, int] | None:
     if any(c % width for _, c in index.terms):
         return None
     element = index.constant % width
-    return Index(tuple((a, c // width) for a, c in index.terms), (index.constant - element) // width), element
+    return _exact(Index(index.terms, index.constant - element), width), element
 
 
 def variable(name: str, size: int) -> Index:
