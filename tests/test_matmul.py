@@ -170,18 +170,19 @@ def test_cpu_subgroup_matmul_transposed_b(env: dc.Environment, a_shape, stored_b
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
 
 
-@pytest.mark.parametrize("a_shape, b_shape", [((20, 36), (36, 40)), ((2, 9, 12), (2, 12, 68))], ids=str)
+@pytest.mark.parametrize("a_shape, b_shape", [((20, 36), (36, 40)), ((2, 9, 12), (2, 12, 68)), ((5, 7), (7, 12)),
+                                              ((6, 7), (7, 10))], ids=str)
 @pytest.mark.parametrize("epilogue", ["adam", "mask"])
 @pytest.mark.parametrize("kind", ["device", "gpu"])
 def test_matmul_epilogue(request, kind: str, a_shape, b_shape, epilogue: str) -> None:
     """A fused update's values that are the same at every element (bias corrections) are computed
-    once per thread in prologue(). On a CPU driver the subgroup matmul stores a lane's four columns
+    once per thread in prologue(). On a CPU driver, where N is a multiple of 4, the matmul (the
+    subgroup kernel, or the register-block one for N = 12 < 2 lanes) stores a lane's four columns
     together: the update reads its state at those four elements as one vec4 and stores each float
     output as one vec4, a bool output element by element. A bias broadcast along rows reads each
     element's own column."""
     env = request.getfixturevalue("env" if kind == "device" else "gpu_kernels")
-    limits = env.device.limits
-    subgroup = env.device.kind == "cpu" and limits.subgroup_shuffle and limits.subgroup_size % 4 == 0
+    quads = env.device.kind == "cpu" and b_shape[-1] % 4 == 0
     a = rng.normal(size=a_shape).astype(np.float32)
     b = rng.normal(size=b_shape).astype(np.float32)
     out_shape = (*a_shape[:-1], b_shape[-1])
@@ -209,8 +210,8 @@ def test_matmul_epilogue(request, kind: str, a_shape, b_shape, epilogue: str) ->
     graph = env.build_graph(update)
     env.run(graph)
     (source,) = [source for source in graph.sources if "matmul" in source.ops]
-    assert ("store_quad" in source.glsl) == subgroup
-    assert ("_vec4_out[q] = vec4(" in source.glsl) == subgroup
+    assert ("void store_quad(" in source.glsl) == quads
+    assert ("_vec4_out[q] = vec4(" in source.glsl) == quads
     assert "prologue();" in source.glsl
     for parameter, value in expected.items():
         if parameter is mask:
@@ -220,23 +221,28 @@ def test_matmul_epilogue(request, kind: str, a_shape, b_shape, epilogue: str) ->
             np.testing.assert_allclose(env.read(parameter), value, rtol=1e-4, atol=1e-4 * a_shape[-1])
 
 
-@pytest.mark.parametrize("a_shape, b_shape", [((21, 7), (7, 13)), ((3, 17, 5), (5, 9)), ((2, 33), (33, 18))], ids=str)
+@pytest.mark.parametrize("a_shape, b_shape", [((21, 7), (7, 13)), ((3, 17, 5), (5, 9)), ((2, 33), (33, 18)),
+                                              ((21, 7), (7, 12))], ids=str)
 def test_cpu_direct_matmul_edges(env: dc.Environment, a_shape, b_shape) -> None:
     """A CPU driver's register-block matmul (operands not read as vec4s) reads rows and columns past
     the edges clamped and steps of K past its end as zeros: an inf in A's last column must give
-    inf in that row, and one in B's last row inf in that column, not the NaN of 0 * inf."""
+    inf in that row, and one in B's last row inf in that column, not the NaN of 0 * inf. With N a
+    multiple of 4 (12) B comes as vec4s (matmul_direct_vec4) and a lane stores its outputs in fours."""
     if env.device.kind != "cpu":
         pytest.skip("the register-block matmul is generated for CPU drivers")
     a = rng.normal(size=a_shape).astype(np.float32)
     b = rng.uniform(0.5, 1.5, size=b_shape).astype(np.float32)
     a[..., 1, -1] = np.inf
     b[..., -1, 2] = np.inf
-    x, y = env.parameter(f"direct_a{a_shape}", a_shape, init=a), env.parameter(f"direct_b{b_shape}", b_shape, init=b)
-    out = env.parameter(f"direct_out{a_shape}", (*a_shape[:-1], b_shape[-1]))
+    tag = f"{a_shape}{b_shape}"
+    x, y = env.parameter(f"direct_a{tag}", a_shape, init=a), env.parameter(f"direct_b{tag}", b_shape, init=b)
+    out = env.parameter(f"direct_out{tag}", (*a_shape[:-1], b_shape[-1]))
     graph = env.build_graph(lambda s: s.write(out, s.read(x) @ s.read(y)))
     env.run(graph)
     (source,) = [source for source in graph.sources if "matmul" in source.ops]
-    assert "const int DEPTH" in source.glsl and "subgroupShuffle" not in source.glsl
+    fours = b_shape[-1] % 4 == 0
+    assert ("const int DEPTH" in source.glsl) != fours and "subgroupShuffle" not in source.glsl
+    assert ("void store_quad(" in source.glsl) == fours
     expected = a.astype(np.float64) @ b
     assert np.isinf(expected[..., 1, :]).all() and np.isinf(expected[..., 2]).all()
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))

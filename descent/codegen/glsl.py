@@ -384,7 +384,7 @@ def _accumulate_function(parts: _Kernel) -> str:
 
 
 CPU_BLOCKS = ((16, 16), (8, 8), (4, 4))  # register blocks (rows, columns) of the CPU matmul: plain large,
-# fused large, small products
+# fused large, small products; columns in fours, so where N is too a lane stores its outputs as vec4s
 MATMUL_DEPTH = 8  # depth of the shared slices of A and B
 SUBGROUP_TILES_PER_GROUP = 16  # a CPU driver pays per workgroup: with a short K, 16 tiles a workgroup
 # were 1.2-1.25x one on lavapipe
@@ -420,7 +420,7 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         # B is read as vec4s along its rows or, transposed (a dense layer's input gradient), along K
         vector_b = next(((read, along) for along in ("col", "row")
                          if (read := _vector_read(parts, b, chain_b, b_axes, along))), None)
-    if vector_b:
+    if vector_b or device.cpu and n % 4 == 0:  # a lane's four adjacent outputs stored together
         functions += "\n" + parts.quad_store_function(kernel.core)
     else:
         functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"}, hoist=True)
@@ -443,7 +443,8 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
         return parts.fill("matmul_direct_vec4" if vector else "matmul_direct", workgroups, BATCH=batch, M=m, N=n,
-                          K=k, BLOCK_M=block_m, BLOCK_N=block_n, LOCAL_SIZE=device.subgroup_size, FUNCTIONS=functions)
+                          K=k, BLOCK_M=block_m, BLOCK_N=block_n, LOCAL_SIZE=device.subgroup_size,
+                          QUADS=int(n % 4 == 0), FUNCTIONS=functions)
     tile_m, tile_n = _tiles(m, n, batch)
     width = min(4, tile_m // 16, tile_n // 16)
     shallowest = max(256 * width // tile_m, 256 * width // tile_n)  # each thread stages whole vectors
