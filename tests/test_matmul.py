@@ -221,6 +221,14 @@ def test_matmul_epilogue(request, kind: str, a_shape, b_shape, epilogue: str) ->
             np.testing.assert_allclose(env.read(parameter), value, rtol=1e-4, atol=1e-4 * a_shape[-1])
 
 
+def test_matmul_of_four_outputs_through_a_view(env: dc.Environment) -> None:
+    """A product of four floats, reshaped and scaled in its epilogue: on a CPU driver one thread
+    stores all four as one vec4, its first lane the product's own index (no view to follow)."""
+    a, b = rng.normal(size=(1, 3)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)
+    result = evaluate(env, lambda x, y: (x @ y).reshape(4) * 2.0, a, b)
+    np.testing.assert_allclose(result, (a @ b).reshape(4) * 2.0, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("a_shape, b_shape", [((21, 7), (7, 13)), ((3, 17, 5), (5, 9)), ((2, 33), (33, 18)),
                                               ((21, 7), (7, 12))], ids=str)
 def test_cpu_direct_matmul_edges(env: dc.Environment, a_shape, b_shape) -> None:

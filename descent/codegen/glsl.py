@@ -17,7 +17,7 @@ import networkx as nx
 from descent.codegen.emitter import Emitter, identifier, literal
 from descent.codegen.index import Index, Var, render, split_aligned, variable
 from descent.graph.dtype import DType, bool_, float32, int32
-from descent.graph.view import View, is_masked
+from descent.graph.view import View, is_masked, simplify
 from descent.schedule.fuse import input_contexts, node_of, operand_contexts, reduce_layout
 from descent.schedule.kernel import Buffer, Kernel
 
@@ -166,7 +166,7 @@ class _Kernel:
         int q): loads at 4 * (something) + e and loads the four share are fetched once, float
         outputs are stored as one vec4. `special` gives a node's value at each of the four."""
         quads = self.kernel.size // 4
-        lanes = [(View((quads,), (4,), e),) for e in range(4)]
+        lanes = [simplify((View((quads,), (4,), e),)) for e in range(4)]  # one quad: lane 0 is the identity
         given = {(node_id, lane): value for node_id, values in (special or {}).items()
                  for lane, value in zip(lanes, values)}
         emitter = self.emitter(variable("q", quads), given, hoist, quads=True)
