@@ -115,3 +115,32 @@ def test_random_convolutions(env: dc.Environment, data) -> None:
     expected = F.conv2d(_t(x), _t(k), stride=stride, padding=padding, groups=groups).numpy()
     result = evaluate(env, lambda a, b: dc.conv2d(a, b, stride=stride, padding=padding, groups=groups), x, k)
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(c * kh * kw))
+
+
+def test_conv2d_gradients_fold_whole_images(env: dc.Environment) -> None:
+    """A batch long enough that the weight gradient's product over (images x positions) is split
+    into partial products, and the bias gradient's sum into partial sums: each part takes whole
+    images (16 parts of one 30 x 30 image, not 100 of 144 positions that straddle them), and the
+    gradients match torch's. Tolerance: rtol 1e-4, atol 1e-4 * sqrt(fold length)."""
+    x = rng.normal(size=(16, 8, 30, 30)).astype(np.float32)
+    w = rng.normal(size=(16, 4, 3, 3)).astype(np.float32)
+    b = rng.normal(size=16).astype(np.float32)
+    g = rng.normal(size=(16, 16, 30, 30)).astype(np.float32)
+    tx, tw, tb = (_t(a).requires_grad_() for a in (x, w, b))
+    (F.conv2d(tx, tw, tb, padding=1, groups=2) * _t(g)).sum().backward()
+    named = {"x": x, "w": w, "b": b, "g": g}
+    parameters = [env.parameter(f"fold_{name}", a.shape, init=a) for name, a in named.items()]
+    outputs = [env.parameter(f"fold_d{name}", named[name].shape) for name in "xwb"]
+
+    def step(s: dc.Scope) -> None:
+        xs, ws, bs, gs = (s.read(p) for p in parameters)
+        loss = dc.sum(dc.conv2d(xs, ws, bs, padding=1, groups=2) * gs)
+        for out, gradient in zip(outputs, s.grad(loss, [xs, ws, bs])):
+            s.write(out, gradient)
+
+    graph = env.build_graph(step)
+    env.run(graph)
+    products = [s.glsl.split("\n")[1] for s in graph.sources if "matmul" in s.ops]
+    assert any("32 x (8 x 900) @ (900 x 36)" in line for line in products), products
+    for out, expected in zip(outputs, (tx.grad, tw.grad, tb.grad)):
+        np.testing.assert_allclose(env.read(out), expected.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(16 * 900))

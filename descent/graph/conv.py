@@ -7,7 +7,7 @@ from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
 from descent.graph.dtype import float32
-from descent.graph.linalg import matmul
+from descent.graph.linalg import matmul, matmul_in_units
 
 Pair = int | tuple[int, int]
 
@@ -42,15 +42,15 @@ def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padd
 
     def gradients(cotangent: Array) -> tuple[Array, Array]:
         """The input's gradient as a transposed convolution (no window-sized intermediate); the weight's
-        as one product over every batch element and position. Both read the cotangent many times,
-        so it is computed once."""
+        as one product over every batch element and position, split where long between whole
+        images. Both read the cotangent many times, so it is computed once."""
         cotangent = ops.contiguous(cotangent)
         extra = [x.shape[2 + k] - ((out.shape[2 + k] - 1) * stride[k] - 2 * padding[k]
                                    + dilation[k] * ((kh, kw)[k] - 1) + 1) for k in range(2)]
         dx = conv_transpose2d(cotangent, w, None, stride, padding, tuple(extra), dilation, groups)
         flat = cotangent.reshape(n, groups, o // groups, oh * ow).transpose(1, 2, 0, 3)
         rows = columns.transpose(1, 0, 3, 2).reshape(groups, n * oh * ow, cg * kh * kw)
-        dw = matmul(flat.reshape(groups, o // groups, n * oh * ow), rows).reshape(o, cg, kh, kw)
+        dw = matmul_in_units(flat.reshape(groups, o // groups, n * oh * ow), rows, oh * ow).reshape(o, cg, kh, kw)
         return dx, dw
 
     out = out.scope.custom_gradient(out, (x, w), gradients)

@@ -12,6 +12,13 @@ from descent.graph.view import broadcast_shapes
 def matmul(a: Array, b: Array) -> Array:
     """a @ b: 1-D operands are promoted to matrices and the added axis removed; batch axes broadcast.
     Integer operands are multiplied in float32."""
+    return matmul_in_units(a, b, 1)
+
+
+def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
+    """a @ b where the shared axis comes in runs of `unit` elements (`unit` divides it): a long
+    product split into partial products splits it only between runs, keeping each run's index
+    arithmetic whole (conv2d's weight gradient, a run per image)."""
     scope = ops._scope_of("matmul", (a, b))
     a, b = ops.as_array(a, scope), ops.as_array(b, scope)
     if a.ndim == 0 or b.ndim == 0:
@@ -29,7 +36,7 @@ def matmul(a: Array, b: Array) -> Array:
     right = ops.broadcast_to(right, batch + right.shape[-2:])
     m, depth, n = left.shape[-2], left.shape[-1], right.shape[-1]
     outputs = m * n * (left.size // max(m * depth, 1))
-    parts = split.chunks(outputs, depth, split.MATMUL_OUTPUTS, split.MATMUL_MIN_CHUNK)
+    parts = split.chunks(outputs, depth, split.MATMUL_OUTPUTS, split.MATMUL_MIN_CHUNK, unit)
     if parts > 1 and outputs < split.MATMUL_SPLIT_BELOW and outputs * depth >= split.MATMUL_MIN_WORK:
         result = _split_depth(scope, left, right, batch, parts)
     else:

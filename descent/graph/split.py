@@ -11,11 +11,14 @@ MATMUL_MIN_CHUNK = 128  # depth per partial product, at least
 MATMUL_MIN_WORK = 1 << 22  # multiply-adds below which one kernel is fast enough
 
 
-def chunks(outputs: int, extent: int, target: int, min_chunk: int) -> int:
+def chunks(outputs: int, extent: int, target: int, min_chunk: int, unit: int = 1) -> int:
     """How many equal chunks to fold `extent` elements per output in: enough to bring outputs x chunks
-    towards `target` with at least `min_chunk` elements each; the count divides `extent`; 1 = no split."""
-    want = min(-(-target // max(outputs, 1)), extent // min_chunk)
+    towards `target` with at least `min_chunk` elements each; the count divides `extent`; 1 = no split.
+    Each chunk holds whole `unit`s of consecutive elements (a convolution's images): a fold that
+    straddles them computes its indices the long way."""
+    units = extent // unit
+    want = min(-(-target // max(outputs, 1)), units // -(-min_chunk // unit))
     for count in range(want, 1, -1):
-        if extent % count == 0:
+        if units % count == 0:
             return count
     return 1
