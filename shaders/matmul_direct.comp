@@ -6,9 +6,9 @@
 // past the edges are read clamped and never stored (a branch per load costs more). K goes in
 // steps of DEPTH, each accumulator summed over a step in a register: a block outgrows the
 // registers, and reloading its accumulators once a step rather than once an FMA was 1.06-1.11x
-// on lavapipe's ConvNet step. Only the last step checks for the end of K. With QUADS (N a multiple
-// of 4) a lane stores four adjacent outputs at once: lavapipe stores lane by lane, and four floats
-// cost it little more than one (conv2d 1->16 at batch 100: 3.07 -> 2.42 ms).
+// on lavapipe's ConvNet step. Only the last step checks for the end of K. With STORE_QUADS (N a
+// multiple of 4) a lane stores four adjacent outputs at once: lavapipe stores lane by lane, and
+// four floats cost it little more than one (conv2d 1->16 at batch 100: 3.07 -> 2.42 ms).
 layout(local_size_x = ${LOCAL_SIZE}) in;
 
 const int M = ${M};
@@ -17,7 +17,7 @@ const int K = ${K};
 const int BLOCK_M = ${BLOCK_M};
 const int BLOCK_N = ${BLOCK_N};
 const int DEPTH = 2;
-#define QUADS ${QUADS}
+#define STORE_QUADS ${STORE_QUADS}
 const int BLOCKS_M = (M + BLOCK_M - 1) / BLOCK_M;
 const int BLOCKS_N = (N + BLOCK_N - 1) / BLOCK_N;
 
@@ -69,7 +69,7 @@ void main() {
         step(acc, batch, row0, col0, K - K % DEPTH, true);
     }
     ${PROLOGUE}
-#if QUADS
+#if STORE_QUADS
     for (int r = 0; r < BLOCK_M; r++) {
         for (int c = 0; c < BLOCK_N; c += 4) {
             int row = row0 + r;

@@ -3,7 +3,7 @@
 // matmul_direct for operands of which one or both read four adjacent elements of a row as one vec4
 // (a buffer read through views that keep them adjacent and aligned): each thread still computes a
 // BLOCK_M x BLOCK_N register block, but four columns or four steps of K come in one vec4 (a texel
-// fetch, which costs lavapipe what a float does). With QUADS, four adjacent outputs are stored at once.
+// fetch, which costs lavapipe what a float does). With STORE_QUADS, four adjacent outputs are stored at once.
 layout(local_size_x = ${LOCAL_SIZE}) in;
 
 const int M = ${M};
@@ -11,7 +11,7 @@ const int N = ${N};
 const int K = ${K};
 const int BLOCK_M = ${BLOCK_M};
 const int BLOCK_N = ${BLOCK_N};
-#define QUADS ${QUADS}
+#define STORE_QUADS ${STORE_QUADS}
 const int BLOCKS_M = (M + BLOCK_M - 1) / BLOCK_M;
 const int BLOCKS_N = (N + BLOCK_N - 1) / BLOCK_N;
 #define PART(v, c) v[c]
@@ -55,7 +55,7 @@ void main() {
         }
     }
     ${PROLOGUE}
-#if QUADS
+#if STORE_QUADS
     for (int r = 0; r < BLOCK_M; r++) {
         for (int c = 0; c < BLOCK_N; c += 4) {
             int row = row0 + r;

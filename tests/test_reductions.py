@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import descent as dc
+from descent.graph import reductions, split
 from tests.conftest import evaluate
 
 rng = np.random.default_rng(3)
@@ -108,13 +109,28 @@ def test_random_reductions_of_views(env: dc.Environment, data) -> None:
     np.testing.assert_allclose(evaluate(env, ours, x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_long_folds_split_between_whole_units() -> None:
-    """Partial sums (and partial products) take whole runs of `unit` elements where asked: a conv
-    bias gradient over 100 images of 28 x 28 gets 50 partial sums of two whole images rather than 70
-    of 1120 elements (index arithmetic per element that straddles images)."""
-    from descent.graph import split
+def test_long_folds_split_between_whole_units(env: dc.Environment) -> None:
+    """Partial sums (and partial products) take whole runs of `unit` elements, or an equal part of
+    one, where that keeps at least half as many of them: a conv bias gradient over 100 images of
+    28 x 28 gets 50 partial sums of two whole images rather than 70 of 1120 elements (index
+    arithmetic per element that straddles images); one image splits as before; a weight gradient
+    over 100 images of 28 x 28 gets 400 products of a quarter image rather than 560 of 140
+    positions."""
     assert split.chunks(16, 78400, split.REDUCE_OUTPUTS, split.REDUCE_MIN_CHUNK) == 70
-    whole = split.chunks(16, 78400, split.REDUCE_OUTPUTS, split.REDUCE_MIN_CHUNK, unit=784)
-    assert whole == 50 and (78400 // whole) % 784 == 0
+    assert split.chunks(16, 78400, split.REDUCE_OUTPUTS, split.REDUCE_MIN_CHUNK, unit=784) == 50
+    assert split.chunks(16, 78400, split.REDUCE_OUTPUTS, split.REDUCE_MIN_CHUNK, unit=78400) == 70
+    assert split.chunks(144, 78400, split.MATMUL_OUTPUTS, split.MATMUL_MIN_CHUNK) == 560
+    assert split.chunks(144, 78400, split.MATMUL_OUTPUTS, split.MATMUL_MIN_CHUNK, unit=784) == 400
     assert split.chunks(2304, 19600, split.MATMUL_OUTPUTS, split.MATMUL_MIN_CHUNK, unit=196) == 100
-    assert split.chunks(10, 1000, 4096, 1024, unit=1000) == 1
+    with pytest.raises(ValueError, match="unit 300 does not divide"):
+        split.chunks(1, 1000, 4096, 128, unit=300)
+    x = rng.normal(size=(100, 16, 28, 28)).astype(np.float32)
+    folds = []
+
+    def bias_gradient(a):
+        folds.append(reductions._chunks(a, (0, 2, 3)))
+        return dc.sum(a, axis=(0, 2, 3))
+
+    np.testing.assert_allclose(evaluate(env, bias_gradient, x), x.sum(axis=(0, 2, 3)), rtol=1e-5,
+                               atol=_tolerance(x))
+    assert folds == [50]

@@ -166,7 +166,8 @@ class _Kernel:
         int q): loads at 4 * (something) + e and loads the four share are fetched once, float
         outputs are stored as one vec4. `special` gives a node's value at each of the four."""
         quads = self.kernel.size // 4
-        lanes = [simplify((View((quads,), (4,), e),)) for e in range(4)]  # one quad: lane 0 is the identity
+        # simplified as input_contexts builds chains: with one quad, lane 0's view is the identity
+        lanes = [simplify((View((quads,), (4,), e),)) for e in range(4)]
         given = {(node_id, lane): value for node_id, values in (special or {}).items()
                  for lane, value in zip(lanes, values)}
         emitter = self.emitter(variable("q", quads), given, hoist, quads=True)
@@ -384,7 +385,7 @@ def _accumulate_function(parts: _Kernel) -> str:
 
 
 CPU_BLOCKS = ((16, 16), (8, 8), (4, 4))  # register blocks (rows, columns) of the CPU matmul: plain large,
-# fused large, small products; columns in fours, so where N is too a lane stores its outputs as vec4s
+# fused large, small products; columns in fours, so that where N is a multiple of 4 so is every block
 MATMUL_DEPTH = 8  # depth of the shared slices of A and B
 SUBGROUP_TILES_PER_GROUP = 16  # a CPU driver pays per workgroup: with a short K, 16 tiles a workgroup
 # were 1.2-1.25x one on lavapipe
@@ -420,7 +421,8 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         # B is read as vec4s along its rows or, transposed (a dense layer's input gradient), along K
         vector_b = next(((read, along) for along in ("col", "row")
                          if (read := _vector_read(parts, b, chain_b, b_axes, along))), None)
-    if vector_b or device.cpu and n % 4 == 0:  # a lane's four adjacent outputs stored together
+    store_quads = device.cpu and n % 4 == 0  # a lane's four adjacent outputs stored together
+    if store_quads:
         functions += "\n" + parts.quad_store_function(kernel.core)
     else:
         functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"}, hoist=True)
@@ -444,7 +446,7 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
         return parts.fill("matmul_direct_vec4" if vector else "matmul_direct", workgroups, BATCH=batch, M=m, N=n,
                           K=k, BLOCK_M=block_m, BLOCK_N=block_n, LOCAL_SIZE=device.subgroup_size,
-                          QUADS=int(n % 4 == 0), FUNCTIONS=functions)
+                          STORE_QUADS=int(store_quads), FUNCTIONS=functions)
     tile_m, tile_n = _tiles(m, n, batch)
     width = min(4, tile_m // 16, tile_n // 16)
     shallowest = max(256 * width // tile_m, 256 * width // tile_n)  # each thread stages whole vectors

@@ -17,8 +17,8 @@ def matmul(a: Array, b: Array) -> Array:
 
 def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
     """a @ b where the shared axis comes in runs of `unit` elements (`unit` divides it): a long
-    product split into partial products splits it only between runs, keeping each run's index
-    arithmetic whole (conv2d's weight gradient, a run per image)."""
+    product split into partial products splits it between runs where that leaves enough parts,
+    keeping each run's index arithmetic whole (conv2d's weight gradient, a run per image)."""
     scope = ops._scope_of("matmul", (a, b))
     a, b = ops.as_array(a, scope), ops.as_array(b, scope)
     if a.ndim == 0 or b.ndim == 0:

@@ -45,15 +45,11 @@ def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Arra
 
 
 def _chunks(x: Array, axes: tuple[int, ...]) -> int:
-    """Partial sums for a long reduction; where the reduced axes are several, each partial sum
-    takes whole slices of the axes after the first (a conv bias gradient: whole images) unless
-    that leaves fewer than half as many partial sums."""
+    """Partial sums for a long reduction, each over whole slices of the axes after the first (a
+    conv bias gradient: whole images) where that keeps enough of them."""
     extent = numel(tuple(x.shape[a] for a in axes))
-    outputs = x.size // extent
-    anywhere = split.chunks(outputs, extent, split.REDUCE_OUTPUTS, split.REDUCE_MIN_CHUNK)
     unit = numel(tuple(x.shape[a] for a in axes[1:]))
-    whole = split.chunks(outputs, extent, split.REDUCE_OUTPUTS, split.REDUCE_MIN_CHUNK, unit)
-    return whole if 2 * whole >= anywhere else anywhere
+    return split.chunks(x.size // extent, extent, split.REDUCE_OUTPUTS, split.REDUCE_MIN_CHUNK, unit)
 
 
 def _two_stage_sum(x: Array, axes: tuple[int, ...], parts: int) -> Array:

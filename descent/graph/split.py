@@ -14,11 +14,13 @@ MATMUL_MIN_WORK = 1 << 22  # multiply-adds below which one kernel is fast enough
 def chunks(outputs: int, extent: int, target: int, min_chunk: int, unit: int = 1) -> int:
     """How many equal chunks to fold `extent` elements per output in: enough to bring outputs x chunks
     towards `target` with at least `min_chunk` elements each; the count divides `extent`; 1 = no split.
-    Each chunk holds whole `unit`s of consecutive elements (a convolution's images): a fold that
-    straddles them computes its indices the long way."""
-    units = extent // unit
-    want = min(-(-target // max(outputs, 1)), units // -(-min_chunk // unit))
-    for count in range(want, 1, -1):
-        if units % count == 0:
-            return count
-    return 1
+    Where `unit` (a divisor of `extent`) is given, a chunk is whole runs of `unit` consecutive elements
+    or an equal part of one (a convolution's images: a fold that straddles them computes its indices
+    the long way), unless that leaves fewer than half as many chunks as splitting anywhere."""
+    if unit < 1 or extent % unit:
+        raise ValueError(f"chunks: unit {unit} does not divide the fold of {extent} elements")
+    want = min(-(-target // max(outputs, 1)), extent // min_chunk)
+    counts = [count for count in range(want, 1, -1) if extent % count == 0]
+    anywhere = counts[0] if counts else 1
+    aligned = next((count for count in counts if (extent // count) % unit == 0 or unit % (extent // count) == 0), 1)
+    return aligned if 2 * aligned >= anywhere else anywhere
