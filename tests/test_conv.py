@@ -67,6 +67,26 @@ def test_conv_transpose2d_matches_torch(env: dc.Environment, case: dict) -> None
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(np.prod(case["w"])))
 
 
+def test_conv_transpose2d_reads_flipped_weights_as_vectors(env: dc.Environment) -> None:
+    """The flipped weights of a transposed convolution (conv2d's input gradient) are copied on a CPU
+    driver, so its matmul fetches them four at a time instead of one by one."""
+    if env.device.kind != "cpu" or not env.device.limits.max_texel_buffer_elements:
+        pytest.skip("the copy pays on CPU drivers, which read operands through texel buffers")
+    x = rng.normal(size=(2, 16, 6, 6)).astype(np.float32)
+    w = rng.normal(size=(16, 4, 3, 3)).astype(np.float32)
+    weights = env.parameter("flip_w", w.shape, init=w)
+    inputs = env.parameter("flip_x", x.shape, init=x)
+    out = env.parameter("flip_out", (2, 8, 6, 6))
+    graph = env.build_graph(lambda s: s.write(out, dc.conv_transpose2d(s.read(inputs), s.read(weights), padding=1,
+                                                                        groups=2)))
+    env.run(graph)
+    (source,) = [source for source in graph.sources if "matmul" in source.ops]
+    fetch_a = source.glsl.split("vec4 fetch_a(")[1].split("\n}\n")[0]
+    assert "_vec4, " in fetch_a and "load_a" not in fetch_a, fetch_a
+    expected = F.conv_transpose2d(_t(x), _t(w), padding=1, groups=2).numpy()
+    np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(16 * 9))
+
+
 @pytest.mark.parametrize("kernel, stride, padding", [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), (1, 0)), (2, 1, 0)])
 def test_pooling_matches_torch(env: dc.Environment, kernel, stride, padding) -> None:
     x = rng.normal(size=(2, 3, 9, 8)).astype(np.float32)
