@@ -104,7 +104,7 @@ class Emitter:
     caller that evaluates many indices to compute once."""
 
     def __init__(self, graph: nx.DiGraph, loads: dict[int, str], buffers: dict[str, tuple[str, DType, int]],
-                 base: Index, special: dict[tuple[int, ViewChain], str] | None = None, prefix: str = "",
+                 base: Index, special: dict[tuple[int, ViewChain], str] | None = None,
                  texels: dict[str, str] | None = None, hoist: bool = False,
                  quads: Callable[[str], str | None] | None = None) -> None:
         self.graph = graph
@@ -115,7 +115,6 @@ class Emitter:
         self.base = render(base)
         self.special = special or {}  # (node, chain) -> a value the caller provides, such as a matmul's sum
         self._special_nodes = {node_id for node_id, _ in self.special}
-        self.prefix = prefix
         self.lines: list[str] = []
         self.hoist = hoist
         self.hoisted: list[tuple[str, str, str]] = []
@@ -134,13 +133,13 @@ class Emitter:
 
     def fresh(self, stem: str) -> str:
         self._count += 1
-        return f"{self.prefix}{stem}_{self._count}"
+        return f"{stem}_{self._count}"
 
     def _name(self, node_id: int, chain: ViewChain, stem: str) -> str:
         numbering = self._names.setdefault(node_id, {})
         number = numbering.setdefault(chain, len(numbering))
         suffix = f"_{number}" if number else ""
-        return f"{self.prefix}{stem}_{node_id}{suffix}"
+        return f"{stem}_{node_id}{suffix}"
 
     def expression(self, chain: ViewChain) -> Index:
         """The flat index reached through `chain` from the base index, as symbolic arithmetic."""
