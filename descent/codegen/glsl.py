@@ -411,8 +411,9 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     k = node_of(parts.graph, a).shape[-1]
     batch = kernel.size // (m * n)
     a_axes, b_axes = _operand_axes(batch, m, k), _operand_axes(batch, k, n)
-    functions = parts.load_function("load_a", a, chain_a, float32, a_axes)
-    functions += "\n" + parts.load_function("load_b", b, chain_b, float32, b_axes)
+    # the operands' element loads, defined below only where a kernel calls them (vector reads do not)
+    load_a = parts.load_function("load_a", a, chain_a, float32, a_axes)
+    load_b = parts.load_function("load_b", b, chain_b, float32, b_axes)
     lanes = device.subgroup_size
     vector_b = None
     if device.cpu and device.shuffle and lanes % 4 == 0 and n >= 2 * lanes and n % 4 == 0:
@@ -423,14 +424,14 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
                          if (read := _vector_read(parts, b, chain_b, b_axes, along))), None)
     store_quads = device.cpu and n % 4 == 0  # a lane's four adjacent outputs stored together
     if store_quads:
-        functions += "\n" + parts.quad_store_function(kernel.core)
+        functions = parts.quad_store_function(kernel.core)
     else:
-        functions += "\n" + parts.store_function("float acc", {kernel.core: "acc"}, hoist=True)
+        functions = parts.store_function("float acc", {kernel.core: "acc"}, hoist=True)
     fused = any(op != "contiguous" for op in parts.ops)  # computes more than it loads
     parts.ops.append("matmul")
     parts.locations.append(core.location)
     if vector_b:
-        return _subgroup_matmul(parts, (a, chain_a), vector_b, (batch, m, k, n), device, functions)
+        return _subgroup_matmul(parts, (a, chain_a), load_a, vector_b, (batch, m, k, n), device, functions)
     if device.cpu:
         # lavapipe compiles at first dispatch: a 16 x 16 block with fused loads or an optimiser
         # update in its stores unrolls into code LLVM needs ~50 s for; 8 x 8 takes ~3 s
@@ -439,8 +440,10 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         vector = bool(read_a or read_b)
         block_m, block_n = min(block[0], m), min(block[1], -(-n // 4) * 4 if vector else n)
         if vector:
-            functions += "\n" + _fetch_function("fetch_a", "load_a", read_a, (m, k), (block_m, 4), 4)
-            functions += "\n" + _fetch_function("fetch_b", "load_b", read_b, (k, n), (4, block_n), 4)
+            functions += "\n" + _fetch_function("fetch_a", "load_a", load_a, read_a, (m, k), (block_m, 4), 4)
+            functions += "\n" + _fetch_function("fetch_b", "load_b", load_b, read_b, (k, n), (4, block_n), 4)
+        else:
+            functions += "\n" + load_a + "\n" + load_b
         blocks = batch * -(-m // block_m) * -(-n // block_n)
         # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
@@ -456,8 +459,8 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     workgroups = (-(-n // tile_n), -(-m // tile_m), batch)
     read_a = _vector_read(parts, a, chain_a, a_axes, "col", width)
     read_b = _vector_read(parts, b, chain_b, b_axes, "col", width)
-    functions += "\n" + _fetch_function("fetch_a", "load_a", read_a, (m, k), (tile_m, tile_k), width)
-    functions += "\n" + _fetch_function("fetch_b", "load_b", read_b, (k, n), (tile_k, tile_n), width)
+    functions += "\n" + _fetch_function("fetch_a", "load_a", load_a, read_a, (m, k), (tile_m, tile_k), width)
+    functions += "\n" + _fetch_function("fetch_b", "load_b", load_b, read_b, (k, n), (tile_k, tile_n), width)
     return parts.fill("matmul", workgroups, BATCH=batch, M=m, N=n, K=k, TILE_M=tile_m, TILE_N=tile_n,
                       TILE_K=tile_k, WIDTH=width, VEC=_vector(width), PART="v" if width == 1 else "v[c]",
                       FUNCTIONS=functions)
@@ -468,7 +471,7 @@ def _operand_axes(batch: int, rows: int, cols: int) -> tuple[tuple[str, int], ..
     return ("batch", batch), ("row", rows), ("col", cols)
 
 
-def _subgroup_matmul(parts: _Kernel, a, vector_b: tuple[str, str], sizes: tuple[int, int, int, int],
+def _subgroup_matmul(parts: _Kernel, a, load_a: str, vector_b: tuple[str, str], sizes: tuple[int, int, int, int],
                      device: DeviceShape, functions: str) -> KernelSource:
     """A CPU driver's matmul in matmul_subgroup.comp: `fetch_part` loads a lane's share of each
     LANES x LANES slice of A, as vec4s along K or along rows where `_vector_read` finds them, else
@@ -493,6 +496,7 @@ def _subgroup_matmul(parts: _Kernel, a, vector_b: tuple[str, str], sizes: tuple[
                  f"return {along_rows};"]
     else:
         shared = "part[(r) / 4][(r) % 4], uint(j)"
+        functions += "\n" + load_a
         value = f"{a_tail} ? 0.0 : load_a(batch, row, col)" if a_tail else "load_a(batch, row, col)"
         lines = ["vec4 part;", "int col = k0 + lane;", "for (int c = 0; c < 4; c++) {",
                  "    int row = row0 + 4 * q + c;", *(f"    {line}" for line in rows), f"    part[c] = {value};", "}",
@@ -563,11 +567,11 @@ def _atoms(atom) -> set:
     return set().union(*(_atoms(inner) for inner, _ in atom.numerator.terms))
 
 
-def _fetch_function(name: str, load: str, read: str | None, shape: tuple[int, int], tile: tuple[int, int],
-                    width: int) -> str:
+def _fetch_function(name: str, load: str, definition: str, read: str | None, shape: tuple[int, int],
+                    tile: tuple[int, int], width: int) -> str:
     """`name(batch, row, col)`: `width` elements from (row, col) along a row of an operand's rows x
     cols matrices, zero past its edges: one vector `read` (from `_vector_read`) where there is one,
-    else element by element through `load`."""
+    else element by element through the function `load`, whose `definition` then comes first."""
     rows, cols = shape
     vector = _vector(width)
     if read:
@@ -579,7 +583,8 @@ def _fetch_function(name: str, load: str, read: str | None, shape: tuple[int, in
         value = f"{' && '.join(inside)} ? {element} : 0.0" if inside else element
         lines = [f"{vector} group;", f"for (int j = 0; j < {width}; j++) {{", "    int column = col + j;",
                  f"    PART(group, j) = {value};", "}", "return group;"]
-    return _function(f"{vector} {name}(int batch, int row, int col)", lines)
+    fetch = _function(f"{vector} {name}(int batch, int row, int col)", lines)
+    return fetch if read else definition + "\n" + fetch
 
 
 def _vector(width: int) -> str:
