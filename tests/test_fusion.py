@@ -132,6 +132,39 @@ def test_temporaries_share_slots(env: dc.Environment) -> None:
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_independent_kernels_run_in_the_order_that_frees_slots(env: dc.Environment) -> None:
+    x = env.parameter("order_x", (64, 64), init=rng.normal(size=(64, 64)).astype(np.float32))
+    w = env.parameter("order_w", (64, 64), init=rng.normal(size=(64, 64)).astype(np.float32) * 0.1)
+    doubled = env.parameter("order_doubled", (64, 64))
+    product = env.parameter("order_product", (64, 64))
+
+    def build(s: dc.Scope) -> None:
+        sines = dc.contiguous(dc.sin(s.read(x)))
+        hidden = dc.contiguous(dc.cos(s.read(x))) @ s.read(w)
+        s.write(doubled, sines * 2.0)
+        s.write(product, hidden @ s.read(w))
+
+    graph = env.build_graph(build)
+    # the kernel that reads the sines last runs before the one that makes `hidden`, which then takes
+    # the sines' slot: two slots of 64 x 64 floats, not three
+    assert graph.schedule.slots == (64 * 64 * 4, 64 * 64 * 4)
+    env.run(graph)
+    xs, ws = env.read(x), env.read(w)
+    np.testing.assert_allclose(env.read(doubled), np.sin(xs) * 2, rtol=1e-4, atol=1e-5)  # the suite's sin tolerance
+    np.testing.assert_allclose(env.read(product), np.cos(xs) @ ws @ ws, rtol=1e-4, atol=1e-4)
+
+
+def test_result_written_only_to_a_parameter_has_no_temporary(env: dc.Environment) -> None:
+    a = env.parameter("only_a", (32, 48), init=rng.normal(size=(32, 48)).astype(np.float32))
+    b = env.parameter("only_b", (48, 16), init=rng.normal(size=(48, 16)).astype(np.float32))
+    c = env.parameter("only_c", (32, 16))
+    graph = env.build_graph(lambda s: s.write(c, s.read(a) @ s.read(b)))
+    assert [name for _, name in graph.schedule.kernels[0].outputs] == ["param:only_c"]
+    assert graph.memory_bytes == 0
+    env.run(graph)
+    np.testing.assert_allclose(env.read(c), env.read(a) @ env.read(b), rtol=1e-4, atol=1e-4)
+
+
 def test_replay_uses_new_inputs(env: dc.Environment) -> None:
     x = env.parameter("replay_x", (1000,))
     y = env.parameter("replay_y", (1000,))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from itertools import groupby
 
 import networkx as nx
 
@@ -74,13 +75,19 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], comput
             drafts[k].stores.append((node_id, staging.name))
             copies.append(Copy(staging.name, target.name))
 
-    kernels = []
+    loads = []
     for k, draft in enumerate(drafts):
         touched = set(out_walks[k]) | set(operand_walks[k])
         own = set(draft.computed) | ({draft.core} if draft.core is not None else set())
-        loads = {n: loads_of[n] for n in sorted(touched) if n in loads_of and not (n in own and n in realized)}
-        kernels.append(Kernel(f"kernel{k}", draft.size, tuple(draft.stores), loads, draft.core, draft.level))
-    buffers, slots = _assign_slots(kernels, buffers, copies)
+        loads.append({n: loads_of[n] for n in sorted(touched) if n in loads_of and not (n in own and n in realized)})
+    unread = {f"tmp{n}" for n in realized} - {name for kernel_loads in loads for name in kernel_loads.values()}
+    for name in unread:  # a realized result that is only written to a parameter needs no buffer of its own
+        buffers.pop(name, None)
+    kernels = [Kernel(f"kernel{k}", draft.size, tuple(store for store in draft.stores if store[1] not in unread),
+                      loads[k], draft.core, draft.level) for k, draft in enumerate(drafts)]
+    plans = [(kernels, *_assign_slots(kernels, buffers, copies)) for kernels in
+             (kernels, _order_for_memory(kernels, buffers, copies))]
+    kernels, buffers, slots = min(plans, key=lambda plan: sum(plan[2]))
     return Schedule(tuple(kernels), buffers, slots, tuple(copies))
 
 
@@ -142,6 +149,31 @@ def _in_place_is_safe(read_node: int | None, k: int, drafts: list[_Draft], out_w
         elif drafts[other].level >= drafts[k].level:
             return False
     return True
+
+
+def _order_for_memory(kernels: list[Kernel], buffers: dict[str, Buffer], copies: list[Copy]) -> list[Kernel]:
+    """Within each level (its kernels are independent of each other) run first the kernel that frees
+    the most temporary bytes net of those it adds, so that later outputs can reuse the freed slots.
+    A greedy order: `schedule` keeps it only where its slots take fewer bytes."""
+    readers = Counter(name for kernel in kernels for name in set(kernel.loads.values()))
+    readers.update(copy.source for copy in copies)
+
+    def temporary(name: str) -> int:
+        return buffers[name].nbytes if buffers[name].parameter is None else 0
+
+    def growth(kernel: Kernel) -> int:
+        freed = sum(temporary(name) for name in set(kernel.loads.values()) if readers[name] == 1)
+        return sum(temporary(name) for _, name in kernel.outputs) - freed
+
+    ordered = []
+    for _, group in groupby(kernels, key=lambda kernel: kernel.level):
+        pending = list(group)
+        while pending:
+            chosen = min(pending, key=growth)
+            pending.remove(chosen)
+            readers.subtract(set(chosen.loads.values()))
+            ordered.append(chosen)
+    return [replace(kernel, name=f"kernel{k}") for k, kernel in enumerate(ordered)]
 
 
 def _assign_slots(kernels: list[Kernel], buffers: dict[str, Buffer], copies: list[Copy]):
