@@ -87,6 +87,26 @@ def test_conv_transpose2d_reads_flipped_weights_as_vectors(env: dc.Environment) 
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(16 * 9))
 
 
+def test_padded_conv2d_declares_only_what_it_reads(env: dc.Environment) -> None:
+    """The GLSL declares no index variable (a padded input's load checks the padding through the
+    index's coordinates, not the index) and no buffer or view (a CPU driver reads the weights as
+    vec4s, not floats) that nothing reads or writes."""
+    x = rng.normal(size=(2, 4, 6, 6)).astype(np.float32)
+    w = rng.normal(size=(8, 4, 3, 3)).astype(np.float32)
+    inputs = env.parameter("unread_x", x.shape, init=x)
+    weights = env.parameter("unread_w", w.shape, init=w)
+    out = env.parameter("unread_out", (2, 8, 6, 6))
+    graph = env.build_graph(lambda s: s.write(out, dc.conv2d(s.read(inputs), s.read(weights), padding=1)))
+    env.run(graph)
+    for source in graph.sources:
+        declared = re.findall(r"int (index_\d+) =", source.glsl)
+        declared += re.findall(r"^layout\(.*?(\w+)(?:\[\])?;(?: \};)?$", source.glsl, re.MULTILINE)
+        for name in declared:
+            assert len(re.findall(rf"\b{name}\b", source.glsl)) > 1, f"{name} is never used in {source.name}"
+    expected = F.conv2d(_t(x), _t(w), padding=1).numpy()
+    np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(4 * 9))
+
+
 @pytest.mark.parametrize("kernel, stride, padding", [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), (1, 0)), (2, 1, 0)])
 def test_pooling_matches_torch(env: dc.Environment, kernel, stride, padding) -> None:
     x = rng.normal(size=(2, 3, 9, 8)).astype(np.float32)

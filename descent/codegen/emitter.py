@@ -98,6 +98,22 @@ def view_valid(view: View, flat: Index, names: dict[Index, str]) -> str:
     return " && ".join(f"({c})" for c in conditions) or "true"
 
 
+_INDEX_DECLARATION = re.compile(r"int (index_\d+) = (.*);")
+
+
+def without_unread_indices(lines: list[str]) -> list[str]:
+    """`lines` less the index variables that no later statement reads (a masked view's index that
+    its condition came to express through smaller terms), so the GLSL shows only what it computes."""
+    kept, read = [], set()
+    for line in reversed(lines):
+        declaration = _INDEX_DECLARATION.fullmatch(line)
+        if declaration and declaration[1] not in read:
+            continue
+        read |= set(re.findall(r"\w+", declaration[2] if declaration else line))
+        kept.append(line)
+    return kept[::-1]
+
+
 class Emitter:
     """Statements evaluating nodes at `base` (a GLSL int variable) through view chains. With `hoist`,
     values the same at every base index go to `hoisted` as (type, name, expression) instead, for a

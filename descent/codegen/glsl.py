@@ -7,6 +7,7 @@ index, `store_output` evaluates a kernel's outputs from its core value and store
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -14,7 +15,7 @@ from string import Template
 
 import networkx as nx
 
-from descent.codegen.emitter import Emitter, identifier, literal
+from descent.codegen.emitter import Emitter, identifier, literal, without_unread_indices
 from descent.codegen.index import Index, Var, render, split_aligned, variable
 from descent.graph.dtype import DType, bool_, float32, int32
 from descent.graph.view import View, is_masked, simplify
@@ -220,15 +221,24 @@ class _Kernel:
         return self.prologue_function(emitter) + store
 
     def fill(self, name: str, workgroups: tuple[int, int, int], **values) -> KernelSource:
+        """The template `name` filled in, declaring only the buffers and views that the code reads or writes."""
         helpers = "".join(helper + "\n\n" for helper in self.helpers.values())
+        declarations = self.declarations + list(self.aliases.values())
         glsl = template(name).substitute(
-            NAME=self.kernel.name, BUFFERS="\n".join(self.declarations + list(self.aliases.values())),
+            NAME=self.kernel.name, BUFFERS="\n".join(declarations),
             HELPERS=helpers, PROLOGUE="prologue();" if self.prologue else "",
             STORES=", ".join(self.stored), **values)
-        glsl = "\n".join(line for line in glsl.split("\n") if line.strip() or not line)  # an empty PROLOGUE
+        unused = {line for line in declarations if len(re.findall(rf"\b{_declared_name(line)}\b", glsl)) == 1}
+        glsl = "\n".join(line for line in glsl.split("\n")
+                         if (line.strip() or not line) and line not in unused)  # an empty PROLOGUE
         return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
                             tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored,
                             tuple(self.texel_bindings))
+
+
+def _declared_name(declaration: str) -> str:
+    """The variable a buffer declaration names (`... name;` or `... { type name[]; };`)."""
+    return re.search(r"(\w+)(?:\[\])?;(?: \};)?$", declaration)[1]
 
 
 def _row_major(axes: tuple[tuple[str, int], ...]) -> Index:
@@ -260,7 +270,7 @@ def _elementwise(parts: _Kernel, device: DeviceShape) -> KernelSource:
     emitter = parts.emitter(variable("i", kernel.size))
     stores = parts.store_lines(emitter)
     parts.absorb(emitter)
-    body = "\n".join("    " + line for line in emitter.lines + stores)
+    body = _body(emitter.lines + stores)
     workgroups = _grid(-(-kernel.size // device.local_size), device.max_groups)
     return parts.fill("elementwise", workgroups, SIZE=kernel.size, LOCAL_SIZE=device.local_size, BODY=body)
 
@@ -270,7 +280,7 @@ def _elementwise_quads(parts: _Kernel, device: DeviceShape) -> KernelSource:
     vec4 fetch or store costs what a float's does."""
     quads = parts.kernel.size // 4
     lines, _ = parts.quad_lines()
-    body = "\n".join("    " + line for line in lines)
+    body = _body(lines)
     workgroups = _grid(-(-quads // device.local_size), device.max_groups)
     return parts.fill("elementwise_quads", workgroups, SIZE=parts.kernel.size, QUADS=quads,
                       LOCAL_SIZE=device.local_size, BODY=body)
@@ -529,8 +539,12 @@ def _zero_outside(condition: str, vector: str = "vec4") -> list[str]:
     return [f"if ({condition}) {{", f"    return {vector}(0.0);", "}"] if condition else []
 
 
+def _body(lines: list[str]) -> str:
+    return "\n".join(f"    {line}" for line in without_unread_indices(lines))
+
+
 def _function(signature: str, lines: list[str]) -> str:
-    return signature + " {\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+    return signature + " {\n" + "".join(f"    {line}\n" for line in without_unread_indices(lines)) + "}\n"
 
 
 def _vector_read(parts: _Kernel, operand: int, chain, axes: tuple[tuple[str, int], ...], along: str,
