@@ -100,7 +100,8 @@ def test_padded_conv2d_declares_only_what_it_reads(env: dc.Environment) -> None:
     env.run(graph)
     for source in graph.sources:
         declared = re.findall(r"int (index_\d+) =", source.glsl)
-        declared += re.findall(r"^layout\(.*?(\w+)(?:\[\])?;(?: \};)?$", source.glsl, re.MULTILINE)
+        declared += re.findall(r"^layout\(.*\) (?:uniform \w+|.*buffer \w+ \{ \w+) (\w+)(?:\[\])?;", source.glsl,
+                               re.MULTILINE)
         for name in declared:
             assert len(re.findall(rf"\b{name}\b", source.glsl)) > 1, f"{name} is never used in {source.name}"
     expected = F.conv2d(_t(x), _t(w), padding=1).numpy()

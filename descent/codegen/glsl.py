@@ -221,16 +221,18 @@ class _Kernel:
         return self.prologue_function(emitter) + store
 
     def fill(self, name: str, workgroups: tuple[int, int, int], **values) -> KernelSource:
-        """The template `name` filled in, declaring only the buffers and views that the code reads or writes."""
+        """The template `name` filled in, declaring only the buffers and views that its code names."""
         helpers = "".join(helper + "\n\n" for helper in self.helpers.values())
-        declarations = self.declarations + list(self.aliases.values())
-        glsl = template(name).substitute(
-            NAME=self.kernel.name, BUFFERS="\n".join(declarations),
-            HELPERS=helpers, PROLOGUE="prologue();" if self.prologue else "",
-            STORES=", ".join(self.stored), **values)
-        unused = {line for line in declarations if len(re.findall(rf"\b{_declared_name(line)}\b", glsl)) == 1}
-        glsl = "\n".join(line for line in glsl.split("\n")
-                         if (line.strip() or not line) and line not in unused)  # an empty PROLOGUE
+
+        def text(declarations: list[str]) -> str:
+            return template(name).substitute(
+                NAME=self.kernel.name, BUFFERS="\n".join(declarations), HELPERS=helpers,
+                PROLOGUE="prologue();" if self.prologue else "", STORES=", ".join(self.stored), **values)
+
+        code = text([])
+        glsl = text([line for line in self.declarations + list(self.aliases.values())
+                     if re.search(rf"\b{_declared_name(line)}\b", code)])
+        glsl = "\n".join(line for line in glsl.split("\n") if line.strip() or not line)  # an empty PROLOGUE
         return KernelSource(self.kernel.name, glsl, self.bindings, workgroups,
                             tuple(dict.fromkeys(self.locations)), tuple(self.ops), self.stored,
                             tuple(self.texel_bindings))
@@ -540,6 +542,7 @@ def _zero_outside(condition: str, vector: str = "vec4") -> list[str]:
 
 
 def _body(lines: list[str]) -> str:
+    """`lines` indented as a template's body, less the index variables nothing reads."""
     return "\n".join(f"    {line}" for line in without_unread_indices(lines))
 
 

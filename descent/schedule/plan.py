@@ -30,7 +30,8 @@ class _Draft:
 
 
 def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], computed_operands: bool = False) -> Schedule:
-    """Fuse the graph into kernels that compute every parameter write, reads seeing old values.
+    """Fuse the graph into kernels that compute every parameter write, reads seeing old values; the
+    kernels of a level run in whichever order needs fewer bytes of temporaries (`_order_for_memory`).
     `computed_operands`: give computed matmul operands a buffer (see `realize`)."""
     writes = {name: (p, node) for name, (p, node) in writes.items() if p.size > 0}
     roots = sorted({node for _, node in writes.values()})
@@ -49,18 +50,23 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], comput
             loads_of[node_id] = buffer.name
             read_nodes[node.attrs.name] = node_id
     computed_in = {n: k for k, d in enumerate(drafts) for n in d.computed}
-    for node_id in sorted(realized):
-        if node_id in computed_in:
-            node = node_of(graph, node_id)
-            buffers[f"tmp{node_id}"] = Buffer(f"tmp{node_id}", node.dtype, numel(node.shape))
-            loads_of[node_id] = f"tmp{node_id}"
-            drafts[computed_in[node_id]].stores.append((node_id, f"tmp{node_id}"))
+    temporaries = {node_id: f"tmp{node_id}" for node_id in sorted(realized) if node_id in computed_in}
+    loads_of.update(temporaries)
 
-    out_walks, operand_walks = [], []
+    out_walks, operand_walks, loads = [], [], []
     for draft in drafts:
         out_walks.append(walk(graph, [(n, ()) for n in draft.computed], set(draft.computed), realized))
         starts = operand_contexts(graph, node_of(graph, draft.core)) if draft.core is not None else []
         operand_walks.append(walk(graph, starts, set(), realized))
+        touched = set(out_walks[-1]) | set(operand_walks[-1])
+        own = set(draft.computed) | ({draft.core} if draft.core is not None else set())
+        loads.append({n: loads_of[n] for n in sorted(touched) if n in loads_of and not (n in own and n in realized)})
+    read = {name for kernel_loads in loads for name in kernel_loads.values()}
+    for node_id, name in temporaries.items():
+        if name in read:  # a realized result only written to a parameter needs no buffer of its own
+            node = node_of(graph, node_id)
+            buffers[name] = Buffer(name, node.dtype, numel(node.shape))
+            drafts[computed_in[node_id]].stores.append((node_id, name))
 
     copies = []
     for name, (parameter, node_id) in sorted(writes.items()):
@@ -75,18 +81,11 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], comput
             drafts[k].stores.append((node_id, staging.name))
             copies.append(Copy(staging.name, target.name))
 
-    loads = []
-    for k, draft in enumerate(drafts):
-        touched = set(out_walks[k]) | set(operand_walks[k])
-        own = set(draft.computed) | ({draft.core} if draft.core is not None else set())
-        loads.append({n: loads_of[n] for n in sorted(touched) if n in loads_of and not (n in own and n in realized)})
-    unread = {f"tmp{n}" for n in realized} - {name for kernel_loads in loads for name in kernel_loads.values()}
-    for name in unread:  # a realized result that is only written to a parameter needs no buffer of its own
-        buffers.pop(name, None)
-    kernels = [Kernel(f"kernel{k}", draft.size, tuple(store for store in draft.stores if store[1] not in unread),
-                      loads[k], draft.core, draft.level) for k, draft in enumerate(drafts)]
-    plans = [(kernels, *_assign_slots(kernels, buffers, copies)) for kernels in
-             (kernels, _order_for_memory(kernels, buffers, copies))]
+    kernels = [Kernel(f"kernel{k}", draft.size, tuple(draft.stores), loads[k], draft.core, draft.level)
+               for k, draft in enumerate(drafts)]
+    assert all(kernel.outputs for kernel in kernels), "every kernel stores a parameter or a temporary read later"
+    plans = [(order, *_assign_slots(order, buffers, copies))
+             for order in (kernels, _order_for_memory(kernels, buffers, copies))]
     kernels, buffers, slots = min(plans, key=lambda plan: sum(plan[2]))
     return Schedule(tuple(kernels), buffers, slots, tuple(copies))
 
