@@ -165,6 +165,41 @@ def test_result_written_only_to_a_parameter_has_no_temporary(env: dc.Environment
     np.testing.assert_allclose(env.read(c), env.read(a) @ env.read(b), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("later", ["matmul", "sum"])
+def test_epilogue_merges_into_a_product_that_later_kernels_read(env: dc.Environment, later: str) -> None:
+    """An MLP's hidden layer: relu(x @ w + b) is computed by the product's kernel, which also stores
+    the product for the backward pass's mask, read two levels later. A reduction of the product
+    at the epilogue's own level keeps the epilogue apart: it must load the product stored before."""
+    x = env.parameter(f"merge_x{later}", (20, 36), init=rng.normal(size=(20, 36)).astype(np.float32))
+    w = env.parameter(f"merge_w{later}", (36, 40), init=rng.normal(size=(36, 40)).astype(np.float32))
+    b = env.parameter(f"merge_b{later}", (40,), init=rng.normal(size=40).astype(np.float32))
+    w2 = env.parameter(f"merge_w2{later}", (40, 40), init=rng.normal(size=(40, 40)).astype(np.float32))
+    hidden, out = env.parameter(f"merge_h{later}", (20, 40)), env.parameter(f"merge_o{later}", (20, 40))
+    total = env.parameter(f"merge_t{later}", ())
+
+    def build(s: dc.Scope) -> None:
+        z = s.read(x) @ s.read(w)
+        h = dc.relu(z + s.read(b))
+        s.write(hidden, h)
+        if later == "matmul":
+            s.write(out, dc.where(z > 0.0, h @ s.read(w2), 0.0))
+        else:
+            s.write(total, z.sum())
+
+    graph = env.build_graph(build)
+    z = env.read(x) @ env.read(w)
+    h = np.maximum(z + env.read(b), 0)
+    first = graph.sources[0]
+    assert ("maximum" in first.ops) == (later == "matmul")
+    assert graph.kernel_count == (2 if later == "matmul" else 3)
+    env.run(graph)
+    np.testing.assert_allclose(env.read(hidden), h, rtol=1e-4, atol=1e-4)
+    if later == "matmul":
+        np.testing.assert_allclose(env.read(out), np.where(z > 0, h @ env.read(w2), 0), rtol=1e-4, atol=1e-3)
+    else:
+        np.testing.assert_allclose(env.read(total), z.sum(), rtol=1e-4, atol=1e-3)
+
+
 def test_replay_uses_new_inputs(env: dc.Environment) -> None:
     x = env.parameter("replay_x", (1000,))
     y = env.parameter("replay_y", (1000,))

@@ -106,31 +106,36 @@ def _drafts(graph: nx.DiGraph, outputs: set[int], realized: set[int]) -> list[_D
 
 
 def _merge_epilogues(graph: nx.DiGraph, drafts: list[_Draft], roots: set[int], realized: set[int]) -> list[_Draft]:
-    """Fold an elementwise kernel into the heavy kernel whose result it alone consumes, element for element."""
-    consumers: dict[int, list[tuple[int, set]]] = defaultdict(list)
+    """Fold an elementwise kernel into the heavy kernel whose result it reads element for element.
+    Where later kernels or a parameter write need that result too, the heavy kernel still stores it:
+    one kernel fewer, and the result is not loaded back."""
+    consumers: dict[int, list[tuple[int, bool]]] = defaultdict(list)  # node -> (draft, read at its own index)
     for k, draft in enumerate(drafts):
         if draft.core is not None:
             operands = walk(graph, operand_contexts(graph, node_of(graph, draft.core)), set(), realized)
-            for node_id in operands:
-                if node_id in realized:
-                    consumers[node_id].append((-1, set()))
+            consumers.update({n: consumers[n] + [(k, False)] for n in operands if n in realized})
             continue
         touched = walk(graph, [(n, ()) for n in draft.computed], set(draft.computed), realized)
         for node_id, chains in touched.items():
             if node_id in realized and node_id not in draft.computed:
-                consumers[node_id].append((k, chains))
+                consumers[node_id].append((k, chains == {()}))
     merged: set[int] = set()
     for draft in drafts:
         core = draft.core
-        if core is None or core in roots or len(consumers[core]) != 1 or node_of(graph, core).op == "scatter_add":
+        if core is None or node_of(graph, core).op == "scatter_add":
             continue
-        k, chains = consumers[core][0]
-        epilogue = drafts[k]
-        if k in merged or chains != {()} or epilogue.size != draft.size:
+        fitting = [k for k, own_index in consumers[core]
+                   if own_index and k not in merged and drafts[k].size == draft.size]
+        if not fitting:
             continue
-        draft.computed = list(epilogue.computed)
+        epilogue = drafts[fitting[0]]
+        others = [drafts[k] for k, _ in consumers[core] if k != fitting[0]]
+        if any(other.level <= epilogue.level for other in others):
+            continue
+        keep = core in roots or bool(others)
+        draft.computed = ([core] if keep else []) + list(epilogue.computed)
         draft.level = epilogue.level
-        merged.add(k)
+        merged.add(fitting[0])
     return [d for k, d in enumerate(drafts) if k not in merged]
 
 
