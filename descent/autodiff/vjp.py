@@ -13,8 +13,9 @@ from descent.graph.array import Array
 from descent.graph.node import Node
 
 Rule = Callable[[Array, Node, list[Array], Array], list[Array | None]]
+# float32 is the one float dtype, so a cast makes or takes an integer or bool: no gradient either way
 NO_GRADIENT = ("lt", "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or", "logical_not", "sign", "floor",
-               "round", "stop_gradient", "uniform", "normal", "arange", "const", "read")
+               "round", "cast", "stop_gradient", "uniform", "normal", "arange", "const", "read")
 
 
 def _split_ties(g: Array, a: Array, b: Array, wins: Array, loses: Array) -> list[Array]:
@@ -53,7 +54,6 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "tan": lambda g, n, x, y: [g * (y * y + 1.0)],
     "tanh": lambda g, n, x, y: [g * (1.0 - y * y)],
     "sigmoid": lambda g, n, x, y: [g * y * (1.0 - y)],
-    "cast": lambda g, n, x, y: [ops.astype(g, x[0].dtype) if x[0].dtype.is_float else None],
 }
 
 
@@ -134,12 +134,23 @@ def _reduce_rule(g: Array, node: Node, x: Array, y: Array) -> Array | None:
     if kind == "sum":
         return spread
     if kind == "prod":
-        return spread * ops.broadcast_to(y, x.shape) / x
+        return spread * _product_of_others(x, node.attrs["axes"])
     if kind == "logsumexp":
         return spread * ops.exp(x - ops.broadcast_to(y, x.shape))
     hit = ops.astype(ops.eq(x, ops.broadcast_to(y, x.shape)), g.dtype)
     ties = reductions.sum(hit, node.attrs["axes"], keepdims=True)
     return spread * hit / ops.broadcast_to(ties, x.shape)
+
+
+def _product_of_others(x: Array, axes: tuple[int, ...]) -> Array:
+    """For each element, the product of the other elements it is reduced with: y / x where x is not
+    zero; where it is, the product of the nonzero others if it is the only zero, else 0."""
+    zero = ops.eq(x, 0.0)
+    zeros = reductions.sum(ops.astype(zero, x.dtype), axes, keepdims=True)
+    nonzero = ops.broadcast_to(reductions.prod(ops.where(zero, 1.0, x), axes, keepdims=True), x.shape)
+    zeros = ops.broadcast_to(zeros, x.shape)
+    return ops.where(zero, ops.where(ops.eq(zeros, 1.0), nonzero, 0.0),
+                     ops.where(ops.eq(zeros, 0.0), nonzero / ops.where(zero, 1.0, x), 0.0))
 
 
 def vjp(g: Array, node: Node, inputs: list[Array], output: Array) -> list[Array | None]:

@@ -151,8 +151,8 @@ def sign(x: Array) -> Array:
 
 
 def relu(x: Array) -> Array:
-    """max(x, 0)."""
-    return maximum(x, 0)
+    """max(x, 0), NaN kept; its gradient at 0 is 0, as PyTorch's."""
+    return where(x <= 0, 0, x)
 
 
 def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
@@ -161,11 +161,12 @@ def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
 
 
 def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Array:
-    """Limit x to [lo, hi]; either bound may be None."""
+    """Limit x to [lo, hi] (hi where lo > hi); either bound may be None. As PyTorch's clamp, NaN stays
+    NaN and x takes the gradient on the bounds themselves."""
     if lo is not None:
-        x = maximum(x, lo)
+        x = where(x < lo, lo, x)
     if hi is not None:
-        x = minimum(x, hi)
+        x = where(x > hi, hi, x)
     return x
 
 
