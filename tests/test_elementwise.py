@@ -145,6 +145,24 @@ def test_integer_arithmetic_and_casts(env: dc.Environment) -> None:
     np.testing.assert_array_equal(evaluate(env, lambda x: x * 3 + 1, u), u * 3 + 1)
 
 
+def test_nan_propagates_and_division_by_a_literal_zero(env: dc.Environment) -> None:
+    """NaN passes through maximum, minimum, relu and clip as in numpy; x / 0.0 is inf, -inf or NaN
+    (a driver folds a division by the literal 0.0 to 0 unless codegen writes it as x * inf)."""
+    x = np.array([1.0, -1.0, 0.0, 2.0, np.nan], np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cases = {
+            "maximum": (lambda a: dc.maximum(a, 0.5), np.maximum(x, 0.5)),
+            "maximum, NaN second": (lambda a: dc.maximum(0.5, a), np.maximum(0.5, x)),
+            "minimum": (lambda a: dc.minimum(a, 0.5), np.minimum(x, 0.5)),
+            "relu": (dc.relu, np.where(x <= 0, 0, x)),
+            "clip": (lambda a: dc.clip(a, 0.0, 1.0), np.clip(x, 0, 1)),
+            "/ 0.0": (lambda a: a / 0.0, x / np.float32(0.0)),
+            "/ -0.0": (lambda a: a / -0.0, x / np.float32(-0.0)),
+        }
+    for name, (fn, expected) in cases.items():
+        np.testing.assert_array_equal(evaluate(env, fn, x), expected, err_msg=name)
+
+
 def test_int_array_with_float_scalar_promotes_to_float(env: dc.Environment) -> None:
     a = np.arange(6, dtype=np.int32)
     result = evaluate(env, lambda x: x * 0.5, a)

@@ -119,6 +119,16 @@ def test_regression_losses_match_torch(env: dc.Environment) -> None:
     np.testing.assert_allclose(evaluate(env, dc.binary_cross_entropy_with_logits, x, t), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("loss", [dc.mse, dc.binary_cross_entropy_with_logits], ids=lambda f: f.__name__)
+def test_regression_target_of_another_shape_is_refused(env: dc.Environment, loss) -> None:
+    """A (N, 1) output against (N,) targets would broadcast to N x N comparisons."""
+    prediction, target = np.zeros((6, 1), np.float32), np.zeros(6, np.float32)
+    message = r"(?s)target \(6,\) must have the prediction's shape \(6, 1\).*conftest.py:"
+    with pytest.raises(dc.ShapeError, match=message):
+        evaluate(env, loss, prediction, target)
+    assert evaluate(env, lambda p: loss(p, 0.5), prediction).shape == ()
+
+
 def test_cross_entropy_of_a_matmul_is_three_kernels(env: dc.Environment) -> None:
     x = env.parameter("ce_x", (100, 784))
     w = env.parameter("ce_w", (784, 10))

@@ -70,6 +70,21 @@ def test_softmax_family(env: dc.Environment) -> None:
     np.testing.assert_allclose(evaluate(env, lambda a: dc.softmax(a, 1), big), [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0]])
 
 
+@pytest.mark.parametrize("length", [4, 5000], ids=["serial", "tree"])
+def test_nan_wins_max_min_and_their_args(env: dc.Environment, length: int) -> None:
+    """As numpy: a NaN in a row makes its max, min and logsumexp NaN, and argmax/argmin its first
+    NaN's position; integer rows are unaffected."""
+    x = rng.normal(size=(3, length)).astype(np.float32)
+    x[1, length // 2] = x[1, length - 1] = np.nan
+    for name in ("max", "min", "argmax", "argmin", "logsumexp"):
+        ours = evaluate(env, lambda a, name=name: getattr(dc, name)(a, 1), x)
+        expected = np.log(np.exp(x).sum(1)) if name == "logsumexp" else getattr(np, name)(x, 1)
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, err_msg=name)
+    integers = rng.integers(-50, 50, (3, length)).astype(np.int32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.argmin(a, 1), integers), integers.argmin(1))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.max(a, 1), integers), integers.max(1))
+
+
 def test_empty_reduction_is_rejected(env: dc.Environment) -> None:
     x = env.parameter("empty_reduce", (3, 0))
     with pytest.raises(dc.ShapeError, match="empty axis"):

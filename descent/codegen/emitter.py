@@ -298,8 +298,12 @@ class Emitter:
             definition = ELEMENTWISE[node.op]
             for helper in definition.helpers:
                 self.helpers[helper] = HELPERS[helper]
-            index = self.index(chain) if "{index}" in definition.glsl else ""
-            expression = definition.glsl.format(*operands, index=index)
+            glsl = definition.float_glsl if definition.float_glsl and node.dtype == float32 else definition.glsl
+            index = self.index(chain) if "{index}" in glsl else ""
+            expression = glsl.format(*operands, index=index)
+            if node.op == "div" and operands[1] in ("0.0", "(-0.0)"):  # drivers fold x / 0.0 to 0
+                infinity = literal(math.copysign(math.inf, float(operands[1].strip("()"))), float32)
+                expression = f"{operands[0]} * {infinity}"
         else:
             raise NotImplementedError(f"codegen cannot fuse op {node.op!r}")
         return self._statement(node_id, node, chain, expression)

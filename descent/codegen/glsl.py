@@ -288,20 +288,24 @@ def _elementwise_quads(parts: _Kernel, device: DeviceShape) -> KernelSource:
                       LOCAL_SIZE=device.local_size, BODY=body)
 
 
-_COMBINE = {
-    "sum": "value += other;",
-    "prod": "value *= other;",
-    "max": "value = max(value, other);",
-    "min": "value = min(value, other);",
-    "argmax": "if (other > value || (other == value && other_position < position)) {\n"
-              "        value = other;\n        position = other_position;\n    }",
-    "argmin": "if (other < value || (other == value && other_position < position)) {\n"
-              "        value = other;\n        position = other_position;\n    }",
-    "logsumexp": "float top = max(value.x, other.x);\n"
-                 "    float mine = value.x == top ? value.y : value.y * exp(value.x - top);\n"
-                 "    float theirs = other.x == top ? other.y : other.y * exp(other.x - top);\n"
-                 "    value = vec2(top, mine + theirs);",
-}
+def _combine(op: str, dtype: DType) -> str:
+    """combine()'s body: merge `other` (found at other_position) into `value`. Float max, min and
+    their args let NaN win, as numpy does."""
+    if op in ("sum", "prod"):
+        return f"value {'+' if op == 'sum' else '*'}= other;"
+    if op == "logsumexp":
+        return ("float top = other.x > value.x || isnan(other.x) ? other.x : value.x;\n"
+                "    float mine = value.x == top ? value.y : value.y * exp(value.x - top);\n"
+                "    float theirs = other.x == top ? other.y : other.y * exp(other.x - top);\n"
+                "    value = vec2(top, mine + theirs);")
+    better = ">" if op in ("max", "argmax") else "<"
+    floats = dtype == float32
+    if not op.startswith("arg"):
+        return f"value = other {better} value{' || isnan(other)' if floats else ''} ? other : value;"
+    wins = f"other {better} value || (other == value && other_position < position)"
+    if floats:
+        wins = f"isnan(other) ? !isnan(value) || other_position < position : !isnan(value) && ({wins})"
+    return f"if ({wins}) {{\n        value = other;\n        position = other_position;\n    }}"
 
 
 def _identity(op: str, dtype: DType) -> str:
@@ -344,7 +348,7 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         workgroups = _grid(outputs, device.max_groups)
     return parts.fill("reduce", workgroups, REDUCTION=op, REDUCED=reduced, OUTPUTS=outputs,
                       SERIAL=int(serial), LOCAL_SIZE=local, FUNCTIONS=functions, TYPE=accumulator,
-                      INPUT=dtype.glsl, LIFT=lift, COMBINE=_COMBINE[op], IDENTITY=_identity(op, dtype))
+                      INPUT=dtype.glsl, LIFT=lift, COMBINE=_combine(op, dtype), IDENTITY=_identity(op, dtype))
 
 
 def _scatter_add(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], core,

@@ -17,7 +17,17 @@ def _reduce(loss: Array, reduction: str, examples: int) -> Array:
         return total
     if reduction == "mean":
         return total * (1.0 / max(examples, 1))
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    raise ValueError(at_user_line(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"))
+
+
+def _same_shape(loss: str, prediction: Array, target: Array | float) -> None:
+    """Refuse a target that would broadcast against the prediction: (N,) against (N, 1) would
+    silently compare every prediction with every target (PyTorch warns; this is an error)."""
+    shape = getattr(target, "shape", ())
+    if shape not in ((), prediction.shape):
+        raise ShapeError(at_user_line(
+            f"{loss}: target {shape} must have the prediction's shape {prediction.shape} (broadcasting them "
+            f"would compare every prediction with every target); reshape one of them"))
 
 
 def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean") -> Array:
@@ -43,13 +53,15 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean")
 
 
 def mse(prediction: Array, target: Array, reduction: str = "mean") -> Array:
-    """Mean squared error (every element counts as an example)."""
+    """Mean squared error (every element counts as an example); target has the prediction's shape."""
+    _same_shape("mse", prediction, target)
     difference = prediction - target
     return _reduce(difference * difference, reduction, difference.size)
 
 
 def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean") -> Array:
     """-(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))), as max(x, 0) - x t + log(1 + exp(-|x|))."""
+    _same_shape("binary_cross_entropy_with_logits", logits, targets)
     logits = ops.astype(logits, float32)
     loss = ops.maximum(logits, 0.0) - logits * targets + ops.log(ops.exp(-ops.abs(logits)) + 1.0)
     return _reduce(loss, reduction, loss.size)

@@ -22,6 +22,7 @@ class ElementwiseOp:
     result: str = "same"  # "same": the promoted operand type; "bool": a predicate; "float": float32
     float_only: bool = False  # integer operands are cast to float32 first
     helpers: tuple[str, ...] = ()  # GLSL functions (from HELPERS) the expression calls, in dependency order
+    float_glsl: str | None = None  # the expression for float operands where it differs: NaN propagates
 
 
 HELPERS = {}
@@ -56,8 +57,8 @@ _OPS = [
     ElementwiseOp("mul", 2, "{0} * {1}"),
     ElementwiseOp("div", 2, "{0} / {1}", float_only=True),
     ElementwiseOp("pow", 2, "descent_pow({0}, {1})", float_only=True, helpers=("descent_pow",)),
-    ElementwiseOp("maximum", 2, "max({0}, {1})"),
-    ElementwiseOp("minimum", 2, "min({0}, {1})"),
+    ElementwiseOp("maximum", 2, "max({0}, {1})", float_glsl="{0} > {1} || isnan({0}) ? {0} : {1}"),
+    ElementwiseOp("minimum", 2, "min({0}, {1})", float_glsl="{0} < {1} || isnan({0}) ? {0} : {1}"),
     ElementwiseOp("lt", 2, "{0} < {1}", result="bool"),
     ElementwiseOp("le", 2, "{0} <= {1}", result="bool"),
     ElementwiseOp("gt", 2, "{0} > {1}", result="bool"),
