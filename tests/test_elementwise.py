@@ -163,6 +163,18 @@ def test_nan_propagates_and_division_by_a_literal_zero(env: dc.Environment) -> N
         np.testing.assert_array_equal(evaluate(env, fn, x), expected, err_msg=name)
 
 
+def test_numpy_scalars_are_operands_and_arrays_are_refused(env: dc.Environment) -> None:
+    """numpy scalars act as Python scalars on either side; a numpy array names the fix."""
+    x = np.array([1.0, -2.0, 3.0], np.float32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: np.float64(2) * a + a * np.int64(1), x), 3 * x)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.maximum(a, np.float32(0)) - np.float32(1), x),
+                                  np.maximum(x, 0) - 1)
+    integers = evaluate(env, lambda a: a * np.int64(3), np.array([1, 2], np.int32))
+    assert integers.dtype == np.int32 and integers.tolist() == [3, 6]
+    with pytest.raises(dc.DTypeError, match=r"(?s)add: cannot use ndarray .*s\.constant.*test_elementwise"):
+        env.build_graph(lambda s: s.constant(x) + np.ones(3))
+
+
 def test_int_array_with_float_scalar_promotes_to_float(env: dc.Environment) -> None:
     a = np.arange(6, dtype=np.int32)
     result = evaluate(env, lambda x: x * 0.5, a)

@@ -53,6 +53,17 @@ def test_write_dtype_checks(env: dc.Environment) -> None:
     np.testing.assert_array_equal(env.read(labels), [1, 2, 3])
 
 
+def test_refused_init_leaves_no_parameter_behind(env: dc.Environment) -> None:
+    message = r"(?s)'err_init': init of shape \(3, 4\) does not fit shape \(4, 3\).*test_errors"
+    with pytest.raises(dc.ShapeError, match=message):
+        env.parameter("err_init", (4, 3), init=np.zeros((3, 4)))
+    with pytest.raises(dc.DTypeError, match="non-integer"):
+        env.parameter("err_init", (3,), dc.int32, init=np.array([0.5, 1, 2]))
+    assert "err_init" not in env.parameters
+    retried = env.parameter("err_init", (4, 3), init=np.ones((1, 3)))
+    np.testing.assert_array_equal(env.read(retried), np.ones((4, 3)))
+
+
 def test_graph_misuse(env: dc.Environment) -> None:
     x = env.parameter("err_twice", (2,))
     with pytest.raises(dc.GraphError, match="written twice"):
@@ -140,6 +151,15 @@ def test_second_process_compiles_nothing(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert "kernels 1 compiled 1 cached 0" in first.stdout
     assert "kernels 1 compiled 0 cached 1" in second.stdout, second.stderr
+
+
+def test_unwritable_cache_warns_and_still_runs(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should go")
+    result = _run(PROGRAM, DESCENT_CACHE=str(blocked))
+    assert result.returncode == 0, result.stderr
+    assert "kernels 1 compiled 1 cached 0" in result.stdout
+    assert "cannot cache SPIR-V" in result.stderr and "DESCENT_CACHE" in result.stderr
 
 
 def test_dump_shaders(tmp_path: Path) -> None:

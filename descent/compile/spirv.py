@@ -8,9 +8,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
-from descent.errors import CompileError
+from descent.errors import CompileError, at_user_line
 
 COMPILER = "glslangValidator"
 FLAGS = ("-V", "--target-env", "vulkan1.1", "-S", "comp")
@@ -63,12 +64,23 @@ def compile_glsl(source: str, label: str = "kernel", origin: str = "") -> bytes:
                 f"{message}\n--- GLSL ---\n{_numbered(source)}"
             )
         spirv = output.read_bytes()
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=cached.parent, suffix=".part")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(spirv)
-    os.replace(partial, cached)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=cached.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(spirv)
+        os.replace(partial, cached)
+    except OSError as error:
+        _warn_uncached(str(cached.parent), str(error))
     return spirv
+
+
+@functools.cache
+def _warn_uncached(directory: str, reason: str) -> None:
+    """Once per folder: a cache that cannot be written only costs compile time on the next run."""
+    warnings.warn(at_user_line(f"descent cannot cache SPIR-V in {directory} ({reason}); shaders will be "
+                               "compiled again in every process. Set DESCENT_CACHE to a writable folder."),
+                  RuntimeWarning, stacklevel=2)
 
 
 def _dump(source: str, label: str) -> None:

@@ -15,6 +15,7 @@ class Array:
     """A value that will exist when the graph runs; building it only records an op."""
 
     __slots__ = ("scope", "node_id")
+    __array_ufunc__ = None  # numpy defers to Array's operators: np.float32(2) * a is an Array
 
     def __init__(self, scope: Scope, node_id: int) -> None:
         self.scope = scope

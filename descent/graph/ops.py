@@ -6,6 +6,8 @@ import builtins
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import view as views
 from descent.graph.array import Array
@@ -37,6 +39,17 @@ def as_array(value: Operand, scope, dtype: DType | None = None) -> Array:
     raise DTypeError(at_user_line(f"cannot use {type(value).__name__} as an Array operand"))
 
 
+def _scalar_or_array(op: str, value: Any) -> Operand:
+    """An operand as elementwise takes it: numpy scalars become Python scalars (weak, as those)."""
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()
+    if isinstance(value, Array | bool | int | float):
+        return value
+    hint = ("; a numpy array must be a parameter or a graph constant first (s.constant(array))"
+            if isinstance(value, np.ndarray) else "")
+    raise DTypeError(at_user_line(f"{op}: cannot use {type(value).__name__} as an Array operand{hint}"))
+
+
 def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
     """numpy-2 style promotion where Python scalars are weak: they never widen an Array's type."""
     strong = [x.dtype for x in operands if isinstance(x, Array) and x.node.op != "const"]
@@ -62,6 +75,7 @@ def elementwise(op: str, *operands: Operand) -> Array:
     definition = ELEMENTWISE[op]
     if len(operands) != definition.arity:
         raise TypeError(f"{op} takes {definition.arity} operands, got {len(operands)}")
+    operands = tuple(_scalar_or_array(op, x) for x in operands)
     scope = _scope_of(op, operands)
     if op == "where":
         condition = astype(as_array(operands[0], scope), bool_)

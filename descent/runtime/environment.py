@@ -66,6 +66,11 @@ class Environment:
         if name in self.parameters:
             raise GraphError(at_user_line(f"parameter '{name}' already exists in this Environment"))
         parameter = Parameter(name, shape, as_dtype(dtype), self)
+        if init is not None:
+            init = np.asarray(init)
+            if not _broadcasts_to(init.shape, shape):
+                raise ShapeError(at_user_line(
+                    f"parameter '{name}': init of shape {init.shape} does not fit shape {shape}"))
         limit = self.device.limits.max_storage_buffer_range
         if parameter.nbytes > limit:
             raise DeviceError(at_user_line(
@@ -74,10 +79,14 @@ class Environment:
         storage = np.zeros(max(parameter.size, 1), parameter.dtype.numpy)
         self._tensors[name] = self._allocate(storage, self.kp.TensorTypes.device, f"parameter '{name}'")
         self.parameters[name] = parameter
-        if init is not None:
-            self.write(parameter, np.broadcast_to(np.asarray(init), shape))
-        else:
-            self._sync([self._tensors[name]], to_device=True)
+        try:
+            if init is not None:
+                self.write(parameter, np.broadcast_to(init, shape))
+            else:
+                self._sync([self._tensors[name]], to_device=True)
+        except Exception:  # a refused init leaves no half-made parameter behind: the retry can take the name
+            del self.parameters[name], self._tensors[name]
+            raise
         return parameter
 
     @property
@@ -296,6 +305,13 @@ class Pending:
     sequence: Any
     graph: Executable
     thread: int
+
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    try:
+        return np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
 
 
 def _wait(sequence, spin: float) -> None:
