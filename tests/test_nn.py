@@ -8,6 +8,8 @@ of tiny gradients)."""
 from __future__ import annotations
 
 import itertools
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -255,3 +257,137 @@ def test_partial_last_batch_and_iterables(env: dc.Environment) -> None:
     assert history[0]["loss"] > 0 and dropped[0]["loss"] > 0
     batches = [(x_train[k : k + 50], y_train[k : k + 50]) for k in range(0, 200, 50)]
     assert trainer.fit(batches, epochs=2, progress=False)[1]["loss"] > 0
+
+
+def _small_trainer(env: dc.Environment, optimizer: optim.Optimizer | None = None):
+    """A 4-feature, 3-class linear classifier with 50 examples (x, integer labels y)."""
+    data = np.random.default_rng(5)
+    x = data.normal(size=(50, 4)).astype(np.float32)
+    y = data.integers(0, 3, 50).astype(np.int32)
+    model = nn.Sequential(nn.Dense(4, 3)).build(env, seed=1, name=f"small{next(_uid)}")
+    return nn.Trainer(env, model, optimizer=optimizer), x, y
+
+
+def _weights(env: dc.Environment, trainer: nn.Trainer) -> list[np.ndarray]:
+    return [env.read(p) for p in trainer.model.parameters()]
+
+
+def _assert_unchanged(before: list[np.ndarray], after: list[np.ndarray]) -> None:
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_trainer_refuses_out_of_range_labels(env: dc.Environment) -> None:
+    trainer, x, y = _small_trainer(env, optim.SGD(0.1))
+    before = _weights(env, trainer)
+    with pytest.raises(ValueError, match=r"fit: label y\[\d+\] = 3 is outside \[0, 3\)") as info:
+        trainer.fit(x, y + 1, progress=False)
+    assert "test_nn.py:" in str(info.value)
+    with pytest.raises(ValueError, match=r"evaluate: label y\[\d+\] = -1 is outside \[0, 3\)"):
+        trainer.evaluate(x, y - 1)
+    with pytest.raises(ValueError, match=r"validation_data: label y\[\d+\] = 3 is outside \[0, 3\)"):
+        trainer.fit(x, y, validation_data=(x, y + 1), progress=False)
+    _assert_unchanged(before, _weights(env, trainer))
+    assert trainer.evaluate(x, y)["loss"] > 0
+
+
+def test_fit_checks_validation_data_before_training(env: dc.Environment) -> None:
+    trainer, x, y = _small_trainer(env, optim.SGD(0.1))
+    before = _weights(env, trainer)
+    with pytest.raises(ValueError, match="validation_data: x has 50 examples but y has 49") as info:
+        trainer.fit(x, y, validation_data=(x, y[:-1]), progress=False)
+    assert "test_nn.py:" in str(info.value)
+    _assert_unchanged(before, _weights(env, trainer))
+
+
+def test_trainer_takes_one_hot_labels(env: dc.Environment) -> None:
+    trainer, x, y = _small_trainer(env, optim.SGD(0.1))
+    one_hot = np.eye(3, dtype=np.float32)[y]
+    history = trainer.fit(x, one_hot, batch_size=25, progress=False)
+    assert history[0]["loss"] > 0
+    by_index, by_one_hot = trainer.evaluate(x, y), trainer.evaluate(x, one_hot)
+    assert by_one_hot["accuracy"] == by_index["accuracy"]
+    assert np.isclose(by_one_hot["accuracy"], (trainer.predict(x).argmax(1) == y).mean())
+    assert np.isclose(by_one_hot["loss"], by_index["loss"], rtol=1e-5)
+
+
+def test_trainer_input_validation(env: dc.Environment) -> None:
+    trainer, x, y = _small_trainer(env, optim.SGD(0.1))
+    before = _weights(env, trainer)
+    for batch_size in (0, -1):
+        with pytest.raises(ValueError, match=f"fit: batch_size must be a positive integer, not {batch_size}"):
+            trainer.fit(x, y, batch_size=batch_size, progress=False)
+        with pytest.raises(ValueError, match="evaluate: batch_size must be a positive integer"):
+            trainer.evaluate(x, y, batch_size=batch_size)
+        with pytest.raises(ValueError, match="predict: batch_size must be a positive integer"):
+            trainer.predict(x, batch_size=batch_size)
+    with pytest.raises(ValueError, match="fit: x and y hold no examples"):
+        trainer.fit(x[:0], y[:0], progress=False)
+    with pytest.raises(ValueError, match="evaluate: x and y hold no examples"):
+        trainer.evaluate(x[:0], y[:0])
+    with pytest.raises(ValueError, match="fit: y is needed when x is an array") as info:
+        trainer.fit(x, progress=False)
+    assert "test_nn.py:" in str(info.value)
+    _assert_unchanged(before, _weights(env, trainer))
+    empty = trainer.predict(x[:0])
+    assert empty.shape == (0, 3) and empty.dtype == np.float32
+    assert trainer.evaluate(x.tolist(), y.tolist()) == trainer.evaluate(x, y)
+    assert trainer.fit(x.tolist(), y.tolist(), progress=False)[0]["loss"] > 0
+    np.testing.assert_array_equal(trainer.predict(x.tolist()), trainer.predict(x))
+
+
+def test_trainer_and_checkpoint_errors_name_the_user_line(env: dc.Environment, tmp_path) -> None:
+    trainer, x, y = _small_trainer(env)
+    with pytest.raises(ValueError, match=r"Trainer.fit needs an optimizer(.|\n)*test_nn\.py:\d+"):
+        trainer.fit(x, y, progress=False)
+    with pytest.raises(ValueError, match=r"evaluate: x has 50 examples but y has 49\n  at .*test_nn\.py:\d+"):
+        trainer.evaluate(x, y[:-1])
+    with pytest.raises(nn.CheckpointError, match=r"does not exist\n  at .*test_nn\.py:\d+"):
+        trainer.load(tmp_path / "missing.npz")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(nn.CheckpointError, match=r"corrupt or truncated(.|\n)*test_nn\.py:\d+"):
+        trainer.load(tmp_path / "broken.npz")
+    np.savez(tmp_path / "other.npz", unrelated=np.zeros(2, np.float32))
+    with pytest.raises(nn.CheckpointError, match=r"does not fit(.|\n)*\n  at .*test_nn\.py:\d+"):
+        trainer.load(tmp_path / "other.npz")
+
+
+def test_checkpoint_mode_npy_and_directory(env: dc.Environment, tmp_path) -> None:
+    trainer, x, _ = _small_trainer(env)
+    old_umask = os.umask(0o027)
+    try:
+        trainer.save(tmp_path / "model.npz")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "model.npz").stat().st_mode) == 0o640
+    np.save(tmp_path / "array.npy", x)
+    with pytest.raises(nn.CheckpointError, match=r"array\.npy is not a checkpoint \(\.npz archive\)") as info:
+        trainer.load(tmp_path / "array.npy")
+    assert "test_nn.py:" in str(info.value)
+    directory = tmp_path / "runs"
+    directory.mkdir()
+    (directory / "notes.txt").write_text("keep")
+    listing = sorted(os.listdir(tmp_path))
+    with pytest.raises(nn.CheckpointError, match="runs: it is a directory") as info:
+        trainer.save(directory)
+    assert "test_nn.py:" in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == listing and os.listdir(directory) == ["notes.txt"]
+    assert (directory / "notes.txt").read_text() == "keep"
+
+
+def test_checkpoint_of_a_second_trainer_loads_into_a_fresh_script(tmp_path) -> None:
+    """Optimiser state is saved by names that do not count the optimisers built before it."""
+    x_train, y_train, x_test, _ = _digits()
+    env = dc.Environment()
+    for name in ("small", "big"):
+        model = nn.Sequential(nn.Dense(64, 10)).build(env, name=name, seed=0)
+        trainer = nn.Trainer(env, model, optimizer=optim.Adam(1e-2))
+        trainer.fit(x_train[:200], y_train[:200], batch_size=100, progress=False)
+    assert trainer.optimizer.lr_parameter.name == "adam2.lr"
+    trainer.save(tmp_path / "big.npz")
+    fresh_env = dc.Environment()
+    fresh = nn.Trainer(fresh_env, nn.Sequential(nn.Dense(64, 10)).build(fresh_env, name="big", seed=5),
+                       optimizer=optim.Adam(1e-2))
+    fresh.load(tmp_path / "big.npz")
+    np.testing.assert_array_equal(fresh.predict(x_test), trainer.predict(x_test))
+    np.testing.assert_array_equal(fresh_env.read(fresh.optimizer.step_parameter), 2.0)

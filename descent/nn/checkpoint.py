@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.errors import DescentError
+from descent.errors import DescentError, at_user_line
 from descent.graph.parameter import Parameter
 
 
@@ -22,6 +22,9 @@ def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike) ->
     """Write every parameter's value to `path` (.npz). A temporary file is renamed over the target
     only once complete, so a crash mid-save leaves the previous checkpoint intact."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(at_user_line(f"cannot save a checkpoint to {path}: it is a directory (left "
+                                           f"untouched); give a file name such as {path / 'model.npz'}"))
     arrays = {name: env.read(parameter) for name, parameter in parameters.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
@@ -30,11 +33,20 @@ def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike) ->
             np.savez(handle, **arrays)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(partial, _new_file_mode())
         os.replace(partial, path)
     except BaseException:
         if os.path.exists(partial):
             os.unlink(partial)
         raise
+
+
+def _new_file_mode() -> int:
+    """The mode open() gives a new file (0o666 less the umask); mkstemp's 0o600 would hide the
+    checkpoint from the user's group and from other tools."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike, ignore_extra: bool = False) -> None:
@@ -43,13 +55,23 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike, ig
     and the error lists every difference."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(at_user_line(f"checkpoint {path} does not exist"))
+    if path.is_dir():
+        raise CheckpointError(at_user_line(f"checkpoint {path} is a directory, not a checkpoint file"))
+    arrays = None
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in stored.files}
+        stored = np.load(path, allow_pickle=False)
+        if isinstance(stored, np.lib.npyio.NpzFile):
+            with stored:
+                arrays = {name: stored[name] for name in stored.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
-                              "it was not loaded and the parameters are unchanged") from None
+        raise CheckpointError(at_user_line(
+            f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
+            "it was not loaded and the parameters are unchanged")) from None
+    if arrays is None:
+        raise CheckpointError(at_user_line(
+            f"{path} is not a checkpoint (.npz archive) but a single array, as np.save writes; "
+            "it was not loaded and the parameters are unchanged"))
     problems = []
     for name in sorted(set(parameters) - set(arrays)):
         problems.append(f"missing from the checkpoint: '{name}' {parameters[name].shape}")
@@ -62,6 +84,6 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike, ig
         elif np.dtype(arrays[name].dtype) != np.dtype(expected.dtype.numpy) and expected.dtype.name != "bool":
             problems.append(f"'{name}': checkpoint has dtype {arrays[name].dtype}, the model {expected.dtype.name}")
     if problems:
-        raise CheckpointError(f"checkpoint {path} does not fit:\n  " + "\n  ".join(problems))
+        raise CheckpointError(at_user_line(f"checkpoint {path} does not fit:\n  " + "\n  ".join(problems)))
     for name, parameter in parameters.items():
         env.write(parameter, arrays[name])

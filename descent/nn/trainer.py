@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from descent.errors import at_user_line
 from descent.graph import losses, ops, reductions
 from descent.graph.array import Array
 from descent.graph.dtype import as_dtype
@@ -36,6 +37,7 @@ class Trainer:
         self.loss_sum = env.parameter(f"{self.name}.loss_sum", ())
         self.correct = env.parameter(f"{self.name}.correct", ())
         self._graphs: dict[tuple, tuple] = {}
+        self._output_shapes: dict[tuple, tuple[int, ...]] = {}
         self._inputs: dict[tuple, tuple[Parameter, Parameter]] = {}
 
     # ---- graphs -------------------------------------------------------------------------
@@ -51,20 +53,28 @@ class Trainer:
     def _metrics(self, s, output: Array, labels: Array, loss: Array) -> None:
         s.write(self.loss_sum, s.read(self.loss_sum) + ops.stop_gradient(loss) * float(output.shape[0]))
         if self.accuracy:
+            if labels.dtype.is_float and labels.shape == output.shape:
+                labels = reductions.argmax(labels, -1)
             hits = ops.astype(ops.eq(reductions.argmax(output, -1), labels), "float32")
             s.write(self.correct, s.read(self.correct) + reductions.sum(hits))
 
-    def _graph(self, kind: str, x: np.ndarray, y: np.ndarray | None):
+    @staticmethod
+    def _key(kind: str, x: np.ndarray, y: np.ndarray | None) -> tuple:
         y_shape, y_dtype = ((x.shape[0],), "int32") if y is None else (y.shape, _dtype_name(y))
-        key = (kind, x.shape, _dtype_name(x), y_shape, y_dtype)
+        return (kind, x.shape, _dtype_name(x), y_shape, y_dtype)
+
+    def _graph(self, kind: str, x: np.ndarray, y: np.ndarray | None):
+        key = self._key(kind, x, y)
         if key in self._graphs:
             return self._graphs[key]
-        x_parameter, y_parameter = self._input_parameters(x.shape, _dtype_name(x), y_shape, y_dtype)
+        _, x_shape, x_dtype, y_shape, y_dtype = key
+        x_parameter, y_parameter = self._input_parameters(x_shape, x_dtype, y_shape, y_dtype)
         output_parameter = None
 
         def build(s) -> None:
             nonlocal output_parameter
             output = self.model(s, s.read(x_parameter))
+            self._output_shapes[key] = output.shape
             if kind == "predict":
                 output_parameter = self.env.parameter(f"{self.name}.prediction{len(self._graphs)}", output.shape)
                 s.write(output_parameter, output)
@@ -81,6 +91,23 @@ class Trainer:
         graph = self.env.build_graph(build, training=kind == "train", inputs=inputs)
         self._graphs[key] = (graph, x_parameter, y_parameter, output_parameter)
         return self._graphs[key]
+
+    def _check_labels(self, where: str, kind: str, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
+        """Refuse integer class labels outside [0, classes) for softmax cross-entropy: one_hot turns
+        such a label into a row of zeros, so the loss would silently leave the example out. The
+        class count is the last axis of the model's output, from the graph the first batch uses."""
+        if self.loss is not losses.softmax_cross_entropy or y.dtype.kind not in "iu" or y.size == 0:
+            return
+        first = x[: min(len(x), batch_size)], y[: min(len(y), batch_size)]
+        self._graph(kind, *first)
+        classes = self._output_shapes[self._key(kind, *first)][-1]
+        if y.min() >= 0 and y.max() < classes:
+            return
+        outside = (y < 0) | (y >= classes)
+        position = tuple(int(k) for k in np.argwhere(outside)[0])
+        raise ValueError(at_user_line(
+            f"{where}: label y[{', '.join(map(str, position))}] = {y[position]} is outside [0, {classes}) for the "
+            f"model's {classes} output classes ({int(outside.sum())} of {y.size} labels are)"))
 
     # ---- loops --------------------------------------------------------------------------
 
@@ -101,9 +128,23 @@ class Trainer:
             on_epoch: Callable[[int, dict], Any] | None = None, progress: bool = True) -> list[dict]:
         """Train for `epochs` over numpy arrays (x, y) in batches, or over `x` = an iterable of (x, y)
         batches (a list, or a function returning a fresh iterator per epoch). A last partial batch
-        is trained on unless `drop_last`. Returns one dict of metrics per epoch."""
+        is trained on unless `drop_last`. y holds integer class labels or, for classification, float
+        targets of the output's shape (one-hot rows). Arrays, labels and validation_data are checked
+        before the first step, so a mistake costs no training. Returns one dict of metrics per epoch."""
         if self.optimizer is None:
-            raise ValueError("Trainer.fit needs an optimizer")
+            raise ValueError(at_user_line("Trainer.fit needs an optimizer: pass optimizer=... to Trainer(...)"))
+        _check_batch_size("fit", batch_size)
+        if y is None and isinstance(x, np.ndarray):
+            raise ValueError(at_user_line(
+                "fit: y is needed when x is an array; call fit(x, y), or pass x as an iterable of (x, y) batches"))
+        if y is not None:
+            x, y = _examples("fit", x, y)
+            if drop_last and len(x) < batch_size:
+                raise ValueError(at_user_line(
+                    f"fit: drop_last with batch_size {batch_size} leaves no batch of the {len(x)} examples"))
+            self._check_labels("fit", "train", x, y, batch_size)
+        if validation_data is not None:
+            validation_data = self._validation_data(validation_data, batch_size)
         rng = np.random.default_rng(seed)
         history, step = [], 0
         for epoch in range(epochs):
@@ -114,7 +155,8 @@ class Trainer:
             start, examples = time.perf_counter(), 0
             bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=True,
                        total=_count(x, y, batch_size, drop_last), unit="batch")
-            for xb, yb in bar:
+            for batch in bar:
+                xb, yb = batch if y is not None else self._iterated_batch(batch)
                 graph, x_parameter, y_parameter, _ = self._graph("train", xb, yb)
                 self.env.run(graph, {x_parameter: xb, y_parameter: yb})
                 examples += len(xb)
@@ -125,6 +167,9 @@ class Trainer:
                     elapsed = time.perf_counter() - start
                     bar.set_postfix(loss=f"{self._read_metrics(examples)['loss']:.4f}",
                                     samples_per_s=f"{examples / elapsed:.0f}")
+            if examples == 0:
+                bar.close()
+                raise ValueError(at_user_line("fit: the iterable x gave no batches"))
             logs = {"epoch": epoch + 1, **self._read_metrics(examples), "time": time.perf_counter() - start}
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, batch_size).items()})
@@ -135,8 +180,28 @@ class Trainer:
                 on_epoch(epoch + 1, logs)
         return history
 
+    def _validation_data(self, validation_data: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Check fit's validation_data up front, so a mistake in it does not surface after an epoch."""
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError(at_user_line("fit: validation_data must be a pair (x, y) of arrays"))
+        x, y = _examples("fit: validation_data", *validation_data)
+        self._check_labels("fit: validation_data", "evaluate", x, y, batch_size)
+        return x, y
+
+    def _iterated_batch(self, batch: Any) -> tuple[np.ndarray, np.ndarray]:
+        """One (x, y) batch from fit's iterable x, checked before it is trained on."""
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError(at_user_line(
+                f"fit: each item of the iterable x must be an (x, y) batch, not {type(batch).__name__}"))
+        xb, yb = _examples("fit", *batch)
+        self._check_labels("fit", "train", xb, yb, len(xb))
+        return xb, yb
+
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> dict[str, float]:
         """Mean loss (and accuracy for classification) over (x, y) with the test graph (no dropout)."""
+        _check_batch_size("evaluate", batch_size)
+        x, y = _examples("evaluate", x, y)
+        self._check_labels("evaluate", "evaluate", x, y, batch_size)
         self._reset_metrics()
         for xb, yb in _batches(x, y, batch_size, None, False):
             graph, x_parameter, y_parameter, _ = self._graph("evaluate", xb, yb)
@@ -144,7 +209,15 @@ class Trainer:
         return self._read_metrics(len(x))
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """The model's outputs for x, with the test graph."""
+        """The model's outputs for x, with the test graph; an empty x gives an empty result of the
+        output's trailing shape."""
+        _check_batch_size("predict", batch_size)
+        x = np.asarray(x)
+        if x.ndim == 0:
+            raise ValueError(at_user_line(f"predict: x must be an array of examples, not a scalar {x!r}"))
+        if len(x) == 0:
+            _, _, _, output_parameter = self._graph("predict", np.zeros((1, *x.shape[1:]), x.dtype), None)
+            return np.zeros((0, *output_parameter.shape[1:]), output_parameter.dtype.numpy)
         outputs = []
         for index in _slices(len(x), batch_size, None, False):
             xb = x[index]
@@ -159,11 +232,11 @@ class Trainer:
         """Everything a checkpoint holds: model parameters (trainable or not) and optimiser state."""
         named = dict(self.model.named_parameters())
         if self.optimizer is not None:
-            named[self.optimizer.lr_parameter.name] = self.optimizer.lr_parameter
-            named.update(self.optimizer.state)
+            named.update(self.optimizer.named_state())
         return named
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write the model and optimiser state to `path` (.npz), atomically."""
         checkpoint.save(self.env, self.checkpoint_parameters(), path)
 
     def load(self, path: str | os.PathLike, model_only: bool = False) -> None:
@@ -174,6 +247,24 @@ class Trainer:
 
 def _dtype_name(array: np.ndarray) -> str:
     return as_dtype(array.dtype).name
+
+
+def _check_batch_size(where: str, batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(at_user_line(f"{where}: batch_size must be a positive integer, not {batch_size!r}"))
+
+
+def _examples(where: str, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """x and y as numpy arrays (lists are converted) holding the same, non-zero number of examples."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(at_user_line(f"{where}: x and y must be arrays with one example per row, "
+                                      f"not shapes {x.shape} and {y.shape}"))
+    if len(x) != len(y):
+        raise ValueError(at_user_line(f"{where}: x has {len(x)} examples but y has {len(y)}"))
+    if len(x) == 0:
+        raise ValueError(at_user_line(f"{where}: x and y hold no examples"))
+    return x, y
 
 
 def _count(x, y, batch_size: int, drop_last: bool) -> int | None:
@@ -187,8 +278,6 @@ def _batches(x, y, batch_size: int, rng: np.random.Generator | None, drop_last: 
     if y is None:
         yield from (x() if callable(x) else x)
         return
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
     for index in _slices(len(x), batch_size, rng, drop_last):
         yield x[index], y[index]
 

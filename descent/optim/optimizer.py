@@ -40,6 +40,14 @@ class Optimizer:
         self.state[name] = created
         return created
 
+    def named_state(self) -> dict[str, Parameter]:
+        """The learning rate and state by names that do not count the optimisers built before this
+        one in the Environment (a second Adam's `adam2.m.w` is `adam.m.w` here), so a checkpoint
+        loads into a script that builds only this model."""
+        kind = type(self).prefix
+        named = {self.lr_parameter.name: self.lr_parameter, **self.state}
+        return {kind + name[len(self.prefix):]: parameter for name, parameter in named.items()}
+
     @property
     def lr(self) -> float:
         """The current learning rate (read back from the device)."""
