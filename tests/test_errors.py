@@ -64,6 +64,24 @@ def test_refused_init_leaves_no_parameter_behind(env: dc.Environment) -> None:
     np.testing.assert_array_equal(env.read(retried), np.ones((4, 3)))
 
 
+@pytest.mark.parametrize("build, error, message", [
+    (lambda x, w, v: dc.conv2d(x, w, stride=0), dc.ShapeError, "stride must be at least 1"),
+    (lambda x, w, v: dc.conv2d(x, w, padding=(1, -1)), dc.ShapeError, "padding must be at least 0"),
+    (lambda x, w, v: dc.conv2d(x, w, dilation=0), dc.ShapeError, "dilation must be at least 1"),
+    (lambda x, w, v: dc.max_pool2d(x, 0), dc.ShapeError, "kernel must be at least 1"),
+    (lambda x, w, v: dc.avg_pool2d(x, 2, padding=2), dc.ShapeError, r"padding \(2, 2\) must be at most half"),
+    (lambda x, w, v: v[0:4:0], ValueError, "slice step cannot be zero"),
+    (lambda x, w, v: v[np.array([0, 2])], IndexError, "use dc.take"),
+    (lambda x, w, v: v[..., ...], IndexError, "single ellipsis"),
+], ids=["stride", "padding", "dilation", "kernel", "pool padding", "step", "array index", "ellipses"])
+def test_bad_conv_pool_and_index_arguments(env: dc.Environment, build, error, message) -> None:
+    tag = message[:12]
+    x, w = env.parameter(f"bad_x{tag}", (1, 1, 6, 6)), env.parameter(f"bad_w{tag}", (1, 1, 3, 3))
+    v = env.parameter(f"bad_v{tag}", (8,))
+    with pytest.raises(error, match=rf"(?s){message}.*test_errors"):
+        env.build_graph(lambda s: build(s.read(x), s.read(w), s.read(v)))
+
+
 def test_graph_misuse(env: dc.Environment) -> None:
     x = env.parameter("err_twice", (2,))
     with pytest.raises(dc.GraphError, match="written twice"):

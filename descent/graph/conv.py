@@ -12,17 +12,28 @@ from descent.graph.linalg import matmul, matmul_in_units
 Pair = int | tuple[int, int]
 
 
-def _pair(value: Pair, name: str) -> tuple[int, int]:
+def _pair(value: Pair, name: str, least: int = 1) -> tuple[int, int]:
+    """(value, value) or the pair given, each at least `least` (padding 0, strides and sizes 1)."""
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2:
         raise ShapeError(at_user_line(f"{name} must be an int or a pair, got {value!r}"))
+    if min(pair) < least:
+        raise ShapeError(at_user_line(f"{name} must be at least {least}, got {value!r}"))
     return (int(pair[0]), int(pair[1]))
+
+
+def _pool_padding(padding: Pair, kernel: tuple[int, int], op: str) -> tuple[int, int]:
+    """Padding of at most half the window, as PyTorch: a wider one makes windows of padding only."""
+    padding = _pair(padding, "padding", 0)
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ShapeError(at_user_line(f"{op}: padding {padding} must be at most half the kernel {kernel}"))
+    return padding
 
 
 def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair = 0,
            dilation: Pair = 1, groups: int = 1) -> Array:
     """2-D cross-correlation as PyTorch: x (N, C, H, W), w (O, C // groups, KH, KW), bias (O,)."""
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding", 0), _pair(dilation, "dilation")
     if x.ndim != 4 or w.ndim != 4:
         raise ShapeError(at_user_line(f"conv2d: input {x.shape} and weight {w.shape} must both be 4-D (NCHW, OIHW)"))
     n, c, _, _ = x.shape
@@ -63,8 +74,8 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
                      output_padding: Pair = 0, dilation: Pair = 1, groups: int = 1) -> Array:
     """The transpose (gradient) of conv2d, as PyTorch: x (N, C, H, W), w (C, O // groups, KH, KW).
     Computed as conv2d over the input with zeros inserted between its elements (a masked view)."""
-    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
-    output_padding, dilation = _pair(output_padding, "output_padding"), _pair(dilation, "dilation")
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding", 0)
+    output_padding, dilation = _pair(output_padding, "output_padding", 0), _pair(dilation, "dilation")
     if x.ndim != 4 or w.ndim != 4:
         raise ShapeError(at_user_line(f"conv_transpose2d: input {x.shape} and weight {w.shape} must be 4-D"))
     n, c, h, wd = x.shape
@@ -91,7 +102,7 @@ def max_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair
     """Maximum over each window of the last two axes; padding reads -inf."""
     kernel = _pair(kernel, "kernel")
     stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding")
+    padding = _pool_padding(padding, kernel, "max_pool2d")
     widths = [(0, 0)] * (x.ndim - 2) + [(padding[0], padding[0]), (padding[1], padding[1])]
     patches = ops.windows(ops.pad(x, widths, float("-inf")), kernel, stride, (1, 1))
     return reductions.max(patches, axis=(-2, -1))
@@ -101,7 +112,7 @@ def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair
     """Mean over each window of the last two axes; zero padding counts (PyTorch's default)."""
     kernel = _pair(kernel, "kernel")
     stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding")
+    padding = _pool_padding(padding, kernel, "avg_pool2d")
     widths = [(0, 0)] * (x.ndim - 2) + [(padding[0], padding[0]), (padding[1], padding[1])]
     patches = ops.windows(ops.pad(ops.astype(x, float32), widths), kernel, stride, (1, 1))
     return reductions.mean(patches, axis=(-2, -1))

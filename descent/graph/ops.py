@@ -284,7 +284,7 @@ def getitem(x: Array, index: Any) -> Array:
     """Basic numpy indexing: integers, slices (any step), None and Ellipsis."""
     index = index if isinstance(index, tuple) else (index,)
     if builtins.sum(1 for i in index if i is Ellipsis) > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
+        raise IndexError(at_user_line("an index can only have a single ellipsis ('...')"))
     consumed = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
     if consumed > x.ndim:
         raise IndexError(at_user_line(f"too many indices ({consumed}) for an Array of shape {x.shape}"))
@@ -302,11 +302,16 @@ def getitem(x: Array, index: Any) -> Array:
             continue
         size = x.shape[axis]
         if isinstance(item, slice):
+            if item.step == 0:
+                raise ValueError(at_user_line(f"slice step cannot be zero (axis {axis})"))
             start, stop, step = item.indices(size)
             starts.append(start)
             steps.append(step)
             sizes.append(len(range(start, stop, step)))
             keep.append(axis)
+        elif isinstance(item, np.ndarray | list | Array):
+            raise IndexError(at_user_line(
+                f"indexing with an array (axis {axis}) is not basic indexing: use dc.take(x, indices, axis)"))
         elif isinstance(item, int | bool) or hasattr(item, "__index__"):
             position = int(item)
             if not -size <= position < size:
