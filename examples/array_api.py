@@ -1,6 +1,6 @@
 """A short tour of descent's low-level graph API: parameters, lazy graphs, views, fusion, replay.
 
-Run with `./run.sh demo` (or `.venv/bin/python examples/array_api.py`).
+Run with `.venv/bin/python examples/array_api.py` from the repository root (`./run.sh setup` makes .venv).
 """
 
 from __future__ import annotations

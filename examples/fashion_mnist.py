@@ -36,6 +36,14 @@ def network(name: str) -> nn.Module:
     raise ValueError(f"unknown network {name!r}")
 
 
+def positive_int(text: str) -> int:
+    """An argument that must be a whole number of at least 1 (no epochs or empty batches to train on)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def plot(history: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -61,8 +69,8 @@ def plot(history: list[dict], path: Path, title: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--network", default="convnet", choices=["linear", "mlp", "convnet", "convnet-blur"])
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--epochs", type=positive_int, default=1)
+    parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--momentum", type=float, default=0.9, help="for sgd")

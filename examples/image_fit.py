@@ -24,6 +24,7 @@ import descent as dc
 from descent import nn, optim
 
 HIDDEN = (256, 128, 64, 32)
+NETWORKS = ("relu", "posenc", "siren", "hash")
 
 
 def load_image(path: str | None, size: int) -> np.ndarray:
@@ -145,6 +146,16 @@ def build(name: str, grid: HashGrid) -> tuple[nn.Module, Any, float]:
     raise ValueError(f"unknown network {name!r}")
 
 
+def network_list(text: str) -> list[str]:
+    """--networks as a list, every name checked before any network trains."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in NETWORKS]
+    if unknown or not names:
+        problem = f"unknown network {', '.join(map(repr, unknown))}" if unknown else "no network given"
+        raise argparse.ArgumentTypeError(f"{problem}; choose from {','.join(NETWORKS)}")
+    return names
+
+
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:
     error = float(np.mean((np.clip(image, 0, 1) - reference) ** 2))
     return 10 * math.log10(1.0 / max(error, 1e-12))
@@ -171,7 +182,7 @@ def save_figure(reference: np.ndarray, results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--networks", default="relu,posenc,siren,hash")
+    parser.add_argument("--networks", type=network_list, default=",".join(NETWORKS))
     parser.add_argument("--image", default=None, help="an image file (default: scikit-image's astronaut)")
     parser.add_argument("--size", type=int, default=96, help="the image is resized to size x size")
     parser.add_argument("--batch", type=int, default=4096, help="random pixels per step")
@@ -191,7 +202,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
-    for name in args.networks.split(","):
+    for name in args.networks:
         model, encode, lr = build(name, grid)
         model.build(env, seed=args.seed, name=name)
         trainer = nn.Trainer(env, model, loss=dc.mse, optimizer=optim.Adam(args.lr or lr))

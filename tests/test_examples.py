@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,59 @@ def test_idx_loader_checks_files(tmp_path: Path) -> None:
     bad.write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(DatasetError, match="not an IDX file"):
         read_idx(bad)
+
+
+def _rejected(*args: str) -> str:
+    """Run an example that must stop at its arguments: exit status 2, quickly; its stderr."""
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": PYTHONPATH}, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    return result.stderr
+
+
+def test_fashion_mnist_rejects_no_epochs(tmp_path: Path) -> None:
+    for epochs in ("0", "-1"):
+        error = _rejected("examples/fashion_mnist.py", "--epochs", epochs, "--out", str(tmp_path / "fm"))
+        assert "--epochs: must be at least 1" in error
+    assert not (tmp_path / "fm").exists()
+
+
+def test_image_fit_checks_every_network_before_training(tmp_path: Path) -> None:
+    error = _rejected("examples/image_fit.py", "--networks", "relu,foo", "--out", str(tmp_path / "fit"))
+    assert "unknown network 'foo'; choose from relu,posenc,siren,hash" in error
+    assert not (tmp_path / "fit").exists()
+
+
+def test_wheel_ships_the_shaders(tmp_path: Path) -> None:
+    """A non-editable install finds the GLSL templates: the wheel maps shaders/ to descent/shaders."""
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        pytest.skip("building descent needs setuptools 77 or later (pyproject's build-system)")
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).write_bytes((ROOT / name).read_bytes())
+    for folder in ("descent", "shaders"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "wheel")], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "wheel").glob("descent-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = {name for name in archive.namelist() if not name.split("/")[0].endswith(".dist-info")}
+        archive.extractall(tmp_path / "installed")
+    expected = {f"descent/{path.relative_to(ROOT / 'descent').as_posix()}" for path in (ROOT / "descent").rglob("*")
+                if path.suffix == ".py" or path.name == "py.typed"}
+    expected |= {f"descent/shaders/{path.name}" for path in (ROOT / "shaders").glob("*.comp")}
+    assert names == expected
+    program = ("import numpy as np, descent as dc\n"
+               "env = dc.Environment()\n"
+               "x = env.parameter('x', (3,))\n"
+               "env.write(x, np.arange(3, dtype=np.float32))\n"
+               "env.run(env.build_graph(lambda s: s.write(x, s.read(x) * 2.0 + 1.0)))\n"
+               "print(dc.__file__, env.read(x).tolist())\n")
+    installed = str(tmp_path / "installed")
+    path = os.pathsep.join([installed, os.environ.get("PYTHONPATH", "")])  # ahead of any descent found elsewhere
+    result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": path}, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(installed) and "[1.0, 3.0, 5.0]" in result.stdout

@@ -22,7 +22,9 @@ from descent.graph.view import View, is_masked, simplify
 from descent.schedule.fuse import input_contexts, node_of, operand_contexts, reduce_layout
 from descent.schedule.kernel import Buffer, Kernel
 
-SHADERS = Path(__file__).resolve().parents[2] / "shaders"
+_PACKAGE = Path(__file__).resolve().parents[1]
+# descent/shaders once installed from a wheel, the top-level shaders/ in the source tree
+SHADERS = _PACKAGE / "shaders" if (_PACKAGE / "shaders").is_dir() else _PACKAGE.parent / "shaders"
 SERIAL_REDUCTION = 32  # reductions at most this long are folded by one thread each
 CPU_SERIAL_OUTPUTS = 64  # on a CPU driver, where a barrier switches every SIMD batch of the workgroup
 # in and out, this many outputs keep every core busy folding one output per thread
@@ -58,6 +60,7 @@ class DeviceShape:
 
 @cache
 def template(name: str) -> Template:
+    """The hand-written GLSL template shaders/NAME.comp, read once."""
     return Template((SHADERS / f"{name}.comp").read_text())
 
 
