@@ -62,6 +62,7 @@ CASES = {
     "where": (lambda a, b: dc.where(a > 0, a * 2.0, b), lambda a, b: np.where(a > 0, a * 2, b),
               [((12,), -2, 2), ((12,), -2, 2)]),
     "neg": (lambda a: -a, np.negative, [((5,), -2, 2)]),
+    "relu": (dc.relu, lambda a: np.maximum(a, 0), [((8,), -2, 2)]),
     "contiguous": (lambda a: dc.contiguous(dc.sin(a)) * a, lambda a: np.sin(a) * a, [((5,), -2, 2)]),
     "abs": (dc.abs, np.abs, [((8,), -2, 2)]),
     "exp": (dc.exp, np.exp, [((5,), -2, 2)]),

@@ -169,7 +169,8 @@ def test_result_written_only_to_a_parameter_has_no_temporary(env: dc.Environment
 def test_epilogue_merges_into_a_product_that_later_kernels_read(env: dc.Environment, later: str) -> None:
     """An MLP's hidden layer: relu(x @ w + b) is computed by the product's kernel, which also stores
     the product for the backward pass's mask, read two levels later. A reduction of the product
-    at the epilogue's own level keeps the epilogue apart: it must load the product stored before."""
+    at the epilogue's own level keeps the epilogue apart: it must load the product stored before.
+    (On a CPU driver, where the second product's operand is realized.)"""
     x = env.parameter(f"merge_x{later}", (20, 36), init=rng.normal(size=(20, 36)).astype(np.float32))
     w = env.parameter(f"merge_w{later}", (36, 40), init=rng.normal(size=(36, 40)).astype(np.float32))
     b = env.parameter(f"merge_b{later}", (40,), init=rng.normal(size=40).astype(np.float32))
@@ -189,9 +190,10 @@ def test_epilogue_merges_into_a_product_that_later_kernels_read(env: dc.Environm
     graph = env.build_graph(build)
     z = env.read(x) @ env.read(w)
     h = np.maximum(z + env.read(b), 0)
-    first = graph.sources[0]
-    assert ("where" in first.ops) == (later == "matmul")
-    assert graph.kernel_count == (2 if later == "matmul" else 3)
+    # on a GPU the second product computes relu(z + b) in its own loads, reading z at the epilogue's level
+    merged = later == "matmul" and env.device.kind == "cpu"
+    assert ("relu" in graph.sources[0].ops) == merged
+    assert graph.kernel_count == (2 if merged else 3)
     env.run(graph)
     np.testing.assert_allclose(env.read(hidden), h, rtol=1e-4, atol=1e-4)
     if later == "matmul":

@@ -54,6 +54,7 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "tan": lambda g, n, x, y: [g * (y * y + 1.0)],
     "tanh": lambda g, n, x, y: [g * (1.0 - y * y)],
     "sigmoid": lambda g, n, x, y: [g * y * (1.0 - y)],
+    "relu": lambda g, n, x, y: [ops.where(ops.gt(x[0], 0), g, 0.0)],
 }
 
 

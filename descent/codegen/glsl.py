@@ -297,14 +297,15 @@ def _combine(op: str, dtype: DType) -> str:
     if op in ("sum", "prod"):
         return f"value {'+' if op == 'sum' else '*'}= other;"
     if op == "logsumexp":
-        return ("float top = other.x > value.x || isnan(other.x) ? other.x : value.x;\n"
+        return ("float top = isnan(value.x) || isnan(other.x) ? value.x + other.x : max(value.x, other.x);\n"
                 "    float mine = value.x == top ? value.y : value.y * exp(value.x - top);\n"
                 "    float theirs = other.x == top ? other.y : other.y * exp(other.x - top);\n"
                 "    value = vec2(top, mine + theirs);")
-    better = ">" if op in ("max", "argmax") else "<"
     floats = dtype == float32
     if not op.startswith("arg"):
-        return f"value = other {better} value{' || isnan(other)' if floats else ''} ? other : value;"
+        fold = f"{op}(value, other)"
+        return f"value = isnan(value) || isnan(other) ? value + other : {fold};" if floats else f"value = {fold};"
+    better = ">" if op == "argmax" else "<"
     wins = f"other {better} value || (other == value && other_position < position)"
     if floats:
         wins = f"isnan(other) ? !isnan(value) || other_position < position : !isnan(value) && ({wins})"

@@ -152,6 +152,11 @@ def where(condition: Operand, a: Operand, b: Operand) -> Array:
 select = where
 
 
+def relu(x: Array) -> Array:
+    """max(x, 0), NaN kept; its gradient at 0 is 0, as PyTorch's. Unsigned values are their own."""
+    return x if x.dtype.name == "uint32" else elementwise("relu", x)
+
+
 def abs(x: Array) -> Array:  # noqa: A001
     """|x|; unsigned values are their own magnitude."""
     return x if x.dtype.name in ("uint32", "bool") else elementwise("abs", x)
@@ -162,11 +167,6 @@ def sign(x: Array) -> Array:
     if x.dtype.name in ("uint32", "bool"):
         return astype(ne(x, 0), x.dtype)
     return elementwise("sign", x)
-
-
-def relu(x: Array) -> Array:
-    """max(x, 0), NaN kept; its gradient at 0 is 0, as PyTorch's."""
-    return where(x <= 0, 0, x)
 
 
 def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:

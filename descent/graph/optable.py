@@ -22,7 +22,9 @@ class ElementwiseOp:
     result: str = "same"  # "same": the promoted operand type; "bool": a predicate; "float": float32
     float_only: bool = False  # integer operands are cast to float32 first
     helpers: tuple[str, ...] = ()  # GLSL functions (from HELPERS) the expression calls, in dependency order
-    float_glsl: str | None = None  # the expression for float operands where it differs: NaN propagates
+    # the expression for float operands where it differs: NaN propagates. Tested with isnan and kept
+    # apart from the comparison: NVIDIA's compiler turned `a > b || isnan(a)` into one unordered test
+    float_glsl: str | None = None
 
 
 HELPERS = {}
@@ -57,8 +59,8 @@ _OPS = [
     ElementwiseOp("mul", 2, "{0} * {1}"),
     ElementwiseOp("div", 2, "{0} / {1}", float_only=True),
     ElementwiseOp("pow", 2, "descent_pow({0}, {1})", float_only=True, helpers=("descent_pow",)),
-    ElementwiseOp("maximum", 2, "max({0}, {1})", float_glsl="{0} > {1} || isnan({0}) ? {0} : {1}"),
-    ElementwiseOp("minimum", 2, "min({0}, {1})", float_glsl="{0} < {1} || isnan({0}) ? {0} : {1}"),
+    ElementwiseOp("maximum", 2, "max({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : max({0}, {1})"),
+    ElementwiseOp("minimum", 2, "min({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : min({0}, {1})"),
     ElementwiseOp("lt", 2, "{0} < {1}", result="bool"),
     ElementwiseOp("le", 2, "{0} <= {1}", result="bool"),
     ElementwiseOp("gt", 2, "{0} > {1}", result="bool"),
@@ -82,6 +84,7 @@ _OPS = [
     ElementwiseOp("cos", 1, "cos({0})", float_only=True),
     ElementwiseOp("tan", 1, "tan({0})", float_only=True),
     ElementwiseOp("tanh", 1, "tanh(clamp({0}, -15.0, 15.0))", float_only=True),
+    ElementwiseOp("relu", 1, "max({0}, 0)", float_glsl="isnan({0}) ? {0} : max({0}, 0.0)"),
     ElementwiseOp("sigmoid", 1, "1.0 / (1.0 + exp(-{0}))", float_only=True),
     ElementwiseOp("floor", 1, "floor({0})", float_only=True),
     ElementwiseOp("round", 1, "roundEven({0})", float_only=True),
