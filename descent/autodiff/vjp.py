@@ -147,11 +147,11 @@ def _product_of_others(x: Array, axes: tuple[int, ...]) -> Array:
     """For each element, the product of the other elements it is reduced with: y / x where x is not
     zero; where it is, the product of the nonzero others if it is the only zero, else 0."""
     zero = ops.eq(x, 0.0)
-    zeros = reductions.sum(ops.astype(zero, x.dtype), axes, keepdims=True)
-    nonzero = ops.broadcast_to(reductions.prod(ops.where(zero, 1.0, x), axes, keepdims=True), x.shape)
-    zeros = ops.broadcast_to(zeros, x.shape)
+    ones_for_zeros = ops.where(zero, 1.0, x)
+    zeros = ops.broadcast_to(reductions.sum(ops.astype(zero, x.dtype), axes, keepdims=True), x.shape)
+    nonzero = ops.broadcast_to(reductions.prod(ones_for_zeros, axes, keepdims=True), x.shape)
     return ops.where(zero, ops.where(ops.eq(zeros, 1.0), nonzero, 0.0),
-                     ops.where(ops.eq(zeros, 0.0), nonzero / ops.where(zero, 1.0, x), 0.0))
+                     ops.where(ops.eq(zeros, 0.0), nonzero / ones_for_zeros, 0.0))
 
 
 def vjp(g: Array, node: Node, inputs: list[Array], output: Array) -> list[Array | None]:

@@ -175,8 +175,9 @@ def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
 
 
 def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Array:
-    """Limit x to [lo, hi] (hi where lo > hi); either bound may be None. As PyTorch's clamp, NaN stays
-    NaN and x takes the gradient on the bounds themselves."""
+    """Limit x to [lo, hi] (hi where lo > hi); either bound may be None. As PyTorch's clamp, x takes
+    the gradient on the bounds themselves, and NaN stays NaN where the driver keeps it through a
+    select (lavapipe does; NVIDIA's compiler may fold the select into a max that drops it)."""
     if lo is not None:
         x = where(x < lo, lo, x)
     if hi is not None:

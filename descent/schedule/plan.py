@@ -113,7 +113,9 @@ def _merge_epilogues(graph: nx.DiGraph, drafts: list[_Draft], roots: set[int], r
     for k, draft in enumerate(drafts):
         if draft.core is not None:
             operands = walk(graph, operand_contexts(graph, node_of(graph, draft.core)), set(), realized)
-            consumers.update({n: consumers[n] + [(k, False)] for n in operands if n in realized})
+            for node_id in operands:
+                if node_id in realized:
+                    consumers[node_id].append((k, False))
             continue
         touched = walk(graph, [(n, ()) for n in draft.computed], set(draft.computed), realized)
         for node_id, chains in touched.items():
