@@ -280,6 +280,40 @@ def test_accumulation_unused_branches_and_stop_gradient(env: dc.Environment) -> 
     np.testing.assert_array_equal(env.read(gy), np.zeros(4, np.float32))
 
 
+def test_custom_gradient_replaces_the_rule_of_its_output(env: dc.Environment) -> None:
+    x = env.parameter("custom_x", (4,), init=np.array([0.4, -1.6, 2.5, 0.2], np.float32))
+    out = env.parameter("custom_out", (4,))
+
+    def build(s: dc.Scope) -> None:
+        a = s.read(x)
+        rounded = s.custom_gradient(dc.round(a), [a], lambda g: [g * 3.0])
+        (gradient,) = s.grad(dc.sum(rounded * rounded), [a])
+        s.write(out, gradient)
+
+    env.run(env.build_graph(build))
+    np.testing.assert_allclose(env.read(out), 3.0 * 2 * np.round([0.4, -1.6, 2.5, 0.2]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case, rule, error, message", [
+    (0, lambda g: g, dc.GraphError, r"returned Array instead of a list of 2 gradient\(s\)"),
+    (1, lambda g: [g], dc.GraphError, r"returned 1 instead of a list of 2"),
+    (2, lambda g: [None, dc.sum(g, axis=0)], dc.ShapeError,
+     r"gradient of shape \(4,\) for input 1, which has shape \(3, 1\)"),
+])
+def test_custom_gradient_rule_that_does_not_fit_is_named(env: dc.Environment, case, rule, error, message) -> None:
+    x = env.parameter(f"custom_bad_x{case}", (3, 4))
+    y = env.parameter(f"custom_bad_y{case}", (3, 1))
+
+    def build(s: dc.Scope) -> None:
+        a, b = s.read(x), s.read(y)
+        out = s.custom_gradient(a * b, [a, b], rule)
+        s.grad(dc.sum(out), [a, b])
+
+    with pytest.raises(error, match=message) as caught:
+        env.build_graph(build)
+    assert "custom_gradient rule set at " + __file__ in str(caught.value)
+
+
 def test_second_order_gradient(env: dc.Environment) -> None:
     x = env.parameter("second_x", (3,), init=np.array([0.3, -0.7, 1.1], np.float32))
     out = env.parameter("second_out", (3,))

@@ -128,6 +128,27 @@ def test_where_and_logical(env: dc.Environment) -> None:
     np.testing.assert_array_equal(result, ((a > 0) & (b > 0)) | ~(a > b))
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32])
+def test_bitwise_ops_on_integers_work_bit_by_bit(env: dc.Environment, dtype) -> None:
+    low = -2**31 if dtype == np.int32 else 0
+    a = rng.integers(low, 2**31, (5, 4)).astype(dtype)
+    b = rng.integers(low, 2**31, (4,)).astype(dtype)
+    result = evaluate(env, lambda x, y: ((x & y) | (x ^ 0x0F0F)) ^ ~y, a, b)
+    assert result.dtype == dtype
+    np.testing.assert_array_equal(result, ((a & b) | (a ^ dtype(0x0F0F))) ^ ~b)
+    np.testing.assert_array_equal(evaluate(env, lambda x: 6 & x, a), 6 & a)
+
+
+def test_bitwise_ops_refuse_floats_and_keep_bools_logical(env: dc.Environment) -> None:
+    a = rng.normal(size=(3,)).astype(np.float32)
+    mask = np.array([True, False, True])
+    np.testing.assert_array_equal(evaluate(env, lambda m: (m ^ True) & ~m | m, mask), (mask ^ True) & ~mask | mask)
+    with pytest.raises(dc.DTypeError, match="bitwise_and: needs integer or bool operands, got float32"):
+        evaluate(env, lambda x: x & 1, a)
+    with pytest.raises(dc.DTypeError, match="bitwise_not"):
+        evaluate(env, lambda x: ~x, a)
+
+
 def test_integer_arithmetic_and_casts(env: dc.Environment) -> None:
     a = rng.integers(-50, 50, (6, 4)).astype(np.int32)
     b = rng.integers(1, 9, (4,)).astype(np.int32)

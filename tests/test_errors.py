@@ -204,4 +204,7 @@ def test_no_vulkan_device_is_named() -> None:
 def test_unknown_device_lists_devices() -> None:
     result = _run(PROGRAM, DESCENT_DEVICE="no-such-gpu")
     assert result.returncode == 1
-    assert "no device name contains 'no-such-gpu'" in result.stderr and "0: " in result.stderr
+    assert "DESCENT_DEVICE='no-such-gpu': no device name contains 'no-such-gpu'" in result.stderr
+    assert "0: " in result.stderr and '  at <string>:4' in result.stderr
+    with pytest.raises(dc.DeviceError, match=r"device=7: device index 7 does not exist; the devices are 0: .*\n  at "):
+        dc.Environment(device=7)

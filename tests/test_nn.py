@@ -391,3 +391,20 @@ def test_checkpoint_of_a_second_trainer_loads_into_a_fresh_script(tmp_path) -> N
     fresh.load(tmp_path / "big.npz")
     np.testing.assert_array_equal(fresh.predict(x_test), trainer.predict(x_test))
     np.testing.assert_array_equal(fresh_env.read(fresh.optimizer.step_parameter), 2.0)
+
+
+def test_module_build_once_and_use_after_build(env: dc.Environment) -> None:
+    last = nn.Dense(3, 2)
+    model = nn.Sequential(nn.Dense(4, 3), nn.ReLU(), last)
+    x = env.parameter("unbuilt_x", (5, 4))
+    with pytest.raises(dc.GraphError, match=r"Dense is not built: call \.build\(env\).*\n  at .*test_nn\.py:\d+"):
+        env.build_graph(lambda s: model(s, s.read(x)))
+    model.build(env, name="once")
+    with pytest.raises(dc.GraphError, match=r"Sequential.build: it is already built.*\n  at .*test_nn\.py:\d+"):
+        model.build(env, name="twice")
+    assert model.parameters()[0].name == "once.0.weight" and "once.0.weight" in env.parameters
+    with pytest.raises(dc.GraphError, match="Sequential.build: its part once.2 is already built"):
+        nn.Sequential(nn.Dense(2, 2), last).build(env, name="again")
+    env.build_graph(lambda s: model(s, s.read(x)))
+    with pytest.raises(ValueError, match=r"Dropout probability must be in \[0, 1\), got 1.0\n  at .*test_nn\.py:\d+"):
+        nn.Dropout(1.0)

@@ -9,13 +9,14 @@ from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.dtype import float32
+from descent.graph.view import broadcast_shapes
 
 
 def differentiation_inputs(scope, node_id: int) -> tuple[int, ...]:
     """What a node is differentiated with respect to: the inputs of its custom gradient rule, a view's
     parent, otherwise its inputs."""
     if node_id in scope.gradient_rules:
-        return scope.gradient_rules[node_id][0]
+        return scope.gradient_rules[node_id].inputs
     node = scope.node(node_id)
     return (node.attrs.parent,) if node.op == "view" else node.inputs
 
@@ -41,7 +42,7 @@ def grad(loss: Array, wrt: Sequence[Array]) -> list[Array]:
         if not sources or not any(s in needed for s in sources):
             continue
         if node_id in scope.gradient_rules:
-            contributions = scope.gradient_rules[node_id][1](cotangents[node_id])
+            contributions = _custom_contributions(scope, scope.gradient_rules[node_id], cotangents[node_id])
         else:
             inputs = [Array(scope, s) for s in sources]
             contributions = vjp(cotangents[node_id], scope.node(node_id), inputs, Array(scope, node_id))
@@ -59,6 +60,27 @@ def grad(loss: Array, wrt: Sequence[Array]) -> list[Array]:
             gradient = ops.broadcast_to(scope.constant(0.0), array.shape)
         result.append(ops.astype(gradient, float32))
     return result
+
+
+def _custom_contributions(scope, custom, cotangent: Array) -> list[Array | None]:
+    """Call a custom_gradient rule and check that it gives one Array (or None) per input, each of a
+    shape that broadcasts to its input's."""
+    where = f"the custom_gradient rule set at {custom.location}"
+    contributions = custom.rule(cotangent)
+    if not isinstance(contributions, list | tuple) or len(contributions) != len(custom.inputs):
+        count = len(contributions) if isinstance(contributions, list | tuple) else type(contributions).__name__
+        raise GraphError(at_user_line(f"{where} returned {count} instead of a list of {len(custom.inputs)} "
+                                      "gradient(s), one Array or None per input"))
+    checked = []
+    for position, (source, gradient) in enumerate(zip(custom.inputs, contributions)):
+        if gradient is not None:
+            gradient = ops.as_array(gradient, scope)
+            shape = scope.node(source).shape
+            if broadcast_shapes(gradient.shape, shape) != shape:
+                raise ShapeError(at_user_line(f"{where} returned a gradient of shape {gradient.shape} for input "
+                                              f"{position}, which has shape {shape}"))
+        checked.append(gradient)
+    return checked
 
 
 def _needed(scope, loss: int, targets: set[int]) -> set[int]:

@@ -112,13 +112,25 @@ class Array:
         return ops.ne(self, other)
 
     def __and__(self, other: Any) -> Array:
-        return ops.logical_and(self, other)
+        return ops.bitwise_and(self, other)
+
+    def __rand__(self, other: Any) -> Array:
+        return ops.bitwise_and(other, self)
 
     def __or__(self, other: Any) -> Array:
-        return ops.logical_or(self, other)
+        return ops.bitwise_or(self, other)
+
+    def __ror__(self, other: Any) -> Array:
+        return ops.bitwise_or(other, self)
+
+    def __xor__(self, other: Any) -> Array:
+        return ops.bitwise_xor(self, other)
+
+    def __rxor__(self, other: Any) -> Array:
+        return ops.bitwise_xor(other, self)
 
     def __invert__(self) -> Array:
-        return ops.logical_not(self)
+        return ops.bitwise_not(self)
 
     def __matmul__(self, other: Array) -> Array:
         return linalg.matmul(self, other)

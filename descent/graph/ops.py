@@ -67,6 +67,8 @@ def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
         target = int32
     if definition.float_only:
         target = float32
+    if definition.integer_only and target.is_float:
+        raise DTypeError(at_user_line(f"{op}: needs integer or bool operands, got {target.name}"))
     return target
 
 
@@ -127,6 +129,34 @@ ne = _binary("ne", "a != b")
 logical_and = _binary("logical_and", "a and b, elementwise")
 logical_or = _binary("logical_or", "a or b, elementwise")
 logical_not = _unary("logical_not", "not a, elementwise")
+
+
+def _bitwise(op: str, logical: Callable[..., Array], *operands: Operand) -> Array:
+    """An integer op bit by bit; on bools alone the logical op, as numpy's & | ^ ~."""
+    operands = tuple(_scalar_or_array(op, x) for x in operands)
+    if all(x.dtype == bool_ if isinstance(x, Array) else isinstance(x, bool) for x in operands):
+        return logical(*operands)
+    return elementwise(op, *operands)
+
+
+def bitwise_and(a: Operand, b: Operand) -> Array:
+    """a & b: bit by bit on integers, logical on bools (as numpy); floats are refused."""
+    return _bitwise("bitwise_and", logical_and, a, b)
+
+
+def bitwise_or(a: Operand, b: Operand) -> Array:
+    """a | b: bit by bit on integers, logical on bools (as numpy); floats are refused."""
+    return _bitwise("bitwise_or", logical_or, a, b)
+
+
+def bitwise_xor(a: Operand, b: Operand) -> Array:
+    """a ^ b: bit by bit on integers, a != b on bools (as numpy); floats are refused."""
+    return _bitwise("bitwise_xor", ne, a, b)
+
+
+def bitwise_not(x: Array) -> Array:
+    """~x: every bit flipped on integers (-x - 1 for int32, as numpy), not x on bools."""
+    return _bitwise("bitwise_not", logical_not, x)
 neg = _unary("neg", "-x")
 stop_gradient = _unary("stop_gradient", "x, through which no gradient flows")
 contiguous = _unary("contiguous", "x, computed once into a buffer when it is a fused expression (for operands a "

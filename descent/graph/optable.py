@@ -21,6 +21,7 @@ class ElementwiseOp:
     glsl: str
     result: str = "same"  # "same": the promoted operand type; "bool": a predicate; "float": float32
     float_only: bool = False  # integer operands are cast to float32 first
+    integer_only: bool = False  # float operands are refused (bitwise ops)
     helpers: tuple[str, ...] = ()  # GLSL functions (from HELPERS) the expression calls, in dependency order
     # the expression for float operands where it differs: NaN propagates. Tested with isnan and kept
     # apart from the comparison: NVIDIA's compiler turned `a > b || isnan(a)` into one unordered test
@@ -70,6 +71,10 @@ _OPS = [
     ElementwiseOp("logical_and", 2, "{0} && {1}", result="bool"),
     ElementwiseOp("logical_or", 2, "{0} || {1}", result="bool"),
     ElementwiseOp("logical_not", 1, "!{0}", result="bool"),
+    ElementwiseOp("bitwise_and", 2, "{0} & {1}", integer_only=True),
+    ElementwiseOp("bitwise_or", 2, "{0} | {1}", integer_only=True),
+    ElementwiseOp("bitwise_xor", 2, "{0} ^ {1}", integer_only=True),
+    ElementwiseOp("bitwise_not", 1, "~{0}", integer_only=True),
     ElementwiseOp("where", 3, "{0} ? {1} : {2}"),
     ElementwiseOp("neg", 1, "-{0}"),
     ElementwiseOp("stop_gradient", 1, "{0}"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -18,6 +19,15 @@ if TYPE_CHECKING:
     from descent.graph.parameter import Parameter
 
 
+@dataclass(frozen=True)
+class GradientRule:
+    """A custom gradient: the node ids it differentiates with respect to, the rule, and where it was set."""
+
+    inputs: tuple[int, ...]
+    rule: Callable[[Array], Sequence[Array | None]]
+    location: str
+
+
 class Scope:
     """Records ops into a networkx DiGraph; nothing runs until the graph is built and run."""
 
@@ -29,7 +39,7 @@ class Scope:
         self._reads: dict[str, int] = {}
         self._constants: dict[tuple, int] = {}
         self._streams = 0
-        self.gradient_rules: dict[int, tuple[tuple[int, ...], Callable]] = {}
+        self.gradient_rules: dict[int, GradientRule] = {}
 
     def add(self, op: str, shape: Shape, dtype: DType, inputs: tuple[int, ...] = (), attrs: Any = None) -> Array:
         """Append a node and return the Array that names it."""
@@ -43,8 +53,14 @@ class Scope:
     def custom_gradient(self, output: Array, inputs: Sequence[Array],
                         rule: Callable[[Array], Sequence[Array | None]]) -> Array:
         """Differentiate `output` with respect to `inputs` by `rule(cotangent)` (one gradient or None per
-        input) instead of through the ops that computed it."""
-        self.gradient_rules[output.node_id] = (tuple(array.node_id for array in inputs), rule)
+        input, each of its input's shape or broadcastable to it) instead of through the ops that
+        computed it."""
+        for array in (output, *inputs):
+            if not isinstance(array, Array) or array.scope is not self:
+                raise GraphError(at_user_line("custom_gradient: output and inputs must be Arrays of this graph"))
+        if not callable(rule):
+            raise GraphError(at_user_line(f"custom_gradient: rule must be a function of the cotangent, got {rule!r}"))
+        self.gradient_rules[output.node_id] = GradientRule(tuple(a.node_id for a in inputs), rule, user_location())
         return output
 
     def node(self, node_id: int) -> Node:

@@ -92,7 +92,7 @@ class Dropout(Module):
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
+            raise ValueError(at_user_line(f"Dropout probability must be in [0, 1), got {p}"))
         self.p = p
 
     def forward(self, s: Scope, x: Array) -> Array:

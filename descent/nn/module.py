@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.errors import GraphError
+from descent.errors import GraphError, at_user_line
 from descent.graph.array import Array
 from descent.graph.dtype import DType, float32
 from descent.graph.parameter import Parameter
@@ -25,6 +25,7 @@ class Module:
         self._parameters: dict[str, Parameter] = {}
         self._trainable: dict[str, bool] = {}
         self._children: dict[str, Module] = {}
+        self._built = False
         self.name = ""
 
     def add(self, name: str, module: Module) -> Module:
@@ -46,14 +47,24 @@ class Module:
 
     def build(self, env: Any, seed: int = 0, name: str = "") -> Module:
         """Create and initialise every parameter of this module and its children in `env`."""
-        if self._parameters:
-            raise GraphError(f"module {self.name or type(self).__name__} is already built")
+        built = [module for module in self._modules() if module._built]
+        if built:
+            what = "it" if built[0] is self else f"its part {built[0].name or type(built[0]).__name__}"
+            raise GraphError(at_user_line(
+                f"{type(self).__name__}.build: {what} is already built (its parameters live in one Environment); "
+                "make a new module to build another"))
         self._build(env, np.random.default_rng(seed), name)
         return self
+
+    def _modules(self) -> Iterator[Module]:
+        yield self
+        for child in self._children.values():
+            yield from child._modules()
 
     def _build(self, env: Any, rng: np.random.Generator, name: str) -> None:
         self.name = name
         self.create(env, rng)
+        self._built = True
         for child_name, child in self._children.items():
             child._build(env, rng, f"{name}.{child_name}" if name else child_name)
 
@@ -76,7 +87,10 @@ class Module:
 
     def __call__(self, s: Scope, x: Array) -> Array:
         if self.__dict__.get("_children") is None:
-            raise GraphError(f"{type(self).__name__}.__init__ must call super().__init__()")
+            raise GraphError(at_user_line(f"{type(self).__name__}.__init__ must call super().__init__()"))
+        if not self._built and type(self).create is not Module.create:
+            raise GraphError(at_user_line(
+                f"{type(self).__name__} is not built: call .build(env) on the model before using it in a graph"))
         return self.forward(s, x)
 
     def forward(self, s: Scope, x: Array) -> Array:

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from descent.errors import DeviceError
+from descent.errors import DeviceError, at_user_line
 from descent.runtime.probe import count_devices
 
 SUBGROUP_FEATURE_SHUFFLE = 0x10  # VK_SUBGROUP_FEATURE_SHUFFLE_BIT
@@ -69,8 +69,9 @@ def _import_kp():
     return kp
 
 
-def choose(devices: list[dict], spec: int | str | None) -> int:
-    """Index of the device `spec` names (index or name substring); else the first discrete GPU, else 0."""
+def choose(devices: list[dict], spec: int | str | None, source: str = "device") -> int:
+    """Index of the device `spec` names (index or name substring); else the first discrete GPU, else 0.
+    `source` names where the spec came from (the argument or DESCENT_DEVICE) in errors."""
     names = ", ".join(f"{k}: {d['device_name']}" for k, d in enumerate(devices))
     if spec is None or spec == "":
         discrete = [k for k, d in enumerate(devices) if d["device_type"] == 2]
@@ -78,21 +79,26 @@ def choose(devices: list[dict], spec: int | str | None) -> int:
     if isinstance(spec, int) or str(spec).isdigit():
         index = int(spec)
         if not 0 <= index < len(devices):
-            raise DeviceError(f"device index {index} does not exist; the devices are {names}")
+            raise DeviceError(at_user_line(f"{source}={spec!r}: device index {index} does not exist; "
+                                           f"the devices are {names}"))
         return index
     matches = [k for k, d in enumerate(devices) if str(spec).lower() in d["device_name"].lower()]
     if not matches:
-        raise DeviceError(f"no device name contains {spec!r}; the devices are {names}")
+        raise DeviceError(at_user_line(f"{source}={spec!r}: no device name contains {spec!r}; the devices are {names}"))
     return matches[0]
 
 
-def open_device(spec: int | str | None = None) -> Device:
+def open_device(spec: int | str | None = None, source: str = "device") -> Device:
     """Open the device `spec` picks (see `choose`)."""
     count_devices()
     kp = _import_kp()
     manager = kp.Manager()
     devices = manager.list_devices()
-    index = choose(devices, spec)
+    try:
+        index = choose(devices, spec, source)
+    except DeviceError:
+        manager.destroy()
+        raise
     if index != 0:
         manager.destroy()
         manager = kp.Manager(index)

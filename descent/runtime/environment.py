@@ -35,7 +35,8 @@ class Environment:
         """Open `device` (index or name substring; default DESCENT_DEVICE, else the first discrete GPU).
         `seed` starts the run counter random numbers use when `run` is given none; `deterministic`
         (default DESCENT_DETERMINISTIC) avoids atomics so every result is bit-identical run to run."""
-        self.device: Device = open_device(device if device is not None else os.environ.get("DESCENT_DEVICE"))
+        self.device: Device = (open_device(device) if device is not None
+                               else open_device(os.environ.get("DESCENT_DEVICE"), "DESCENT_DEVICE"))
         self.kp = _import_kp()
         if deterministic is None:
             deterministic = os.environ.get("DESCENT_DETERMINISTIC", "") not in ("", "0")
