@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+import descent as dc
+from descent import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # keeps kp where it was found
@@ -177,3 +181,22 @@ def test_killed_save_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     with np.load(path) as stored:
         values = stored["big"]
     assert values.shape == (12_000_000,) and values.min() in (1.0, 2.0) and values.min() == values.max()
+
+
+def test_uploaded_index_inputs_are_checked_every_run(env) -> None:
+    table = env.parameter("checked_table", (5, 2), init=np.arange(10, dtype=np.float32).reshape(5, 2))
+    ids = env.parameter("checked_ids", (3,), "int32")
+    out = env.parameter("checked_out", (3, 2))
+    graph = env.build_graph(lambda s: s.write(out, dc.take(s.read(table), s.read(ids))), inputs=[ids])
+    env.run(graph, {ids: np.array([4, -5, 1], np.int32)})
+    np.testing.assert_array_equal(env.read(out), [[8, 9], [0, 1], [2, 3]])
+    with pytest.raises(IndexError, match=r"index 5 in 'checked_ids' \(element 1\) is out of range for an axis of "
+                                         r"size 5; used at .*test_reliability\.py:\d+\n  at .*test_reliability"):
+        env.run(graph, {ids: np.array([0, 5, 1], np.int32)})
+    np.testing.assert_array_equal(env.read(out), [[8, 9], [0, 1], [2, 3]])
+    embedding = nn.Embedding(4, 2).build(env, name="checked_embedding")
+    tokens = env.parameter("checked_tokens", (2,))
+    vectors = env.parameter("checked_vectors", (2, 2))
+    graph = env.build_graph(lambda s: s.write(vectors, embedding(s, s.read(tokens))), inputs=[tokens])
+    with pytest.raises(IndexError, match="index -5.0 in 'checked_tokens'"):
+        env.run(graph, {tokens: np.array([3.0, -5.0], np.float32)})

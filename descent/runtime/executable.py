@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from descent.codegen.glsl import KernelSource
+from descent.errors import at_user_line
 from descent.runtime import vulkan
 from descent.schedule.kernel import Schedule
 
@@ -132,6 +133,7 @@ class Executable:
     def submit(self, values: dict[str, np.ndarray]) -> None:
         """Start one run: `values` (parameter name -> array of the parameter's dtype and size) go into
         the next recording's staging memory, then its command buffer is submitted without waiting."""
+        self._check_indices(values)
         if self.checked:
             self._replay_checked(values)
             return
@@ -160,14 +162,22 @@ class Executable:
         median = np.median(np.array(times), axis=0) if times else []
         return [(source.name, "+".join(dict.fromkeys(source.ops)), float(t)) for source, t in zip(self.sources, median)]
 
-    def _check_indices(self) -> None:
-        """DESCENT_DEBUG mode: every index array that is a parameter must lie in its axis's range."""
+    def _check_indices(self, values: dict[str, np.ndarray] | None = None) -> None:
+        """Index arrays held in parameters must lie in their axis's range: the uploaded `values` every
+        run (a host-side check), or in DESCENT_DEBUG mode every index parameter as it is on the device."""
         for parameter, extent, location in self.index_parameters:
-            values = self.environment.read(parameter)
-            bad = np.flatnonzero((values < -extent) | (values >= extent))
+            if values is None:
+                found = self.environment.read(parameter)
+            elif parameter.name in values:
+                found = values[parameter.name]
+            else:
+                continue
+            whole = np.trunc(found) if found.dtype.kind == "f" else found
+            bad = np.flatnonzero((whole < -extent) | (whole >= extent))
             if bad.size:
-                raise IndexError(f"DESCENT_DEBUG: index {values.ravel()[bad[0]]} in '{parameter.name}' (element "
-                                 f"{bad[0]}) is out of range for an axis of size {extent}; used at {location}")
+                raise IndexError(at_user_line(
+                    f"run: index {found.ravel()[bad[0]]} in '{parameter.name}' (element {bad[0]}) is out of range "
+                    f"for an axis of size {extent}; used at {location}"))
 
     def _replay_checked(self, values: dict[str, np.ndarray]) -> None:
         """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored."""
