@@ -129,6 +129,27 @@ def test_where_and_logical(env: dc.Environment) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32])
+def test_integer_pow_stays_integer_and_exact(env: dc.Environment, dtype) -> None:
+    a = np.arange(-9 if dtype == np.int32 else 0, 10).astype(dtype).reshape(-1, 1)
+    b = np.arange(0, 12).astype(dtype)
+    result = evaluate(env, lambda x, y: x**y, a, b)
+    assert result.dtype == dtype
+    np.testing.assert_array_equal(result, a**b)  # 9 ** 11 wraps in int32 as numpy's does
+    np.testing.assert_array_equal(evaluate(env, lambda x: 3**x + x**2, b), 3**b + b**2)
+    assert evaluate(env, lambda x: x**0.5, b).dtype == np.float32
+
+
+def test_integer_pow_with_negative_exponents(env: dc.Environment) -> None:
+    a = np.array([1, -1, -1, 2, -3, 0], np.int32)
+    b = np.array([-3, -2, -3, -1, -2, 2], np.int32)
+    np.testing.assert_array_equal(evaluate(env, lambda x, y: x**y, a, b), [1, 1, -1, 0, 0, 0])
+    with pytest.raises(ValueError, match=r"pow: integers to the negative power -2 are not allowed.*\n  at .*test_"):
+        evaluate(env, lambda x: x**-2, a)
+    floats = a[:5].astype(np.float32)
+    np.testing.assert_allclose(evaluate(env, lambda x: x.astype("float32") ** -2, a[:5]), floats**-2.0)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32])
 def test_bitwise_ops_on_integers_work_bit_by_bit(env: dc.Environment, dtype) -> None:
     low = -2**31 if dtype == np.int32 else 0
     a = rng.integers(low, 2**31, (5, 4)).astype(dtype)

@@ -117,7 +117,20 @@ add = _binary("add", "a + b")
 sub = _binary("sub", "a - b")
 mul = _binary("mul", "a * b")
 div = _binary("div", "a / b, always in float32")
-pow = _binary("pow", "a ** b, as numpy: negative bases allowed for integral exponents")  # noqa: A001
+
+
+def pow(a: Operand, b: Operand) -> Array:  # noqa: A001
+    """a ** b as numpy: negative float bases allowed for integral exponents; integers stay integers
+    (wrapping on overflow). A negative integer exponent is refused when it is a Python number; in an
+    array it gives the truncated 1 / a ** -b (0 unless a is 1 or -1)."""
+    exponent = _scalar_or_array("pow", b)
+    if isinstance(exponent, int) and not isinstance(exponent, bool) and exponent < 0:
+        base = _scalar_or_array("pow", a)
+        if isinstance(base, int) or isinstance(base, Array) and not base.dtype.is_float:
+            raise ValueError(at_user_line(
+                f"pow: integers to the negative power {exponent} are not allowed (as numpy); use a float base"))
+    return elementwise("pow", a, b)
+
 maximum = _binary("maximum", "Elementwise larger of a and b")
 minimum = _binary("minimum", "Elementwise smaller of a and b")
 lt = _binary("lt", "a < b")

@@ -40,6 +40,32 @@ HELPERS["descent_pow"] = """float descent_pow(float base, float exponent) {
     }
     return base == 0.0 && exponent < 0.0 ? uintBitsToFloat(0x7f800000u) : magnitude;
 }"""
+HELPERS["descent_ipow"] = """int descent_ipow(int base, int exponent) {
+    if (exponent < 0) {
+        return base == 1 ? 1 : (base == -1 ? 1 - 2 * (exponent & 1) : 0);
+    }
+    int result = 1;
+    while (exponent > 0) {
+        if ((exponent & 1) == 1) {
+            result *= base;
+        }
+        base *= base;
+        exponent >>= 1;
+    }
+    return result;
+}
+
+uint descent_ipow(uint base, uint exponent) {
+    uint result = 1u;
+    while (exponent > 0u) {
+        if ((exponent & 1u) == 1u) {
+            result *= base;
+        }
+        base *= base;
+        exponent >>= 1u;
+    }
+    return result;
+}"""
 HELPERS["descent_hash"] = """uint descent_hash(uint value) {
     uint state = value * 747796405u + 2891336453u;
     uint word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
@@ -59,7 +85,8 @@ _OPS = [
     ElementwiseOp("sub", 2, "{0} - {1}"),
     ElementwiseOp("mul", 2, "{0} * {1}"),
     ElementwiseOp("div", 2, "{0} / {1}", float_only=True),
-    ElementwiseOp("pow", 2, "descent_pow({0}, {1})", float_only=True, helpers=("descent_pow",)),
+    ElementwiseOp("pow", 2, "descent_ipow({0}, {1})", float_glsl="descent_pow({0}, {1})",
+                  helpers=("descent_pow", "descent_ipow")),
     ElementwiseOp("maximum", 2, "max({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : max({0}, {1})"),
     ElementwiseOp("minimum", 2, "min({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : min({0}, {1})"),
     ElementwiseOp("lt", 2, "{0} < {1}", result="bool"),
