@@ -56,6 +56,7 @@ CASES = {
     "sub": (lambda a, b: a - b, lambda a, b: a - b, [((3, 4), -2, 2), ((3, 1), -2, 2)]),
     "mul": (lambda a, b: a * b, lambda a, b: a * b, [((3, 4), -2, 2), ((3, 4), -2, 2)]),
     "div": (lambda a, b: a / b, lambda a, b: a / b, [((3, 4), -2, 2), ((3, 4), 0.5, 2)]),
+    "remainder": (lambda a, b: a % b, lambda a, b: np.mod(a, b), [((3, 4), -3, 3), ((4,), 0.7, 1.9)]),
     "pow": (lambda a, b: a**b, lambda a, b: a**b, [((3, 4), 0.5, 2), ((3, 4), -1.5, 1.5)]),
     "maximum": (dc.maximum, np.maximum, [((12,), -2, 2), ((12,), -2, 2)]),
     "minimum": (dc.minimum, np.minimum, [((12,), -2, 2), ((12,), -2, 2)]),

@@ -129,6 +129,31 @@ def test_where_and_logical(env: dc.Environment) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32])
+def test_floor_divide_and_remainder_on_integers_as_numpy(env: dc.Environment, dtype) -> None:
+    values = np.arange(-7, 8) if dtype == np.int32 else np.arange(0, 15)
+    a = values.astype(dtype).reshape(-1, 1)
+    b = np.array([-3, -2, -1, 0, 1, 2, 5] if dtype == np.int32 else [0, 1, 2, 5, 7], dtype)
+    with np.errstate(divide="ignore"):
+        expected = np.stack([a // b, a % b])
+    result = evaluate(env, lambda x, y: dc.stack([x // y, x % y]), a, b)
+    assert result.dtype == dtype
+    np.testing.assert_array_equal(result, expected)
+    shifted = a + dtype(8)
+    np.testing.assert_array_equal(evaluate(env, lambda x: dc.stack([7 // x, 7 % x, x // 3, x % 3]), shifted),
+                                  np.stack([7 // shifted, 7 % shifted, shifted // 3, shifted % 3]))
+
+
+def test_floor_divide_and_remainder_on_floats_as_numpy(env: dc.Environment) -> None:
+    a = np.array([-7.5, -3.0, -0.2, 0.0, 0.7, 3.25, 9.0], np.float32).reshape(-1, 1)
+    b = np.array([-2.5, -0.75, 0.6, 4.0], np.float32)
+    result = evaluate(env, lambda x, y: dc.stack([x // y, x % y, 2.0 // (x + y), x % 2 + y * 0]), a, b)
+    expected = np.stack([a // b, a % b, 2.0 // (a + b), a % 2 + b * 0])
+    np.testing.assert_allclose(result, expected, rtol=1e-6, atol=1e-6)
+    assert evaluate(env, lambda x: x // 2, np.arange(3, dtype=np.int32)).dtype == np.int32
+    assert evaluate(env, lambda x: x // 2.0, np.arange(3, dtype=np.int32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32])
 def test_integer_pow_stays_integer_and_exact(env: dc.Environment, dtype) -> None:
     a = np.arange(-9 if dtype == np.int32 else 0, 10).astype(dtype).reshape(-1, 1)
     b = np.arange(0, 12).astype(dtype)

@@ -15,7 +15,7 @@ from descent.graph.node import Node
 Rule = Callable[[Array, Node, list[Array], Array], list[Array | None]]
 # float32 is the one float dtype, so a cast makes or takes an integer or bool: no gradient either way
 NO_GRADIENT = ("lt", "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or", "logical_not", "bitwise_and",
-               "bitwise_or", "bitwise_xor", "bitwise_not", "sign", "floor", "round",
+               "bitwise_or", "bitwise_xor", "bitwise_not", "floor_divide", "sign", "floor", "round",
                "cast", "stop_gradient", "uniform", "normal", "arange", "const", "read")
 
 
@@ -38,6 +38,7 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "sub": lambda g, n, x, y: [g, -g],
     "mul": lambda g, n, x, y: [g * x[1], g * x[0]],
     "div": lambda g, n, x, y: [g / x[1], -(g * y) / x[1]],
+    "remainder": lambda g, n, x, y: [g, -(g * ops.floor_divide(x[0], x[1]))],
     "pow": lambda g, n, x, y: [g * x[1] * ops.pow(x[0], x[1] - 1.0),
                                g * y * ops.log(ops.where(ops.gt(x[0], 0.0), x[0], 1.0))],
     "maximum": lambda g, n, x, y: _split_ties(g, x[0], x[1], ops.gt(x[0], x[1]), ops.lt(x[0], x[1])),

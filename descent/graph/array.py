@@ -78,6 +78,18 @@ class Array:
     def __rtruediv__(self, other: Any) -> Array:
         return ops.div(other, self)
 
+    def __floordiv__(self, other: Any) -> Array:
+        return ops.floor_divide(self, other)
+
+    def __rfloordiv__(self, other: Any) -> Array:
+        return ops.floor_divide(other, self)
+
+    def __mod__(self, other: Any) -> Array:
+        return ops.remainder(self, other)
+
+    def __rmod__(self, other: Any) -> Array:
+        return ops.remainder(other, self)
+
     def __pow__(self, other: Any) -> Array:
         return ops.pow(self, other)
 

@@ -117,6 +117,8 @@ add = _binary("add", "a + b")
 sub = _binary("sub", "a - b")
 mul = _binary("mul", "a * b")
 div = _binary("div", "a / b, always in float32")
+floor_divide = _binary("floor_divide", "a // b, rounded toward minus infinity as numpy (integer a // 0 gives 0)")
+remainder = _binary("remainder", "a % b with the sign of b, as numpy (an integer modulo 0 gives 0)")
 
 
 def pow(a: Operand, b: Operand) -> Array:  # noqa: A001

@@ -66,6 +66,25 @@ uint descent_ipow(uint base, uint exponent) {
     }
     return result;
 }"""
+HELPERS["descent_floor_divide"] = """int descent_floor_divide(int a, int b) {
+    if (b == 0) {
+        return 0;
+    }
+    int quotient = a / b;
+    bool inexact = quotient * b != a;
+    return inexact && (a < 0) != (b < 0) ? quotient - 1 : quotient;
+}
+
+uint descent_floor_divide(uint a, uint b) {
+    return b == 0u ? 0u : a / b;
+}"""
+HELPERS["descent_remainder"] = """int descent_remainder(int a, int b) {
+    return b == 0 ? 0 : a - b * descent_floor_divide(a, b);
+}
+
+uint descent_remainder(uint a, uint b) {
+    return b == 0u ? 0u : a % b;
+}"""
 HELPERS["descent_hash"] = """uint descent_hash(uint value) {
     uint state = value * 747796405u + 2891336453u;
     uint word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
@@ -87,6 +106,10 @@ _OPS = [
     ElementwiseOp("div", 2, "{0} / {1}", float_only=True),
     ElementwiseOp("pow", 2, "descent_ipow({0}, {1})", float_glsl="descent_pow({0}, {1})",
                   helpers=("descent_pow", "descent_ipow")),
+    ElementwiseOp("floor_divide", 2, "descent_floor_divide({0}, {1})", float_glsl="floor({0} / {1})",
+                  helpers=("descent_floor_divide",)),
+    ElementwiseOp("remainder", 2, "descent_remainder({0}, {1})", float_glsl="mod({0}, {1})",
+                  helpers=("descent_floor_divide", "descent_remainder")),
     ElementwiseOp("maximum", 2, "max({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : max({0}, {1})"),
     ElementwiseOp("minimum", 2, "min({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : min({0}, {1})"),
     ElementwiseOp("lt", 2, "{0} < {1}", result="bool"),
