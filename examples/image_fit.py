@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ import descent as dc
 from descent import nn, optim
 
 HIDDEN = (256, 128, 64, 32)
-NETWORKS = ("relu", "posenc", "siren", "hash")
 
 
 def load_image(path: str | None, size: int) -> np.ndarray:
@@ -131,19 +131,20 @@ def mlp(inputs: int, hidden: tuple[int, ...]) -> list[nn.Module]:
     return layers + [nn.Dense(inputs, 3)]
 
 
-def build(name: str, grid: HashGrid) -> tuple[nn.Module, Any, float]:
-    """(model, input encoding, default learning rate) of a network."""
-    if name == "relu":
-        return nn.Sequential(*mlp(2, HIDDEN)), lambda p: p, 1e-3
-    if name == "posenc":
-        return nn.Sequential(*mlp(34, HIDDEN)), positional_encoding, 1e-3
-    if name == "siren":
-        sizes = (2,) + HIDDEN
-        layers = [SirenLayer(a, b, first=k == 0) for k, (a, b) in enumerate(zip(sizes, sizes[1:]))]
-        return nn.Sequential(*layers, SirenLayer(HIDDEN[-1], 3, first=False, activate=False)), lambda p: p, 1e-4
-    if name == "hash":
-        return nn.Sequential(HashEncoding(grid), *mlp(grid.levels * grid.features, (64, 64))), grid.encode, 1e-2
-    raise ValueError(f"unknown network {name!r}")
+def siren() -> nn.Module:
+    sizes = (2,) + HIDDEN
+    layers = [SirenLayer(a, b, first=k == 0) for k, (a, b) in enumerate(zip(sizes, sizes[1:]))]
+    return nn.Sequential(*layers, SirenLayer(HIDDEN[-1], 3, first=False, activate=False))
+
+
+# name -> (model, input encoding, default learning rate) for a hash grid
+NETWORKS: dict[str, Callable[[HashGrid], tuple[nn.Module, Callable, float]]] = {
+    "relu": lambda grid: (nn.Sequential(*mlp(2, HIDDEN)), lambda p: p, 1e-3),
+    "posenc": lambda grid: (nn.Sequential(*mlp(34, HIDDEN)), positional_encoding, 1e-3),
+    "siren": lambda grid: (siren(), lambda p: p, 1e-4),
+    "hash": lambda grid: (nn.Sequential(HashEncoding(grid), *mlp(grid.levels * grid.features, (64, 64))),
+                          grid.encode, 1e-2),
+}
 
 
 def network_list(text: str) -> list[str]:
@@ -203,7 +204,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     for name in args.networks:
-        model, encode, lr = build(name, grid)
+        model, encode, lr = NETWORKS[name](grid)
         model.build(env, seed=args.seed, name=name)
         trainer = nn.Trainer(env, model, loss=dc.mse, optimizer=optim.Adam(args.lr or lr))
         inputs = encode(points)
