@@ -43,9 +43,14 @@ def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike) ->
 
 def _new_file_mode() -> int:
     """The mode open() gives a new file (0o666 less the umask); mkstemp's 0o600 would hide the
-    checkpoint from the user's group and from other tools."""
-    umask = os.umask(0)
-    os.umask(umask)
+    checkpoint from the user's group and from other tools. Linux reports the umask in
+    /proc/self/status; elsewhere it is read by setting it, which races with other threads."""
+    try:
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
     return 0o666 & ~umask
 
 
