@@ -133,6 +133,7 @@ def pow(a: Operand, b: Operand) -> Array:  # noqa: A001
                 f"pow: integers to the negative power {exponent} are not allowed (as numpy); use a float base"))
     return elementwise("pow", a, b)
 
+
 maximum = _binary("maximum", "Elementwise larger of a and b")
 minimum = _binary("minimum", "Elementwise smaller of a and b")
 lt = _binary("lt", "a < b")
@@ -172,6 +173,8 @@ def bitwise_xor(a: Operand, b: Operand) -> Array:
 def bitwise_not(x: Array) -> Array:
     """~x: every bit flipped on integers (-x - 1 for int32, as numpy), not x on bools."""
     return _bitwise("bitwise_not", logical_not, x)
+
+
 neg = _unary("neg", "-x")
 stop_gradient = _unary("stop_gradient", "x, through which no gradient flows")
 contiguous = _unary("contiguous", "x, computed once into a buffer when it is a fused expression (for operands a "
