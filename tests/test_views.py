@@ -71,3 +71,20 @@ def test_0d_and_size_one(env: dc.Environment) -> None:
     s0 = np.array(3.0, np.float32)
     np.testing.assert_array_equal(evaluate(env, lambda a, b: a + b, s0, X[:, :1, :1]), s0 + X[:, :1, :1])
     np.testing.assert_array_equal(evaluate(env, lambda a: a.reshape(()), X[:1, :1, :1]), X[:1, :1, :1].reshape(()))
+
+
+def test_pad_of_a_pad_with_another_fill(env: dc.Environment) -> None:
+    """The view applied first decides: the outer pad's fill, then the inner's (concat and stack pad
+    each part with 0, so a part padded with anything else nests two fills)."""
+    a = np.array([[1.0, 2.0]], np.float32)
+    nines = np.full((1, 3), 9.0, np.float32)
+    cases = [
+        (lambda x: dc.pad(dc.pad(x, 1, 5.0), 1, 7.0), np.pad(np.pad(a, 1, constant_values=5), 1, constant_values=7)),
+        (lambda x: dc.concat([dc.pad(x, ((0, 0), (1, 0)), 5.0), x.scope.constant(nines)], 0),
+         np.concatenate([np.pad(a, ((0, 0), (1, 0)), constant_values=5), nines], 0)),
+        (lambda x: dc.stack([dc.pad(x, 1, float("-inf"))] * 2), np.stack([np.pad(a, 1, constant_values=-np.inf)] * 2)),
+        (lambda x: dc.pad(dc.pad(x, ((0, 0), (1, 1)), 5.0), ((0, 0), (1, 1)), mode="reflect"),
+         np.pad(np.pad(a, ((0, 0), (1, 1)), constant_values=5), ((0, 0), (1, 1)), mode="reflect")),
+    ]
+    for ours, expected in cases:
+        np.testing.assert_array_equal(evaluate(env, ours, a), expected)

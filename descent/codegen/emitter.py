@@ -280,7 +280,7 @@ class Emitter:
                 result = inner
             else:
                 expression = inner
-                for condition, view in reversed(conditions):
+                for condition, view in conditions:  # from the source out: the view applied first is tested first
                     expression = f"{condition} ? {expression} : {literal(view.fill, node.dtype)}"
                 result = self.declare(node.dtype.glsl, self._name(node_id, chain, "padded"), expression)
         else:
