@@ -248,3 +248,53 @@ def test_int_array_with_float_scalar_promotes_to_float(env: dc.Environment) -> N
     result = evaluate(env, lambda x: x * 0.5, a)
     assert result.dtype == np.float32
     np.testing.assert_array_equal(result, a * np.float32(0.5))
+
+
+def test_nan_and_small_values_through_sign_tanh_pow(env: dc.Environment) -> None:
+    x = np.array([np.nan, -np.inf, np.inf, -1e-7, 1e-5, 1e-3, 0.1, 0.124, 0.126, -0.9, 0.0], np.float32)
+    np.testing.assert_array_equal(evaluate(env, dc.sign, x), np.sign(x))
+    result = evaluate(env, dc.tanh, x)
+    np.testing.assert_allclose(result, np.tanh(x.astype(np.float64)), rtol=2e-6, atol=0)  # relative, even near 0
+    np.testing.assert_array_equal(evaluate(env, lambda a: 1.0**a, x), np.ones_like(x))
+
+
+def test_division_by_a_literal_zero_as_numpy(env: dc.Environment) -> None:
+    x = np.array([-2.5, 0.0, 3.0], np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.stack([x / 0.0, x // 0.0, x % 0.0, x // -0.0])
+    result = evaluate(env, lambda a: dc.stack([a / 0.0, a // 0.0, a % 0.0, a // -0.0]), x)
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_integers_keep_their_type_through_floor_and_round(env: dc.Environment) -> None:
+    x = np.array([16777217, -3, 5], np.int32)
+    for fn in (dc.floor, dc.round):
+        result = evaluate(env, fn, x)
+        assert result.dtype == np.int32
+        np.testing.assert_array_equal(result, x)
+
+
+def test_bools_combine_as_numpy(env: dc.Environment) -> None:
+    a = np.array([True, True, False, False])
+    b = np.array([True, False, True, False])
+    result = evaluate(env, lambda x, y: dc.stack([x + y, x * y, dc.maximum(x, y), dc.minimum(x, y), x + True]), a, b)
+    assert result.dtype == np.bool_
+    np.testing.assert_array_equal(result, np.stack([a + b, a * b, np.maximum(a, b), np.minimum(a, b), a + True]))
+    assert evaluate(env, lambda x: dc.max(x), a).dtype == np.bool_
+    np.testing.assert_array_equal(evaluate(env, lambda x, y: dc.sum(x + y), a, b), 3)
+    with pytest.raises(dc.DTypeError, match=r"sub is not defined on bools \(as numpy\); use \^ or ~"):
+        evaluate(env, lambda x, y: x - y, a, b)
+
+
+def test_mixed_signedness_and_out_of_range_integers_are_refused(env: dc.Environment) -> None:
+    i = np.array([-1, 5], np.int32)
+    u = np.array([4294967295, 3], np.uint32)
+    with pytest.raises(dc.DTypeError, match=r"eq: int32 and uint32 operands would need int64.*\n  at .*test_"):
+        evaluate(env, lambda x, y: x == y, i, u)
+    with pytest.raises(dc.DTypeError, match="concat: int32 and uint32"):
+        evaluate(env, lambda x, y: dc.concat([x, y]), i, u)
+    with pytest.raises(OverflowError, match=r"lt: Python integer -1 is out of bounds for uint32\n  at .*test_"):
+        evaluate(env, lambda y: y < -1, u)
+    with pytest.raises(OverflowError, match="add: Python integer 2147483648 is out of bounds for int32"):
+        evaluate(env, lambda x: x + 2**31, i)
+    np.testing.assert_array_equal(evaluate(env, lambda x, y: x + y.astype("int32"), i, u), [-2, 8])

@@ -88,3 +88,20 @@ def test_pad_of_a_pad_with_another_fill(env: dc.Environment) -> None:
     ]
     for ours, expected in cases:
         np.testing.assert_array_equal(evaluate(env, ours, a), expected)
+
+
+def test_numpy_integer_axes_bool_scalar_index_and_axis_none(env: dc.Environment) -> None:
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    axis = np.int64(1)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.sum(a, axis=axis), x), x.sum(axis=1))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.argmax(a, axis=np.int32(-1)), x), x.argmax(axis=-1))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.expand_dims(a, axis), x), np.expand_dims(x, 1))
+    np.testing.assert_array_equal(evaluate(env, lambda a: a[True], x), x[True])
+    np.testing.assert_array_equal(evaluate(env, lambda a: a[:, True, 1], x), x[:, True, 1])
+    with pytest.raises(IndexError, match=r"x\[False\] would give an empty Array"):
+        evaluate(env, lambda a: a[False], x)
+    indices = np.array([23, 0, 5], np.int32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.take(a, a.scope.constant(indices), axis=None), x),
+                                  np.take(x, indices, axis=None))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.concat([a, a[0]], axis=None), x),
+                                  np.concatenate([x, x[0]], axis=None))

@@ -38,6 +38,9 @@ def literal(value: bool | int | float, dtype: DType) -> str:
     return f"({int(value)})" if int(value) < 0 else str(int(value))
 
 
+# division by a literal zero, given x * inf: drivers folded x / 0.0 itself to 0
+_BY_ZERO = {"div": "{0}", "floor_divide": "floor({0})", "remainder": "{nan}"}
+
 _GLSL_WORDS = {"input", "output", "buffer", "shared", "sample", "filter", "common", "partition", "active", "in",
                "out", "inout", "uniform", "layout", "float", "int", "uint", "bool", "void", "main", "const",
                "struct", "return", "if", "else", "for", "while", "do", "break", "continue", "discard", "switch",
@@ -301,9 +304,9 @@ class Emitter:
             glsl = definition.float_glsl if definition.float_glsl and node.dtype == float32 else definition.glsl
             index = self.index(chain) if "{index}" in glsl else ""
             expression = glsl.format(*operands, index=index)
-            if node.op == "div" and operands[1] in ("0.0", "(-0.0)"):  # drivers fold x / 0.0 to 0
+            if node.op in _BY_ZERO and operands[1] in ("0.0", "(-0.0)"):  # drivers fold x / 0.0 to 0
                 infinity = literal(math.copysign(math.inf, float(operands[1].strip("()"))), float32)
-                expression = f"{operands[0]} * {infinity}"
+                expression = _BY_ZERO[node.op].format(f"{operands[0]} * {infinity}", nan=literal(math.nan, float32))
         else:
             raise NotImplementedError(f"codegen cannot fuse op {node.op!r}")
         return self._statement(node_id, node, chain, expression)

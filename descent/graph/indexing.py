@@ -21,10 +21,13 @@ def _check_indices(op: str, indices: Array) -> Array:
     return ops.astype(indices, int32)
 
 
-def take(x: Array, indices: Array, axis: int = 0) -> Array:
-    """Elements of `x` at `indices` along `axis` (numpy.take); negative indices count from the end.
-    The result has shape x.shape[:axis] + indices.shape + x.shape[axis + 1:]."""
+def take(x: Array, indices: Array, axis: int | None = 0) -> Array:
+    """Elements of `x` at `indices` along `axis` (numpy.take; axis None takes from x flattened);
+    negative indices count from the end. The result has shape x.shape[:axis] + indices.shape +
+    x.shape[axis + 1:]."""
     indices = _check_indices("take", ops.as_array(indices, x.scope))
+    if axis is None:
+        x, axis = ops.reshape(x, (x.size,)), 0
     axis = ops._axis(axis, x.ndim, "take")
     outer, inner = x.shape[:axis], x.shape[axis + 1 :]
     shape = outer + indices.shape + inner

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import view as views
 from descent.graph.array import Array
-from descent.graph.dtype import DType, as_dtype, bool_, float32, int32, promote
+from descent.graph.dtype import DType, as_dtype, bool_, float32, int32, promote, uint32
 from descent.graph.node import ViewOp
 from descent.graph.optable import ELEMENTWISE
 from descent.graph.view import Shape, broadcast_shapes, numel
@@ -50,11 +51,31 @@ def _scalar_or_array(op: str, value: Any) -> Operand:
     raise DTypeError(at_user_line(f"{op}: cannot use {type(value).__name__} as an Array operand{hint}"))
 
 
+def _check_signedness(op: str, dtypes: Sequence[DType]) -> None:
+    """int32 with uint32 needs int64 to be exact (numpy's promotion), which descent lacks: refused
+    rather than wrapped."""
+    if int32 in dtypes and uint32 in dtypes:
+        raise DTypeError(at_user_line(
+            f"{op}: int32 and uint32 operands would need int64 to combine exactly (numpy promotes to it); "
+            "cast one with astype first"))
+
+
+def _check_weak_integers(op: str, operands: Sequence[Any], target: DType) -> None:
+    """A Python integer must fit the integer type it takes (numpy 2 raises OverflowError too)."""
+    if target not in (int32, uint32):
+        return
+    low, high = (-(2**31), 2**31) if target == int32 else (0, 2**32)
+    for x in operands:
+        if isinstance(x, int) and not isinstance(x, bool) and not low <= x < high:
+            raise OverflowError(at_user_line(f"{op}: Python integer {x} is out of bounds for {target.name}"))
+
+
 def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
     """numpy-2 style promotion where Python scalars are weak: they never widen an Array's type."""
     strong = [x.dtype for x in operands if isinstance(x, Array) and x.node.op != "const"]
     weak = [x.dtype if isinstance(x, Array) else as_dtype(type(x)) for x in operands
             if not (isinstance(x, Array) and x.node.op != "const")]
+    _check_signedness(op, strong)
     target = promote(*strong) if strong else promote(*weak)
     if any(d.is_float for d in weak) and not target.is_float:
         target = float32
@@ -72,19 +93,30 @@ def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
     return target
 
 
+# arithmetic on bools alone as numpy: + and maximum are or, * and minimum are and, - is refused
+_ON_BOOLS = {"add": "logical_or", "mul": "logical_and", "maximum": "logical_or", "minimum": "logical_and",
+             "sub": None, "neg": None}
+
+
 def elementwise(op: str, *operands: Operand) -> Array:
     """Apply the table's op `op` with numpy broadcasting and type promotion."""
-    definition = ELEMENTWISE[op]
-    if len(operands) != definition.arity:
-        raise TypeError(f"{op} takes {definition.arity} operands, got {len(operands)}")
+    if len(operands) != ELEMENTWISE[op].arity:
+        raise TypeError(f"{op} takes {ELEMENTWISE[op].arity} operands, got {len(operands)}")
     operands = tuple(_scalar_or_array(op, x) for x in operands)
+    if op in _ON_BOOLS and all(x.dtype == bool_ if isinstance(x, Array) else isinstance(x, bool) for x in operands):
+        if _ON_BOOLS[op] is None:
+            raise DTypeError(at_user_line(f"{op} is not defined on bools (as numpy); use ^ or ~, or astype(int32)"))
+        op = _ON_BOOLS[op]
+    definition = ELEMENTWISE[op]
     scope = _scope_of(op, operands)
     if op == "where":
         condition = astype(as_array(operands[0], scope), bool_)
         target = _operand_dtype(op, operands[1:])
+        _check_weak_integers(op, operands[1:], target)
         arrays = [condition] + [astype(as_array(x, scope, target), target) for x in operands[1:]]
     else:
         target = _operand_dtype(op, operands)
+        _check_weak_integers(op, operands, target)
         arrays = [astype(as_array(x, scope, target), target) for x in operands]
     shape = broadcast_shapes(*(a.shape for a in arrays))
     if shape is None:
@@ -188,8 +220,16 @@ cos = _unary("cos", "Cosine")
 tan = _unary("tan", "Tangent")
 tanh = _unary("tanh", "Hyperbolic tangent")
 sigmoid = _unary("sigmoid", "1 / (1 + exp(-x))")
-floor = _unary("floor", "Largest integer not above x")
-round = _unary("round", "Nearest integer, halves to even (as numpy)")  # noqa: A001
+
+
+def floor(x: Array) -> Array:
+    """Largest integer not above x; integers are their own floor (and keep their type, as numpy)."""
+    return x if not x.dtype.is_float else elementwise("floor", x)
+
+
+def round(x: Array) -> Array:  # noqa: A001
+    """Nearest integer, halves to even (as numpy); integers are returned as they are."""
+    return x if not x.dtype.is_float else elementwise("round", x)
 
 
 def where(condition: Operand, a: Operand, b: Operand) -> Array:
@@ -281,9 +321,15 @@ def reshape(x: Array, shape: Sequence[int]) -> Array:
 
 
 def _axis(axis: int, ndim: int, op: str) -> int:
+    axis = operator.index(axis)
     if not -ndim <= axis < ndim:
         raise ShapeError(at_user_line(f"{op}: axis {axis} is out of range for {ndim} dimensions"))
     return axis % ndim
+
+
+def axis_tuple(axis: int | Sequence[int]) -> tuple[int, ...]:
+    """An axis argument as a tuple: one integer (a numpy integer too) or a sequence of them."""
+    return (operator.index(axis),) if hasattr(axis, "__index__") else tuple(operator.index(a) for a in axis)
 
 
 def transpose(x: Array, axes: Sequence[int] | None = None) -> Array:
@@ -307,7 +353,7 @@ def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
 
 def expand_dims(x: Array, axis: int | Sequence[int]) -> Array:
     """Insert size-1 axes at the given positions of the result."""
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = axis_tuple(axis)
     ndim = x.ndim + len(axes)
     positions = sorted(_axis(a, ndim, "expand_dims") for a in axes)
     if len(set(positions)) != len(positions):
@@ -322,7 +368,7 @@ def squeeze(x: Array, axis: int | Sequence[int] | None = None) -> Array:
     if axis is None:
         axes = tuple(k for k, s in enumerate(x.shape) if s == 1)
     else:
-        axes = tuple(_axis(a, x.ndim, "squeeze") for a in ((axis,) if isinstance(axis, int) else axis))
+        axes = tuple(_axis(a, x.ndim, "squeeze") for a in axis_tuple(axis))
     for a in axes:
         if x.shape[a] != 1:
             raise ShapeError(at_user_line(f"squeeze: axis {a} of {x.shape} has size {x.shape[a]}, not 1"))
@@ -334,6 +380,9 @@ def getitem(x: Array, index: Any) -> Array:
     index = index if isinstance(index, tuple) else (index,)
     if builtins.sum(1 for i in index if i is Ellipsis) > 1:
         raise IndexError(at_user_line("an index can only have a single ellipsis ('...')"))
+    if any(isinstance(i, bool | np.bool_) and not i for i in index):
+        raise IndexError(at_user_line("x[False] would give an empty Array, which descent does not make"))
+    index = tuple(None if isinstance(i, bool | np.bool_) else i for i in index)  # x[True] is x[None], as numpy
     consumed = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
     if consumed > x.ndim:
         raise IndexError(at_user_line(f"too many indices ({consumed}) for an Array of shape {x.shape}"))
@@ -410,12 +459,16 @@ def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, m
     return _view(x, shape, "pad", (tuple(widths), value), lambda chain: views.pad(chain, x.shape, tuple(widths), value))
 
 
-def concat(arrays: Sequence[Array], axis: int = 0) -> Array:
-    """Join arrays along an existing axis (numpy.concatenate); each part is a padded view."""
+def concat(arrays: Sequence[Array], axis: int | None = 0) -> Array:
+    """Join arrays along an existing axis (numpy.concatenate; axis None joins them flattened); each
+    part is a padded view."""
     if not arrays:
         raise ShapeError(at_user_line("concat: needs at least one array"))
     scope = _scope_of("concat", arrays)
     arrays = [as_array(a, scope) for a in arrays]
+    if axis is None:
+        arrays, axis = [reshape(a, (a.size,)) for a in arrays], 0
+    _check_signedness("concat", [a.dtype for a in arrays])
     dtype = promote(*(a.dtype for a in arrays))
     ndim = arrays[0].ndim
     axis = _axis(axis, ndim, "concat")

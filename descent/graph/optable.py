@@ -30,7 +30,7 @@ class ElementwiseOp:
 
 HELPERS = {}
 HELPERS["descent_pow"] = """float descent_pow(float base, float exponent) {
-    if (exponent == 0.0) {
+    if (exponent == 0.0 || base == 1.0) {
         return 1.0;
     }
     float magnitude = pow(abs(base), exponent);
@@ -85,6 +85,20 @@ HELPERS["descent_remainder"] = """int descent_remainder(int a, int b) {
 uint descent_remainder(uint a, uint b) {
     return b == 0u ? 0u : a % b;
 }"""
+HELPERS["descent_tanh"] = """float descent_tanh(float x) {
+    if (isnan(x)) {
+        return x;
+    }
+    if (abs(x) < 0.125) {
+        float square = x * x;
+        float series = 62.0 / 2835.0;
+        series = series * square - 17.0 / 315.0;
+        series = series * square + 2.0 / 15.0;
+        series = series * square - 1.0 / 3.0;
+        return x + x * square * series;
+    }
+    return tanh(clamp(x, -15.0, 15.0));
+}"""
 HELPERS["descent_hash"] = """uint descent_hash(uint value) {
     uint state = value * 747796405u + 2891336453u;
     uint word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
@@ -130,7 +144,7 @@ _OPS = [
     ElementwiseOp("stop_gradient", 1, "{0}"),
     ElementwiseOp("contiguous", 1, "{0}"),
     ElementwiseOp("abs", 1, "abs({0})"),
-    ElementwiseOp("sign", 1, "sign({0})"),
+    ElementwiseOp("sign", 1, "sign({0})", float_glsl="isnan({0}) ? {0} : sign({0})"),
     ElementwiseOp("exp", 1, "exp({0})", float_only=True),
     ElementwiseOp("log", 1, "log({0})", float_only=True),
     ElementwiseOp("sqrt", 1, "sqrt({0})", float_only=True),
@@ -138,7 +152,7 @@ _OPS = [
     ElementwiseOp("sin", 1, "sin({0})", float_only=True),
     ElementwiseOp("cos", 1, "cos({0})", float_only=True),
     ElementwiseOp("tan", 1, "tan({0})", float_only=True),
-    ElementwiseOp("tanh", 1, "tanh(clamp({0}, -15.0, 15.0))", float_only=True),
+    ElementwiseOp("tanh", 1, "descent_tanh({0})", float_only=True, helpers=("descent_tanh",)),
     ElementwiseOp("relu", 1, "max({0}, 0)", float_glsl="isnan({0}) ? {0} : max({0}, 0.0)"),
     ElementwiseOp("sigmoid", 1, "1.0 / (1.0 + exp(-{0}))", float_only=True),
     ElementwiseOp("floor", 1, "floor({0})", float_only=True),

@@ -17,7 +17,7 @@ Axes = int | Sequence[int] | None
 def _axes(x: Array, axis: Axes, op: str) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(x.ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = ops.axis_tuple(axis)
     normalized = tuple(sorted({ops._axis(a, x.ndim, op) for a in axes}))
     if len(normalized) != len(axes):
         raise ShapeError(at_user_line(f"{op}: repeated axis in {axis}"))
@@ -29,6 +29,7 @@ def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Arra
     axes = _axes(x, axis, op)
     if numel(tuple(x.shape[a] for a in axes)) == 0:
         raise ShapeError(at_user_line(f"{op}: cannot reduce over an empty axis of shape {x.shape}"))
+    boolean = x.dtype == bool_ and op in ("max", "min")  # any / all: bool, as numpy
     if x.dtype == bool_:
         x = ops.astype(x, int32)
     kept = tuple(1 if a in axes else size for a, size in enumerate(x.shape))
@@ -39,6 +40,8 @@ def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Arra
         result = ops.reshape(_two_stage_sum(x, axes, parts), kept)
     else:
         result = x.scope.add("reduce", kept, dtype, (x.node_id,), {"op": op, "axes": axes})
+    if boolean:
+        result = ops.astype(result, bool_)
     if keepdims:
         return result
     return ops.reshape(result, tuple(size for a, size in enumerate(x.shape) if a not in axes))
