@@ -298,3 +298,11 @@ def test_mixed_signedness_and_out_of_range_integers_are_refused(env: dc.Environm
     with pytest.raises(OverflowError, match="add: Python integer 2147483648 is out of bounds for int32"):
         evaluate(env, lambda x: x + 2**31, i)
     np.testing.assert_array_equal(evaluate(env, lambda x, y: x + y.astype("int32"), i, u), [-2, 8])
+
+
+def test_pow_with_integral_exponents_is_exact_where_the_result_is(env: dc.Environment) -> None:
+    base = np.array([10.0, 3.0, 5.0, -2.0, 0.0, -0.0, 1.5, -7.0], np.float32)
+    exponent = np.array([3.0, 10.0, 4.0, -3.0, -1.0, -1.0, 2.0, 5.0], np.float32)
+    with np.errstate(divide="ignore"):
+        expected = base**exponent
+    np.testing.assert_array_equal(evaluate(env, lambda a, b: a**b, base, exponent), expected)

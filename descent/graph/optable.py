@@ -33,6 +33,19 @@ HELPERS["descent_pow"] = """float descent_pow(float base, float exponent) {
     if (exponent == 0.0 || base == 1.0) {
         return 1.0;
     }
+    if (exponent == floor(exponent) && abs(exponent) <= 64.0) {
+        float result = 1.0;
+        float power = base;
+        int remaining = int(abs(exponent));
+        while (remaining > 0) {
+            if ((remaining & 1) == 1) {
+                result *= power;
+            }
+            power *= power;
+            remaining >>= 1;
+        }
+        return exponent < 0.0 ? 1.0 / result : result;
+    }
     float magnitude = pow(abs(base), exponent);
     bool odd_integer = exponent == floor(exponent) && mod(exponent, 2.0) == 1.0;
     if (base < 0.0) {
