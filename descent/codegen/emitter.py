@@ -38,6 +38,15 @@ def literal(value: bool | int | float, dtype: DType) -> str:
     return f"({int(value)})" if int(value) < 0 else str(int(value))
 
 
+def _called(helpers: tuple[str, ...], expression: str) -> list[str]:
+    """The helpers (listed in dependency order) that `expression` calls, directly or through another."""
+    called: set[str] = set()
+    for helper in reversed(helpers):
+        if any(re.search(rf"\b{helper}\(", text) for text in [expression, *(HELPERS[c] for c in called)]):
+            called.add(helper)
+    return [helper for helper in helpers if helper in called]
+
+
 # division by a literal zero, given x * inf: drivers folded x / 0.0 itself to 0
 _BY_ZERO = {"div": "{0}", "floor_divide": "floor({0})", "remainder": "{nan}"}
 
@@ -299,9 +308,9 @@ class Emitter:
             expression = f"{node.dtype.glsl}({operands[0]})"
         elif node.op in ELEMENTWISE:
             definition = ELEMENTWISE[node.op]
-            for helper in definition.helpers:
-                self.helpers[helper] = HELPERS[helper]
             glsl = definition.float_glsl if definition.float_glsl and node.dtype == float32 else definition.glsl
+            for helper in _called(definition.helpers, glsl):
+                self.helpers[helper] = HELPERS[helper]
             index = self.index(chain) if "{index}" in glsl else ""
             expression = glsl.format(*operands, index=index)
             if node.op in _BY_ZERO and operands[1] in ("0.0", "(-0.0)"):  # drivers fold x / 0.0 to 0
