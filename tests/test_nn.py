@@ -403,8 +403,10 @@ def test_module_build_once_and_use_after_build(env: dc.Environment) -> None:
     with pytest.raises(dc.GraphError, match=r"Sequential.build: it is already built.*\n  at .*test_nn\.py:\d+"):
         model.build(env, name="twice")
     assert model.parameters()[0].name == "once.0.weight" and "once.0.weight" in env.parameters
-    with pytest.raises(dc.GraphError, match="Sequential.build: its part once.2 is already built"):
-        nn.Sequential(nn.Dense(2, 2), last).build(env, name="again")
+    reused = nn.Sequential(last, nn.ReLU()).build(env, name="reused")
+    assert reused.parameters() == [last.weight, last.bias] and last.weight.name == "once.2.weight"
+    with pytest.raises(dc.GraphError, match="Sequential.build: its part once.2 was built in another Environment"):
+        nn.Sequential(last).build(dc.Environment())
     env.build_graph(lambda s: model(s, s.read(x)))
     with pytest.raises(ValueError, match=r"Dropout probability must be in \[0, 1\), got 1.0\n  at .*test_nn\.py:\d+"):
         nn.Dropout(1.0)

@@ -46,13 +46,16 @@ class Module:
         return created
 
     def build(self, env: Any, seed: int = 0, name: str = "") -> Module:
-        """Create and initialise every parameter of this module and its children in `env`."""
-        built = [module for module in self._modules() if module._built]
-        if built:
-            what = "it" if built[0] is self else f"its part {built[0].name or type(built[0]).__name__}"
+        """Create and initialise every parameter of this module and its children in `env`. A part
+        built before (in the same Environment) keeps its parameters, shared with the model it came from."""
+        if self._built:
             raise GraphError(at_user_line(
-                f"{type(self).__name__}.build: {what} is already built (its parameters live in one Environment); "
+                f"{type(self).__name__}.build: it is already built (its parameters live in one Environment); "
                 "make a new module to build another"))
+        foreign = [m for m in self._modules() if any(p.environment is not env for p in m._parameters.values())]
+        if foreign:
+            raise GraphError(at_user_line(
+                f"{type(self).__name__}.build: its part {foreign[0].name} was built in another Environment"))
         self._build(env, np.random.default_rng(seed), name)
         return self
 
@@ -62,6 +65,8 @@ class Module:
             yield from child._modules()
 
     def _build(self, env: Any, rng: np.random.Generator, name: str) -> None:
+        if self._built:
+            return  # a part built before keeps its parameters and name (a trained encoder in a new model)
         self.name = name
         self.create(env, rng)
         self._built = True
