@@ -114,6 +114,13 @@ def test_layernorm_embedding_activations_pooling(env: dc.Environment) -> None:
         return F.layer_norm(tx, (6,), w, b), [w, b]
 
     _torch_check(_run_module(env, nn.LayerNorm(6), x), layernorm, x, rtol=1e-3, atol=1e-4)
+    planes = rng.normal(size=(3, 4, 6)).astype(np.float32)
+
+    def layernorm_2d(tx, v):
+        w, b = _t(v["weight"]), _t(v["bias"])
+        return F.layer_norm(tx, (4, 6), w, b), [w, b]
+
+    _torch_check(_run_module(env, nn.LayerNorm((4, 6)), planes), layernorm_2d, planes, rtol=1e-3, atol=1e-4)
     for module, function in [(nn.ReLU(), F.relu), (nn.LeakyReLU(0.1), lambda t: F.leaky_relu(t, 0.1)),
                              (nn.Sigmoid(), torch.sigmoid), (nn.Tanh(), torch.tanh),
                              (nn.GELU(), lambda t: F.gelu(t, approximate="tanh")), (nn.Softplus(), F.softplus),
@@ -410,3 +417,25 @@ def test_module_build_once_and_use_after_build(env: dc.Environment) -> None:
     env.build_graph(lambda s: model(s, s.read(x)))
     with pytest.raises(ValueError, match=r"Dropout probability must be in \[0, 1\), got 1.0\n  at .*test_nn\.py:\d+"):
         nn.Dropout(1.0)
+
+
+def test_normalisation_and_embedding_refuse_what_pytorch_refuses(env: dc.Environment) -> None:
+    images = env.parameter("refuse_images", (2, 4, 3, 3))
+    one = env.parameter("refuse_one", (1, 4))
+    tokens = env.parameter("refuse_tokens", (2, 3))
+    norm = nn.BatchNorm(3).build(env, name="refuse_bn")
+    for training in (True, False):
+        with pytest.raises(dc.ShapeError, match=r"BatchNorm\(3\): input \(2, 4, 3, 3\) needs 3 channels on axis 1"):
+            env.build_graph(lambda s: norm(s, s.read(images)), training=training)
+    wide = nn.BatchNorm(4).build(env, name="refuse_bn4")
+    with pytest.raises(dc.ShapeError, match=r"more than one value per channel, got input \(1, 4\).*drop_last"):
+        env.build_graph(lambda s: wide(s, s.read(one)), training=True)
+    env.build_graph(lambda s: wide(s, s.read(one)))
+    with pytest.raises(ValueError, match="BatchNorm: momentum must be a number in \\[0, 1\\], got None"):
+        nn.BatchNorm(4, momentum=None)
+    layer = nn.LayerNorm(5).build(env, name="refuse_ln")
+    with pytest.raises(dc.ShapeError, match=r"LayerNorm\(5,\): input \(2, 4, 3, 3\) does not end in \(5,\)"):
+        env.build_graph(lambda s: layer(s, s.read(images)))
+    table = nn.Embedding(4, 2).build(env, name="refuse_embedding")
+    with pytest.raises(dc.DTypeError, match=r"Embedding: indices must be integers, got float32.*\n  at .*test_nn"):
+        env.build_graph(lambda s: table(s, s.read(tokens)))

@@ -195,8 +195,8 @@ def test_uploaded_index_inputs_are_checked_every_run(env) -> None:
         env.run(graph, {ids: np.array([0, 5, 1], np.int32)})
     np.testing.assert_array_equal(env.read(out), [[8, 9], [0, 1], [2, 3]])
     embedding = nn.Embedding(4, 2).build(env, name="checked_embedding")
-    tokens = env.parameter("checked_tokens", (2,))
+    tokens = env.parameter("checked_tokens", (2,), "uint32")
     vectors = env.parameter("checked_vectors", (2, 2))
     graph = env.build_graph(lambda s: s.write(vectors, embedding(s, s.read(tokens))), inputs=[tokens])
-    with pytest.raises(IndexError, match="index -5.0 in 'checked_tokens'"):
-        env.run(graph, {tokens: np.array([3.0, -5.0], np.float32)})
+    with pytest.raises(IndexError, match="index 4 in 'checked_tokens'"):
+        env.run(graph, {tokens: np.array([3, 4], np.uint32)})

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.errors import ShapeError, at_user_line
+from descent.errors import DTypeError, ShapeError, at_user_line
 from descent.graph import conv, indexing, ops, reductions
 from descent.graph.array import Array
 from descent.graph.dtype import int32
@@ -82,6 +82,9 @@ class Embedding(Module):
         self.parameter(env, "weight", rng.normal(size=(self.count, self.features)).astype(np.float32))
 
     def forward(self, s: Scope, x: Array) -> Array:
+        if x.dtype.is_float:
+            raise DTypeError(at_user_line(
+                f"Embedding: indices must be integers, got {x.dtype.name}; pass them as int32 (x.astype(np.int32))"))
         return indexing.take(s.read(self.weight), ops.astype(x, int32), 0)
 
 
@@ -152,6 +155,8 @@ class BatchNorm(Module):
 
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
+        if not isinstance(momentum, int | float) or not 0.0 <= momentum <= 1.0:
+            raise ValueError(at_user_line(f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r}"))
         self.channels, self.momentum, self.eps = channels, momentum, eps
 
     def create(self, env: Any, rng: np.random.Generator) -> None:
@@ -161,13 +166,20 @@ class BatchNorm(Module):
         self.parameter(env, "running_var", np.ones(self.channels, np.float32), trainable=False)
 
     def forward(self, s: Scope, x: Array) -> Array:
+        if x.ndim < 2 or x.shape[1] != self.channels:
+            raise ShapeError(at_user_line(
+                f"BatchNorm({self.channels}): input {x.shape} needs {self.channels} channels on axis 1"))
         shape = (1, self.channels) + (1,) * (x.ndim - 2)
         axes = (0,) + tuple(range(2, x.ndim))
         if s.training:
+            count = x.size // self.channels
+            if count == 1:
+                raise ShapeError(at_user_line(
+                    f"BatchNorm: training needs more than one value per channel, got input {x.shape} (as PyTorch); "
+                    "a last batch of one example can be dropped with fit(..., drop_last=True)"))
             mean = reductions.mean(x, axes, keepdims=True)
             variance = reductions.mean((x - mean) * (x - mean), axes, keepdims=True)
-            count = x.size // self.channels
-            unbiased = ops.reshape(variance, (self.channels,)) * (count / max(count - 1, 1))
+            unbiased = ops.reshape(variance, (self.channels,)) * (count / (count - 1))
             m = self.momentum
             s.write(self.running_mean,
                     s.read(self.running_mean) * (1 - m) + ops.stop_gradient(ops.reshape(mean, (self.channels,))) * m)
@@ -180,19 +192,24 @@ class BatchNorm(Module):
 
 
 class LayerNorm(Module):
-    """Normalise over the last axis, then scale and shift (per feature)."""
+    """Normalise over the trailing axes of `shape` (an int for the last axis alone), then scale and
+    shift per element of those axes, as PyTorch's LayerNorm(normalized_shape)."""
 
-    def __init__(self, features: int, eps: float = 1e-5) -> None:
+    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5) -> None:
         super().__init__()
-        self.features, self.eps = features, eps
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.eps = eps
 
     def create(self, env: Any, rng: np.random.Generator) -> None:
-        self.parameter(env, "weight", np.ones(self.features, np.float32))
-        self.parameter(env, "bias", np.zeros(self.features, np.float32))
+        self.parameter(env, "weight", np.ones(self.shape, np.float32))
+        self.parameter(env, "bias", np.zeros(self.shape, np.float32))
 
     def forward(self, s: Scope, x: Array) -> Array:
-        mean = reductions.mean(x, -1, keepdims=True)
-        variance = reductions.mean((x - mean) * (x - mean), -1, keepdims=True)
+        if x.shape[x.ndim - len(self.shape):] != self.shape or x.ndim < len(self.shape):
+            raise ShapeError(at_user_line(f"LayerNorm{self.shape}: input {x.shape} does not end in {self.shape}"))
+        axes = tuple(range(x.ndim - len(self.shape), x.ndim))
+        mean = reductions.mean(x, axes, keepdims=True)
+        variance = reductions.mean((x - mean) * (x - mean), axes, keepdims=True)
         return (x - mean) * ops.rsqrt(variance + self.eps) * s.read(self.weight) + s.read(self.bias)
 
 

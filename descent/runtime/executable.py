@@ -172,8 +172,7 @@ class Executable:
                 found = values[parameter.name]
             else:
                 continue
-            whole = np.trunc(found) if found.dtype.kind == "f" else found
-            bad = np.flatnonzero((whole < -extent) | (whole >= extent))
+            bad = np.flatnonzero((found < -extent) | (found >= extent))
             if bad.size:
                 raise IndexError(at_user_line(
                     f"run: index {found.ravel()[bad[0]]} in '{parameter.name}' (element {bad[0]}) is out of range "
