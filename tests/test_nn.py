@@ -439,3 +439,35 @@ def test_normalisation_and_embedding_refuse_what_pytorch_refuses(env: dc.Environ
     table = nn.Embedding(4, 2).build(env, name="refuse_embedding")
     with pytest.raises(dc.DTypeError, match=r"Embedding: indices must be integers, got float32.*\n  at .*test_nn"):
         env.build_graph(lambda s: table(s, s.read(tokens)))
+
+
+def test_trainer_metrics_for_tokens_binary_outputs_and_evaluate_inside_fit(env: dc.Environment) -> None:
+    tokens = rng.integers(0, 6, (12, 5)).astype(np.int32)
+    labels = rng.integers(0, 3, (12, 5)).astype(np.int32)
+    model = nn.Sequential(nn.Embedding(6, 4), nn.Dense(4, 3)).build(env, name="tokens")
+    trainer = nn.Trainer(env, model)
+    expected = float(np.mean(trainer.predict(tokens).argmax(-1) == labels))
+    assert trainer.evaluate(tokens, labels)["accuracy"] == pytest.approx(expected, abs=1e-6)
+
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = (rng.uniform(size=(40, 1)) < 0.5).astype(np.float32)
+    binary = nn.Trainer(env, nn.Dense(3, 1).build(env, name="binary"), loss=dc.binary_cross_entropy_with_logits,
+                        optimizer=optim.SGD(0.0), accuracy=True)
+    logits = binary.predict(x)
+    assert binary.evaluate(x, y, batch_size=16)["accuracy"] == pytest.approx(np.mean((logits > 0) == (y > 0.5)))
+
+    alone = binary.fit(x, y, batch_size=8, progress=False, shuffle=False)[0]
+    inside = binary.fit(x, y, batch_size=8, progress=False, shuffle=False,
+                        on_step=lambda step, t: t.evaluate(x[:8], y[:8]))[0]
+    assert inside["loss"] == pytest.approx(alone["loss"]) and inside["accuracy"] == pytest.approx(alone["accuracy"])
+
+
+def test_each_epoch_a_trainer_trains_gets_its_own_order(env: dc.Environment) -> None:
+    x = np.arange(6, dtype=np.float32).reshape(6, 1)
+    y = np.zeros((6, 1), np.float32)
+    orders = []
+    trainer = nn.Trainer(env, nn.Dense(1, 1).build(env, name="orders"), loss=dc.mse, optimizer=optim.SGD(0.0))
+    for _ in range(2):
+        trainer.fit(x, y, batch_size=1, progress=False, on_step=lambda step, t: orders.append(
+            float(env.read(t._inputs[next(iter(t._inputs))][0])[0, 0])))
+    assert sorted(orders[:6]) == sorted(orders[6:]) == list(range(6)) and orders[:6] != orders[6:]

@@ -34,8 +34,11 @@ class Trainer:
         if optimizer is not None:
             optimizer.build(env, model.parameters(trainable_only=True))
         self.name = env.unique_name("trainer")
-        self.loss_sum = env.parameter(f"{self.name}.loss_sum", ())
-        self.correct = env.parameter(f"{self.name}.correct", ())
+        # (loss sum, correct count) per loop, so an evaluate inside fit (from on_step) leaves fit's alone
+        self._sums = {kind: (env.parameter(f"{self.name}.{kind}_loss_sum", ()),
+                             env.parameter(f"{self.name}.{kind}_correct", ()))
+                      for kind in ("train", "evaluate")}
+        self._epochs_trained = 0
         self._graphs: dict[tuple, tuple] = {}
         self._output_shapes: dict[tuple, tuple[int, ...]] = {}
         self._inputs: dict[tuple, tuple[Parameter, Parameter]] = {}
@@ -50,13 +53,20 @@ class Trainer:
                                  self.env.parameter(f"{self.name}.y{index}", y_shape, y_dtype))
         return self._inputs[key]
 
-    def _metrics(self, s, output: Array, labels: Array, loss: Array) -> None:
-        s.write(self.loss_sum, s.read(self.loss_sum) + ops.stop_gradient(loss) * float(output.shape[0]))
+    def _metrics(self, s, kind: str, output: Array, labels: Array, loss: Array) -> None:
+        """Add the batch's loss times its examples, and its correct predictions per example (the
+        mean over an example's tokens for (N, T, C) outputs), to the loop's sums."""
+        loss_sum, correct = self._sums[kind]
+        s.write(loss_sum, s.read(loss_sum) + ops.stop_gradient(loss) * float(output.shape[0]))
         if self.accuracy:
-            if labels.dtype.is_float and labels.shape == output.shape:
-                labels = reductions.argmax(labels, -1)
-            hits = ops.astype(ops.eq(reductions.argmax(output, -1), labels), "float32")
-            s.write(self.correct, s.read(self.correct) + reductions.sum(hits))
+            if output.shape[-1] == 1:  # one logit: positive means class 1
+                hits = ops.eq(output > 0.0, ops.reshape(labels, output.shape) > 0.5)
+            else:
+                if labels.dtype.is_float and labels.shape == output.shape:
+                    labels = reductions.argmax(labels, -1)
+                hits = ops.eq(reductions.argmax(output, -1), labels)
+            per_example = float(hits.size // output.shape[0])
+            s.write(correct, s.read(correct) + reductions.sum(ops.astype(hits, "float32")) / per_example)
 
     @staticmethod
     def _key(kind: str, x: np.ndarray, y: np.ndarray | None) -> tuple:
@@ -81,7 +91,7 @@ class Trainer:
                 return
             labels = s.read(y_parameter)
             loss = self.loss(output, labels)
-            self._metrics(s, output, labels, loss)
+            self._metrics(s, kind, output, labels, loss)
             if kind == "train":
                 parameters = self.model.parameters(trainable_only=True)
                 values = [s.read(p) for p in parameters]
@@ -111,14 +121,15 @@ class Trainer:
 
     # ---- loops --------------------------------------------------------------------------
 
-    def _reset_metrics(self) -> None:
-        self.env.write(self.loss_sum, np.float32(0))
-        self.env.write(self.correct, np.float32(0))
+    def _reset_metrics(self, kind: str) -> None:
+        for parameter in self._sums[kind]:
+            self.env.write(parameter, np.float32(0))
 
-    def _read_metrics(self, examples: int) -> dict[str, float]:
-        result = {"loss": float(self.env.read(self.loss_sum)) / max(examples, 1)}
+    def _read_metrics(self, kind: str, examples: int) -> dict[str, float]:
+        loss_sum, correct = self._sums[kind]
+        result = {"loss": float(self.env.read(loss_sum)) / max(examples, 1)}
         if self.accuracy:
-            result["accuracy"] = float(self.env.read(self.correct)) / max(examples, 1)
+            result["accuracy"] = float(self.env.read(correct)) / max(examples, 1)
         return result
 
     def fit(self, x: np.ndarray | Iterable, y: np.ndarray | None = None, epochs: int = 1, batch_size: int = 100,
@@ -130,7 +141,9 @@ class Trainer:
         batches (a list, or a function returning a fresh iterator per epoch). A last partial batch
         is trained on unless `drop_last`. y holds integer class labels or, for classification, float
         targets of the output's shape (one-hot rows). Arrays, labels and validation_data are checked
-        before the first step, so a mistake costs no training. Returns one dict of metrics per epoch."""
+        before the first step, so a mistake costs no training. Each epoch this Trainer trains gets its
+        own shuffle from (seed, epochs trained so far), so fit called once per epoch does not repeat
+        an order. Returns one dict of metrics per epoch."""
         if self.optimizer is None:
             raise ValueError(at_user_line("Trainer.fit needs an optimizer: pass optimizer=... to Trainer(...)"))
         _check_batch_size("fit", batch_size)
@@ -145,13 +158,13 @@ class Trainer:
             self._check_labels("fit", "train", x, y, batch_size)
         if validation_data is not None:
             validation_data = self._validation_data(validation_data, batch_size)
-        rng = np.random.default_rng(seed)
         history, step = [], 0
         for epoch in range(epochs):
             if schedule is not None:
                 self.optimizer.set_lr(schedule(self.optimizer.initial_lr, epoch, epochs))
-            batches = _batches(x, y, batch_size, rng if shuffle else None, drop_last)
-            self._reset_metrics()
+            rng = np.random.default_rng((seed, self._epochs_trained)) if shuffle else None
+            batches = _batches(x, y, batch_size, rng, drop_last)
+            self._reset_metrics("train")
             start, examples = time.perf_counter(), 0
             bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=True,
                        total=_count(x, y, batch_size, drop_last), unit="batch")
@@ -165,17 +178,18 @@ class Trainer:
                     on_step(step, self)
                 if progress and step % 20 == 0:
                     elapsed = time.perf_counter() - start
-                    bar.set_postfix(loss=f"{self._read_metrics(examples)['loss']:.4f}",
+                    bar.set_postfix(loss=f"{self._read_metrics('train', examples)['loss']:.4f}",
                                     samples_per_s=f"{examples / elapsed:.0f}")
             if examples == 0:
                 bar.close()
                 raise ValueError(at_user_line("fit: the iterable x gave no batches"))
-            logs = {"epoch": epoch + 1, **self._read_metrics(examples), "time": time.perf_counter() - start}
+            logs = {"epoch": epoch + 1, **self._read_metrics("train", examples), "time": time.perf_counter() - start}
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, batch_size).items()})
             bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "epoch"})
             bar.close()
             history.append(logs)
+            self._epochs_trained += 1
             if on_epoch is not None:
                 on_epoch(epoch + 1, logs)
         return history
@@ -202,11 +216,11 @@ class Trainer:
         _check_batch_size("evaluate", batch_size)
         x, y = _examples("evaluate", x, y)
         self._check_labels("evaluate", "evaluate", x, y, batch_size)
-        self._reset_metrics()
+        self._reset_metrics("evaluate")
         for xb, yb in _batches(x, y, batch_size, None, False):
             graph, x_parameter, y_parameter, _ = self._graph("evaluate", xb, yb)
             self.env.run(graph, {x_parameter: xb, y_parameter: yb})
-        return self._read_metrics(len(x))
+        return self._read_metrics("evaluate", len(x))
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """The model's outputs for x, with the test graph; an empty x gives an empty result of the
