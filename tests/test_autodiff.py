@@ -7,6 +7,7 @@ Finite differences: loss = sum(f(x) * r) for random r, central differences in fl
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -75,6 +76,7 @@ CASES = {
     "tan": (dc.tan, np.tan, [((5,), -1, 1)]),
     "tanh": (dc.tanh, np.tanh, [((5,), -2, 2)]),
     "sigmoid": (dc.sigmoid, lambda a: 1 / (1 + np.exp(-a)), [((5,), -3, 3)]),
+    "erf": (dc.erf, np.vectorize(math.erf), [((6,), -2, 2)]),
     "view:reshape": (lambda a: a.reshape(4, 3) * dc.exp(a.reshape(4, 3)),
                      lambda a: a.reshape(4, 3) * np.exp(a.reshape(4, 3)), [((3, 4), -1, 1)]),
     "view:permute": (lambda a: a.transpose(2, 0, 1) * 2.0, lambda a: a.transpose(2, 0, 1) * 2, [((2, 3, 4), -1, 1)]),

@@ -6,6 +6,8 @@ approximations are allowed by the Vulkan spec to be a few ulp off, more near pol
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -29,6 +31,7 @@ UNARY = {
     "tan": (dc.tan, np.tan, (-1.2, 1.2)),
     "tanh": (dc.tanh, np.tanh, (-30, 30)),
     "sigmoid": (dc.sigmoid, lambda x: 1 / (1 + np.exp(-x)), (-30, 30)),
+    "erf": (dc.erf, np.vectorize(math.erf), (-4, 4)),
     "relu": (dc.relu, lambda x: np.maximum(x, 0), (-3, 3)),
     "leaky_relu": (lambda x: dc.leaky_relu(x, 0.1), lambda x: np.where(x > 0, x, 0.1 * x), (-3, 3)),
     "floor": (dc.floor, np.floor, (-5, 5)),
@@ -306,3 +309,12 @@ def test_pow_with_integral_exponents_is_exact_where_the_result_is(env: dc.Enviro
     with np.errstate(divide="ignore"):
         expected = base**exponent
     np.testing.assert_array_equal(evaluate(env, lambda a, b: a**b, base, exponent), expected)
+
+
+def test_erf_is_accurate_near_zero_and_in_the_tails(env: dc.Environment) -> None:
+    x = np.concatenate([np.linspace(-6, 6, 241), [1e-7, -3e-5, 0.0, 0.4999, 0.5001]]).astype(np.float32)
+    expected = np.vectorize(math.erf)(x.astype(np.float64))
+    result = evaluate(env, dc.erf, x)
+    np.testing.assert_allclose(result, expected, rtol=0, atol=3e-7)
+    small = np.abs(x) < 0.5
+    np.testing.assert_allclose(result[small], expected[small], rtol=3e-7, atol=0)

@@ -4,6 +4,7 @@ replays like the forward pass, and gradients of gradients work where the rules a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -56,6 +57,7 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "tan": lambda g, n, x, y: [g * (y * y + 1.0)],
     "tanh": lambda g, n, x, y: [g * (1.0 - y * y)],
     "sigmoid": lambda g, n, x, y: [g * y * (1.0 - y)],
+    "erf": lambda g, n, x, y: [g * (2.0 / math.sqrt(math.pi)) * ops.exp(-(x[0] * x[0]))],
     "relu": lambda g, n, x, y: [ops.where(ops.gt(x[0], 0), g, 0.0)],
 }
 

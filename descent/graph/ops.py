@@ -219,6 +219,7 @@ sin = _unary("sin", "Sine")
 cos = _unary("cos", "Cosine")
 tan = _unary("tan", "Tangent")
 tanh = _unary("tanh", "Hyperbolic tangent")
+erf = _unary("erf", "The error function, 2 / sqrt(pi) * integral of exp(-t * t) from 0 to x")
 sigmoid = _unary("sigmoid", "1 / (1 + exp(-x))")
 
 

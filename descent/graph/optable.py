@@ -112,6 +112,29 @@ HELPERS["descent_tanh"] = """float descent_tanh(float x) {
     }
     return tanh(clamp(x, -15.0, 15.0));
 }"""
+HELPERS["descent_erf"] = """float descent_erf(float x) {
+    if (abs(x) < 0.5) {
+        float square = x * x;
+        float series = -1.0 / 1320.0;
+        series = series * square + 1.0 / 216.0;
+        series = series * square - 1.0 / 42.0;
+        series = series * square + 1.0 / 10.0;
+        series = series * square - 1.0 / 3.0;
+        return 1.1283791670955126 * (x + x * square * series);
+    }
+    float t = 1.0 / (1.0 + 0.5 * abs(x));
+    float poly = 0.17087277;
+    poly = poly * t - 0.82215223;
+    poly = poly * t + 1.48851587;
+    poly = poly * t - 1.13520398;
+    poly = poly * t + 0.27886807;
+    poly = poly * t - 0.18628806;
+    poly = poly * t + 0.09678418;
+    poly = poly * t + 0.37409196;
+    poly = poly * t + 1.00002368;
+    float complement = t * exp(poly * t - 1.26551223 - x * x);
+    return x >= 0.0 ? 1.0 - complement : complement - 1.0;
+}"""
 HELPERS["descent_hash"] = """uint descent_hash(uint value) {
     uint state = value * 747796405u + 2891336453u;
     uint word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
@@ -167,6 +190,7 @@ _OPS = [
     ElementwiseOp("tan", 1, "tan({0})", float_only=True),
     ElementwiseOp("tanh", 1, "descent_tanh({0})", float_only=True, helpers=("descent_tanh",)),
     ElementwiseOp("relu", 1, "max({0}, 0)", float_glsl="isnan({0}) ? {0} : max({0}, 0.0)"),
+    ElementwiseOp("erf", 1, "descent_erf({0})", float_only=True, helpers=("descent_erf",)),
     ElementwiseOp("sigmoid", 1, "1.0 / (1.0 + exp(-{0}))", float_only=True),
     ElementwiseOp("floor", 1, "floor({0})", float_only=True),
     ElementwiseOp("round", 1, "roundEven({0})", float_only=True),

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import math
 
+from descent.errors import at_user_line
 from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.scope import Scope
 from descent.nn.module import Module
 
 
-def gelu(x: Array) -> Array:
-    """GELU with the tanh approximation (PyTorch's approximate='tanh')."""
-    return x * 0.5 * (ops.tanh((x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)) + 1.0)
+def gelu(x: Array, approximate: str = "none") -> Array:
+    """x * Phi(x), Phi the standard normal CDF: exact through erf, or with approximate="tanh" the
+    tanh form (both as PyTorch's)."""
+    if approximate == "tanh":
+        return x * 0.5 * (ops.tanh((x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)) + 1.0)
+    if approximate != "none":
+        raise ValueError(at_user_line(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}"))
+    return x * 0.5 * (ops.erf(x * (1.0 / math.sqrt(2.0))) + 1.0)
 
 
 def softplus(x: Array) -> Array:
@@ -42,8 +48,17 @@ class Tanh(_Activation):
     function = staticmethod(ops.tanh)
 
 
-class GELU(_Activation):
-    function = staticmethod(gelu)
+class GELU(Module):
+    """x * Phi(x); approximate="tanh" for the tanh form (PyTorch's GELU)."""
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(at_user_line(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}"))
+        self.approximate = approximate
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        return gelu(x, self.approximate)
 
 
 class Softplus(_Activation):
