@@ -69,6 +69,7 @@ CASES = {
     "abs": (dc.abs, np.abs, [((8,), -2, 2)]),
     "exp": (dc.exp, np.exp, [((5,), -2, 2)]),
     "log": (dc.log, np.log, [((5,), 0.5, 3)]),
+    "log1p": (dc.log1p, np.log1p, [((5,), -0.5, 3)]),
     "sqrt": (dc.sqrt, np.sqrt, [((5,), 0.5, 3)]),
     "rsqrt": (dc.rsqrt, lambda a: 1 / np.sqrt(a), [((5,), 0.5, 3)]),
     "sin": (dc.sin, np.sin, [((5,), -3, 3)]),

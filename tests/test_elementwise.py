@@ -24,6 +24,7 @@ UNARY = {
     "sign": (dc.sign, np.sign, (-3, 3)),
     "exp": (dc.exp, np.exp, (-5, 5)),
     "log": (dc.log, np.log, (0.01, 10)),
+    "log1p": (dc.log1p, np.log1p, (-0.5, 10)),
     "sqrt": (dc.sqrt, np.sqrt, (0, 10)),
     "rsqrt": (dc.rsqrt, lambda x: 1 / np.sqrt(x), (0.1, 10)),
     "sin": (dc.sin, np.sin, (-6, 6)),
@@ -318,3 +319,13 @@ def test_erf_is_accurate_near_zero_and_in_the_tails(env: dc.Environment) -> None
     np.testing.assert_allclose(result, expected, rtol=0, atol=3e-7)
     small = np.abs(x) < 0.5
     np.testing.assert_allclose(result[small], expected[small], rtol=3e-7, atol=0)
+
+
+def test_log1p_and_the_losses_built_on_it_keep_tiny_values(env: dc.Environment) -> None:
+    x = np.array([1e-30, -1e-8, 3e-5, -0.0999, 0.1001, 0.05, 2.0], np.float32)
+    # a series below 0.1 (a few ulp), log(1 + x) above it, where rounding 1 + x costs up to ~6e-7 near 0.1
+    np.testing.assert_allclose(evaluate(env, dc.log1p, x), np.log1p(x.astype(np.float64)), rtol=1e-6, atol=0)
+    logits = np.array([[15.0], [17.0], [30.0]], np.float32)
+    targets = np.ones_like(logits)
+    result = evaluate(env, lambda a, t: dc.binary_cross_entropy_with_logits(a, t, reduction="none"), logits, targets)
+    np.testing.assert_allclose(result, np.log1p(np.exp(-logits.astype(np.float64))), rtol=1e-5)

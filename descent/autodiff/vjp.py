@@ -50,6 +50,7 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "abs": lambda g, n, x, y: [g * ops.sign(x[0])],
     "exp": lambda g, n, x, y: [g * y],
     "log": lambda g, n, x, y: [g / x[0]],
+    "log1p": lambda g, n, x, y: [g / (x[0] + 1.0)],
     "sqrt": lambda g, n, x, y: [g * 0.5 / y],
     "rsqrt": lambda g, n, x, y: [g * -0.5 * y * y * y],
     "sin": lambda g, n, x, y: [g * ops.cos(x[0])],

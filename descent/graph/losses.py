@@ -60,8 +60,8 @@ def mse(prediction: Array, target: Array, reduction: str = "mean") -> Array:
 
 
 def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean") -> Array:
-    """-(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))), as max(x, 0) - x t + log(1 + exp(-|x|))."""
+    """-(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))), as max(x, 0) - x t + log1p(exp(-|x|))."""
     _same_shape("binary_cross_entropy_with_logits", logits, targets)
     logits = ops.astype(logits, float32)
-    loss = ops.maximum(logits, 0.0) - logits * targets + ops.log(ops.exp(-ops.abs(logits)) + 1.0)
+    loss = ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
     return _reduce(loss, reduction, loss.size)

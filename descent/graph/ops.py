@@ -213,6 +213,7 @@ contiguous = _unary("contiguous", "x, computed once into a buffer when it is a f
                     "kernel reads many times, such as a convolution's input)")
 exp = _unary("exp", "e ** x")
 log = _unary("log", "Natural logarithm")
+log1p = _unary("log1p", "log(1 + x), accurate for small x")
 sqrt = _unary("sqrt", "Square root")
 rsqrt = _unary("rsqrt", "1 / sqrt(x)")
 sin = _unary("sin", "Sine")

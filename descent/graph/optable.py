@@ -135,6 +135,19 @@ HELPERS["descent_erf"] = """float descent_erf(float x) {
     float complement = t * exp(poly * t - 1.26551223 - x * x);
     return x >= 0.0 ? 1.0 - complement : complement - 1.0;
 }"""
+HELPERS["descent_log1p"] = """float descent_log1p(float x) {
+    if (abs(x) < 0.1) {
+        float series = -1.0 / 8.0;
+        series = series * x + 1.0 / 7.0;
+        series = series * x - 1.0 / 6.0;
+        series = series * x + 1.0 / 5.0;
+        series = series * x - 1.0 / 4.0;
+        series = series * x + 1.0 / 3.0;
+        series = series * x - 1.0 / 2.0;
+        return x + x * x * series;
+    }
+    return log(1.0 + x);
+}"""
 HELPERS["descent_hash"] = """uint descent_hash(uint value) {
     uint state = value * 747796405u + 2891336453u;
     uint word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
@@ -183,6 +196,7 @@ _OPS = [
     ElementwiseOp("sign", 1, "sign({0})", float_glsl="isnan({0}) ? {0} : sign({0})"),
     ElementwiseOp("exp", 1, "exp({0})", float_only=True),
     ElementwiseOp("log", 1, "log({0})", float_only=True),
+    ElementwiseOp("log1p", 1, "descent_log1p({0})", float_only=True, helpers=("descent_log1p",)),
     ElementwiseOp("sqrt", 1, "sqrt({0})", float_only=True),
     ElementwiseOp("rsqrt", 1, "inversesqrt({0})", float_only=True),
     ElementwiseOp("sin", 1, "sin({0})", float_only=True),

@@ -23,7 +23,7 @@ def gelu(x: Array, approximate: str = "none") -> Array:
 
 def softplus(x: Array) -> Array:
     """log(1 + exp(x)), stable for large |x|."""
-    return ops.maximum(x, 0.0) + ops.log(ops.exp(-ops.abs(x)) + 1.0)
+    return ops.maximum(x, 0.0) + ops.log1p(ops.exp(-ops.abs(x)))
 
 
 class _Activation(Module):
