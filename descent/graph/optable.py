@@ -90,6 +90,17 @@ HELPERS["descent_floor_divide"] = """int descent_floor_divide(int a, int b) {
 
 uint descent_floor_divide(uint a, uint b) {
     return b == 0u ? 0u : a / b;
+}
+
+float descent_floor_divide(float a, float b) {
+    float quotient = floor(a / b);
+    float rest = a - b * quotient;
+    if (rest != 0.0 && (rest < 0.0) != (b < 0.0)) {
+        quotient -= 1.0;
+    } else if (abs(rest) >= abs(b)) {
+        quotient += 1.0;
+    }
+    return quotient;
 }"""
 HELPERS["descent_remainder"] = """int descent_remainder(int a, int b) {
     return b == 0 ? 0 : a - b * descent_floor_divide(a, b);
@@ -97,6 +108,10 @@ HELPERS["descent_remainder"] = """int descent_remainder(int a, int b) {
 
 uint descent_remainder(uint a, uint b) {
     return b == 0u ? 0u : a % b;
+}
+
+float descent_remainder(float a, float b) {
+    return a - b * descent_floor_divide(a, b);
 }"""
 HELPERS["descent_tanh"] = """float descent_tanh(float x) {
     if (isnan(x)) {
@@ -169,10 +184,9 @@ _OPS = [
     ElementwiseOp("div", 2, "{0} / {1}", float_only=True),
     ElementwiseOp("pow", 2, "descent_ipow({0}, {1})", float_glsl="descent_pow({0}, {1})",
                   helpers=("descent_pow", "descent_ipow")),
-    ElementwiseOp("floor_divide", 2, "descent_floor_divide({0}, {1})", float_glsl="floor({0} / {1})",
-                  helpers=("descent_floor_divide",)),
-    ElementwiseOp("remainder", 2, "descent_remainder({0}, {1})", float_glsl="mod({0}, {1})",
-                  helpers=("descent_floor_divide", "descent_remainder")),
+    # float a / b may be off by an ulp (NVIDIA divides by a reciprocal): the quotient is mended by its remainder
+    ElementwiseOp("floor_divide", 2, "descent_floor_divide({0}, {1})", helpers=("descent_floor_divide",)),
+    ElementwiseOp("remainder", 2, "descent_remainder({0}, {1})", helpers=("descent_floor_divide", "descent_remainder")),
     ElementwiseOp("maximum", 2, "max({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : max({0}, {1})"),
     ElementwiseOp("minimum", 2, "min({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : min({0}, {1})"),
     ElementwiseOp("lt", 2, "{0} < {1}", result="bool"),
