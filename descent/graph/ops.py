@@ -93,9 +93,10 @@ def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
     return target
 
 
-# arithmetic on bools alone as numpy: + and maximum are or, * and minimum are and, - is refused
+# ops on bools alone as numpy: + maximum | are or, * minimum & are and, ^ is !=, ~ is not, - is refused
 _ON_BOOLS = {"add": "logical_or", "mul": "logical_and", "maximum": "logical_or", "minimum": "logical_and",
-             "sub": None, "neg": None}
+             "bitwise_or": "logical_or", "bitwise_and": "logical_and", "bitwise_xor": "ne",
+             "bitwise_not": "logical_not", "sub": None, "neg": None}
 
 
 def elementwise(op: str, *operands: Operand) -> Array:
@@ -179,32 +180,10 @@ logical_or = _binary("logical_or", "a or b, elementwise")
 logical_not = _unary("logical_not", "not a, elementwise")
 
 
-def _bitwise(op: str, logical: Callable[..., Array], *operands: Operand) -> Array:
-    """An integer op bit by bit; on bools alone the logical op, as numpy's & | ^ ~."""
-    operands = tuple(_scalar_or_array(op, x) for x in operands)
-    if all(x.dtype == bool_ if isinstance(x, Array) else isinstance(x, bool) for x in operands):
-        return logical(*operands)
-    return elementwise(op, *operands)
-
-
-def bitwise_and(a: Operand, b: Operand) -> Array:
-    """a & b: bit by bit on integers, logical on bools (as numpy); floats are refused."""
-    return _bitwise("bitwise_and", logical_and, a, b)
-
-
-def bitwise_or(a: Operand, b: Operand) -> Array:
-    """a | b: bit by bit on integers, logical on bools (as numpy); floats are refused."""
-    return _bitwise("bitwise_or", logical_or, a, b)
-
-
-def bitwise_xor(a: Operand, b: Operand) -> Array:
-    """a ^ b: bit by bit on integers, a != b on bools (as numpy); floats are refused."""
-    return _bitwise("bitwise_xor", ne, a, b)
-
-
-def bitwise_not(x: Array) -> Array:
-    """~x: every bit flipped on integers (-x - 1 for int32, as numpy), not x on bools."""
-    return _bitwise("bitwise_not", logical_not, x)
+bitwise_and = _binary("bitwise_and", "a & b: bit by bit on integers, logical on bools (as numpy); floats are refused")
+bitwise_or = _binary("bitwise_or", "a | b: bit by bit on integers, logical on bools (as numpy); floats are refused")
+bitwise_xor = _binary("bitwise_xor", "a ^ b: bit by bit on integers, a != b on bools (as numpy); floats are refused")
+bitwise_not = _unary("bitwise_not", "~x: every bit flipped on integers (-x - 1 for int32, as numpy), not x on bools")
 
 
 neg = _unary("neg", "-x")
@@ -412,7 +391,7 @@ def getitem(x: Array, index: Any) -> Array:
         elif isinstance(item, np.ndarray | list | Array):
             raise IndexError(at_user_line(
                 f"indexing with an array (axis {axis}) is not basic indexing: use dc.take(x, indices, axis)"))
-        elif isinstance(item, int | bool) or hasattr(item, "__index__"):
+        elif isinstance(item, int) or hasattr(item, "__index__"):
             position = int(item)
             if not -size <= position < size:
                 raise IndexError(at_user_line(f"index {position} is out of bounds for axis {axis} with size {size}"))

@@ -205,7 +205,7 @@ class LayerNorm(Module):
         self.parameter(env, "bias", np.zeros(self.shape, np.float32))
 
     def forward(self, s: Scope, x: Array) -> Array:
-        if x.shape[x.ndim - len(self.shape):] != self.shape or x.ndim < len(self.shape):
+        if x.shape[-len(self.shape):] != self.shape:
             raise ShapeError(at_user_line(f"LayerNorm{self.shape}: input {x.shape} does not end in {self.shape}"))
         axes = tuple(range(x.ndim - len(self.shape), x.ndim))
         mean = reductions.mean(x, axes, keepdims=True)
