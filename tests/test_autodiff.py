@@ -348,6 +348,12 @@ TORCH_CASES = {  # name -> (descent fn, torch fn, inputs): ties, zeros and compo
     "minimum ties": (dc.minimum, torch.minimum, [TIES, np.ones(8, np.float32)]),
     "max ties": (lambda a: a.max(axis=1), lambda a: a.amax(dim=1), [np.array([[1, 3, 3], [2, 2, 2]], np.float32)]),
     "min ties": (lambda a: a.min(axis=0), lambda a: a.amin(dim=0), [np.array([[1, 3, 3], [1, 2, 3]], np.float32)]),
+    "max_pool2d ties go to the first": (lambda a: dc.max_pool2d(a, 2), lambda a: F.max_pool2d(a, 2),
+                                        [rng.integers(0, 3, (2, 3, 6, 5))]),
+    "max_pool2d overlapping ties": (lambda a: dc.max_pool2d(a, 3, 2, 1), lambda a: F.max_pool2d(a, 3, 2, 1),
+                                    [rng.integers(0, 3, (1, 2, 7, 6))]),
+    "max_pool2d stride 1 ties": (lambda a: dc.max_pool2d(a, 2, 1), lambda a: F.max_pool2d(a, 2, 1),
+                                 [rng.integers(0, 2, (1, 2, 5, 5))]),
     "prod with zeros": (lambda a: a.prod(axis=1), lambda a: a.prod(dim=1),
                         [np.array([[0, 2, 3], [0, 0, 5], [1.5, 2, -3], [4, 0, 0.5]], np.float32)]),
     "abs at 0": (dc.abs, torch.abs, [TIES]),
@@ -394,9 +400,10 @@ TORCH_CASES = {  # name -> (descent fn, torch fn, inputs): ties, zeros and compo
 
 @pytest.mark.parametrize("name", sorted(TORCH_CASES))
 def test_gradient_matches_torch(env: dc.Environment, name: str) -> None:
-    """Ties (the winner takes the gradient; maximum and amax split an exact tie evenly, relu's is 0 at
-    0 and clamp passes it on its bounds), prod over zeros, and composites: float32 against torch's
-    float64 autograd, rtol 1e-4, atol 1e-4 * max|grad|."""
+    """Ties (the winner takes the gradient; maximum and amax split an exact tie evenly, max pooling
+    gives it to the window's first maximum, relu's is 0 at 0 and clamp passes it on its bounds), prod
+    over zeros, and composites: float32 against torch's float64 autograd, rtol 1e-4, atol
+    1e-4 * max|grad|."""
     fn, torch_fn, inputs = TORCH_CASES[name]
     inputs = [np.asarray(x, np.float32) for x in inputs]
     with torch.no_grad():

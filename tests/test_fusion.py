@@ -309,3 +309,48 @@ def test_cpu_elementwise_four_elements_a_thread(env: dc.Environment) -> None:
     assert "four adjacent ones a thread" in source.glsl
     assert "texelFetch(quads_x_vec4, q)" in source.glsl and "texelFetch(quads_bias_vec4, q % 3)" in source.glsl
     assert "quads_total_vec4_out[q] = vec4(" in source.glsl
+
+
+def test_max_shares_the_kernel_of_an_argmax_of_the_same_elements(env: dc.Environment) -> None:
+    """max pooling's value and the position its gradient goes to: one kernel reads the elements once
+    and stores both, the max from the argmax's accumulator (NaN wins in both, as numpy)."""
+    data = rng.integers(0, 4, (96, 8)).astype(np.float32)
+    data[5, 3] = np.nan
+    x = env.parameter("argmerge_x", (96, 8), init=data)
+    top = env.parameter("argmerge_top", (96,))
+    where = env.parameter("argmerge_where", (96,), dc.int32)
+    low = env.parameter("argmerge_low", (96,))
+
+    def build(s: dc.Scope) -> None:
+        s.write(top, s.read(x).max(1) * 2.0)
+        s.write(where, dc.argmax(s.read(x), 1))
+        s.write(low, s.read(x).min(1))
+
+    graph = env.build_graph(build)
+    assert graph.kernel_count == 2  # min has no argmin beside it
+    assert any("argmax-reduce" in source.ops and "max-reduce" in source.ops for source in graph.sources)
+    env.run(graph)
+    np.testing.assert_array_equal(env.read(top), data.max(1) * 2)
+    np.testing.assert_array_equal(env.read(where), data.argmax(1))
+    np.testing.assert_array_equal(env.read(low), data.min(1))
+
+
+def test_argmax_read_at_the_level_of_the_max_epilogue_keeps_its_own_kernel(env: dc.Environment) -> None:
+    """A merged kernel runs at the later level of the two: where a kernel at that level reads the
+    argmax (here a gather of another size), the two reductions stay apart."""
+    data = rng.normal(size=(96, 8)).astype(np.float32)
+    table = rng.normal(size=(8, 3)).astype(np.float32)
+    x = env.parameter("argapart_x", (96, 8), init=data)
+    t = env.parameter("argapart_t", (8, 3), init=table)
+    top = env.parameter("argapart_top", (96,))
+    rows = env.parameter("argapart_rows", (96, 3))
+
+    def build(s: dc.Scope) -> None:
+        s.write(top, s.read(x).max(1) * 2.0)
+        s.write(rows, dc.take(s.read(t), dc.argmax(s.read(x), 1), 0))
+
+    graph = env.build_graph(build)
+    assert graph.kernel_count == 3
+    env.run(graph)
+    np.testing.assert_array_equal(env.read(top), data.max(1) * 2)
+    np.testing.assert_array_equal(env.read(rows), table[data.argmax(1)])

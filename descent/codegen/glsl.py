@@ -340,8 +340,9 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         accumulator, lift, finish = "vec2", "vec2(x, 1.0)", "(value.x + log(value.y))"
     axes = (("output_index", outputs), ("element", reduced))
     functions = parts.load_function("load_input", source, chain, dtype, axes)
-    functions += "\n" + parts.store_function(f"{accumulator} value, int position", {kernel.core: finish})
-    parts.ops.append(f"{op}-reduce")
+    given = {kernel.core: finish} | {node_id: "value" for node_id in kernel.values}
+    functions += "\n" + parts.store_function(f"{accumulator} value, int position", given)
+    parts.ops += [f"{op}-reduce"] + [f"{op[3:]}-reduce" for _ in kernel.values]
     parts.locations.append(core.location)
     serial = reduced <= SERIAL_REDUCTION or (device.cpu and outputs >= CPU_SERIAL_OUTPUTS)
     if serial:

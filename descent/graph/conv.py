@@ -99,13 +99,24 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
 
 
 def max_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
-    """Maximum over each window of the last two axes; padding reads -inf."""
+    """Maximum over each window of the last two axes; padding reads -inf. As in PyTorch, a window's
+    gradient goes to its first largest element (not split among ties)."""
     kernel = _pair(kernel, "kernel")
     stride = kernel if stride is None else _pair(stride, "stride")
     padding = _pool_padding(padding, kernel, "max_pool2d")
     widths = [(0, 0)] * (x.ndim - 2) + [(padding[0], padding[0]), (padding[1], padding[1])]
     patches = ops.windows(ops.pad(x, widths, float("-inf")), kernel, stride, (1, 1))
-    return reductions.max(patches, axis=(-2, -1))
+    pooled = reductions.max(patches, axis=(-2, -1))
+
+    def to_first_maximum(cotangent: Array) -> list[Array]:
+        """The argmax shares the max's kernel (the scheduler merges them), so the forward pass reads
+        each window once and the backward pass compares positions, not values."""
+        first = reductions.reduce("argmax", patches, (-2, -1), keepdims=True)
+        positions = ops.reshape(x.scope.arange(kernel[0] * kernel[1]), kernel)
+        spread = ops.reshape(cotangent, pooled.shape + (1, 1))
+        return [ops.where(ops.eq(first, positions), spread, 0.0)]
+
+    return x.scope.custom_gradient(pooled, (patches,), to_first_maximum)
 
 
 def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:

@@ -33,6 +33,7 @@ class Kernel:
     loads: dict[int, str]  # node id -> logical buffer it is loaded from
     core: int | None = None
     level: int = 0
+    values: tuple[int, ...] = ()  # max/min reductions of an argmax/argmin core's elements: its accumulator's value
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ class _Draft:
     computed: list[int]
     core: int | None = None
     stores: list[tuple[int, str]] = field(default_factory=list)
+    values: list[int] = field(default_factory=list)  # see Kernel.values
 
 
 def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], computed_operands: bool = False) -> Schedule:
@@ -37,6 +38,7 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], comput
     roots = sorted({node for _, node in writes.values()})
     realized = realize(graph, roots, computed_operands)
     drafts = _merge_epilogues(graph, _drafts(graph, set(roots) | realized, realized), set(roots), realized)
+    drafts = _merge_arg_reductions(graph, drafts, realized)
     drafts.sort(key=lambda d: d.level)
 
     buffers: dict[str, Buffer] = {}
@@ -59,7 +61,7 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], comput
         starts = operand_contexts(graph, node_of(graph, draft.core)) if draft.core is not None else []
         operand_walks.append(walk(graph, starts, set(), realized))
         touched = set(out_walks[-1]) | set(operand_walks[-1])
-        own = set(draft.computed) | ({draft.core} if draft.core is not None else set())
+        own = set(draft.computed) | set(draft.values) | ({draft.core} if draft.core is not None else set())
         loads.append({n: loads_of[n] for n in sorted(touched) if n in loads_of and not (n in own and n in realized)})
     read = {name for kernel_loads in loads for name in kernel_loads.values()}
     for node_id, name in temporaries.items():
@@ -81,7 +83,8 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], comput
             drafts[k].stores.append((node_id, staging.name))
             copies.append(Copy(staging.name, target.name))
 
-    kernels = [Kernel(f"kernel{k}", draft.size, tuple(draft.stores), loads[k], draft.core, draft.level)
+    kernels = [Kernel(f"kernel{k}", draft.size, tuple(draft.stores), loads[k], draft.core, draft.level,
+                      tuple(draft.values))
                for k, draft in enumerate(drafts)]
     assert all(kernel.outputs for kernel in kernels), "every kernel stores a parameter or a temporary read later"
     plans = [(order, *_assign_slots(order, buffers, copies))
@@ -109,18 +112,7 @@ def _merge_epilogues(graph: nx.DiGraph, drafts: list[_Draft], roots: set[int], r
     """Fold an elementwise kernel into the heavy kernel whose result it reads element for element.
     Where later kernels or a parameter write need that result too, the heavy kernel still stores it:
     one kernel fewer, and the result is not loaded back."""
-    consumers: dict[int, list[tuple[int, bool]]] = defaultdict(list)  # node -> (draft, read at its own index)
-    for k, draft in enumerate(drafts):
-        if draft.core is not None:
-            operands = walk(graph, operand_contexts(graph, node_of(graph, draft.core)), set(), realized)
-            for node_id in operands:
-                if node_id in realized:
-                    consumers[node_id].append((k, False))
-            continue
-        touched = walk(graph, [(n, ()) for n in draft.computed], set(draft.computed), realized)
-        for node_id, chains in touched.items():
-            if node_id in realized and node_id not in draft.computed:
-                consumers[node_id].append((k, chains == {()}))
+    consumers = _consumers(graph, drafts, realized)
     merged: set[int] = set()
     for draft in drafts:
         core = draft.core
@@ -138,6 +130,56 @@ def _merge_epilogues(graph: nx.DiGraph, drafts: list[_Draft], roots: set[int], r
         draft.computed = ([core] if keep else []) + list(epilogue.computed)
         draft.level = epilogue.level
         merged.add(fitting[0])
+    return [d for k, d in enumerate(drafts) if k not in merged]
+
+
+def _consumers(graph: nx.DiGraph, drafts: list[_Draft], realized: set[int]) -> dict[int, list[tuple[int, bool]]]:
+    """For each realized node, the drafts that load it and whether each reads it at its own index only."""
+    consumers: dict[int, list[tuple[int, bool]]] = defaultdict(list)
+    for k, draft in enumerate(drafts):
+        if draft.core is not None:
+            operands = walk(graph, operand_contexts(graph, node_of(graph, draft.core)), set(), realized)
+            for node_id in operands:
+                if node_id in realized:
+                    consumers[node_id].append((k, False))
+        starts = [n for n in draft.computed if n != draft.core]
+        touched = walk(graph, [(n, ()) for n in starts], set(starts), realized)
+        for node_id, chains in touched.items():
+            if node_id in realized and node_id not in draft.computed and node_id != draft.core:
+                consumers[node_id].append((k, chains == {()}))
+    return consumers
+
+
+def _merge_arg_reductions(graph: nx.DiGraph, drafts: list[_Draft], realized: set[int]) -> list[_Draft]:
+    """Give a max (min) reduction to the kernel of an argmax (argmin) of the same elements, whose
+    accumulator holds the value as well as its position: the elements are read once (max pooling's
+    value and the position its gradient goes to)."""
+    arg_of: dict[tuple, int] = {}
+    for k, draft in enumerate(drafts):
+        core = node_of(graph, draft.core) if draft.core is not None else None
+        if core is not None and core.op == "reduce" and core.attrs["op"] in ("argmax", "argmin"):
+            arg_of.setdefault((core.inputs[0], core.attrs["axes"], core.attrs["op"][3:]), k)
+    if not arg_of:
+        return drafts
+    consumers = _consumers(graph, drafts, realized)
+    merged: set[int] = set()
+    for k, draft in enumerate(drafts):
+        core = node_of(graph, draft.core) if draft.core is not None else None
+        if core is None or core.op != "reduce":
+            continue
+        target = arg_of.get((core.inputs[0], core.attrs["axes"], core.attrs["op"]))
+        if target is None or drafts[target].values:
+            continue
+        arg = drafts[target]
+        level = max(draft.level, arg.level)
+        made = {draft.core, arg.core, *draft.computed, *arg.computed}
+        readers = {reader for node_id in made for reader, _ in consumers[node_id]} - {k, target}
+        if any(drafts[reader].level <= level for reader in readers):
+            continue
+        arg.computed = list(dict.fromkeys(arg.computed + draft.computed))
+        arg.values = [draft.core]
+        arg.level = level
+        merged.add(k)
     return [d for k, d in enumerate(drafts) if k not in merged]
 
 
