@@ -2,8 +2,10 @@
 // ${NAME}: ${REDUCTION} of ${REDUCED} elements for each of ${OUTPUTS} outputs; stores ${STORES}
 // lift() turns an element into an accumulator, combine() merges two; store_output() finishes it.
 // One workgroup per output: each lane folds a strided share, then a shared-memory tree combines the
-// lanes. With SERIAL, one thread folds a whole (short) reduction instead.
+// lanes. With SERIAL, one thread folds a whole (short) reduction instead; with QUADS as well, it
+// loads four adjacent elements at a time (load_quad), on CPU drivers where a vec4 fetch costs a float's.
 #define SERIAL ${SERIAL}
+#define QUADS ${QUADS}
 layout(local_size_x = ${LOCAL_SIZE}) in;
 
 ${BUFFERS}
@@ -25,9 +27,18 @@ void main() {
     }
     ${TYPE} value = ${IDENTITY};
     int position = ${REDUCED};
+#if QUADS
+    for (int q = 0; q < ${REDUCED} / 4; q++) {
+        ${INPUT4} four = load_quad(output_index, q);
+        for (int e = 0; e < 4; e++) {
+            combine(value, position, lift(four[e]), 4 * q + e);
+        }
+    }
+#else
     for (int r = 0; r < ${REDUCED}; r++) {
         combine(value, position, lift(load_input(output_index, r)), r);
     }
+#endif
     store_output(output_index, value, position);
 }
 #else

@@ -18,7 +18,7 @@ import networkx as nx
 from descent.codegen.emitter import Emitter, identifier, literal, without_unread_indices
 from descent.codegen.index import Index, Var, render, split_aligned, variable
 from descent.graph.dtype import DType, bool_, float32, int32
-from descent.graph.view import View, is_masked, simplify
+from descent.graph.view import View, is_masked, numel, simplify
 from descent.schedule.fuse import input_contexts, node_of, operand_contexts, reduce_layout
 from descent.schedule.kernel import Buffer, Kernel
 
@@ -195,6 +195,18 @@ class _Kernel:
         parameters = ", ".join(f"int {axis}" for axis, _ in axes)
         return _function(f"{dtype.glsl} {name}({parameters})", [*emitter.lines, f"return {dtype.glsl}({value});"])
 
+    def quad_load_function(self, name: str, node_id: int, chain, dtype: DType,
+                           axes: tuple[tuple[str, int], ...]) -> str:
+        """`name(axes...)`: like `load_function`, but the node at the four elements 4q .. 4q + 3 of
+        the row-major index, as a vector; loads the four share at an aligned index are one fetch."""
+        count = numel(tuple(size for _, size in axes))
+        emitter = self.emitter(_row_major(axes), quads=True)
+        values = [emitter.value(node_id, simplify(chain + (View((count,), (4,), e),))) for e in range(4)]
+        self.absorb(emitter)
+        vector = _VECTORS[dtype.glsl]
+        parameters = ", ".join(f"int {axis}" for axis, _ in axes)
+        return _function(f"{vector} {name}({parameters})", [*emitter.lines, f"return {vector}({', '.join(values)});"])
+
     def store_function(self, parameters: str, special: dict[int, str], hoist: bool = False) -> str:
         """`store_output(i, parameters)`. With `hoist`, for templates whose threads store many
         elements, values the same at every element (an optimiser's bias corrections, say) are
@@ -338,13 +350,18 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         finish = "position"
     elif op == "logsumexp":
         accumulator, lift, finish = "vec2", "vec2(x, 1.0)", "(value.x + log(value.y))"
-    axes = (("output_index", outputs), ("element", reduced))
-    functions = parts.load_function("load_input", source, chain, dtype, axes)
+    serial = reduced <= SERIAL_REDUCTION or (device.cpu and outputs >= CPU_SERIAL_OUTPUTS)
+    quads = serial and device.cpu and bool(parts.texel_elements) and reduced % 4 == 0
+    if quads:
+        functions = parts.quad_load_function("load_quad", source, chain, dtype,
+                                             (("output_index", outputs), ("q", reduced // 4)))
+    else:
+        functions = parts.load_function("load_input", source, chain, dtype,
+                                        (("output_index", outputs), ("element", reduced)))
     given = {kernel.core: finish} | {node_id: "value" for node_id in kernel.values}
     functions += "\n" + parts.store_function(f"{accumulator} value, int position", given)
     parts.ops += [f"{op}-reduce"] + [f"{op[3:]}-reduce" for _ in kernel.values]
     parts.locations.append(core.location)
-    serial = reduced <= SERIAL_REDUCTION or (device.cpu and outputs >= CPU_SERIAL_OUTPUTS)
     if serial:
         local = device.local_size
         workgroups = _grid(-(-outputs // local), device.max_groups)
@@ -352,8 +369,9 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         local = min(device.local_size, 1 << max(5, (reduced - 1).bit_length()))
         workgroups = _grid(outputs, device.max_groups)
     return parts.fill("reduce", workgroups, REDUCTION=op, REDUCED=reduced, OUTPUTS=outputs,
-                      SERIAL=int(serial), LOCAL_SIZE=local, FUNCTIONS=functions, TYPE=accumulator,
-                      INPUT=dtype.glsl, LIFT=lift, COMBINE=_combine(op, dtype), IDENTITY=_identity(op, dtype))
+                      SERIAL=int(serial), QUADS=int(quads), LOCAL_SIZE=local, FUNCTIONS=functions,
+                      TYPE=accumulator, INPUT=dtype.glsl, INPUT4=_VECTORS[dtype.glsl], LIFT=lift,
+                      COMBINE=_combine(op, dtype), IDENTITY=_identity(op, dtype))
 
 
 def _scatter_add(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], core,
@@ -611,6 +629,9 @@ def _fetch_function(name: str, load: str, definition: str, read: str | None, sha
                  f"    PART(group, j) = {value};", "}", "return group;"]
     fetch = _function(f"{vector} {name}(int batch, int row, int col)", lines)
     return fetch if read else definition + "\n" + fetch
+
+
+_VECTORS = {"float": "vec4", "int": "ivec4", "uint": "uvec4"}
 
 
 def _vector(width: int) -> str:
