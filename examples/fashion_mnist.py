@@ -1,10 +1,12 @@
 """Train a classifier on Fashion-MNIST with descent.
 
     .venv/bin/python examples/fashion_mnist.py --network convnet --epochs 2
+    .venv/bin/python examples/fashion_mnist.py --network convnet --epochs 4 --resume
     .venv/bin/python examples/fashion_mnist.py --eval examples/out/fashion_mnist/convnet.npz
 
 Networks: linear, mlp (784-300-10), convnet (descent's README ConvNet), convnet-blur (the same with
-anti-aliased max pooling). Writes a checkpoint and a loss/accuracy plot to --out.
+anti-aliased max pooling). Writes a checkpoint after every epoch and a loss/accuracy plot to --out;
+--resume continues from that checkpoint up to --epochs, as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test examples only")
     parser.add_argument("--out", default="examples/out/fashion_mnist")
     parser.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a saved model on the test set and exit")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out up to --epochs")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
@@ -106,21 +109,36 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint, record = out / f"{args.network}.npz", out / f"{args.network}.json"
+    history, seconds = [], 0.0
+    if args.resume:
+        trainer.load(checkpoint)
+        if trainer.epochs_trained >= args.epochs:
+            print(f"{checkpoint} has trained {trainer.epochs_trained} epochs already; ask for more with --epochs")
+            return
+        if record.exists():
+            earlier = json.loads(record.read_text())
+            history = [h for h in earlier["history"] if h["epoch"] <= trainer.epochs_trained]
+            seconds = earlier["seconds"]
+        print(f"resuming after epoch {trainer.epochs_trained} of {checkpoint}")
+    start = time.perf_counter() - seconds
 
     def report(epoch: int, logs: dict) -> None:
+        """Print the epoch, and save what a resumed run needs: the checkpoint and the history so far."""
+        history.append(logs)
+        trainer.save(checkpoint)
+        partial = record.with_suffix(".json.partial")
+        partial.write_text(json.dumps({"args": vars(args), "device": env.device.name, "history": history,
+                                       "seconds": time.perf_counter() - start}, indent=2))
+        partial.replace(record)
         print(f"epoch {epoch}: train loss {logs['loss']:.4f}, train accuracy {100 * logs['accuracy']:.2f}%, "
               f"test accuracy {100 * logs['val_accuracy']:.2f}%, {logs['time']:.1f} s", flush=True)
 
-    start = time.perf_counter()
-    history = trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                          validation_data=(x_test, y_test), on_epoch=report, progress=not args.no_progress,
-                          schedule=optim.CosineLR() if args.cosine else None)
+    trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                validation_data=(x_test, y_test), on_epoch=report, progress=not args.no_progress,
+                schedule=optim.CosineLR() if args.cosine else None, initial_epoch=trainer.epochs_trained)
     total = time.perf_counter() - start
-    checkpoint = out / f"{args.network}.npz"
-    trainer.save(checkpoint)
     plot(history, out / f"{args.network}.png", f"{args.network} on Fashion-MNIST ({env.device.name})")
-    (out / f"{args.network}.json").write_text(json.dumps({"args": vars(args), "device": env.device.name,
-                                                          "history": history, "seconds": total}, indent=2))
     print(f"best test accuracy {100 * max(h['val_accuracy'] for h in history):.2f}%, "
           f"final {100 * history[-1]['val_accuracy']:.2f}%; {total:.0f} s in all")
     print(f"wrote {checkpoint}, {out / (args.network + '.png')}")

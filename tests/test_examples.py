@@ -26,12 +26,18 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def test_fashion_mnist_example_learns_and_saves(tmp_path: Path) -> None:
+def test_fashion_mnist_example_learns_saves_and_resumes(tmp_path: Path) -> None:
+    """Stopped after its first epoch and resumed, the run writes one history of both epochs."""
     out = tmp_path / "fm"
-    _run("examples/fashion_mnist.py", "--network", "mlp", "--epochs", "2", "--limit", "3000", "--test-limit", "2000",
-         "--out", str(out), "--no-progress")
+    common = ("examples/fashion_mnist.py", "--network", "mlp", "--limit", "3000", "--test-limit", "2000",
+              "--out", str(out), "--no-progress")
+    _run(*common, "--epochs", "1")
+    resumed = _run(*common, "--epochs", "2", "--resume")
+    assert f"resuming after epoch 1 of {out / 'mlp.npz'}" in resumed.stdout and "epoch 2: " in resumed.stdout
+    assert "already" in _run(*common, "--epochs", "2", "--resume").stdout
     record = json.loads((out / "mlp.json").read_text())
     history = record["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
     assert history[-1]["loss"] < history[0]["loss"]
     assert history[-1]["val_accuracy"] > 0.6
     assert (out / "mlp.png").stat().st_size > 10_000 and (out / "mlp.npz").exists()

@@ -401,6 +401,50 @@ def test_checkpoint_of_a_second_trainer_loads_into_a_fresh_script(tmp_path) -> N
     np.testing.assert_array_equal(fresh_env.read(fresh.optimizer.step_parameter), 2.0)
 
 
+def _resumable(env: dc.Environment) -> nn.Trainer:
+    model = nn.Sequential(nn.Dense(64, 32), nn.ReLU(), nn.Dropout(0.3), nn.Dense(32, 10)).build(env, seed=1)
+    return nn.Trainer(env, model, optimizer=optim.Adam(1e-2))
+
+
+def test_a_resumed_run_continues_the_uninterrupted_one(tmp_path) -> None:
+    """A checkpoint holds the epochs and steps trained: a fresh process that loads it and fits with
+    initial_epoch continues the shuffles, dropout masks and schedule, so it ends where the run that
+    was never stopped ends (bit for bit: same kernels, same order)."""
+    x_train, y_train, x_test, _ = _digits()
+    fit = dict(epochs=3, batch_size=100, seed=4, schedule=optim.CosineLR(), progress=False)
+    env = dc.Environment()
+    straight = _resumable(env)
+    history = straight.fit(x_train, y_train, **fit)
+    assert straight.epochs_trained == 3 and [h["epoch"] for h in history] == [1, 2, 3]
+
+    class Stop(Exception):
+        pass
+
+    def save_then_stop(epoch: int, logs: dict) -> None:
+        stopped.save(tmp_path / "run.npz")
+        raise Stop  # the process is killed after its first epoch's checkpoint
+
+    stopped_env = dc.Environment()
+    stopped = _resumable(stopped_env)
+    with pytest.raises(Stop):
+        stopped.fit(x_train, y_train, on_epoch=save_then_stop, **fit)
+    resumed_env = dc.Environment(seed=7)
+    resumed = _resumable(resumed_env)
+    resumed.load(tmp_path / "run.npz")
+    assert resumed.epochs_trained == 1
+    history = resumed.fit(x_train, y_train, initial_epoch=resumed.epochs_trained, **fit)
+    assert [h["epoch"] for h in history] == [2, 3] and resumed.epochs_trained == 3
+    np.testing.assert_array_equal(resumed.predict(x_test), straight.predict(x_test))
+    restarted = _resumable(dc.Environment())
+    restarted.load(tmp_path / "run.npz", model_only=True)
+    assert restarted.epochs_trained == 0
+    clashing = nn.Sequential(nn.Dense(64, 10)).build(env, name="__mine__")
+    with pytest.raises(nn.CheckpointError, match=r"parameter name\(s\) \['__mine__.0.weight__'\]"):
+        nn.checkpoint.save(env, {"__mine__.0.weight__": clashing.parameters()[0]}, tmp_path / "clash.npz")
+    with pytest.raises(ValueError, match=r"initial_epoch 3 must be at least 0 and below epochs 3.*\n  at .*test_nn"):
+        resumed.fit(x_train, y_train, initial_epoch=3, **fit)
+
+
 def test_module_build_once_and_use_after_build(env: dc.Environment) -> None:
     last = nn.Dense(3, 2)
     model = nn.Sequential(nn.Dense(4, 3), nn.ReLU(), last)

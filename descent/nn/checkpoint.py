@@ -18,14 +18,26 @@ class CheckpointError(DescentError, ValueError):
     """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
 
 
-def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike) -> None:
-    """Write every parameter's value to `path` (.npz). A temporary file is renamed over the target
-    only once complete, so a crash mid-save leaves the previous checkpoint intact."""
+def is_metadata(name: str) -> bool:
+    """Entries named __like_this__ hold counts about the run (a trainer's epochs), not parameters."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
+         metadata: dict[str, np.ndarray] | None = None) -> None:
+    """Write every parameter's value, and the `metadata` arrays, to `path` (.npz). A temporary file
+    is renamed over the target only once complete, so a crash mid-save leaves the previous
+    checkpoint intact."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(at_user_line(f"cannot save a checkpoint to {path}: it is a directory (left "
                                            f"untouched); give a file name such as {path / 'model.npz'}"))
+    clashing = [name for name in parameters if is_metadata(name)]
+    if clashing:
+        raise CheckpointError(at_user_line(f"cannot save a checkpoint: parameter name(s) {clashing} have the "
+                                           "form __name__ that checkpoints keep for metadata; rename them"))
     arrays = {name: env.read(parameter) for name, parameter in parameters.items()}
+    arrays.update(metadata or {})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
@@ -54,10 +66,11 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike, ignore_extra: bool = False) -> None:
+def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
+         ignore_extra: bool = False) -> dict[str, np.ndarray]:
     """Read `path` into the parameters, after checking that names, shapes and dtypes all match
     (entries the model lacks are allowed with `ignore_extra`); on any mismatch nothing is written
-    and the error lists every difference."""
+    and the error lists every difference. Returns the checkpoint's metadata entries."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(at_user_line(f"checkpoint {path} does not exist"))
@@ -77,6 +90,7 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike, ig
         raise CheckpointError(at_user_line(
             f"{path} is not a checkpoint (.npz archive) but a single array, as np.save writes; "
             "it was not loaded and the parameters are unchanged"))
+    metadata = {name: arrays.pop(name) for name in list(arrays) if is_metadata(name)}
     problems = []
     for name in sorted(set(parameters) - set(arrays)):
         problems.append(f"missing from the checkpoint: '{name}' {parameters[name].shape}")
@@ -92,3 +106,4 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike, ig
         raise CheckpointError(at_user_line(f"checkpoint {path} does not fit:\n  " + "\n  ".join(problems)))
     for name, parameter in parameters.items():
         env.write(parameter, arrays[name])
+    return metadata

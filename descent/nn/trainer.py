@@ -39,6 +39,7 @@ class Trainer:
                              env.parameter(f"{self.name}.{kind}_correct", ()))
                       for kind in ("train", "evaluate")}
         self._epochs_trained = 0
+        self._steps_trained = 0
         self._graphs: dict[tuple, tuple] = {}
         self._output_shapes: dict[tuple, tuple[int, ...]] = {}
         self._inputs: dict[tuple, tuple[Parameter, Parameter]] = {}
@@ -136,16 +137,25 @@ class Trainer:
             shuffle: bool = True, seed: int = 0, drop_last: bool = False,
             validation_data: tuple[np.ndarray, np.ndarray] | None = None, schedule: Callable | None = None,
             on_step: Callable[[int, Trainer], Any] | None = None,
-            on_epoch: Callable[[int, dict], Any] | None = None, progress: bool = True) -> list[dict]:
-        """Train for `epochs` over numpy arrays (x, y) in batches, or over `x` = an iterable of (x, y)
-        batches (a list, or a function returning a fresh iterator per epoch). A last partial batch
-        is trained on unless `drop_last`. y holds integer class labels or, for classification, float
-        targets of the output's shape (one-hot rows). Arrays, labels and validation_data are checked
-        before the first step, so a mistake costs no training. Each epoch this Trainer trains gets its
-        own shuffle from (seed, epochs trained so far), so fit called once per epoch does not repeat
-        an order. Returns one dict of metrics per epoch."""
+            on_epoch: Callable[[int, dict], Any] | None = None, progress: bool = True,
+            initial_epoch: int = 0) -> list[dict]:
+        """Train epochs initial_epoch + 1 .. `epochs` (as Keras) over numpy arrays (x, y) in batches, or
+        over `x` = an iterable of (x, y) batches (a list, or a function returning a fresh iterator per
+        epoch). A last partial batch is trained on unless `drop_last`. y holds integer class labels
+        or, for classification, float targets of the output's shape (one-hot rows). Arrays, labels and
+        validation_data are checked before the first step, so a mistake costs no training.
+
+        Each epoch gets its shuffle from (seed, epochs this Trainer has trained) and each step its
+        dropout masks from (seed, steps trained), so fit called once per epoch does not repeat an
+        order, and a run resumed from a checkpoint (which holds both counts) with
+        `initial_epoch=trainer.epochs_trained` continues the shuffles, masks and `schedule` of the run
+        that wrote it. Returns one dict of metrics per epoch."""
         if self.optimizer is None:
             raise ValueError(at_user_line("Trainer.fit needs an optimizer: pass optimizer=... to Trainer(...)"))
+        if not 0 <= initial_epoch < epochs:
+            raise ValueError(at_user_line(
+                f"fit: initial_epoch {initial_epoch} must be at least 0 and below epochs {epochs}, the epoch "
+                "to stop after (as Keras: fit(epochs=10, initial_epoch=4) trains epochs 5 to 10)"))
         _check_batch_size("fit", batch_size)
         if y is None and isinstance(x, np.ndarray):
             raise ValueError(at_user_line(
@@ -159,7 +169,7 @@ class Trainer:
         if validation_data is not None:
             validation_data = self._validation_data(validation_data, batch_size)
         history, step = [], 0
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             if schedule is not None:
                 self.optimizer.set_lr(schedule(self.optimizer.initial_lr, epoch, epochs))
             rng = np.random.default_rng((seed, self._epochs_trained)) if shuffle else None
@@ -171,7 +181,8 @@ class Trainer:
             for batch in bar:
                 xb, yb = batch if y is not None else self._iterated_batch(batch)
                 graph, x_parameter, y_parameter, _ = self._graph("train", xb, yb)
-                self.env.run(graph, {x_parameter: xb, y_parameter: yb})
+                self.env.run(graph, {x_parameter: xb, y_parameter: yb}, seed=_step_seed(seed, self._steps_trained))
+                self._steps_trained += 1
                 examples += len(xb)
                 step += 1
                 if on_step is not None:
@@ -249,14 +260,32 @@ class Trainer:
             named.update(self.optimizer.named_state())
         return named
 
+    @property
+    def epochs_trained(self) -> int:
+        """Epochs this Trainer has trained, counting those of a checkpoint it loaded."""
+        return self._epochs_trained
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model and optimiser state to `path` (.npz), atomically."""
-        checkpoint.save(self.env, self.checkpoint_parameters(), path)
+        """Write the model, the optimiser state and the epochs and steps trained to `path` (.npz),
+        atomically."""
+        counts = np.array([self._epochs_trained, self._steps_trained], np.int64)
+        checkpoint.save(self.env, self.checkpoint_parameters(), path, {_COUNTS: counts})
 
     def load(self, path: str | os.PathLike, model_only: bool = False) -> None:
-        """Restore a checkpoint; `model_only` restores just the model (optimiser state is ignored)."""
+        """Restore a checkpoint; `model_only` restores just the model (optimiser state and counts are
+        ignored)."""
         named = dict(self.model.named_parameters()) if model_only else self.checkpoint_parameters()
-        checkpoint.load(self.env, named, path, ignore_extra=model_only)
+        metadata = checkpoint.load(self.env, named, path, ignore_extra=model_only)
+        if not model_only and _COUNTS in metadata:
+            self._epochs_trained, self._steps_trained = (int(count) for count in metadata[_COUNTS])
+
+
+_COUNTS = "__trainer_epochs_and_steps__"
+
+
+def _step_seed(seed: int, step: int) -> int:
+    """The random-number seed of a training step: its own for each (seed, step)."""
+    return (int(seed) * 0x9E3779B1 + step) % 2**32
 
 
 def _dtype_name(array: np.ndarray) -> str:
