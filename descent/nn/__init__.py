@@ -1,6 +1,21 @@
 """Modules, the trainer and checkpoints: the layer most users touch."""
 
-from descent.nn.activations import GELU, LeakyReLU, ReLU, Sigmoid, Sin, Softplus, Tanh, gelu, softplus
+from descent.nn.activations import (
+    GELU,
+    Identity,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Sin,
+    Softmax,
+    Softplus,
+    Tanh,
+    gelu,
+    silu,
+    softplus,
+)
 from descent.nn.checkpoint import CheckpointError
 from descent.nn.layers import (
     AvgPool2D,
@@ -21,6 +36,6 @@ from descent.nn.trainer import Trainer
 
 __all__ = [
     "AvgPool2D", "BatchNorm", "BlurMaxPool2D", "CheckpointError", "Conv2D", "Dense", "Dropout", "Embedding",
-    "Flatten", "GELU", "LayerNorm", "LeakyReLU", "Linear", "MaxPool2D", "Module", "ReLU", "Sequential", "Sigmoid",
-    "Sin", "Softplus", "Tanh", "Trainer", "gelu", "softplus",
+    "Flatten", "GELU", "Identity", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool2D", "Module", "ReLU",
+    "Sequential", "SiLU", "Sigmoid", "Sin", "Softmax", "Softplus", "Tanh", "Trainer", "gelu", "silu", "softplus",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from descent.errors import at_user_line
-from descent.graph import ops
+from descent.graph import ops, reductions
 from descent.graph.array import Array
 from descent.graph.scope import Scope
 from descent.nn.module import Module
@@ -19,6 +19,11 @@ def gelu(x: Array, approximate: str = "none") -> Array:
     if approximate != "none":
         raise ValueError(at_user_line(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}"))
     return x * 0.5 * (ops.erf(x * (1.0 / math.sqrt(2.0))) + 1.0)
+
+
+def silu(x: Array) -> Array:
+    """x * sigmoid(x) (SiLU, also called swish)."""
+    return x * ops.sigmoid(x)
 
 
 def softplus(x: Array) -> Array:
@@ -63,6 +68,38 @@ class GELU(Module):
 
 class Softplus(_Activation):
     function = staticmethod(softplus)
+
+
+class SiLU(_Activation):
+    function = staticmethod(silu)
+
+
+class Identity(_Activation):
+    """Its input unchanged: a placeholder where a model takes a layer."""
+
+    function = staticmethod(lambda x: x)
+
+
+class Softmax(Module):
+    """exp(x) / sum(exp(x)) along `dim` (as PyTorch's Softmax)."""
+
+    function = staticmethod(reductions.softmax)
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        return self.function(x, self.dim)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim})"
+
+
+class LogSoftmax(Softmax):
+    """x - logsumexp(x) along `dim`."""
+
+    function = staticmethod(reductions.log_softmax)
 
 
 class LeakyReLU(Module):
