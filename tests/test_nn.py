@@ -125,7 +125,8 @@ def test_layernorm_embedding_activations_pooling(env: dc.Environment) -> None:
                              (nn.Sigmoid(), torch.sigmoid), (nn.Tanh(), torch.tanh),
                              (nn.GELU(), F.gelu), (nn.GELU("tanh"), lambda t: F.gelu(t, approximate="tanh")),
                              (nn.Softplus(), F.softplus), (nn.SiLU(), F.silu), (nn.Identity(), lambda t: t),
-                             (nn.Softmax(0), lambda t: torch.softmax(t, 0)), (nn.LogSoftmax(), lambda t: F.log_softmax(t, -1)),
+                             (nn.Softmax(0), lambda t: torch.softmax(t, 0)),
+                             (nn.LogSoftmax(), lambda t: F.log_softmax(t, -1)),
                              (nn.Sin(30.0), lambda t: torch.sin(30 * t))]:
         _torch_check(_run_module(env, module, x), lambda tx, v, f=function: (f(tx), []), x, rtol=1e-4, atol=1e-4)
     images = rng.normal(size=(2, 3, 8, 8)).astype(np.float32)

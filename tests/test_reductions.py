@@ -7,6 +7,7 @@ absolute tolerance scaled by sqrt(n) * max|x| * 1e-6; max/min/argmax are exact.
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -87,10 +88,26 @@ def test_nan_wins_max_min_and_their_args(env: dc.Environment, length: int) -> No
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.max(a, 1), integers), integers.max(1))
 
 
-def test_empty_reduction_is_rejected(env: dc.Environment) -> None:
+@pytest.mark.parametrize("name", ["sum", "prod", "mean", "var", "std", "logsumexp", "int sum", "bool sum"])
+def test_reductions_over_no_elements_give_numpys_values(env: dc.Environment, name: str) -> None:
+    """sum 0, prod 1, mean/var/std NaN (numpy warns), logsumexp -inf (scipy's), for every kept element."""
+    x = np.zeros((3, 0, 2), np.float32)
+    ours, theirs = {"logsumexp": (dc.logsumexp, lambda a, axis: np.full((3, 2), -np.inf, np.float32)),
+                    "int sum": (dc.sum, np.sum), "bool sum": (dc.sum, np.sum)}.get(name, REDUCTIONS.get(name, (None,)))
+    x = x.astype(np.int32) if name == "int sum" else x.astype(bool) if name == "bool sum" else x
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = theirs(x, axis=1)
+    result = evaluate(env, lambda a: ours(a, 1), x)
+    assert result.shape == (3, 2)
+    np.testing.assert_array_equal(result, expected.astype(result.dtype))
+
+
+def test_max_min_and_args_over_no_elements_are_refused(env: dc.Environment) -> None:
     x = env.parameter("empty_reduce", (3, 0))
-    with pytest.raises(dc.ShapeError, match="empty axis"):
-        env.build_graph(lambda s: s.read(x).sum(1))
+    for reduction in (dc.max, dc.min, dc.argmax, dc.argmin):
+        with pytest.raises(dc.ShapeError, match=r"cannot reduce over an empty axis of shape \(3, 0\).*\n  at .*test_"):
+            env.build_graph(lambda s, f=reduction: f(s.read(x), 1))
 
 
 def test_softmax_then_division_is_fused(env: dc.Environment) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Sequence
 
 from descent.errors import ShapeError, at_user_line
@@ -27,14 +26,18 @@ def _axes(x: Array, axis: Axes, op: str) -> tuple[int, ...]:
 def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
     """Fold `x` over `axis` with one of sum, prod, max, min, argmax, argmin."""
     axes = _axes(x, axis, op)
-    if numel(tuple(x.shape[a] for a in axes)) == 0:
-        raise ShapeError(at_user_line(f"{op}: cannot reduce over an empty axis of shape {x.shape}"))
+    empty = numel(tuple(x.shape[a] for a in axes)) == 0
+    if empty and op not in _EMPTY:
+        raise ShapeError(at_user_line(f"{op}: cannot reduce over an empty axis of shape {x.shape}: {op} has no "
+                                      "value for no elements (numpy raises too)"))
     boolean = x.dtype == bool_ and op in ("max", "min")  # any / all: bool, as numpy
     if x.dtype == bool_:
         x = ops.astype(x, int32)
     kept = tuple(1 if a in axes else size for a, size in enumerate(x.shape))
     dtype = int32 if op.startswith("arg") else x.dtype
-    if not axes:
+    if empty:
+        result = ops.broadcast_to(x.scope.constant(_EMPTY[op], float32 if op == "logsumexp" else dtype), kept)
+    elif not axes:
         result = x if not op.startswith("arg") else ops.astype(ops.mul(x, 0), int32)
     elif op == "sum" and (parts := _chunks(x, axes)) > 1:
         result = ops.reshape(_two_stage_sum(x, axes, parts), kept)
@@ -45,6 +48,9 @@ def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Arra
     if keepdims:
         return result
     return ops.reshape(result, tuple(size for a, size in enumerate(x.shape) if a not in axes))
+
+
+_EMPTY = {"sum": 0, "prod": 1, "logsumexp": float("-inf")}  # the value over no elements, as numpy and scipy
 
 
 def _chunks(x: Array, axes: tuple[int, ...]) -> int:
@@ -86,9 +92,12 @@ def min(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: 
 
 
 def mean(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
-    """Arithmetic mean over `axis`, in float32."""
+    """Arithmetic mean over `axis`, in float32 (NaN over no elements, as numpy)."""
     count = numel(tuple(x.shape[a] for a in _axes(x, axis, "mean")))
-    return ops.mul(sum(ops.astype(x, float32), axis, keepdims), 1.0 / builtins.max(count, 1))
+    total = sum(ops.astype(x, float32), axis, keepdims)
+    if count == 0:
+        return ops.broadcast_to(x.scope.constant(float("nan")), total.shape)
+    return ops.mul(total, 1.0 / count)
 
 
 def var(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
