@@ -119,6 +119,40 @@ def test_regression_losses_match_torch(env: dc.Environment) -> None:
     np.testing.assert_allclose(evaluate(env, dc.binary_cross_entropy_with_logits, x, t), expected, rtol=1e-5)
 
 
+def test_label_smoothing_and_pos_weight_match_torch(env: dc.Environment) -> None:
+    """PyTorch's cross_entropy(label_smoothing=) and binary_cross_entropy_with_logits(pos_weight=),
+    values and input gradients, rtol 1e-5."""
+    logits = (rng.normal(size=(16, 5)) * 4).astype(np.float32)
+    labels = rng.integers(0, 5, 16).astype(np.int32)
+    probabilities = rng.dirichlet(np.ones(5), 16).astype(np.float32)
+    targets = rng.uniform(size=(16, 5)).astype(np.float32)
+    weights = rng.uniform(0.5, 4.0, 5).astype(np.float32)
+    cases = [
+        (lambda x, y: dc.softmax_cross_entropy(x, y, label_smoothing=0.1),
+         lambda x, y: F.cross_entropy(x, y.long(), label_smoothing=0.1), labels),
+        (lambda x, y: dc.softmax_cross_entropy(x, y, "sum", label_smoothing=0.3),
+         lambda x, y: F.cross_entropy(x, y, reduction="sum", label_smoothing=0.3), probabilities),
+        (lambda x, y: dc.binary_cross_entropy_with_logits(x, y, pos_weight=y.scope.constant(weights)),
+         lambda x, y: F.binary_cross_entropy_with_logits(x, y, pos_weight=torch.from_numpy(weights)), targets),
+        (lambda x, y: dc.binary_cross_entropy_with_logits(x, y, "none", pos_weight=3.0),
+         lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction="none", pos_weight=torch.tensor(3.0)),
+         targets),
+    ]
+    for ours, theirs, y in cases:
+        tx = torch.tensor(logits, requires_grad=True)
+        expected = theirs(tx, torch.from_numpy(y))
+        expected.sum().backward()
+        value = evaluate(env, ours, logits, y)
+        np.testing.assert_allclose(value, expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+        gradient = evaluate(env, lambda x, t, f=ours: x.scope.grad(f(x, t).sum(), [x])[0], logits, y)
+        np.testing.assert_allclose(gradient, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\], got 1.5"):
+        evaluate(env, lambda x, y: dc.softmax_cross_entropy(x, y, label_smoothing=1.5), logits, labels)
+    with pytest.raises(dc.ShapeError, match=r"pos_weight \(4,\) must be a number or hold one weight per class"):
+        evaluate(env, lambda x, y: dc.binary_cross_entropy_with_logits(x, y, pos_weight=y.scope.constant(weights[:4])),
+                 logits, targets)
+
+
 @pytest.mark.parametrize("loss", [dc.mse, dc.binary_cross_entropy_with_logits], ids=lambda f: f.__name__)
 def test_regression_target_of_another_shape_is_refused(env: dc.Environment, loss) -> None:
     """A (N, 1) output against (N,) targets would broadcast to N x N comparisons."""

@@ -7,6 +7,7 @@ of tiny gradients)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import stat
@@ -401,6 +402,15 @@ def test_checkpoint_of_a_second_trainer_loads_into_a_fresh_script(tmp_path) -> N
     fresh.load(tmp_path / "big.npz")
     np.testing.assert_array_equal(fresh.predict(x_test), trainer.predict(x_test))
     np.testing.assert_array_equal(fresh_env.read(fresh.optimizer.step_parameter), 2.0)
+
+
+def test_cross_entropy_with_options_still_reports_accuracy(env: dc.Environment) -> None:
+    x_train, y_train, _, _ = _digits()
+    model = nn.Sequential(nn.Dense(64, 10)).build(env, name="smoothed", seed=0)
+    loss = functools.partial(dc.softmax_cross_entropy, label_smoothing=0.1)
+    logs = nn.Trainer(env, model, loss=loss, optimizer=optim.Adam(1e-2)).fit(
+        x_train[:500], y_train[:500], epochs=2, batch_size=100, progress=False)
+    assert logs[-1]["accuracy"] > 0.5
 
 
 def _resumable(env: dc.Environment) -> nn.Trainer:

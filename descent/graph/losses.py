@@ -30,9 +30,14 @@ def _same_shape(loss: str, prediction: Array, target: Array | float) -> None:
             f"would compare every prediction with every target); reshape one of them"))
 
 
-def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean") -> Array:
+def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean", label_smoothing: float = 0.0) -> Array:
     """Cross-entropy of softmax(logits) over the last axis against integer class labels (shape
-    logits.shape[:-1]) or per-class target probabilities such as one-hot rows (shape logits.shape)."""
+    logits.shape[:-1]) or per-class target probabilities such as one-hot rows (shape logits.shape).
+    `label_smoothing` e mixes the targets with the uniform distribution: (1 - e) t + e / classes (as
+    PyTorch's cross_entropy)."""
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(at_user_line(
+            f"softmax_cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}"))
     logits = ops.astype(logits, float32)
     if labels.dtype.is_float:
         if labels.shape != logits.shape:
@@ -44,6 +49,8 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean")
             raise ShapeError(at_user_line(
                 f"softmax_cross_entropy: integer labels {labels.shape} must have shape {logits.shape[:-1]}"))
         targets = one_hot(labels, logits.shape[-1])
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
     log_probabilities = logits - reductions.logsumexp(logits, -1, keepdims=True)
     per_class = -(targets * log_probabilities)
     examples = logits.size // logits.shape[-1]
@@ -59,9 +66,20 @@ def mse(prediction: Array, target: Array, reduction: str = "mean") -> Array:
     return _reduce(difference * difference, reduction, difference.size)
 
 
-def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean") -> Array:
-    """-(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))), as max(x, 0) - x t + log1p(exp(-|x|))."""
+def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean",
+                                     pos_weight: Array | float | None = None) -> Array:
+    """-(w t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))) = w t softplus(-x) + (1 - t) softplus(x), each
+    softplus as max(., 0) + log1p(exp(-|x|)) so that neither cancels. `pos_weight` w (1 by default; a
+    number, or one per class of the last axis) weighs the positive targets (as PyTorch's)."""
     _same_shape("binary_cross_entropy_with_logits", logits, targets)
     logits = ops.astype(logits, float32)
-    loss = ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
+    positive = targets
+    if pos_weight is not None:
+        shape = getattr(pos_weight, "shape", ())
+        if shape not in ((), logits.shape[-1:]):
+            raise ShapeError(at_user_line(f"binary_cross_entropy_with_logits: pos_weight {shape} must be a number "
+                                          f"or hold one weight per class, shape {logits.shape[-1:]}"))
+        positive = pos_weight * targets
+    tail = ops.log1p(ops.exp(-ops.abs(logits)))
+    loss = (1.0 - targets) * (ops.maximum(logits, 0.0) + tail) + positive * (ops.maximum(-logits, 0.0) + tail)
     return _reduce(loss, reduction, loss.size)

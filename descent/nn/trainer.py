@@ -30,7 +30,8 @@ class Trainer:
     def __init__(self, env: Any, model: Module, loss: Loss = losses.softmax_cross_entropy,
                  optimizer: Optimizer | None = None, accuracy: bool | None = None) -> None:
         self.env, self.model, self.loss, self.optimizer = env, model, loss, optimizer
-        self.accuracy = loss is losses.softmax_cross_entropy if accuracy is None else accuracy
+        classifies = getattr(loss, "func", loss) is losses.softmax_cross_entropy  # also through functools.partial
+        self.accuracy = classifies if accuracy is None else accuracy
         if optimizer is not None:
             optimizer.build(env, model.parameters(trainable_only=True))
         self.name = env.unique_name("trainer")
