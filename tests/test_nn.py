@@ -181,6 +181,9 @@ OPTIMISERS = [
     (lambda: optim.Adam(0.01), lambda p: torch.optim.Adam(p, 0.01)),
     (lambda: optim.Adam(0.01, weight_decay=0.1), lambda p: torch.optim.Adam(p, 0.01, weight_decay=0.1)),
     (lambda: optim.AdamW(0.01), lambda p: torch.optim.AdamW(p, 0.01)),
+    (lambda: optim.Adam(0.05, amsgrad=True), lambda p: torch.optim.Adam(p, 0.05, amsgrad=True)),
+    (lambda: optim.SGD(0.05, momentum=0.9, dampening=0.5), lambda p: torch.optim.SGD(p, 0.05, momentum=0.9,
+                                                                                      dampening=0.5)),
 ]
 
 
@@ -202,6 +205,12 @@ def test_optimiser_trajectory_matches_torch(case: int) -> None:
         optimiser.step()
     for ours, theirs in zip(model.parameters(), tparams):
         np.testing.assert_allclose(env.read(ours), theirs.detach().numpy(), rtol=1e-4, atol=2e-5)
+
+
+def test_nesterov_without_momentum_or_with_dampening_is_refused() -> None:
+    for options in (dict(momentum=0.0), dict(momentum=0.9, dampening=0.1)):
+        with pytest.raises(ValueError, match=r"Nesterov momentum needs momentum > 0 and no dampening\n  at .*test_nn"):
+            optim.SGD(0.1, nesterov=True, **options)
 
 
 def _digits():

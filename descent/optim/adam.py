@@ -18,9 +18,10 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+        """`amsgrad`: divide by the largest second moment seen so far (AMSGrad, as PyTorch's flag)."""
         super().__init__(lr)
-        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        self.betas, self.eps, self.weight_decay, self.amsgrad = betas, eps, weight_decay, amsgrad
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)
@@ -30,6 +31,8 @@ class Adam(Optimizer):
     def create_state(self, env: Any, parameter: Parameter) -> None:
         self.state_parameter(env, "m", parameter)
         self.state_parameter(env, "v", parameter)
+        if self.amsgrad:
+            self.state_parameter(env, "v_max", parameter)
 
     def begin(self, s: Scope) -> None:
         self.step = s.read(self.step_parameter) + 1.0
@@ -47,6 +50,10 @@ class Adam(Optimizer):
         v = s.read(v_parameter) * beta2 + gradient * gradient * (1.0 - beta2)
         s.write(m_parameter, m)
         s.write(v_parameter, v)
+        if self.amsgrad:
+            v_max_parameter = self.state[f"{self.prefix}.v_max.{parameter.name}"]
+            v = ops.maximum(s.read(v_max_parameter), v)
+            s.write(v_max_parameter, v)
         correction1 = 1.0 - ops.pow(beta1, self.step)
         correction2 = 1.0 - ops.pow(beta2, self.step)
         denominator = ops.sqrt(v) / ops.sqrt(correction2) + self.eps
@@ -60,5 +67,5 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01) -> None:
-        super().__init__(lr, betas, eps, weight_decay)
+                 weight_decay: float = 0.01, amsgrad: bool = False) -> None:
+        super().__init__(lr, betas, eps, weight_decay, amsgrad)

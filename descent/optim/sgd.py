@@ -1,9 +1,14 @@
-"""Stochastic gradient descent with momentum, Nesterov momentum and weight decay (as torch.optim.SGD)."""
+"""Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay (as
+torch.optim.SGD)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from descent.errors import at_user_line
+from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
@@ -14,21 +19,37 @@ class SGD(Optimizer):
     prefix = "sgd"
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, dampening: float = 0.0) -> None:
+        """`dampening` scales the gradient added to the velocity by 1 - dampening, from the second
+        step on (the first step's velocity is the gradient, as PyTorch's)."""
         super().__init__(lr)
-        if nesterov and momentum <= 0:
-            raise ValueError("Nesterov momentum needs momentum > 0")
-        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
+        if nesterov and (momentum <= 0 or dampening):
+            raise ValueError(at_user_line("SGD: Nesterov momentum needs momentum > 0 and no dampening"))
+        self.momentum, self.nesterov, self.weight_decay, self.dampening = momentum, nesterov, weight_decay, dampening
+
+    def build(self, env: Any, parameters: list[Parameter]) -> None:
+        super().build(env, parameters)
+        if self.momentum and self.dampening:
+            self.step_parameter = env.parameter(f"{self.prefix}.step", (), init=np.float32(0))
+            self.state[self.step_parameter.name] = self.step_parameter
 
     def create_state(self, env: Any, parameter: Parameter) -> None:
         if self.momentum:
             self.state_parameter(env, "velocity", parameter)
 
+    def begin(self, s: Scope) -> None:
+        if self.momentum and self.dampening:
+            step = s.read(self.step_parameter)
+            self.first = ops.eq(step, 0.0)
+            s.write(self.step_parameter, step + 1.0)
+
     def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
         step = gradient + value * self.weight_decay if self.weight_decay else gradient
         if self.momentum:
             velocity_parameter = self.state[f"{self.prefix}.velocity.{parameter.name}"]
-            velocity = s.read(velocity_parameter) * self.momentum + step
+            velocity = s.read(velocity_parameter) * self.momentum + step * (1.0 - self.dampening)
+            if self.dampening:
+                velocity = ops.where(self.first, step, velocity)
             s.write(velocity_parameter, velocity)
             step = step + velocity * self.momentum if self.nesterov else velocity
         s.write(parameter, value - lr * step)
