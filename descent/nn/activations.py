@@ -32,13 +32,19 @@ def softplus(x: Array) -> Array:
 
 
 class _Activation(Module):
+    """Applies `function` to its input, followed by the module's one setting where it has one."""
+
     function = staticmethod(ops.relu)
+    setting: str | None = None  # the setting's attribute, named as in PyTorch
 
     def forward(self, s: Scope, x: Array) -> Array:
-        return self.function(x)
+        if self.setting is None:
+            return self.function(x)
+        return self.function(x, getattr(self, self.setting))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        shown = "" if self.setting is None else f"{self.setting}={getattr(self, self.setting)!r}"
+        return f"{type(self).__name__}({shown})"
 
 
 class ReLU(_Activation):
@@ -80,20 +86,15 @@ class Identity(_Activation):
     function = staticmethod(lambda x: x)
 
 
-class Softmax(Module):
+class Softmax(_Activation):
     """exp(x) / sum(exp(x)) along `dim` (as PyTorch's Softmax)."""
 
     function = staticmethod(reductions.softmax)
+    setting = "dim"
 
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
         self.dim = dim
-
-    def forward(self, s: Scope, x: Array) -> Array:
-        return self.function(x, self.dim)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(dim={self.dim})"
 
 
 class LogSoftmax(Softmax):
@@ -102,24 +103,25 @@ class LogSoftmax(Softmax):
     function = staticmethod(reductions.log_softmax)
 
 
-class LeakyReLU(Module):
+class LeakyReLU(_Activation):
+    function = staticmethod(ops.leaky_relu)
+    setting = "negative_slope"
+
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = negative_slope
 
-    def forward(self, s: Scope, x: Array) -> Array:
-        return ops.leaky_relu(x, self.negative_slope)
 
-    def __repr__(self) -> str:
-        return f"LeakyReLU({self.negative_slope})"
+def _scaled_sin(x: Array, omega: float) -> Array:
+    return ops.sin(x * omega)
 
 
-class Sin(Module):
+class Sin(_Activation):
     """sin(omega * x): SIREN's activation (omega = 30 in the paper's first layer)."""
+
+    function = staticmethod(_scaled_sin)
+    setting = "omega"
 
     def __init__(self, omega: float = 1.0) -> None:
         super().__init__()
         self.omega = omega
-
-    def forward(self, s: Scope, x: Array) -> Array:
-        return ops.sin(x * self.omega)
