@@ -47,9 +47,11 @@ class SGD(Optimizer):
         step = gradient + value * self.weight_decay if self.weight_decay else gradient
         if self.momentum:
             velocity_parameter = self.state[f"{self.prefix}.velocity.{parameter.name}"]
-            velocity = s.read(velocity_parameter) * self.momentum + step * (1.0 - self.dampening)
+            velocity = s.read(velocity_parameter) * self.momentum
             if self.dampening:
-                velocity = ops.where(self.first, step, velocity)
+                velocity = ops.where(self.first, step, velocity + step * (1.0 - self.dampening))
+            else:
+                velocity = velocity + step
             s.write(velocity_parameter, velocity)
             step = step + velocity * self.momentum if self.nesterov else velocity
         s.write(parameter, value - lr * step)
