@@ -464,6 +464,8 @@ def test_a_resumed_run_continues_the_uninterrupted_one(tmp_path) -> None:
         nn.checkpoint.save(env, {"__mine__.0.weight__": clashing.parameters()[0]}, tmp_path / "clash.npz")
     with pytest.raises(ValueError, match=r"initial_epoch 3 must be at least 0 and below epochs 3.*\n  at .*test_nn"):
         resumed.fit(x_train, y_train, initial_epoch=3, **fit)
+    with pytest.raises(ValueError, match=r"epochs is the epoch to stop after and must be at least 1, got 0\n  at "):
+        resumed.fit(x_train, y_train, **{**fit, "epochs": 0})
 
 
 def test_module_build_once_and_use_after_build(env: dc.Environment) -> None:

@@ -368,7 +368,8 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     else:
         local = min(device.local_size, 1 << max(5, (reduced - 1).bit_length()))
         workgroups = _grid(outputs, device.max_groups)
-    return parts.fill("reduce", workgroups, REDUCTION=op, REDUCED=reduced, OUTPUTS=outputs,
+    return parts.fill("reduce", workgroups, REDUCTION=" and ".join([op] + [op[3:]] * bool(kernel.values)),
+                      REDUCED=reduced, OUTPUTS=outputs,
                       SERIAL=int(serial), QUADS=int(quads), LOCAL_SIZE=local, FUNCTIONS=functions,
                       TYPE=accumulator, INPUT=dtype.glsl, INPUT4=_VECTORS[dtype.glsl], LIFT=lift,
                       COMBINE=_combine(op, dtype), IDENTITY=_identity(op, dtype))

@@ -36,7 +36,7 @@ def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Arra
     kept = tuple(1 if a in axes else size for a, size in enumerate(x.shape))
     dtype = int32 if op.startswith("arg") else x.dtype
     if empty:
-        result = ops.broadcast_to(x.scope.constant(_EMPTY[op], float32 if op == "logsumexp" else dtype), kept)
+        result = ops.broadcast_to(x.scope.constant(_EMPTY[op], dtype), kept)
     elif not axes:
         result = x if not op.startswith("arg") else ops.astype(ops.mul(x, 0), int32)
     elif op == "sum" and (parts := _chunks(x, axes)) > 1:

@@ -153,6 +153,9 @@ class Trainer:
         that wrote it. Returns one dict of metrics per epoch."""
         if self.optimizer is None:
             raise ValueError(at_user_line("Trainer.fit needs an optimizer: pass optimizer=... to Trainer(...)"))
+        if epochs < 1:
+            raise ValueError(at_user_line(
+                f"fit: epochs is the epoch to stop after and must be at least 1, got {epochs}"))
         if not 0 <= initial_epoch < epochs:
             raise ValueError(at_user_line(
                 f"fit: initial_epoch {initial_epoch} must be at least 0 and below epochs {epochs}, the epoch "
