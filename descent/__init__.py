@@ -3,7 +3,16 @@
 from descent import nn, optim  # noqa: E402  (layers on top of the graph API)
 from descent.errors import CompileError, DescentError, DeviceError, DTypeError, GraphError, ShapeError
 from descent.graph.array import Array
-from descent.graph.conv import avg_pool2d, conv2d, conv_transpose2d, max_pool2d
+from descent.graph.conv import (
+    avg_pool1d,
+    avg_pool2d,
+    conv1d,
+    conv2d,
+    conv_transpose1d,
+    conv_transpose2d,
+    max_pool1d,
+    max_pool2d,
+)
 from descent.graph.dtype import DType, bool_, float32, int32, uint32
 from descent.graph.indexing import gather, one_hot, scatter_add, take
 from descent.graph.linalg import matmul
@@ -95,9 +104,13 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "mse",
     "softmax_cross_entropy",
+    "avg_pool1d",
     "avg_pool2d",
+    "conv1d",
     "conv2d",
+    "conv_transpose1d",
     "conv_transpose2d",
+    "max_pool1d",
     "max_pool2d",
     "concat",
     "pad",

@@ -1,4 +1,4 @@
-"""Convolution, transposed convolution, pooling, pad, concat and stack against torch CPU and numpy.
+"""Convolution, transposed convolution, pooling (2-D and 1-D), pad, concat and stack against torch CPU and numpy.
 
 Tolerance for convolutions: rtol 1e-4, atol 1e-4 * sqrt(C * KH * KW) (float32 sums in another order).
 Pooling, padding and joining are exact."""
@@ -118,6 +118,58 @@ def test_pooling_matches_torch(env: dc.Environment, kernel, stride, padding) -> 
     np.testing.assert_allclose(result, expected, rtol=1e-6, atol=1e-6)
 
 
+CONVS_1D = [
+    dict(x=(2, 3, 11), w=(4, 3, 3)),
+    dict(x=(2, 4, 16), w=(6, 2, 5), stride=2, padding=2, groups=2),
+    dict(x=(1, 2, 13), w=(3, 2, 3), stride=(3,), padding=(1,), dilation=(2,)),
+]
+
+
+@pytest.mark.parametrize("case", CONVS_1D, ids=lambda c: str(c))
+def test_conv1d_matches_torch(env: dc.Environment, case: dict) -> None:
+    """Values and the gradients of input, weight and bias, against torch."""
+    options = {k: v for k, v in case.items() if k not in ("x", "w")}
+    x = rng.normal(size=case["x"]).astype(np.float32)
+    w = rng.normal(size=case["w"]).astype(np.float32)
+    b = rng.normal(size=case["w"][0]).astype(np.float32)
+    tx, tw, tb = (_t(a).requires_grad_() for a in (x, w, b))
+    expected = F.conv1d(tx, tw, tb, **options)
+    g = rng.normal(size=expected.shape).astype(np.float32)
+    (expected * _t(g)).sum().backward()
+
+    def value_and_gradients(a, k, c, cotangent):
+        out = dc.conv1d(a, k, c, **options)
+        return dc.concat([out.reshape(-1), *(d.reshape(-1) for d in a.scope.grad(dc.sum(out * cotangent), [a, k, c]))])
+
+    result = evaluate(env, value_and_gradients, x, w, b, g)
+    sizes = np.cumsum([expected.numel(), x.size, w.size])
+    tolerance = 1e-4 * np.sqrt(np.prod(case["w"][1:]) * max(g.shape[-1], 1))
+    for ours, theirs in zip(np.split(result, sizes), (expected.detach(), tx.grad, tw.grad, tb.grad)):
+        np.testing.assert_allclose(ours, theirs.numpy().reshape(-1), rtol=1e-4, atol=tolerance)
+
+
+@pytest.mark.parametrize("case", [dict(x=(2, 4, 7), w=(4, 3, 3)),
+                                  dict(x=(1, 4, 6), w=(4, 2, 4), stride=3, padding=1, output_padding=1, groups=2)],
+                         ids=str)
+def test_conv_transpose1d_matches_torch(env: dc.Environment, case: dict) -> None:
+    options = {k: v for k, v in case.items() if k not in ("x", "w")}
+    x = rng.normal(size=case["x"]).astype(np.float32)
+    w = rng.normal(size=case["w"]).astype(np.float32)
+    expected = F.conv_transpose1d(_t(x), _t(w), **options).numpy()
+    result = evaluate(env, lambda a, k: dc.conv_transpose1d(a, k, **options), x, w)
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(np.prod(case["w"])))
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(2, None, 0), (3, 2, 1), (4, 1, 2)])
+def test_pooling_1d_matches_torch(env: dc.Environment, kernel, stride, padding) -> None:
+    x = rng.normal(size=(2, 3, 13)).astype(np.float32)
+    expected = F.max_pool1d(_t(x), kernel, stride, padding).numpy()
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.max_pool1d(a, kernel, stride, padding), x), expected)
+    expected = F.avg_pool1d(_t(x), kernel, stride, padding).numpy()
+    result = evaluate(env, lambda a: dc.avg_pool1d(a, kernel, stride, padding), x)
+    np.testing.assert_allclose(result, expected, rtol=1e-6, atol=1e-6)
+
+
 def test_pad_concat_stack(env: dc.Environment) -> None:
     x = rng.normal(size=(3, 4, 5)).astype(np.float32)
     widths = [(1, 0), (0, 2), (3, 1)]
@@ -142,6 +194,21 @@ def test_conv_shape_errors(env: dc.Environment) -> None:
         env.build_graph(lambda s: dc.conv2d(s.read(x), s.read(w), groups=2))
     with pytest.raises(dc.ShapeError, match="does not fit input"):
         env.build_graph(lambda s: dc.max_pool2d(s.read(x), 9))
+    signal = env.parameter("conv_err_signal", (1, 4, 8))
+    kernel = env.parameter("conv_err_kernel", (6, 3, 3))
+    with pytest.raises(dc.ShapeError, match=r"conv1d: input \(1, 4, 8\) with 2 group\(s\) needs weight \(O, 2, K\)"):
+        env.build_graph(lambda s: dc.conv1d(s.read(signal), s.read(kernel), groups=2))
+    with pytest.raises(dc.ShapeError, match="conv1d: input .* must both be 3-D"):
+        env.build_graph(lambda s: dc.conv1d(s.read(x), s.read(w)))
+    with pytest.raises(dc.ShapeError, match="stride must be an int or a 1-tuple"):
+        env.build_graph(lambda s: dc.conv1d(s.read(signal), s.read(kernel), stride=(1, 2)))
+    transposed = env.parameter("conv_err_transposed", (4, 2, 3))
+    with pytest.raises(dc.ShapeError, match=r"conv_transpose1d: bias \(8,\) must have shape \(2,\)"):
+        env.build_graph(lambda s: dc.conv_transpose1d(s.read(signal), s.read(transposed), s.read(signal)[0, 0]))
+    with pytest.raises(dc.ShapeError, match="max_pool1d: padding 2 must be at most half the kernel 3"):
+        env.build_graph(lambda s: dc.max_pool1d(s.read(signal), 3, padding=2))
+    with pytest.raises(dc.ShapeError, match="avg_pool1d: needs an array with a last axis"):
+        env.build_graph(lambda s: dc.avg_pool1d(s.read(signal)[0, 0, 0], 3))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -88,6 +88,22 @@ def test_conv2d_module(env: dc.Environment, groups: int) -> None:
     _torch_check(_run_module(env, nn.Conv2D(4, 6, 3, padding=1, groups=groups), x), reference, x)
 
 
+def test_conv1d_and_pooling_1d_modules(env: dc.Environment) -> None:
+    x = rng.normal(size=(2, 4, 12)).astype(np.float32)
+
+    def reference(tx, v):
+        w, b = _t(v["weight"]), _t(v["bias"])
+        return F.conv1d(tx, w, b, stride=2, padding=1, groups=2), [w, b]
+
+    module = nn.Conv1D(4, 6, 3, stride=2, padding=1, groups=2)
+    _torch_check(_run_module(env, module, x), reference, x)
+    assert module.weight.shape == (6, 2, 3) and repr(module) == "Conv1D(4, 6, 3, groups=2)"
+    _torch_check(_run_module(env, nn.MaxPool1D(3, 2), x), lambda tx, v: (F.max_pool1d(tx, 3, 2), []), x)
+    _torch_check(_run_module(env, nn.AvgPool1D(2), x), lambda tx, v: (F.avg_pool1d(tx, 2), []), x)
+    with pytest.raises(dc.ShapeError, match="Conv1D: 4 inputs and 6 outputs must both divide into 4 group"):
+        nn.Conv1D(4, 6, 3, groups=4)
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm(env: dc.Environment, training: bool) -> None:
     x = rng.normal(size=(6, 3, 4, 5)).astype(np.float32) * 2 + 1

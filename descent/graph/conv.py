@@ -1,5 +1,6 @@
 """Convolution and pooling over NCHW arrays, built from views (padding, sliding windows) feeding a
-matmul or a reduction: no im2col buffer is ever materialised."""
+matmul or a reduction: no im2col buffer is ever materialised. The 1-D forms (NCL) are the 2-D ones
+over a height of one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from descent.graph.dtype import float32
 from descent.graph.linalg import matmul, matmul_in_units
 
 Pair = int | tuple[int, int]
+Single = int | tuple[int]
 
 
 def _pair(value: Pair, name: str, least: int = 1) -> tuple[int, int]:
@@ -22,28 +24,57 @@ def _pair(value: Pair, name: str, least: int = 1) -> tuple[int, int]:
     return (int(pair[0]), int(pair[1]))
 
 
-def _pool_padding(padding: Pair, kernel: tuple[int, int], op: str) -> tuple[int, int]:
+def _single(value: Single, name: str, least: int = 1) -> int:
+    """A 1-D setting, an int or a 1-tuple as PyTorch takes, at least `least`."""
+    single = (value,) if isinstance(value, int) else tuple(value)
+    if len(single) != 1:
+        raise ShapeError(at_user_line(f"{name} must be an int or a 1-tuple, got {value!r}"))
+    if single[0] < least:
+        raise ShapeError(at_user_line(f"{name} must be at least {least}, got {value!r}"))
+    return int(single[0])
+
+
+def _check_conv(op: str, x: Array, w: Array, bias: Array | None, groups: int, spatial: int) -> None:
+    """Shapes of a convolution's operands: x (N, C, *S), w (O, C // groups, *K), bias (O,)."""
+    layout = "NCL, OIK" if spatial == 1 else "NCHW, OIHW"
+    if x.ndim != 2 + spatial or w.ndim != 2 + spatial:
+        raise ShapeError(at_user_line(
+            f"{op}: input {x.shape} and weight {w.shape} must both be {2 + spatial}-D ({layout})"))
+    c, (o, cg) = x.shape[1], w.shape[:2]
+    if groups < 1 or c != cg * groups or o % groups:
+        kernel = "K" if spatial == 1 else "KH, KW"
+        raise ShapeError(at_user_line(
+            f"{op}: input {x.shape} with {groups} group(s) needs weight (O, {c // max(groups, 1)}, {kernel}) "
+            f"with O divisible by {groups}; got weight {w.shape}"))
+    _check_bias(op, bias, o)
+
+
+def _check_bias(op: str, bias: Array | None, outputs: int) -> None:
+    if bias is not None and bias.shape != (outputs,):
+        raise ShapeError(at_user_line(f"{op}: bias {bias.shape} must have shape ({outputs},)"))
+
+
+def _height_of_one(a: Array, op: str) -> Array:
+    """(..., L) as (..., 1, L): the 1-D operations are the 2-D ones over a height of one."""
+    if a.ndim == 0:
+        raise ShapeError(at_user_line(f"{op}: needs an array with a last axis to slide along, got a scalar"))
+    return ops.reshape(a, a.shape[:-1] + (1, a.shape[-1]))
+
+
+def _check_pool_padding(padding: tuple[int, ...], kernel: tuple[int, ...], op: str) -> None:
     """Padding of at most half the window, as PyTorch: a wider one makes windows of padding only."""
-    padding = _pair(padding, "padding", 0)
     if any(p > k // 2 for p, k in zip(padding, kernel)):
-        raise ShapeError(at_user_line(f"{op}: padding {padding} must be at most half the kernel {kernel}"))
-    return padding
+        shown = [values[0] if len(values) == 1 else values for values in (padding, kernel)]
+        raise ShapeError(at_user_line(f"{op}: padding {shown[0]} must be at most half the kernel {shown[1]}"))
 
 
 def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair = 0,
            dilation: Pair = 1, groups: int = 1) -> Array:
     """2-D cross-correlation as PyTorch: x (N, C, H, W), w (O, C // groups, KH, KW), bias (O,)."""
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding", 0), _pair(dilation, "dilation")
-    if x.ndim != 4 or w.ndim != 4:
-        raise ShapeError(at_user_line(f"conv2d: input {x.shape} and weight {w.shape} must both be 4-D (NCHW, OIHW)"))
-    n, c, _, _ = x.shape
+    _check_conv("conv2d", x, w, bias, groups, 2)
+    n = x.shape[0]
     o, cg, kh, kw = w.shape
-    if c != cg * groups or o % groups:
-        raise ShapeError(at_user_line(
-            f"conv2d: input {x.shape} with {groups} group(s) needs weight (O, {c // max(groups, 1)}, KH, KW) "
-            f"with O divisible by {groups}; got weight {w.shape}"))
-    if bias is not None and bias.shape != (o,):
-        raise ShapeError(at_user_line(f"conv2d: bias {bias.shape} must have shape ({o},)"))
     padded = ops.pad(ops.astype(x, float32), [(0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])])
     patches = ops.windows(padded, (kh, kw), stride, dilation)  # (N, C, OH, OW, KH, KW)
     oh, ow = patches.shape[2], patches.shape[3]
@@ -70,6 +101,30 @@ def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padd
     return out
 
 
+def conv1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, padding: Single = 0,
+           dilation: Single = 1, groups: int = 1) -> Array:
+    """1-D cross-correlation as PyTorch: x (N, C, L), w (O, C // groups, K), bias (O,)."""
+    stride, padding, dilation = _single(stride, "stride"), _single(padding, "padding", 0), _single(dilation, "dilation")
+    _check_conv("conv1d", x, w, bias, groups, 1)
+    x, w = _height_of_one(x, "conv1d"), _height_of_one(w, "conv1d")
+    out = conv2d(x, w, bias, (1, stride), (0, padding), (1, dilation), groups)
+    return ops.reshape(out, out.shape[:2] + out.shape[3:])
+
+
+def conv_transpose1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, padding: Single = 0,
+                     output_padding: Single = 0, dilation: Single = 1, groups: int = 1) -> Array:
+    """The transpose (gradient) of conv1d, as PyTorch: x (N, C, L), w (C, O // groups, K)."""
+    stride, padding = _single(stride, "stride"), _single(padding, "padding", 0)
+    output_padding, dilation = _single(output_padding, "output_padding", 0), _single(dilation, "dilation")
+    if x.ndim != 3 or w.ndim != 3 or w.shape[0] != x.shape[1] or x.shape[1] % groups:
+        raise ShapeError(at_user_line(f"conv_transpose1d: weight {w.shape} (C, O // groups, K) does not fit "
+                                      f"input {x.shape} (N, C, L) with {groups} group(s)"))
+    _check_bias("conv_transpose1d", bias, w.shape[1] * groups)
+    x, w = _height_of_one(x, "conv_transpose1d"), _height_of_one(w, "conv_transpose1d")
+    out = conv_transpose2d(x, w, bias, (1, stride), (0, padding), (0, output_padding), (1, dilation), groups)
+    return ops.reshape(out, out.shape[:2] + out.shape[3:])
+
+
 def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair = 0,
                      output_padding: Pair = 0, dilation: Pair = 1, groups: int = 1) -> Array:
     """The transpose (gradient) of conv2d, as PyTorch: x (N, C, H, W), w (C, O // groups, KH, KW).
@@ -83,6 +138,7 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
     if ci != c or c % groups:
         raise ShapeError(at_user_line(f"conv_transpose2d: weight {w.shape} does not fit input {x.shape} "
                                       f"with {groups} group(s)"))
+    _check_bias("conv_transpose2d", bias, og * groups)
     dilated = x
     if stride != (1, 1):  # zeros between the elements; a longer index chain, so only when needed
         dilated = x.reshape(n, c, h, 1, wd, 1)
@@ -103,7 +159,39 @@ def max_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair
     gradient goes to its first largest element (not split among ties)."""
     kernel = _pair(kernel, "kernel")
     stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pool_padding(padding, kernel, "max_pool2d")
+    padding = _pair(padding, "padding", 0)
+    _check_pool_padding(padding, kernel, "max_pool2d")
+    return _max_pool(x, kernel, stride, padding)
+
+
+def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
+    """Mean over each window of the last two axes; zero padding counts (PyTorch's default)."""
+    kernel = _pair(kernel, "kernel")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    padding = _pair(padding, "padding", 0)
+    _check_pool_padding(padding, kernel, "avg_pool2d")
+    return _avg_pool(x, kernel, stride, padding)
+
+
+def max_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: Single = 0) -> Array:
+    """Maximum over each window of the last axis; padding reads -inf, and a window's gradient goes
+    to its first largest element, as in PyTorch."""
+    kernel, padding = _single(kernel, "kernel"), _single(padding, "padding", 0)
+    stride = kernel if stride is None else _single(stride, "stride")
+    _check_pool_padding((padding,), (kernel,), "max_pool1d")
+    return ops.squeeze(_max_pool(_height_of_one(x, "max_pool1d"), (1, kernel), (1, stride), (0, padding)), -2)
+
+
+def avg_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: Single = 0) -> Array:
+    """Mean over each window of the last axis; zero padding counts (PyTorch's default)."""
+    kernel, padding = _single(kernel, "kernel"), _single(padding, "padding", 0)
+    stride = kernel if stride is None else _single(stride, "stride")
+    _check_pool_padding((padding,), (kernel,), "avg_pool1d")
+    return ops.squeeze(_avg_pool(_height_of_one(x, "avg_pool1d"), (1, kernel), (1, stride), (0, padding)), -2)
+
+
+def _max_pool(x: Array, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Array:
+    """Max pooling over the last two axes, settings already checked."""
     widths = [(0, 0)] * (x.ndim - 2) + [(padding[0], padding[0]), (padding[1], padding[1])]
     patches = ops.windows(ops.pad(x, widths, float("-inf")), kernel, stride, (1, 1))
     pooled = reductions.max(patches, axis=(-2, -1))
@@ -119,11 +207,8 @@ def max_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair
     return x.scope.custom_gradient(pooled, (patches,), to_first_maximum)
 
 
-def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
-    """Mean over each window of the last two axes; zero padding counts (PyTorch's default)."""
-    kernel = _pair(kernel, "kernel")
-    stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pool_padding(padding, kernel, "avg_pool2d")
+def _avg_pool(x: Array, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Array:
+    """Average pooling over the last two axes, settings already checked."""
     widths = [(0, 0)] * (x.ndim - 2) + [(padding[0], padding[0]), (padding[1], padding[1])]
     patches = ops.windows(ops.pad(ops.astype(x, float32), widths), kernel, stride, (1, 1))
     return reductions.mean(patches, axis=(-2, -1))

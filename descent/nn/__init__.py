@@ -18,9 +18,11 @@ from descent.nn.activations import (
 )
 from descent.nn.checkpoint import CheckpointError
 from descent.nn.layers import (
+    AvgPool1D,
     AvgPool2D,
     BatchNorm,
     BlurMaxPool2D,
+    Conv1D,
     Conv2D,
     Dense,
     Dropout,
@@ -28,6 +30,7 @@ from descent.nn.layers import (
     Flatten,
     LayerNorm,
     Linear,
+    MaxPool1D,
     MaxPool2D,
     Sequential,
 )
@@ -35,7 +38,8 @@ from descent.nn.module import Module
 from descent.nn.trainer import Trainer
 
 __all__ = [
-    "AvgPool2D", "BatchNorm", "BlurMaxPool2D", "CheckpointError", "Conv2D", "Dense", "Dropout", "Embedding",
-    "Flatten", "GELU", "Identity", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool2D", "Module", "ReLU",
+    "AvgPool1D", "AvgPool2D", "BatchNorm", "BlurMaxPool2D", "CheckpointError", "Conv1D", "Conv2D", "Dense", "Dropout",
+    "Embedding", "Flatten", "GELU", "Identity", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool1D",
+    "MaxPool2D", "Module", "ReLU",
     "Sequential", "SiLU", "Sigmoid", "Sin", "Softmax", "Softplus", "Tanh", "Trainer", "gelu", "silu", "softplus",
 ]

@@ -46,29 +46,54 @@ class Dense(Module):
 Linear = Dense
 
 
-class Conv2D(Module):
-    """2-D convolution over NCHW input; weight (outputs, inputs // groups, KH, KW)."""
+class _Conv(Module):
+    """A convolution over `len(kernel)` spatial axes; weight (outputs, inputs // groups, *kernel)."""
 
-    def __init__(self, inputs: int, outputs: int, kernel: int | tuple[int, int], stride: int = 1, padding: int = 0,
-                 dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+    convolve = staticmethod(conv.conv2d)
+
+    def __init__(self, inputs: int, outputs: int, kernel: tuple[int, ...], stride: Any, padding: Any, dilation: Any,
+                 groups: int, bias: bool) -> None:
         super().__init__()
-        self.inputs, self.outputs, self.groups, self.use_bias = inputs, outputs, groups, bias
-        self.kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+        if groups < 1 or inputs % groups or outputs % groups:
+            raise ShapeError(at_user_line(f"{type(self).__name__}: {inputs} inputs and {outputs} outputs must both "
+                                          f"divide into {groups} group(s)"))
+        self.inputs, self.outputs, self.kernel, self.groups, self.use_bias = inputs, outputs, kernel, groups, bias
         self.stride, self.padding, self.dilation = stride, padding, dilation
 
     def create(self, env: Any, rng: np.random.Generator) -> None:
-        fan_in = self.inputs // self.groups * self.kernel[0] * self.kernel[1]
-        bound = 1.0 / np.sqrt(fan_in)
+        bound = 1.0 / np.sqrt(self.inputs // self.groups * int(np.prod(self.kernel)))
         self.parameter(env, "weight", _uniform(rng, bound, (self.outputs, self.inputs // self.groups) + self.kernel))
         if self.use_bias:
             self.parameter(env, "bias", _uniform(rng, bound, (self.outputs,)))
 
     def forward(self, s: Scope, x: Array) -> Array:
         bias = s.read(self.bias) if self.use_bias else None
-        return conv.conv2d(x, s.read(self.weight), bias, self.stride, self.padding, self.dilation, self.groups)
+        return self.convolve(x, s.read(self.weight), bias, self.stride, self.padding, self.dilation, self.groups)
 
     def __repr__(self) -> str:
-        return f"Conv2D({self.inputs}, {self.outputs}, {self.kernel}, groups={self.groups})"
+        kernel = self.kernel[0] if len(self.kernel) == 1 else self.kernel
+        return f"{type(self).__name__}({self.inputs}, {self.outputs}, {kernel}, groups={self.groups})"
+
+
+class Conv1D(_Conv):
+    """1-D convolution over NCL input; weight (outputs, inputs // groups, K)."""
+
+    convolve = staticmethod(conv.conv1d)
+
+    def __init__(self, inputs: int, outputs: int, kernel: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+        super().__init__(inputs, outputs, (kernel,), stride, padding, dilation, groups, bias)
+
+
+class Conv2D(_Conv):
+    """2-D convolution over NCHW input; weight (outputs, inputs // groups, KH, KW)."""
+
+    convolve = staticmethod(conv.conv2d)
+
+    def __init__(self, inputs: int, outputs: int, kernel: int | tuple[int, int], stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+        super().__init__(inputs, outputs, (kernel, kernel) if isinstance(kernel, int) else tuple(kernel), stride,
+                         padding, dilation, groups, bias)
 
 
 class Embedding(Module):
@@ -105,7 +130,7 @@ class Dropout(Module):
         return ops.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
 
 
-class _Pool2D(Module):
+class _Pool(Module):
     pool = staticmethod(conv.max_pool2d)
 
     def __init__(self, kernel: int, stride: int | None = None, padding: int = 0) -> None:
@@ -116,13 +141,25 @@ class _Pool2D(Module):
         return self.pool(x, self.kernel, self.stride, self.padding)
 
 
-class MaxPool2D(_Pool2D):
+class MaxPool1D(_Pool):
+    """Maximum over each window of `kernel` elements along the last axis (stride defaults to the kernel)."""
+
+    pool = staticmethod(conv.max_pool1d)
+
+
+class AvgPool1D(_Pool):
+    """Mean over each window of `kernel` elements along the last axis (stride defaults to the kernel)."""
+
+    pool = staticmethod(conv.avg_pool1d)
+
+
+class MaxPool2D(_Pool):
     """Maximum over each kernel x kernel window (stride defaults to the kernel)."""
 
     pool = staticmethod(conv.max_pool2d)
 
 
-class AvgPool2D(_Pool2D):
+class AvgPool2D(_Pool):
     """Mean over each kernel x kernel window (stride defaults to the kernel)."""
 
     pool = staticmethod(conv.avg_pool2d)
