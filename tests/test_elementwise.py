@@ -217,7 +217,7 @@ def test_integer_arithmetic_and_casts(env: dc.Environment) -> None:
 
 
 def test_nan_propagates_and_division_by_a_literal_zero(env: dc.Environment) -> None:
-    """NaN passes through maximum, minimum, relu (and clip, on CPU drivers) as in numpy; x / 0.0 is inf, -inf or NaN
+    """NaN passes through maximum, minimum, relu as in numpy; x / 0.0 is inf, -inf or NaN
     (a driver folds a division by the literal 0.0 to 0 unless codegen writes it as x * inf)."""
     x = np.array([1.0, -1.0, 0.0, 2.0, np.nan], np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -229,10 +229,32 @@ def test_nan_propagates_and_division_by_a_literal_zero(env: dc.Environment) -> N
             "/ 0.0": (lambda a: a / 0.0, x / np.float32(0.0)),
             "/ -0.0": (lambda a: a / -0.0, x / np.float32(-0.0)),
         }
-    if env.device.kind == "cpu":  # GPU compilers may fold `x < lo ? lo : x` to a max that drops NaN
-        cases["clip"] = (lambda a: dc.clip(a, 0.0, 1.0), np.clip(x, 0, 1))
     for name, (fn, expected) in cases.items():
         np.testing.assert_array_equal(evaluate(env, fn, x), expected, err_msg=name)
+
+
+def test_clip_keeps_nan_of_x_and_of_its_bounds(env: dc.Environment) -> None:
+    """NaN in x or in either bound (a Python number or an array) gives NaN, as numpy's clip; other
+    elements are clipped as before."""
+    x = np.array([1.0, -1.0, 0.5, 2.0, np.nan], np.float32)
+    lo = np.array([0.0, np.nan, 0.0, 0.0, 0.0], np.float32)
+    hi = np.array([0.8, 0.8, np.nan, 0.8, 0.8], np.float32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.clip(a, 0.0, 1.0), x), np.clip(x, 0, 1))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.clip(a, None, 0.5), x), np.clip(x, None, 0.5))
+    np.testing.assert_array_equal(evaluate(env, dc.clip, x, lo, hi), np.clip(x, lo, hi))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.clip(a, float("nan"), 1.0), x), np.full(5, np.nan))
+    integers = np.array([-5, 0, 7], np.int32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.clip(a, -1, 3), integers), np.clip(integers, -1, 3))
+
+
+def test_isnan_isinf_isfinite(env: dc.Environment) -> None:
+    x = np.array([1.0, -np.inf, np.inf, np.nan, 0.0, -3e38], np.float32)
+    for name in ("isnan", "isinf", "isfinite"):
+        ours, theirs = getattr(dc, name), getattr(np, name)
+        np.testing.assert_array_equal(evaluate(env, ours, x), theirs(x), err_msg=name)
+        for values in (np.array([3, -1], np.int32), np.array([True, False])):
+            np.testing.assert_array_equal(evaluate(env, ours, values), theirs(values), err_msg=f"{name} {values}")
+        assert ours(float("nan")) is bool(theirs(float("nan")))
 
 
 def test_numpy_scalars_are_operands_and_arrays_are_refused(env: dc.Environment) -> None:

@@ -15,9 +15,9 @@ from descent.graph.node import Node
 
 Rule = Callable[[Array, Node, list[Array], Array], list[Array | None]]
 # float32 is the one float dtype, so a cast makes or takes an integer or bool: no gradient either way
-NO_GRADIENT = ("lt", "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or", "logical_not", "bitwise_and",
-               "bitwise_or", "bitwise_xor", "bitwise_not", "floor_divide", "sign", "floor", "round",
-               "cast", "stop_gradient", "uniform", "normal", "arange", "const", "read")
+NO_GRADIENT = ("lt", "le", "gt", "ge", "eq", "ne", "isnan", "isinf", "isfinite", "logical_and", "logical_or",
+               "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "floor_divide", "sign",
+               "floor", "round", "cast", "stop_gradient", "uniform", "normal", "arange", "const", "read")
 
 
 def _split_ties(g: Array, a: Array, b: Array, wins: Array, loses: Array) -> list[Array]:

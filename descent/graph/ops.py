@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -180,6 +181,27 @@ logical_or = _binary("logical_or", "a or b, elementwise")
 logical_not = _unary("logical_not", "not a, elementwise")
 
 
+def _float_test(op: str, doc: str, integers: bool) -> Callable[[Operand], Array | bool]:
+    """A test of float values; integers and bools give `integers` everywhere, as in numpy. A Python
+    number gives a Python bool."""
+    def apply(x: Operand) -> Array | bool:
+        x = _scalar_or_array(op, x)
+        if not isinstance(x, Array):
+            return bool(getattr(np, op)(x))
+        if not x.dtype.is_float:
+            return eq(x, x) if integers else ne(x, x)
+        return elementwise(op, x)
+
+    apply.__name__ = op
+    apply.__doc__ = doc
+    return apply
+
+
+isnan = _float_test("isnan", "True where x is NaN", integers=False)
+isinf = _float_test("isinf", "True where x is infinite", integers=False)
+isfinite = _float_test("isfinite", "True where x is neither NaN nor infinite", integers=True)
+
+
 bitwise_and = _binary("bitwise_and", "a & b: bit by bit on integers, logical on bools (as numpy); floats are refused")
 bitwise_or = _binary("bitwise_or", "a | b: bit by bit on integers, logical on bools (as numpy); floats are refused")
 bitwise_xor = _binary("bitwise_xor", "a ^ b: bit by bit on integers, a != b on bools (as numpy); floats are refused")
@@ -245,13 +267,18 @@ def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
 
 def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Array:
     """Limit x to [lo, hi] (hi where lo > hi); either bound may be None. As PyTorch's clamp, x takes
-    the gradient on the bounds themselves, and NaN stays NaN where the driver keeps it through a
-    select (lavapipe does; NVIDIA's compiler may fold the select into a max that drops it)."""
+    the gradient on the bounds themselves; NaN in x or in a bound gives NaN, as numpy (tested apart,
+    since GPU compilers fold `x < lo ? lo : x` into a max that drops it)."""
+    clipped = x
     if lo is not None:
-        x = where(x < lo, lo, x)
+        clipped = where(clipped < lo, lo, clipped)
     if hi is not None:
-        x = where(x > hi, hi, x)
-    return x
+        clipped = where(clipped > hi, hi, clipped)
+    if not clipped.dtype.is_float:
+        return clipped
+    given = [value for value in (x, lo, hi) if value is not None]
+    nan = functools.reduce(logical_or, [isnan(value) for value in given])
+    return where(nan, functools.reduce(add, given), clipped)
 
 
 def astype(x: Array, dtype: DType | str) -> Array:
