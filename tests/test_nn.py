@@ -19,6 +19,7 @@ from sklearn.datasets import load_digits
 
 import descent as dc
 from descent import nn, optim
+from tests.conftest import evaluate
 
 rng = np.random.default_rng(8)
 F = torch.nn.functional
@@ -221,6 +222,47 @@ def test_optimiser_trajectory_matches_torch(case: int) -> None:
         optimiser.step()
     for ours, theirs in zip(model.parameters(), tparams):
         np.testing.assert_allclose(env.read(ours), theirs.detach().numpy(), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("factories", [
+    (lambda: optim.SGD(0.05, momentum=0.9, max_grad_norm=0.2), lambda p: torch.optim.SGD(p, 0.05, momentum=0.9)),
+    (lambda: optim.Adam(0.01, max_grad_norm=0.2), lambda p: torch.optim.Adam(p, 0.01)),
+], ids=["SGD", "Adam"])
+def test_max_grad_norm_matches_torch_clip_grad_norm(factories) -> None:
+    """Trajectories over 20 steps with torch.nn.utils.clip_grad_norm_ before each step; the labels are
+    scaled up so the norm is clipped at every step (checked on torch's side)."""
+    env = dc.Environment()
+    x = rng.normal(size=(16, 5)).astype(np.float32) * 4
+    y = rng.integers(0, 3, 16).astype(np.int32)
+    model = nn.Sequential(nn.Dense(5, 8), nn.Tanh(), nn.Dense(8, 3)).build(env, seed=4)
+    tparams = [torch.tensor(env.read(p), requires_grad=True) for p in model.parameters()]
+    trainer = nn.Trainer(env, model, optimizer=factories[0]())
+    optimiser = factories[1](tparams)
+    for _ in range(20):
+        trainer.fit(x, y, epochs=1, batch_size=16, shuffle=False, progress=False)
+        optimiser.zero_grad()
+        w1, b1, w2, b2 = tparams
+        F.cross_entropy(torch.tanh(torch.from_numpy(x) @ w1 + b1) @ w2 + b2, torch.from_numpy(y).long()).backward()
+        assert torch.nn.utils.clip_grad_norm_(tparams, 0.2) > 0.2
+        optimiser.step()
+    for ours, theirs in zip(model.parameters(), tparams):
+        np.testing.assert_allclose(env.read(ours), theirs.detach().numpy(), rtol=1e-4, atol=2e-5)
+
+
+def test_global_norm_and_clipping_functions(env: dc.Environment) -> None:
+    a, b = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+    norm = np.sqrt((a**2).sum() + (b**2).sum())
+    result = evaluate(env, lambda p, q: optim.global_norm([p, q]), a, b)
+    np.testing.assert_allclose(result, norm, rtol=1e-6)
+    clipped = evaluate(env, lambda p, q: dc.concat([g.reshape(-1) for g in optim.clip_by_global_norm([p, q], 1.0)]),
+                       a, b)
+    np.testing.assert_allclose(clipped, np.concatenate([a.ravel(), b]) / (norm + 1e-6), rtol=1e-6)
+    unclipped = evaluate(env, lambda p: optim.clip_by_global_norm([p], 100.0)[0], a)
+    np.testing.assert_array_equal(unclipped, a)
+    for bad in (0, -1.0, "1", float("nan")):
+        message = r"max_grad_norm must be a positive number or None, got .*\n  at .*test_nn"
+        with pytest.raises(ValueError, match=message):
+            optim.Adam(max_grad_norm=bad)
 
 
 def test_nesterov_without_momentum_or_with_dampening_is_refused() -> None:

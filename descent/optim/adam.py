@@ -18,9 +18,9 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+                 weight_decay: float = 0.0, amsgrad: bool = False, max_grad_norm: float | None = None) -> None:
         """`amsgrad`: divide by the largest second moment seen so far (AMSGrad, as PyTorch's flag)."""
-        super().__init__(lr)
+        super().__init__(lr, max_grad_norm)
         self.betas, self.eps, self.weight_decay, self.amsgrad = betas, eps, weight_decay, amsgrad
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
@@ -67,5 +67,5 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, amsgrad: bool = False) -> None:
-        super().__init__(lr, betas, eps, weight_decay, amsgrad)
+                 weight_decay: float = 0.01, amsgrad: bool = False, max_grad_norm: float | None = None) -> None:
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, max_grad_norm)

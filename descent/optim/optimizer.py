@@ -6,18 +6,25 @@ from typing import Any
 
 import numpy as np
 
+from descent.errors import at_user_line
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
+from descent.optim.clip import clip_by_global_norm
 
 
 class Optimizer:
-    """Builds its state (and a device scalar learning rate) once, then writes updates inside graphs."""
+    """Builds its state (and a device scalar learning rate) once, then writes updates inside graphs.
+    `max_grad_norm`: scale the gradients down to that global norm first, where it is exceeded (as
+    torch.nn.utils.clip_grad_norm_ before each step)."""
 
     prefix = "optim"
 
-    def __init__(self, lr: float) -> None:
+    def __init__(self, lr: float, max_grad_norm: float | None = None) -> None:
+        if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+            raise ValueError(at_user_line(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}"))
         self.initial_lr = float(lr)
+        self.max_grad_norm = max_grad_norm
         self.environment: Any = None
         self.lr_parameter: Parameter | None = None
         self.state: dict[str, Parameter] = {}
@@ -60,6 +67,8 @@ class Optimizer:
     def update(self, s: Scope, parameters: list[Parameter], values: list[Array], gradients: list[Array]) -> None:
         """Write every parameter's new value (and the new state) in the graph being built."""
         lr = s.read(self.lr_parameter)
+        if self.max_grad_norm is not None:
+            gradients = clip_by_global_norm(gradients, self.max_grad_norm)
         self.begin(s)
         for parameter, value, gradient in zip(parameters, values, gradients):
             self.apply(s, lr, parameter, value, gradient)

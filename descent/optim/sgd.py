@@ -19,10 +19,10 @@ class SGD(Optimizer):
     prefix = "sgd"
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, dampening: float = 0.0) -> None:
+                 weight_decay: float = 0.0, dampening: float = 0.0, max_grad_norm: float | None = None) -> None:
         """`dampening` scales the gradient added to the velocity by 1 - dampening, from the second
         step on (the first step's velocity is the gradient, as PyTorch's)."""
-        super().__init__(lr)
+        super().__init__(lr, max_grad_norm)
         if nesterov and (momentum <= 0 or dampening):
             raise ValueError(at_user_line("SGD: Nesterov momentum needs momentum > 0 and no dampening"))
         self.momentum, self.nesterov, self.weight_decay, self.dampening = momentum, nesterov, weight_decay, dampening

@@ -1,0 +1,22 @@
+"""Gradient clipping by the global norm of all gradients (torch.nn.utils.clip_grad_norm_, optax's
+clip_by_global_norm), built into the graph like any other op."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from descent.graph import ops, reductions
+from descent.graph.array import Array
+
+
+def global_norm(gradients: Sequence[Array]) -> Array:
+    """The L2 norm of all the gradients taken together, as one vector."""
+    return ops.sqrt(functools.reduce(ops.add, [reductions.sum(g * g) for g in gradients]))
+
+
+def clip_by_global_norm(gradients: Sequence[Array], max_norm: float) -> list[Array]:
+    """The gradients scaled by max_norm / (norm + 1e-6) where their global norm exceeds max_norm, as
+    PyTorch's clip_grad_norm_ (the same direction, a bounded step)."""
+    scale = ops.minimum(max_norm / (global_norm(gradients) + 1e-6), 1.0)
+    return [g * scale for g in gradients]
