@@ -105,6 +105,25 @@ def test_conv1d_and_pooling_1d_modules(env: dc.Environment) -> None:
         nn.Conv1D(4, 6, 3, groups=4)
 
 
+def test_transposed_convolution_modules(env: dc.Environment) -> None:
+    images = rng.normal(size=(2, 4, 5, 6)).astype(np.float32)
+
+    def reference_2d(tx, v):
+        w, b = _t(v["weight"]), _t(v["bias"])
+        return F.conv_transpose2d(tx, w, b, stride=2, padding=1, output_padding=1, groups=2), [w, b]
+
+    module = nn.ConvTranspose2D(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+    _torch_check(_run_module(env, module, images), reference_2d, images)
+    assert module.weight.shape == (4, 3, 3, 3)
+    signal = rng.normal(size=(2, 3, 7)).astype(np.float32)
+
+    def reference_1d(tx, v):
+        w, b = _t(v["weight"]), _t(v["bias"])
+        return F.conv_transpose1d(tx, w, b, stride=3), [w, b]
+
+    _torch_check(_run_module(env, nn.ConvTranspose1D(3, 5, 4, stride=3), signal), reference_1d, signal)
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm(env: dc.Environment, training: bool) -> None:
     x = rng.normal(size=(6, 3, 4, 5)).astype(np.float32) * 2 + 1

@@ -24,6 +24,8 @@ from descent.nn.layers import (
     BlurMaxPool2D,
     Conv1D,
     Conv2D,
+    ConvTranspose1D,
+    ConvTranspose2D,
     Dense,
     Dropout,
     Embedding,
@@ -38,7 +40,8 @@ from descent.nn.module import Module
 from descent.nn.trainer import Trainer
 
 __all__ = [
-    "AvgPool1D", "AvgPool2D", "BatchNorm", "BlurMaxPool2D", "CheckpointError", "Conv1D", "Conv2D", "Dense", "Dropout",
+    "AvgPool1D", "AvgPool2D", "BatchNorm", "BlurMaxPool2D", "CheckpointError", "Conv1D", "Conv2D", "ConvTranspose1D",
+    "ConvTranspose2D", "Dense", "Dropout",
     "Embedding", "Flatten", "GELU", "Identity", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool1D",
     "MaxPool2D", "Module", "ReLU",
     "Sequential", "SiLU", "Sigmoid", "Sin", "Softmax", "Softplus", "Tanh", "Trainer", "gelu", "silu", "softplus",

@@ -96,6 +96,49 @@ class Conv2D(_Conv):
                          padding, dilation, groups, bias)
 
 
+class _ConvTranspose(_Conv):
+    """The transpose of a convolution; weight (inputs, outputs // groups, *kernel), as PyTorch's."""
+
+    convolve = staticmethod(conv.conv_transpose2d)
+
+    def __init__(self, inputs: int, outputs: int, kernel: tuple[int, ...], stride: Any, padding: Any,
+                 output_padding: Any, dilation: Any, groups: int, bias: bool) -> None:
+        super().__init__(inputs, outputs, kernel, stride, padding, dilation, groups, bias)
+        self.output_padding = output_padding
+
+    def create(self, env: Any, rng: np.random.Generator) -> None:
+        bound = 1.0 / np.sqrt(self.outputs // self.groups * int(np.prod(self.kernel)))
+        self.parameter(env, "weight", _uniform(rng, bound, (self.inputs, self.outputs // self.groups) + self.kernel))
+        if self.use_bias:
+            self.parameter(env, "bias", _uniform(rng, bound, (self.outputs,)))
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        bias = s.read(self.bias) if self.use_bias else None
+        return self.convolve(x, s.read(self.weight), bias, self.stride, self.padding, self.output_padding,
+                             self.dilation, self.groups)
+
+
+class ConvTranspose1D(_ConvTranspose):
+    """Transposed 1-D convolution (upsampling) over NCL input; weight (inputs, outputs // groups, K)."""
+
+    convolve = staticmethod(conv.conv_transpose1d)
+
+    def __init__(self, inputs: int, outputs: int, kernel: int, stride: int = 1, padding: int = 0,
+                 output_padding: int = 0, dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+        super().__init__(inputs, outputs, (kernel,), stride, padding, output_padding, dilation, groups, bias)
+
+
+class ConvTranspose2D(_ConvTranspose):
+    """Transposed 2-D convolution (upsampling) over NCHW input; weight (inputs, outputs // groups, KH, KW)."""
+
+    convolve = staticmethod(conv.conv_transpose2d)
+
+    def __init__(self, inputs: int, outputs: int, kernel: int | tuple[int, int], stride: int = 1, padding: int = 0,
+                 output_padding: int = 0, dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+        super().__init__(inputs, outputs, (kernel, kernel) if isinstance(kernel, int) else tuple(kernel), stride,
+                         padding, output_padding, dilation, groups, bias)
+
+
 class Embedding(Module):
     """Rows of a (count, features) table picked by integer indices; initialised N(0, 1) as PyTorch."""
 
