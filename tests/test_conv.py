@@ -51,19 +51,21 @@ def test_conv2d_matches_torch(env: dc.Environment, case: dict, with_bias: bool) 
 
 
 TRANSPOSED = [
-    dict(x=(1, 2, 4, 4), w=(2, 3, 3, 3)),
-    dict(x=(2, 4, 9, 8), w=(4, 3, 3, 3), stride=2, padding=1, output_padding=1, groups=2),
-    dict(x=(1, 3, 5, 6), w=(3, 2, 2, 4), stride=(3, 2), padding=(0, 1), dilation=(1, 2)),
+    ("conv_transpose2d", dict(x=(1, 2, 4, 4), w=(2, 3, 3, 3))),
+    ("conv_transpose2d", dict(x=(2, 4, 9, 8), w=(4, 3, 3, 3), stride=2, padding=1, output_padding=1, groups=2)),
+    ("conv_transpose2d", dict(x=(1, 3, 5, 6), w=(3, 2, 2, 4), stride=(3, 2), padding=(0, 1), dilation=(1, 2))),
+    ("conv_transpose1d", dict(x=(2, 4, 7), w=(4, 3, 3))),
+    ("conv_transpose1d", dict(x=(1, 4, 6), w=(4, 2, 4), stride=3, padding=1, output_padding=1, groups=2)),
 ]
 
 
-@pytest.mark.parametrize("case", TRANSPOSED, ids=lambda c: str(c))
-def test_conv_transpose2d_matches_torch(env: dc.Environment, case: dict) -> None:
+@pytest.mark.parametrize("function, case", TRANSPOSED, ids=str)
+def test_conv_transpose_matches_torch(env: dc.Environment, function: str, case: dict) -> None:
     options = {k: v for k, v in case.items() if k not in ("x", "w")}
     x = rng.normal(size=case["x"]).astype(np.float32)
     w = rng.normal(size=case["w"]).astype(np.float32)
-    expected = F.conv_transpose2d(_t(x), _t(w), **options).numpy()
-    result = evaluate(env, lambda a, k: dc.conv_transpose2d(a, k, **options), x, w)
+    expected = getattr(F, function)(_t(x), _t(w), **options).numpy()
+    result = evaluate(env, lambda a, k: getattr(dc, function)(a, k, **options), x, w)
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(np.prod(case["w"])))
 
 
@@ -146,18 +148,6 @@ def test_conv1d_matches_torch(env: dc.Environment, case: dict) -> None:
     tolerance = 1e-4 * np.sqrt(np.prod(case["w"][1:]) * max(g.shape[-1], 1))
     for ours, theirs in zip(np.split(result, sizes), (expected.detach(), tx.grad, tw.grad, tb.grad)):
         np.testing.assert_allclose(ours, theirs.numpy().reshape(-1), rtol=1e-4, atol=tolerance)
-
-
-@pytest.mark.parametrize("case", [dict(x=(2, 4, 7), w=(4, 3, 3)),
-                                  dict(x=(1, 4, 6), w=(4, 2, 4), stride=3, padding=1, output_padding=1, groups=2)],
-                         ids=str)
-def test_conv_transpose1d_matches_torch(env: dc.Environment, case: dict) -> None:
-    options = {k: v for k, v in case.items() if k not in ("x", "w")}
-    x = rng.normal(size=case["x"]).astype(np.float32)
-    w = rng.normal(size=case["w"]).astype(np.float32)
-    expected = F.conv_transpose1d(_t(x), _t(w), **options).numpy()
-    result = evaluate(env, lambda a, k: dc.conv_transpose1d(a, k, **options), x, w)
-    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(np.prod(case["w"])))
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(2, None, 0), (3, 2, 1), (4, 1, 2)])

@@ -61,11 +61,19 @@ def _height_of_one(a: Array, op: str) -> Array:
     return ops.reshape(a, a.shape[:-1] + (1, a.shape[-1]))
 
 
-def _check_pool_padding(padding: tuple[int, ...], kernel: tuple[int, ...], op: str) -> None:
-    """Padding of at most half the window, as PyTorch: a wider one makes windows of padding only."""
+def _pool_settings(op: str, kernel: Pair, stride: Pair | None, padding: Pair) -> tuple[tuple[int, int], ...]:
+    """A pooling's kernel, stride (the kernel by default) and padding as pairs (a 1-D one's over a
+    height of one). Padding is at most half the window, as PyTorch's: wider makes windows of padding only."""
+    if op.endswith("1d"):
+        kernel, padding = (1, _single(kernel, "kernel")), (0, _single(padding, "padding", 0))
+        stride = kernel if stride is None else (1, _single(stride, "stride"))
+    else:
+        kernel, padding = _pair(kernel, "kernel"), _pair(padding, "padding", 0)
+        stride = kernel if stride is None else _pair(stride, "stride")
     if any(p > k // 2 for p, k in zip(padding, kernel)):
-        shown = [values[0] if len(values) == 1 else values for values in (padding, kernel)]
+        shown = (padding[1], kernel[1]) if op.endswith("1d") else (padding, kernel)
         raise ShapeError(at_user_line(f"{op}: padding {shown[0]} must be at most half the kernel {shown[1]}"))
+    return kernel, stride, padding
 
 
 def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair = 0,
@@ -157,37 +165,25 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
 def max_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
     """Maximum over each window of the last two axes; padding reads -inf. As in PyTorch, a window's
     gradient goes to its first largest element (not split among ties)."""
-    kernel = _pair(kernel, "kernel")
-    stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding", 0)
-    _check_pool_padding(padding, kernel, "max_pool2d")
-    return _max_pool(x, kernel, stride, padding)
+    return _max_pool(x, *_pool_settings("max_pool2d", kernel, stride, padding))
 
 
 def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
     """Mean over each window of the last two axes; zero padding counts (PyTorch's default)."""
-    kernel = _pair(kernel, "kernel")
-    stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding", 0)
-    _check_pool_padding(padding, kernel, "avg_pool2d")
-    return _avg_pool(x, kernel, stride, padding)
+    return _avg_pool(x, *_pool_settings("avg_pool2d", kernel, stride, padding))
 
 
 def max_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: Single = 0) -> Array:
     """Maximum over each window of the last axis; padding reads -inf, and a window's gradient goes
     to its first largest element, as in PyTorch."""
-    kernel, padding = _single(kernel, "kernel"), _single(padding, "padding", 0)
-    stride = kernel if stride is None else _single(stride, "stride")
-    _check_pool_padding((padding,), (kernel,), "max_pool1d")
-    return ops.squeeze(_max_pool(_height_of_one(x, "max_pool1d"), (1, kernel), (1, stride), (0, padding)), -2)
+    settings = _pool_settings("max_pool1d", kernel, stride, padding)
+    return ops.squeeze(_max_pool(_height_of_one(x, "max_pool1d"), *settings), -2)
 
 
 def avg_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: Single = 0) -> Array:
     """Mean over each window of the last axis; zero padding counts (PyTorch's default)."""
-    kernel, padding = _single(kernel, "kernel"), _single(padding, "padding", 0)
-    stride = kernel if stride is None else _single(stride, "stride")
-    _check_pool_padding((padding,), (kernel,), "avg_pool1d")
-    return ops.squeeze(_avg_pool(_height_of_one(x, "avg_pool1d"), (1, kernel), (1, stride), (0, padding)), -2)
+    settings = _pool_settings("avg_pool1d", kernel, stride, padding)
+    return ops.squeeze(_avg_pool(_height_of_one(x, "avg_pool1d"), *settings), -2)
 
 
 def _max_pool(x: Array, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Array:

@@ -60,9 +60,13 @@ class _Conv(Module):
         self.inputs, self.outputs, self.kernel, self.groups, self.use_bias = inputs, outputs, kernel, groups, bias
         self.stride, self.padding, self.dilation = stride, padding, dilation
 
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.outputs, self.inputs // self.groups) + self.kernel
+
     def create(self, env: Any, rng: np.random.Generator) -> None:
-        bound = 1.0 / np.sqrt(self.inputs // self.groups * int(np.prod(self.kernel)))
-        self.parameter(env, "weight", _uniform(rng, bound, (self.outputs, self.inputs // self.groups) + self.kernel))
+        shape = self.weight_shape()
+        bound = 1.0 / np.sqrt(int(np.prod(shape[1:])))  # PyTorch's fan-in, for both forms
+        self.parameter(env, "weight", _uniform(rng, bound, shape))
         if self.use_bias:
             self.parameter(env, "bias", _uniform(rng, bound, (self.outputs,)))
 
@@ -106,11 +110,8 @@ class _ConvTranspose(_Conv):
         super().__init__(inputs, outputs, kernel, stride, padding, dilation, groups, bias)
         self.output_padding = output_padding
 
-    def create(self, env: Any, rng: np.random.Generator) -> None:
-        bound = 1.0 / np.sqrt(self.outputs // self.groups * int(np.prod(self.kernel)))
-        self.parameter(env, "weight", _uniform(rng, bound, (self.inputs, self.outputs // self.groups) + self.kernel))
-        if self.use_bias:
-            self.parameter(env, "bias", _uniform(rng, bound, (self.outputs,)))
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.inputs, self.outputs // self.groups) + self.kernel
 
     def forward(self, s: Scope, x: Array) -> Array:
         bias = s.read(self.bias) if self.use_bias else None
