@@ -160,6 +160,29 @@ def test_pooling_1d_matches_torch(env: dc.Environment, kernel, stride, padding) 
     np.testing.assert_allclose(result, expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("function, shape", [("max_pool1d", (2, 3, 10)), ("max_pool2d", (2, 2, 5, 6))])
+def test_overlapping_max_pool_with_its_gradient_in_one_graph(env: dc.Environment, function: str, shape) -> None:
+    """Windows of stride 1 overlap, so the input's gradient reads the argmax of neighbouring windows:
+    the scheduler must not compute that argmax in the kernel of the gradient (it did, and codegen failed)."""
+    x = rng.normal(size=shape).astype(np.float32)
+    tx = _t(x).requires_grad_()
+    expected = getattr(F, function)(tx, 3, 1, 1)
+    expected.sum().backward()
+    source = env.parameter(f"overlap_{function}_x", shape, init=x)
+    pooled = env.parameter(f"overlap_{function}_out", shape)
+    gradient = env.parameter(f"overlap_{function}_grad", shape)
+
+    def build(s: dc.Scope) -> None:
+        a = s.read(source)
+        out = getattr(dc, function)(a, 3, 1, 1)
+        s.write(pooled, out)
+        s.write(gradient, s.grad(dc.sum(out), [a])[0])
+
+    env.run(env.build_graph(build))
+    np.testing.assert_array_equal(env.read(pooled), expected.detach().numpy())
+    np.testing.assert_array_equal(env.read(gradient), tx.grad.numpy())
+
+
 def test_pad_concat_stack(env: dc.Environment) -> None:
     x = rng.normal(size=(3, 4, 5)).astype(np.float32)
     widths = [(1, 0), (0, 2), (3, 1)]

@@ -173,8 +173,10 @@ def _merge_arg_reductions(graph: nx.DiGraph, drafts: list[_Draft], realized: set
         arg = drafts[target]
         level = max(draft.level, arg.level)
         made = {draft.core, arg.core, *draft.computed, *arg.computed}
-        readers = {reader for node_id in made for reader, _ in consumers[node_id]} - {k, target}
-        if any(drafts[reader].level <= level for reader in readers):
+        reads = [(reader, own_index) for node_id in made for reader, own_index in consumers[node_id]]
+        if any(reader in (k, target) and not own_index for reader, own_index in reads):
+            continue  # one of the two reads the other's result at other elements (overlapping windows)
+        if any(drafts[reader].level <= level for reader, _ in reads if reader not in (k, target)):
             continue
         arg.computed = list(dict.fromkeys(arg.computed + draft.computed))
         arg.values = [draft.core]
