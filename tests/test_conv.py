@@ -183,6 +183,14 @@ def test_overlapping_max_pool_with_its_gradient_in_one_graph(env: dc.Environment
     np.testing.assert_array_equal(env.read(gradient), tx.grad.numpy())
 
 
+def test_max_pool_pads_integers_and_bools_with_their_lowest_value(env: dc.Environment) -> None:
+    flags = np.array([[[True, False, False, False]]])
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.max_pool1d(a, 3, 1, 1), flags),
+                                  [[[True, True, False, False]]])
+    numbers = np.array([[[-7, -9, -3, -2**31]]], np.int32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.max_pool1d(a, 3, 2, 1), numbers), [[[-7, -3]]])
+
+
 def test_pad_concat_stack(env: dc.Environment) -> None:
     x = rng.normal(size=(3, 4, 5)).astype(np.float32)
     widths = [(1, 0), (0, 2), (3, 1)]
@@ -216,6 +224,13 @@ def test_conv_shape_errors(env: dc.Environment) -> None:
     with pytest.raises(dc.ShapeError, match="stride must be an int or a 1-tuple"):
         env.build_graph(lambda s: dc.conv1d(s.read(signal), s.read(kernel), stride=(1, 2)))
     transposed = env.parameter("conv_err_transposed", (4, 2, 3))
+    with pytest.raises(dc.ShapeError, match="conv_transpose1d: groups must be at least 1, got 0"):
+        env.build_graph(lambda s: dc.conv_transpose1d(s.read(signal), s.read(transposed), groups=0))
+    with pytest.raises(dc.ShapeError, match=r"conv_transpose2d: output_padding \(0, 2\) must be smaller than"):
+        env.build_graph(lambda s: dc.conv_transpose2d(s.read(x), s.read(w)[:4], stride=2, output_padding=(0, 2)))
+    strided = evaluate(env, lambda a, k: dc.conv1d(a, k, stride=np.int64(2)), np.ones((1, 4, 8), np.float32),
+                       np.ones((6, 4, 3), np.float32))
+    assert strided.shape == (1, 6, 3)
     with pytest.raises(dc.ShapeError, match=r"conv_transpose1d: bias \(8,\) must have shape \(2,\)"):
         env.build_graph(lambda s: dc.conv_transpose1d(s.read(signal), s.read(transposed), s.read(signal)[0, 0]))
     with pytest.raises(dc.ShapeError, match="max_pool1d: padding 2 must be at most half the kernel 3"):

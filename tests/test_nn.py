@@ -103,6 +103,9 @@ def test_conv1d_and_pooling_1d_modules(env: dc.Environment) -> None:
     _torch_check(_run_module(env, nn.AvgPool1D(2), x), lambda tx, v: (F.avg_pool1d(tx, 2), []), x)
     with pytest.raises(dc.ShapeError, match="Conv1D: 4 inputs and 6 outputs must both divide into 4 group"):
         nn.Conv1D(4, 6, 3, groups=4)
+    assert nn.Conv1D(2, 4, (3,)).build(env).weight.shape == (4, 2, 3)
+    with pytest.raises(dc.ShapeError, match=r"Conv2D: kernel must be a positive int or 2 of them, got \(3,\)"):
+        nn.Conv2D(2, 4, (3,))
 
 
 def test_transposed_convolution_modules(env: dc.Environment) -> None:
@@ -278,7 +281,13 @@ def test_global_norm_and_clipping_functions(env: dc.Environment) -> None:
     np.testing.assert_allclose(clipped, np.concatenate([a.ravel(), b]) / (norm + 1e-6), rtol=1e-6)
     unclipped = evaluate(env, lambda p: optim.clip_by_global_norm([p], 100.0)[0], a)
     np.testing.assert_array_equal(unclipped, a)
-    for bad in (0, -1.0, "1", float("nan")):
+    integers = evaluate(env, lambda p: optim.global_norm([p]), np.array([50000, 0], np.int32))
+    np.testing.assert_allclose(integers, 50000.0, rtol=1e-6)
+    assert optim.clip_by_global_norm([], 1.0) == []
+    with pytest.raises(ValueError, match="global_norm: needs at least one gradient"):
+        optim.global_norm([])
+    assert optim.Adam(max_grad_norm=np.float32(0.5)).max_grad_norm == 0.5
+    for bad in (0, -1.0, "1", float("nan"), True):
         message = r"max_grad_norm must be a positive number or None, got .*\n  at .*test_nn"
         with pytest.raises(ValueError, match=message):
             optim.Adam(max_grad_norm=bad)

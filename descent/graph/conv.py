@@ -4,6 +4,8 @@ over a height of one."""
 
 from __future__ import annotations
 
+import numbers
+
 from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
@@ -16,7 +18,7 @@ Single = int | tuple[int]
 
 def _pair(value: Pair, name: str, least: int = 1) -> tuple[int, int]:
     """(value, value) or the pair given, each at least `least` (padding 0, strides and sizes 1)."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+    pair = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
     if len(pair) != 2:
         raise ShapeError(at_user_line(f"{name} must be an int or a pair, got {value!r}"))
     if min(pair) < least:
@@ -26,7 +28,7 @@ def _pair(value: Pair, name: str, least: int = 1) -> tuple[int, int]:
 
 def _single(value: Single, name: str, least: int = 1) -> int:
     """A 1-D setting, an int or a 1-tuple as PyTorch takes, at least `least`."""
-    single = (value,) if isinstance(value, int) else tuple(value)
+    single = (value,) if isinstance(value, numbers.Integral) else tuple(value)
     if len(single) != 1:
         raise ShapeError(at_user_line(f"{name} must be an int or a 1-tuple, got {value!r}"))
     if single[0] < least:
@@ -52,6 +54,16 @@ def _check_conv(op: str, x: Array, w: Array, bias: Array | None, groups: int, sp
 def _check_bias(op: str, bias: Array | None, outputs: int) -> None:
     if bias is not None and bias.shape != (outputs,):
         raise ShapeError(at_user_line(f"{op}: bias {bias.shape} must have shape ({outputs},)"))
+
+
+def _check_transpose_settings(op: str, groups: int, output_padding: tuple[int, ...], stride: tuple[int, ...],
+                              dilation: tuple[int, ...]) -> None:
+    """Groups of at least one, and output padding below the stride or the dilation, as PyTorch."""
+    if groups < 1:
+        raise ShapeError(at_user_line(f"{op}: groups must be at least 1, got {groups}"))
+    if any(p >= max(s, d) for p, s, d in zip(output_padding, stride, dilation)):
+        raise ShapeError(at_user_line(f"{op}: output_padding {output_padding} must be smaller than the stride "
+                                      f"{stride} or the dilation {dilation}"))
 
 
 def _height_of_one(a: Array, op: str) -> Array:
@@ -124,6 +136,7 @@ def conv_transpose1d(x: Array, w: Array, bias: Array | None = None, stride: Sing
     """The transpose (gradient) of conv1d, as PyTorch: x (N, C, L), w (C, O // groups, K)."""
     stride, padding = _single(stride, "stride"), _single(padding, "padding", 0)
     output_padding, dilation = _single(output_padding, "output_padding", 0), _single(dilation, "dilation")
+    _check_transpose_settings("conv_transpose1d", groups, (output_padding,), (stride,), (dilation,))
     if x.ndim != 3 or w.ndim != 3 or w.shape[0] != x.shape[1] or x.shape[1] % groups:
         raise ShapeError(at_user_line(f"conv_transpose1d: weight {w.shape} (C, O // groups, K) does not fit "
                                       f"input {x.shape} (N, C, L) with {groups} group(s)"))
@@ -139,6 +152,7 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
     Computed as conv2d over the input with zeros inserted between its elements (a masked view)."""
     stride, padding = _pair(stride, "stride"), _pair(padding, "padding", 0)
     output_padding, dilation = _pair(output_padding, "output_padding", 0), _pair(dilation, "dilation")
+    _check_transpose_settings("conv_transpose2d", groups, output_padding, stride, dilation)
     if x.ndim != 4 or w.ndim != 4:
         raise ShapeError(at_user_line(f"conv_transpose2d: input {x.shape} and weight {w.shape} must be 4-D"))
     n, c, h, wd = x.shape
@@ -189,7 +203,8 @@ def avg_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: 
 def _max_pool(x: Array, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Array:
     """Max pooling over the last two axes, settings already checked."""
     widths = [(0, 0)] * (x.ndim - 2) + [(padding[0], padding[0]), (padding[1], padding[1])]
-    patches = ops.windows(ops.pad(x, widths, float("-inf")), kernel, stride, (1, 1))
+    lowest = {"float32": float("-inf"), "int32": -(2**31), "uint32": 0, "bool": False}[x.dtype.name]
+    patches = ops.windows(ops.pad(x, widths, lowest), kernel, stride, (1, 1))
     pooled = reductions.max(patches, axis=(-2, -1))
 
     def to_first_maximum(cotangent: Array) -> list[Array]:

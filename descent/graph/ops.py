@@ -278,7 +278,7 @@ def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Arra
         return clipped
     given = [value for value in (x, lo, hi) if value is not None]
     nan = functools.reduce(logical_or, [isnan(value) for value in given])
-    return where(nan, functools.reduce(add, given), clipped)
+    return where(nan, stop_gradient(functools.reduce(add, given)), clipped)  # no gradient there, as torch
 
 
 def astype(x: Array, dtype: DType | str) -> Array:

@@ -3,6 +3,7 @@ which bounds both weights and biases by 1 / sqrt(fan_in))."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,14 @@ class Dense(Module):
 Linear = Dense
 
 
+def _kernel(kernel: Any, dims: int, module: str) -> tuple[int, ...]:
+    """A convolution module's kernel size as a tuple of `dims` positive ints (an int stands for all)."""
+    sizes = (kernel,) * dims if isinstance(kernel, numbers.Integral) else tuple(kernel)
+    if len(sizes) != dims or not all(isinstance(k, numbers.Integral) and k >= 1 for k in sizes):
+        raise ShapeError(at_user_line(f"{module}: kernel must be a positive int or {dims} of them, got {kernel!r}"))
+    return tuple(int(k) for k in sizes)
+
+
 class _Conv(Module):
     """A convolution over `len(kernel)` spatial axes; weight (outputs, inputs // groups, *kernel)."""
 
@@ -86,7 +95,7 @@ class Conv1D(_Conv):
 
     def __init__(self, inputs: int, outputs: int, kernel: int, stride: int = 1, padding: int = 0,
                  dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
-        super().__init__(inputs, outputs, (kernel,), stride, padding, dilation, groups, bias)
+        super().__init__(inputs, outputs, _kernel(kernel, 1, "Conv1D"), stride, padding, dilation, groups, bias)
 
 
 class Conv2D(_Conv):
@@ -96,8 +105,7 @@ class Conv2D(_Conv):
 
     def __init__(self, inputs: int, outputs: int, kernel: int | tuple[int, int], stride: int = 1, padding: int = 0,
                  dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
-        super().__init__(inputs, outputs, (kernel, kernel) if isinstance(kernel, int) else tuple(kernel), stride,
-                         padding, dilation, groups, bias)
+        super().__init__(inputs, outputs, _kernel(kernel, 2, "Conv2D"), stride, padding, dilation, groups, bias)
 
 
 class _ConvTranspose(_Conv):
@@ -126,7 +134,8 @@ class ConvTranspose1D(_ConvTranspose):
 
     def __init__(self, inputs: int, outputs: int, kernel: int, stride: int = 1, padding: int = 0,
                  output_padding: int = 0, dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
-        super().__init__(inputs, outputs, (kernel,), stride, padding, output_padding, dilation, groups, bias)
+        super().__init__(inputs, outputs, _kernel(kernel, 1, "ConvTranspose1D"), stride, padding, output_padding,
+                         dilation, groups, bias)
 
 
 class ConvTranspose2D(_ConvTranspose):
@@ -136,8 +145,8 @@ class ConvTranspose2D(_ConvTranspose):
 
     def __init__(self, inputs: int, outputs: int, kernel: int | tuple[int, int], stride: int = 1, padding: int = 0,
                  output_padding: int = 0, dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
-        super().__init__(inputs, outputs, (kernel, kernel) if isinstance(kernel, int) else tuple(kernel), stride,
-                         padding, output_padding, dilation, groups, bias)
+        super().__init__(inputs, outputs, _kernel(kernel, 2, "ConvTranspose2D"), stride, padding, output_padding,
+                         dilation, groups, bias)
 
 
 class Embedding(Module):

@@ -6,17 +6,24 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+from descent.errors import at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
+from descent.graph.dtype import float32
 
 
 def global_norm(gradients: Sequence[Array]) -> Array:
-    """The L2 norm of all the gradients taken together, as one vector."""
-    return ops.sqrt(functools.reduce(ops.add, [reductions.sum(g * g) for g in gradients]))
+    """The L2 norm of all the gradients taken together, as one vector (in float32)."""
+    if not gradients:
+        raise ValueError(at_user_line("global_norm: needs at least one gradient"))
+    squares = [reductions.sum(ops.astype(g, float32) ** 2) for g in gradients]
+    return ops.sqrt(functools.reduce(ops.add, squares))
 
 
 def clip_by_global_norm(gradients: Sequence[Array], max_norm: float) -> list[Array]:
     """The gradients scaled by max_norm / (norm + 1e-6) where their global norm exceeds max_norm, as
-    PyTorch's clip_grad_norm_ (the same direction, a bounded step)."""
+    PyTorch's clip_grad_norm_ (the same direction, a bounded step). No gradients, nothing to clip."""
+    if not gradients:
+        return []
     scale = ops.minimum(max_norm / (global_norm(gradients) + 1e-6), 1.0)
     return [g * scale for g in gradients]

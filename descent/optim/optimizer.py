@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -21,10 +22,11 @@ class Optimizer:
     prefix = "optim"
 
     def __init__(self, lr: float, max_grad_norm: float | None = None) -> None:
-        if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+        positive = isinstance(max_grad_norm, numbers.Real) and not isinstance(max_grad_norm, bool) and max_grad_norm > 0
+        if max_grad_norm is not None and not positive:
             raise ValueError(at_user_line(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}"))
         self.initial_lr = float(lr)
-        self.max_grad_norm = max_grad_norm
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.environment: Any = None
         self.lr_parameter: Parameter | None = None
         self.state: dict[str, Parameter] = {}
