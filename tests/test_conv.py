@@ -223,6 +223,10 @@ def test_conv_shape_errors(env: dc.Environment) -> None:
         env.build_graph(lambda s: dc.conv1d(s.read(x), s.read(w)))
     with pytest.raises(dc.ShapeError, match="stride must be an int or a 1-tuple"):
         env.build_graph(lambda s: dc.conv1d(s.read(signal), s.read(kernel), stride=(1, 2)))
+    with pytest.raises(dc.ShapeError, match=r"conv1d: kernel 3 \(dilation 4, padding 0\) does not fit input \(1, 4,"):
+        env.build_graph(lambda s: dc.conv1d(s.read(signal), s.read(kernel)[:, :2], dilation=4, groups=2))
+    with pytest.raises(dc.ShapeError, match=r"avg_pool1d: kernel 9 \(dilation 1, padding 0\) does not fit"):
+        env.build_graph(lambda s: dc.avg_pool1d(s.read(signal), 9))
     transposed = env.parameter("conv_err_transposed", (4, 2, 3))
     with pytest.raises(dc.ShapeError, match="conv_transpose1d: groups must be at least 1, got 0"):
         env.build_graph(lambda s: dc.conv_transpose1d(s.read(signal), s.read(transposed), groups=0))

@@ -56,6 +56,17 @@ def _check_bias(op: str, bias: Array | None, outputs: int) -> None:
         raise ShapeError(at_user_line(f"{op}: bias {bias.shape} must have shape ({outputs},)"))
 
 
+def _check_fits(op: str, x: Array, kernel: tuple[int, ...], padding: tuple[int, ...],
+                dilation: tuple[int, ...]) -> None:
+    """Each window (kernel sizes over the last axes, dilated) fits inside the padded input."""
+    sizes = x.shape[x.ndim - len(kernel):] if x.ndim >= len(kernel) else ()
+    for size, k, p, d in zip(sizes, kernel, padding, dilation):
+        if d * (k - 1) + 1 > size + 2 * p:
+            shown = kernel[0] if len(kernel) == 1 else kernel
+            raise ShapeError(at_user_line(f"{op}: kernel {shown} (dilation {d}, padding {p}) does not fit input "
+                                          f"{x.shape}"))
+
+
 def _check_transpose_settings(op: str, groups: int, output_padding: tuple[int, ...], stride: tuple[int, ...],
                               dilation: tuple[int, ...]) -> None:
     """Groups of at least one, and output padding below the stride or the dilation, as PyTorch."""
@@ -93,6 +104,7 @@ def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padd
     """2-D cross-correlation as PyTorch: x (N, C, H, W), w (O, C // groups, KH, KW), bias (O,)."""
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding", 0), _pair(dilation, "dilation")
     _check_conv("conv2d", x, w, bias, groups, 2)
+    _check_fits("conv2d", x, w.shape[2:], padding, dilation)
     n = x.shape[0]
     o, cg, kh, kw = w.shape
     padded = ops.pad(ops.astype(x, float32), [(0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])])
@@ -126,6 +138,7 @@ def conv1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, pa
     """1-D cross-correlation as PyTorch: x (N, C, L), w (O, C // groups, K), bias (O,)."""
     stride, padding, dilation = _single(stride, "stride"), _single(padding, "padding", 0), _single(dilation, "dilation")
     _check_conv("conv1d", x, w, bias, groups, 1)
+    _check_fits("conv1d", x, w.shape[2:], (padding,), (dilation,))
     x, w = _height_of_one(x, "conv1d"), _height_of_one(w, "conv1d")
     out = conv2d(x, w, bias, (1, stride), (0, padding), (1, dilation), groups)
     return ops.reshape(out, out.shape[:2] + out.shape[3:])
@@ -179,25 +192,31 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
 def max_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
     """Maximum over each window of the last two axes; padding reads -inf. As in PyTorch, a window's
     gradient goes to its first largest element (not split among ties)."""
-    return _max_pool(x, *_pool_settings("max_pool2d", kernel, stride, padding))
+    kernel, stride, padding = _pool_settings("max_pool2d", kernel, stride, padding)
+    _check_fits("max_pool2d", x, kernel, padding, (1, 1))
+    return _max_pool(x, kernel, stride, padding)
 
 
 def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
     """Mean over each window of the last two axes; zero padding counts (PyTorch's default)."""
-    return _avg_pool(x, *_pool_settings("avg_pool2d", kernel, stride, padding))
+    kernel, stride, padding = _pool_settings("avg_pool2d", kernel, stride, padding)
+    _check_fits("avg_pool2d", x, kernel, padding, (1, 1))
+    return _avg_pool(x, kernel, stride, padding)
 
 
 def max_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: Single = 0) -> Array:
     """Maximum over each window of the last axis; padding reads -inf, and a window's gradient goes
     to its first largest element, as in PyTorch."""
-    settings = _pool_settings("max_pool1d", kernel, stride, padding)
-    return ops.squeeze(_max_pool(_height_of_one(x, "max_pool1d"), *settings), -2)
+    kernel, stride, padding = _pool_settings("max_pool1d", kernel, stride, padding)
+    _check_fits("max_pool1d", x, kernel[1:], padding[1:], (1,))
+    return ops.squeeze(_max_pool(_height_of_one(x, "max_pool1d"), kernel, stride, padding), -2)
 
 
 def avg_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: Single = 0) -> Array:
     """Mean over each window of the last axis; zero padding counts (PyTorch's default)."""
-    settings = _pool_settings("avg_pool1d", kernel, stride, padding)
-    return ops.squeeze(_avg_pool(_height_of_one(x, "avg_pool1d"), *settings), -2)
+    kernel, stride, padding = _pool_settings("avg_pool1d", kernel, stride, padding)
+    _check_fits("avg_pool1d", x, kernel[1:], padding[1:], (1,))
+    return ops.squeeze(_avg_pool(_height_of_one(x, "avg_pool1d"), kernel, stride, padding), -2)
 
 
 def _max_pool(x: Array, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Array:
