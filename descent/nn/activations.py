@@ -14,11 +14,15 @@ from descent.nn.module import Module
 def gelu(x: Array, approximate: str = "none") -> Array:
     """x * Phi(x), Phi the standard normal CDF: exact through erf, or with approximate="tanh" the
     tanh form (both as PyTorch's)."""
-    if approximate == "tanh":
+    if _approximation("gelu", approximate) == "tanh":
         return x * 0.5 * (ops.tanh((x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)) + 1.0)
-    if approximate != "none":
-        raise ValueError(at_user_line(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}"))
     return x * 0.5 * (ops.erf(x * (1.0 / math.sqrt(2.0))) + 1.0)
+
+
+def _approximation(where: str, approximate: str) -> str:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(at_user_line(f"{where}: approximate must be 'none' or 'tanh', got {approximate!r}"))
+    return approximate
 
 
 def silu(x: Array) -> Array:
@@ -59,17 +63,15 @@ class Tanh(_Activation):
     function = staticmethod(ops.tanh)
 
 
-class GELU(Module):
+class GELU(_Activation):
     """x * Phi(x); approximate="tanh" for the tanh form (PyTorch's GELU)."""
+
+    function = staticmethod(gelu)
+    setting = "approximate"
 
     def __init__(self, approximate: str = "none") -> None:
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(at_user_line(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}"))
-        self.approximate = approximate
-
-    def forward(self, s: Scope, x: Array) -> Array:
-        return gelu(x, self.approximate)
+        self.approximate = _approximation("GELU", approximate)
 
 
 class Softplus(_Activation):

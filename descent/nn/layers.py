@@ -79,9 +79,13 @@ class _Conv(Module):
         if self.use_bias:
             self.parameter(env, "bias", _uniform(rng, bound, (self.outputs,)))
 
+    def settings(self) -> tuple:
+        """The convolution's arguments after the bias, in its function's order."""
+        return self.stride, self.padding, self.dilation, self.groups
+
     def forward(self, s: Scope, x: Array) -> Array:
         bias = s.read(self.bias) if self.use_bias else None
-        return self.convolve(x, s.read(self.weight), bias, self.stride, self.padding, self.dilation, self.groups)
+        return self.convolve(x, s.read(self.weight), bias, *self.settings())
 
     def __repr__(self) -> str:
         kernel = self.kernel[0] if len(self.kernel) == 1 else self.kernel
@@ -121,10 +125,8 @@ class _ConvTranspose(_Conv):
     def weight_shape(self) -> tuple[int, ...]:
         return (self.inputs, self.outputs // self.groups) + self.kernel
 
-    def forward(self, s: Scope, x: Array) -> Array:
-        bias = s.read(self.bias) if self.use_bias else None
-        return self.convolve(x, s.read(self.weight), bias, self.stride, self.padding, self.output_padding,
-                             self.dilation, self.groups)
+    def settings(self) -> tuple:
+        return self.stride, self.padding, self.output_padding, self.dilation, self.groups
 
 
 class ConvTranspose1D(_ConvTranspose):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
@@ -25,8 +23,7 @@ class Adam(Optimizer):
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)
-        self.step_parameter = env.parameter(f"{self.prefix}.step", (), init=np.float32(0))
-        self.state[self.step_parameter.name] = self.step_parameter
+        self.step_parameter = self.step_counter(env)
 
     def create_state(self, env: Any, parameter: Parameter) -> None:
         self.state_parameter(env, "m", parameter)

@@ -42,6 +42,13 @@ class Optimizer:
     def create_state(self, env: Any, parameter: Parameter) -> None:
         """Create the state one parameter needs. Default: none."""
 
+    def step_counter(self, env: Any) -> Parameter:
+        """A device scalar counting the steps taken (Adam's bias correction, SGD's first step), kept in
+        the state so checkpoints carry it."""
+        counter = env.parameter(f"{self.prefix}.step", (), init=np.float32(0))
+        self.state[counter.name] = counter
+        return counter
+
     def state_parameter(self, env: Any, kind: str, parameter: Parameter, value: np.ndarray | None = None) -> Parameter:
         name = f"{self.prefix}.{kind}.{parameter.name}"
         created = env.parameter(name, parameter.shape if value is None else np.shape(value),

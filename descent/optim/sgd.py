@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from descent.errors import at_user_line
 from descent.graph import ops
 from descent.graph.array import Array
@@ -30,8 +28,7 @@ class SGD(Optimizer):
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)
         if self.momentum and self.dampening:
-            self.step_parameter = env.parameter(f"{self.prefix}.step", (), init=np.float32(0))
-            self.state[self.step_parameter.name] = self.step_parameter
+            self.step_parameter = self.step_counter(env)
 
     def create_state(self, env: Any, parameter: Parameter) -> None:
         if self.momentum:
