@@ -276,7 +276,8 @@ def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Arra
         clipped = where(clipped > hi, hi, clipped)
     if not clipped.dtype.is_float:
         return clipped
-    given = [value for value in (x, lo, hi) if value is not None]
+    # a bound that is a number other than NaN cannot make NaN: only x and the others are tested
+    given = [x] + [bound for bound in (lo, hi) if isinstance(bound, Array) or bound is not None and isnan(bound)]
     nan = functools.reduce(logical_or, [isnan(value) for value in given])
     return where(nan, stop_gradient(functools.reduce(add, given)), clipped)  # no gradient there, as torch
 
