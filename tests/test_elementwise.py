@@ -284,6 +284,19 @@ def test_nan_and_small_values_through_sign_tanh_pow(env: dc.Environment) -> None
     np.testing.assert_array_equal(evaluate(env, lambda a: 1.0**a, x), np.ones_like(x))
 
 
+def test_pow_special_values_as_numpy(env: dc.Environment) -> None:
+    """C99's pow at zeros, ones, infinities and NaN, signed zeros included (numpy follows C99)."""
+    values = [-np.inf, -65.0, -3.0, -2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, 3.0, 65.0, np.inf, np.nan]
+    base = np.array(values, np.float32).reshape(-1, 1)
+    exponent = np.array(values, np.float32)
+    with np.errstate(all="ignore"):
+        expected = base**exponent
+    result = evaluate(env, lambda a, b: a**b, base, exponent)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, equal_nan=True)  # exp2(log2) of 3**65; infinities exact
+    numbers = ~np.isnan(expected)  # a NaN's sign means nothing
+    np.testing.assert_array_equal(np.signbit(result[numbers]), np.signbit(expected[numbers]))
+
+
 def test_division_by_a_literal_zero_as_numpy(env: dc.Environment) -> None:
     x = np.array([-2.5, 0.0, 3.0], np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):

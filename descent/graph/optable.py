@@ -30,8 +30,11 @@ class ElementwiseOp:
 
 HELPERS = {}
 HELPERS["descent_pow"] = """float descent_pow(float base, float exponent) {
-    if (exponent == 0.0 || base == 1.0) {
+    if (exponent == 0.0 || base == 1.0 || (base == -1.0 && isinf(exponent))) {
         return 1.0;
+    }
+    if (isnan(base) || isnan(exponent)) {
+        return uintBitsToFloat(0x7fc00000u);
     }
     if (exponent == floor(exponent) && abs(exponent) <= 64.0) {
         float result = 1.0;
@@ -46,12 +49,13 @@ HELPERS["descent_pow"] = """float descent_pow(float base, float exponent) {
         }
         return exponent < 0.0 ? 1.0 / result : result;
     }
-    float magnitude = pow(abs(base), exponent);
-    bool odd_integer = exponent == floor(exponent) && mod(exponent, 2.0) == 1.0;
-    if (base < 0.0) {
-        return exponent == floor(exponent) ? (odd_integer ? -magnitude : magnitude) : uintBitsToFloat(0x7fc00000u);
+    float magnitude = base == 0.0 && exponent < 0.0 ? uintBitsToFloat(0x7f800000u) : pow(abs(base), exponent);
+    if (base < 0.0 && exponent != floor(exponent) && !isinf(base)) {
+        return uintBitsToFloat(0x7fc00000u);
     }
-    return base == 0.0 && exponent < 0.0 ? uintBitsToFloat(0x7f800000u) : magnitude;
+    bool odd_integer = exponent == floor(exponent) && mod(exponent, 2.0) == 1.0;
+    bool negative = floatBitsToInt(base) < 0;
+    return negative && odd_integer ? -magnitude : magnitude;
 }"""
 HELPERS["descent_ipow"] = """int descent_ipow(int base, int exponent) {
     if (exponent < 0) {
