@@ -178,6 +178,25 @@ def test_integer_pow_with_negative_exponents(env: dc.Environment) -> None:
     np.testing.assert_allclose(evaluate(env, lambda x: x.astype("float32") ** -2, a[:5]), floats**-2.0)
 
 
+def test_arithmetic_at_special_values_as_numpy(env: dc.Environment) -> None:
+    """Every float binary op over a grid of signed zeros, infinities and NaN; `//` and `%` keep
+    numpy's signs too (x % inf is x where the signs agree, inf where they differ; a zero remainder
+    takes the divisor's sign)."""
+    values = [-np.inf, -5.0, -0.5, -0.0, 0.0, 0.5, 3.0, np.inf, np.nan]
+    a = np.array(values, np.float32).reshape(-1, 1)
+    b = np.array(values, np.float32)
+    ops = [(lambda x, y: x + y, np.add), (lambda x, y: x - y, np.subtract), (lambda x, y: x * y, np.multiply),
+           (lambda x, y: x / y, np.divide), (dc.maximum, np.maximum), (dc.minimum, np.minimum),
+           (lambda x, y: x // y, np.floor_divide), (lambda x, y: x % y, np.remainder)]
+    result = evaluate(env, lambda x, y: dc.stack([ours(x, y) for ours, _ in ops]), a, b)
+    with np.errstate(all="ignore"):
+        expected = np.stack([theirs(a, b) for _, theirs in ops])
+    np.testing.assert_array_equal(result, expected)  # NaN where numpy has NaN
+    for (ours, _), theirs in zip(ops[-2:], expected[-2:]):  # alone: stack's sum of parts makes -0.0 + 0.0
+        numbers = ~np.isnan(theirs)  # a NaN's sign means nothing
+        np.testing.assert_array_equal(np.signbit(evaluate(env, ours, a, b)[numbers]), np.signbit(theirs[numbers]))
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32])
 def test_bitwise_ops_on_integers_work_bit_by_bit(env: dc.Environment, dtype) -> None:
     low = -2**31 if dtype == np.int32 else 0

@@ -97,6 +97,12 @@ uint descent_floor_divide(uint a, uint b) {
 }
 
 float descent_floor_divide(float a, float b) {
+    if (b == 0.0 || isinf(a) || isnan(a) || isnan(b)) {
+        return b == 0.0 ? a / b : uintBitsToFloat(0x7fc00000u);
+    }
+    if (isinf(b)) {
+        return a != 0.0 && (a < 0.0) != (b < 0.0) ? -1.0 : a / b;
+    }
     float quotient = floor(a / b);
     float rest = a - b * quotient;
     if (rest != 0.0 && (rest < 0.0) != (b < 0.0)) {
@@ -115,7 +121,9 @@ uint descent_remainder(uint a, uint b) {
 }
 
 float descent_remainder(float a, float b) {
-    return a - b * descent_floor_divide(a, b);
+    bool opposite = a != 0.0 && (a < 0.0) != (b < 0.0);
+    float rest = isinf(b) && !isinf(a) && !isnan(a) ? (opposite ? b : a) : a - b * descent_floor_divide(a, b);
+    return rest == 0.0 ? uintBitsToFloat(floatBitsToUint(b) & 0x80000000u) : rest;
 }"""
 HELPERS["descent_tanh"] = """float descent_tanh(float x) {
     if (isnan(x)) {
