@@ -178,6 +178,19 @@ def test_integer_pow_with_negative_exponents(env: dc.Environment) -> None:
     np.testing.assert_allclose(evaluate(env, lambda x: x.astype("float32") ** -2, a[:5]), floats**-2.0)
 
 
+def test_float_floor_divide_and_remainder_exactly_as_numpy(env: dc.Environment) -> None:
+    """The quotient is mended by the exact remainder (a Dekker product), so `1.0 // 0.1` is 9 as in
+    numpy (1.0 / 0.1 rounds to 10 in float32) and `%` is numpy's fmod-based value, bit for bit,
+    wherever |a / b| < 2 ** 24."""
+    a = (rng.normal(size=4000) * np.repeat([1.0, 100.0], 2000)).astype(np.float32)
+    b = rng.normal(size=4000).astype(np.float32)
+    b[::2] = np.round(b[::2] * 10) / 10 + np.float32(0.1)  # decimal divisors, never exact in binary
+    b[b == 0] = 0.5
+    a[:3], b[:3] = [1.0, -1.0, 0.3], [0.1, 0.1, 0.1]
+    np.testing.assert_array_equal(evaluate(env, lambda x, y: x // y, a, b), a // b)
+    np.testing.assert_array_equal(evaluate(env, lambda x, y: x % y, a, b), a % b)
+
+
 def test_arithmetic_at_special_values_as_numpy(env: dc.Environment) -> None:
     """Every float binary op over a grid of signed zeros, infinities and NaN; `//` and `%` keep
     numpy's signs too (x % inf is x where the signs agree, inf where they differ; a zero remainder

@@ -96,6 +96,22 @@ uint descent_floor_divide(uint a, uint b) {
     return b == 0u ? 0u : a / b;
 }
 
+float descent_rest(float a, float b, float quotient) {
+    precise float product = b * quotient;
+    if (abs(quotient) > 16777216.0 || abs(product) > 1e30) {
+        return a - product;
+    }
+    precise float b_split = 4097.0 * b;
+    precise float b_high = b_split - (b_split - b);
+    precise float b_low = b - b_high;
+    precise float q_split = 4097.0 * quotient;
+    precise float q_high = q_split - (q_split - quotient);
+    precise float q_low = quotient - q_high;
+    precise float error = ((b_high * q_high - product) + b_high * q_low + b_low * q_high) + b_low * q_low;
+    precise float rest = (a - product) - error;
+    return rest;
+}
+
 float descent_floor_divide(float a, float b) {
     if (b == 0.0 || isinf(a) || isnan(a) || isnan(b)) {
         return b == 0.0 ? a / b : uintBitsToFloat(0x7fc00000u);
@@ -104,7 +120,7 @@ float descent_floor_divide(float a, float b) {
         return a != 0.0 && (a < 0.0) != (b < 0.0) ? -1.0 : a / b;
     }
     float quotient = floor(a / b);
-    float rest = a - b * quotient;
+    float rest = descent_rest(a, b, quotient);
     if (rest != 0.0 && (rest < 0.0) != (b < 0.0)) {
         quotient -= 1.0;
     } else if (abs(rest) >= abs(b)) {
@@ -121,8 +137,10 @@ uint descent_remainder(uint a, uint b) {
 }
 
 float descent_remainder(float a, float b) {
-    bool opposite = a != 0.0 && (a < 0.0) != (b < 0.0);
-    float rest = isinf(b) && !isinf(a) && !isnan(a) ? (opposite ? b : a) : a - b * descent_floor_divide(a, b);
+    float rest = descent_rest(a, b, descent_floor_divide(a, b));
+    if (isinf(b) && !isinf(a) && !isnan(a)) {
+        rest = a != 0.0 && (a < 0.0) != (b < 0.0) ? b : a;
+    }
     return rest == 0.0 ? uintBitsToFloat(floatBitsToUint(b) & 0x80000000u) : rest;
 }"""
 HELPERS["descent_tanh"] = """float descent_tanh(float x) {
