@@ -208,6 +208,19 @@ def test_pad_concat_stack(env: dc.Environment) -> None:
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.concat([a, ~a], 0), flags), expected)
 
 
+def test_pad_of_a_constant_and_concat_of_signed_zeros(env: dc.Environment) -> None:
+    """A padded constant is padded (it was the constant everywhere); concat selects each part, so
+    -0.0, NaN and infinities come through as they are (a sum of padded parts made -0.0 + 0.0 = 0.0)."""
+    padded = evaluate(env, lambda a: a + dc.pad(dc.broadcast_to(a.scope.constant(2.0), (2,)), [(1, 1)]),
+                      np.zeros(4, np.float32))
+    np.testing.assert_array_equal(padded, [0.0, 2.0, 2.0, 0.0])
+    x = np.array([-0.0, 0.0, np.nan, -np.inf], np.float32)
+    y = np.array([0.0, -0.0, 1.0, np.inf], np.float32)
+    result = evaluate(env, lambda a, b: dc.stack([a, b]), x, y)
+    np.testing.assert_array_equal(result, np.stack([x, y]))
+    np.testing.assert_array_equal(np.signbit(result), np.signbit(np.stack([x, y])))
+
+
 def test_conv_shape_errors(env: dc.Environment) -> None:
     x = env.parameter("conv_err_x", (1, 4, 8, 8))
     w = env.parameter("conv_err_w", (6, 3, 3, 3))

@@ -302,7 +302,7 @@ def _view(x: Array, shape: Shape, kind: str, args: tuple,
           transform: Callable[[views.ViewChain], views.ViewChain]) -> Array:
     """A view of x; chained views compose into one index map onto the first non-view node."""
     node = x.node
-    if node.op == "const":
+    if node.op == "const" and not views.is_masked(transform(())):  # the same value at every index
         return x.scope.add("const", shape, node.dtype, attrs=node.attrs)
     if node.op == "view":
         source, chain = node.inputs[0], node.attrs.chain
@@ -470,7 +470,7 @@ def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, m
 
 def concat(arrays: Sequence[Array], axis: int | None = 0) -> Array:
     """Join arrays along an existing axis (numpy.concatenate; axis None joins them flattened); each
-    part is a padded view."""
+    part is a padded view, selected where it lies."""
     if not arrays:
         raise ShapeError(at_user_line("concat: needs at least one array"))
     scope = _scope_of("concat", arrays)
@@ -491,7 +491,8 @@ def concat(arrays: Sequence[Array], axis: int | None = 0) -> Array:
         widths = [(0, 0)] * ndim
         widths[axis] = (start, total - start - a.shape[axis])
         part = pad(astype(a, dtype), widths)
-        result = part if result is None else elementwise("logical_or" if dtype == bool_ else "add", result, part)
+        inside = pad(broadcast_to(scope.constant(True), a.shape), widths)  # selected, not added: -0.0 stays
+        result = part if result is None else where(inside, part, result)
         start += a.shape[axis]
     return result
 
