@@ -35,11 +35,22 @@ UNARY = {
     "erf": (dc.erf, np.vectorize(math.erf), (-4, 4)),
     "relu": (dc.relu, lambda x: np.maximum(x, 0), (-3, 3)),
     "leaky_relu": (lambda x: dc.leaky_relu(x, 0.1), lambda x: np.where(x > 0, x, 0.1 * x), (-3, 3)),
+    "exp2": (dc.exp2, np.exp2, (-5, 5)),
+    "expm1": (dc.expm1, np.expm1, (-3, 3)),
+    "log2": (dc.log2, np.log2, (0.01, 10)),
+    "log10": (dc.log10, np.log10, (0.01, 10)),
+    "sinh": (dc.sinh, np.sinh, (-5, 5)),
+    "cosh": (dc.cosh, np.cosh, (-5, 5)),
+    "asin": (dc.asin, np.arcsin, (-1, 1)),
+    "acos": (dc.acos, np.arccos, (-1, 1)),
+    "atan": (dc.atan, np.arctan, (-10, 10)),
     "floor": (dc.floor, np.floor, (-5, 5)),
+    "ceil": (dc.ceil, np.ceil, (-5, 5)),
+    "trunc": (dc.trunc, np.trunc, (-5, 5)),
     "round": (dc.round, np.round, (-5, 5)),
     "clip": (lambda x: dc.clip(x, -1.0, 0.5), lambda x: np.clip(x, -1.0, 0.5), (-3, 3)),
 }
-EXACT = {"contiguous", "neg", "abs", "sign", "relu", "leaky_relu", "floor", "round", "clip"}
+EXACT = {"contiguous", "neg", "abs", "sign", "relu", "leaky_relu", "floor", "ceil", "trunc", "round", "clip"}
 
 
 @pytest.mark.parametrize("name", sorted(UNARY))
@@ -61,6 +72,7 @@ BINARY = {
     "maximum": (dc.maximum, np.maximum),
     "minimum": (dc.minimum, np.minimum),
     "pow": (lambda a, b: dc.abs(a) ** b, lambda a, b: np.abs(a) ** b),
+    "atan2": (dc.atan2, np.arctan2),
 }
 BROADCASTS = [((3, 4), (3, 4)), ((3, 1), (1, 4)), ((5,), (2, 5)), ((), (3,)), ((2, 1, 3), (4, 1)), ((4, 1), ())]
 
@@ -327,6 +339,47 @@ def test_pow_special_values_as_numpy(env: dc.Environment) -> None:
     np.testing.assert_allclose(result, expected, rtol=1e-5, equal_nan=True)  # exp2(log2) of 3**65; infinities exact
     numbers = ~np.isnan(expected)  # a NaN's sign means nothing
     np.testing.assert_array_equal(np.signbit(result[numbers]), np.signbit(expected[numbers]))
+
+
+def test_inverse_trigonometric_and_hyperbolic_within_four_ulp(env: dc.Environment) -> None:
+    """descent's own asin, acos, atan, atan2, sinh and expm1 (Vulkan lets the GLSL built-ins be
+    4096 ulp off) within 4 ulp of float64 numpy, relative accuracy kept near zero."""
+    tiny = np.float32([1e-30, -3e-8, 1e-6, -0.01, 0.1])
+    unit = np.concatenate([tiny, rng.uniform(-1, 1, 3000).astype(np.float32), np.float32([-1, 1, 0.4142])])
+    wide = np.concatenate([unit, rng.normal(0, 20, 1000).astype(np.float32), np.float32([2.4142, 2.4143])])
+    cases = [(dc.asin, np.arcsin, unit), (dc.acos, np.arccos, unit), (dc.atan, np.arctan, wide),
+             (dc.sinh, np.sinh, unit), (dc.expm1, np.expm1, unit)]  # further out, exp's own error (3 + 2|x| ulp)
+    for ours, theirs, x in cases:
+        expected = theirs(x.astype(np.float64))
+        ulp = np.spacing(np.abs(expected).astype(np.float32)).astype(np.float64)
+        assert np.max(np.abs(evaluate(env, ours, x) - expected) / ulp) <= 4, ours.__name__
+    y, x = rng.normal(size=(2, 3000)).astype(np.float32)
+    expected = np.arctan2(y.astype(np.float64), x.astype(np.float64))
+    ulp = np.spacing(np.abs(expected).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(evaluate(env, dc.atan2, y, x) - expected) / ulp) <= 4
+
+
+def test_new_math_functions_at_special_values_as_numpy(env: dc.Environment) -> None:
+    """NaN, infinities, signed zeros and arguments outside the domain (asin(2) is NaN) as numpy."""
+    x = np.float32([np.nan, -np.inf, np.inf, -0.0, 0.0, -1.0, 1.0, -2.0, 2.0, 100.0, -100.0])
+    cases = [(dc.exp2, np.exp2), (dc.expm1, np.expm1), (dc.log2, np.log2), (dc.log10, np.log10),
+             (dc.sinh, np.sinh), (dc.cosh, np.cosh), (dc.asin, np.arcsin), (dc.acos, np.arccos),
+             (dc.atan, np.arctan), (dc.ceil, np.ceil), (dc.trunc, np.trunc)]
+    for ours, theirs in cases:
+        with np.errstate(all="ignore"):
+            expected = theirs(x.astype(np.float64)).astype(np.float32)
+        result = evaluate(env, ours, x)
+        np.testing.assert_allclose(result, expected, rtol=1e-6, err_msg=ours.__name__)
+        numbers = ~np.isnan(expected)
+        np.testing.assert_array_equal(np.signbit(result[numbers]), np.signbit(expected[numbers]), ours.__name__)
+    grid = np.float32([-np.inf, -2.0, -0.0, 0.0, 3.0, np.inf, np.nan])
+    expected = np.arctan2(grid.reshape(-1, 1), grid)
+    result = evaluate(env, dc.atan2, grid.reshape(-1, 1), grid)
+    np.testing.assert_allclose(result, expected, rtol=1e-6)
+    numbers = ~np.isnan(expected)
+    np.testing.assert_array_equal(np.signbit(result[numbers]), np.signbit(expected[numbers]))
+    assert dc.arctan2 is dc.atan2 and dc.arcsin is dc.asin
+    assert evaluate(env, dc.ceil, np.arange(3, dtype=np.int32)).dtype == np.int32
 
 
 def test_division_by_a_literal_zero_as_numpy(env: dc.Environment) -> None:

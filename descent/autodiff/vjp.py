@@ -17,7 +17,8 @@ Rule = Callable[[Array, Node, list[Array], Array], list[Array | None]]
 # float32 is the one float dtype, so a cast makes or takes an integer or bool: no gradient either way
 NO_GRADIENT = ("lt", "le", "gt", "ge", "eq", "ne", "isnan", "isinf", "isfinite", "logical_and", "logical_or",
                "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "floor_divide", "sign",
-               "floor", "round", "cast", "stop_gradient", "uniform", "normal", "arange", "const", "read")
+               "floor", "ceil", "trunc", "round", "cast", "stop_gradient", "uniform", "normal", "arange", "const",
+               "read")
 
 
 def _split_ties(g: Array, a: Array, b: Array, wins: Array, loses: Array) -> list[Array]:
@@ -51,6 +52,16 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "exp": lambda g, n, x, y: [g * y],
     "log": lambda g, n, x, y: [g / x[0]],
     "log1p": lambda g, n, x, y: [g / (x[0] + 1.0)],
+    "exp2": lambda g, n, x, y: [g * y * math.log(2.0)],
+    "expm1": lambda g, n, x, y: [g * (y + 1.0)],
+    "log2": lambda g, n, x, y: [g / (x[0] * math.log(2.0))],
+    "log10": lambda g, n, x, y: [g / (x[0] * math.log(10.0))],
+    "sinh": lambda g, n, x, y: [g * ops.cosh(x[0])],
+    "cosh": lambda g, n, x, y: [g * ops.sinh(x[0])],
+    "asin": lambda g, n, x, y: [g * ops.rsqrt(1.0 - x[0] * x[0])],
+    "acos": lambda g, n, x, y: [-(g * ops.rsqrt(1.0 - x[0] * x[0]))],
+    "atan": lambda g, n, x, y: [g / (x[0] * x[0] + 1.0)],
+    "atan2": lambda g, n, x, y: [g * x[1] / (x[0] * x[0] + x[1] * x[1]), -(g * x[0]) / (x[0] * x[0] + x[1] * x[1])],
     "sqrt": lambda g, n, x, y: [g * 0.5 / y],
     "rsqrt": lambda g, n, x, y: [g * -0.5 * y * y * y],
     "sin": lambda g, n, x, y: [g * ops.cos(x[0])],

@@ -221,6 +221,18 @@ sin = _unary("sin", "Sine")
 cos = _unary("cos", "Cosine")
 tan = _unary("tan", "Tangent")
 tanh = _unary("tanh", "Hyperbolic tangent")
+exp2 = _unary("exp2", "2 ** x")
+expm1 = _unary("expm1", "e ** x - 1, accurate for small x")
+log2 = _unary("log2", "Base-2 logarithm")
+log10 = _unary("log10", "Base-10 logarithm")
+sinh = _unary("sinh", "Hyperbolic sine, accurate for small x")
+cosh = _unary("cosh", "Hyperbolic cosine")
+asin = _unary("asin", "Inverse sine, in [-pi/2, pi/2]; NaN outside [-1, 1]")
+acos = _unary("acos", "Inverse cosine, in [0, pi]; NaN outside [-1, 1]")
+atan = _unary("atan", "Inverse tangent, in [-pi/2, pi/2]")
+atan2 = _binary("atan2", "atan(a / b) in the quadrant of the point (b, a), in [-pi, pi]; numpy's signed zeros and "
+                "infinities")
+arcsin, arccos, arctan, arctan2 = asin, acos, atan, atan2  # numpy's names
 erf = _unary("erf", "The error function, 2 / sqrt(pi) * integral of exp(-t * t) from 0 to x")
 sigmoid = _unary("sigmoid", "1 / (1 + exp(-x))")
 
@@ -228,6 +240,16 @@ sigmoid = _unary("sigmoid", "1 / (1 + exp(-x))")
 def floor(x: Array) -> Array:
     """Largest integer not above x; integers are their own floor (and keep their type, as numpy)."""
     return x if not x.dtype.is_float else elementwise("floor", x)
+
+
+def ceil(x: Array) -> Array:
+    """Smallest integer not below x; integers are their own ceiling (as numpy)."""
+    return x if not x.dtype.is_float else elementwise("ceil", x)
+
+
+def trunc(x: Array) -> Array:
+    """x rounded toward zero; integers are returned as they are (as numpy)."""
+    return x if not x.dtype.is_float else elementwise("trunc", x)
 
 
 def round(x: Array) -> Array:  # noqa: A001

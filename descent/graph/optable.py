@@ -193,6 +193,85 @@ HELPERS["descent_log1p"] = """float descent_log1p(float x) {
     }
     return log(1.0 + x);
 }"""
+HELPERS["descent_expm1"] = """float descent_expm1(float x) {
+    if (abs(x) < 1.0) {
+        float series = 1.0 / 479001600.0;
+        series = series * x + 1.0 / 39916800.0;
+        series = series * x + 1.0 / 3628800.0;
+        series = series * x + 1.0 / 362880.0;
+        series = series * x + 1.0 / 40320.0;
+        series = series * x + 1.0 / 5040.0;
+        series = series * x + 1.0 / 720.0;
+        series = series * x + 1.0 / 120.0;
+        series = series * x + 1.0 / 24.0;
+        series = series * x + 1.0 / 6.0;
+        series = series * x + 1.0 / 2.0;
+        return x * (1.0 + x * series);
+    }
+    return exp(x) - 1.0;
+}"""
+HELPERS["descent_sinh"] = """float descent_sinh(float x) {
+    if (abs(x) < 1.0) {
+        float square = x * x;
+        float series = 1.0 / 6227020800.0;
+        series = series * square + 1.0 / 39916800.0;
+        series = series * square + 1.0 / 362880.0;
+        series = series * square + 1.0 / 5040.0;
+        series = series * square + 1.0 / 120.0;
+        series = series * square + 1.0 / 6.0;
+        return x + x * square * series;
+    }
+    float half_exp = exp(abs(x) - 0.6931471805599453);
+    return sign(x) * (half_exp - 0.25 / half_exp);
+}"""
+HELPERS["descent_cosh"] = """float descent_cosh(float x) {
+    float half_exp = exp(abs(x) - 0.6931471805599453);
+    return half_exp + 0.25 / half_exp;
+}"""
+HELPERS["descent_atan"] = """float descent_atan(float x) {
+    if (isnan(x) || x == 0.0) {
+        return x;
+    }
+    float reduced = abs(x);
+    float offset = 0.0;
+    if (reduced > 2.414213562373095) {
+        offset = 1.5707963267948966;
+        reduced = -1.0 / reduced;
+    } else if (reduced > 0.41421356237309503) {
+        offset = 0.7853981633974483;
+        reduced = (reduced - 1.0) / (reduced + 1.0);
+    }
+    float square = reduced * reduced;
+    float series = 0.0805374449538;
+    series = series * square - 0.138776856032;
+    series = series * square + 0.199777106478;
+    series = series * square - 0.333329491539;
+    return sign(x) * (offset + (reduced + reduced * square * series));
+}"""
+HELPERS["descent_asin"] = """float descent_asin(float x) {
+    return abs(x) > 1.0 ? uintBitsToFloat(0x7fc00000u) : descent_atan(x / sqrt((1.0 - x) * (1.0 + x)));
+}"""
+HELPERS["descent_acos"] = """float descent_acos(float x) {
+    return abs(x) > 1.0 ? uintBitsToFloat(0x7fc00000u) : 2.0 * descent_atan(sqrt((1.0 - x) / (1.0 + x)));
+}"""
+HELPERS["descent_atan2"] = """float descent_atan2(float y, float x) {
+    if (isnan(y) || isnan(x)) {
+        return y + x;
+    }
+    bool x_negative = floatBitsToInt(x) < 0;
+    float pi = 3.1415927410125732;
+    if (y == 0.0) {
+        return x_negative ? (floatBitsToInt(y) < 0 ? -pi : pi) : y;
+    }
+    if (isinf(x) && isinf(y)) {
+        return sign(y) * (x_negative ? 0.75 * pi : 0.25 * pi);
+    }
+    if (x == 0.0 || isinf(y)) {
+        return sign(y) * 0.5 * pi;
+    }
+    float angle = descent_atan(y / x);
+    return x_negative ? angle + sign(y) * pi : angle;
+}"""
 HELPERS["descent_hash"] = """uint descent_hash(uint value) {
     uint state = value * 747796405u + 2891336453u;
     uint word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
@@ -253,7 +332,21 @@ _OPS = [
     ElementwiseOp("relu", 1, "max({0}, 0)", float_glsl="isnan({0}) ? {0} : max({0}, 0.0)"),
     ElementwiseOp("erf", 1, "descent_erf({0})", float_only=True, helpers=("descent_erf",)),
     ElementwiseOp("sigmoid", 1, "1.0 / (1.0 + exp(-{0}))", float_only=True),
+    ElementwiseOp("exp2", 1, "exp2({0})", float_only=True),
+    ElementwiseOp("expm1", 1, "descent_expm1({0})", float_only=True, helpers=("descent_expm1",)),
+    ElementwiseOp("log2", 1, "log2({0})", float_only=True),
+    ElementwiseOp("log10", 1, "log2({0}) * 0.3010299956639812", float_only=True),
+    ElementwiseOp("sinh", 1, "descent_sinh({0})", float_only=True, helpers=("descent_sinh",)),
+    ElementwiseOp("cosh", 1, "descent_cosh({0})", float_only=True, helpers=("descent_cosh",)),
+    # Vulkan lets GLSL's asin, acos and atan be 4096 ulp off (lavapipe's asin(0.5) is 4e-4 off): descent_atan
+    # reduces to [-0.414, 0.414] and sums a series (Cephes' atanf), the others are built on it
+    ElementwiseOp("asin", 1, "descent_asin({0})", float_only=True, helpers=("descent_atan", "descent_asin")),
+    ElementwiseOp("acos", 1, "descent_acos({0})", float_only=True, helpers=("descent_atan", "descent_acos")),
+    ElementwiseOp("atan", 1, "descent_atan({0})", float_only=True, helpers=("descent_atan",)),
+    ElementwiseOp("atan2", 2, "descent_atan2({0}, {1})", float_only=True, helpers=("descent_atan", "descent_atan2")),
     ElementwiseOp("floor", 1, "floor({0})", float_only=True),
+    ElementwiseOp("ceil", 1, "ceil({0})", float_only=True),
+    ElementwiseOp("trunc", 1, "trunc({0})", float_only=True),
     ElementwiseOp("round", 1, "roundEven({0})", float_only=True),
     ElementwiseOp("uniform", 1, "descent_uniform({0}, {index})", result="float",
                   helpers=("descent_hash", "descent_uniform")),
