@@ -223,6 +223,12 @@ OPTIMISERS = [
     (lambda: optim.Adam(0.05, amsgrad=True), lambda p: torch.optim.Adam(p, 0.05, amsgrad=True)),
     (lambda: optim.SGD(0.05, momentum=0.9, dampening=0.5), lambda p: torch.optim.SGD(p, 0.05, momentum=0.9,
                                                                                       dampening=0.5)),
+    (lambda: optim.RMSprop(0.01), lambda p: torch.optim.RMSprop(p, 0.01)),
+    (lambda: optim.RMSprop(0.01, momentum=0.9, centered=True, weight_decay=0.01),
+     lambda p: torch.optim.RMSprop(p, 0.01, momentum=0.9, centered=True, weight_decay=0.01)),
+    (lambda: optim.Adagrad(0.1), lambda p: torch.optim.Adagrad(p, 0.1)),
+    (lambda: optim.Adagrad(0.1, lr_decay=0.05, weight_decay=0.01, initial_accumulator_value=0.1),
+     lambda p: torch.optim.Adagrad(p, 0.1, lr_decay=0.05, weight_decay=0.01, initial_accumulator_value=0.1)),
 ]
 
 

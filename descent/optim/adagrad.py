@@ -1,0 +1,50 @@
+"""Adagrad (as torch.optim.Adagrad): each coordinate's step divided by the root of its summed squared
+gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from descent.graph import ops
+from descent.graph.array import Array
+from descent.graph.parameter import Parameter
+from descent.graph.scope import Scope
+from descent.optim.optimizer import Optimizer
+
+
+class Adagrad(Optimizer):
+    prefix = "adagrad"
+
+    def __init__(self, lr: float = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+                 max_grad_norm: float | None = None) -> None:
+        """`lr_decay` d: step t uses lr / (1 + (t - 1) d), counted on the device (as PyTorch's)."""
+        super().__init__(lr, max_grad_norm)
+        self.lr_decay, self.weight_decay, self.eps = lr_decay, weight_decay, eps
+        self.initial_accumulator_value = initial_accumulator_value
+
+    def build(self, env: Any, parameters: list[Parameter]) -> None:
+        super().build(env, parameters)
+        if self.lr_decay:
+            self.step_parameter = self.step_counter(env)
+
+    def create_state(self, env: Any, parameter: Parameter) -> None:
+        start = np.full(parameter.shape, self.initial_accumulator_value, np.float32)
+        self.state_parameter(env, "sum", parameter, start)
+
+    def begin(self, s: Scope) -> None:
+        if self.lr_decay:
+            step = s.read(self.step_parameter)
+            self.decay = 1.0 / (step * self.lr_decay + 1.0)
+            s.write(self.step_parameter, step + 1.0)
+
+    def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
+        if self.weight_decay:
+            gradient = gradient + value * self.weight_decay
+        sum_parameter = self.state[f"{self.prefix}.sum.{parameter.name}"]
+        total = s.read(sum_parameter) + gradient * gradient
+        s.write(sum_parameter, total)
+        rate = lr * self.decay if self.lr_decay else lr
+        s.write(parameter, value - rate * gradient / (ops.sqrt(total) + self.eps))
