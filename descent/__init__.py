@@ -16,7 +16,7 @@ from descent.graph.conv import (
 from descent.graph.dtype import DType, bool_, float32, int32, uint32
 from descent.graph.indexing import gather, one_hot, scatter_add, take
 from descent.graph.linalg import matmul
-from descent.graph.losses import binary_cross_entropy_with_logits, mse, softmax_cross_entropy
+from descent.graph.losses import binary_cross_entropy_with_logits, huber, l1, mse, softmax_cross_entropy
 from descent.graph.ops import (
     abs,
     acos,
@@ -122,6 +122,8 @@ __all__ = [
     "take",
     "binary_cross_entropy_with_logits",
     "mse",
+    "l1",
+    "huber",
     "softmax_cross_entropy",
     "avg_pool1d",
     "avg_pool2d",

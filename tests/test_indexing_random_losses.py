@@ -153,7 +153,21 @@ def test_label_smoothing_and_pos_weight_match_torch(env: dc.Environment) -> None
                  logits, targets)
 
 
-@pytest.mark.parametrize("loss", [dc.mse, dc.binary_cross_entropy_with_logits], ids=lambda f: f.__name__)
+def test_l1_and_huber_match_torch(env: dc.Environment) -> None:
+    x, t = rng.normal(size=(2, 8, 5)).astype(np.float32) * 2
+    tx, tt = torch.from_numpy(x), torch.from_numpy(t)
+    np.testing.assert_allclose(evaluate(env, dc.l1, x, t), F.l1_loss(tx, tt).item(), rtol=1e-5)
+    for delta in (0.3, 1.0, 4.0):
+        np.testing.assert_allclose(evaluate(env, lambda a, b, d=delta: dc.huber(a, b, d), x, t),
+                                   F.huber_loss(tx, tt, delta=delta).item(), rtol=1e-5)
+    np.testing.assert_allclose(evaluate(env, lambda a, b: dc.huber(a, b, 2.0, "none") / 2.0, x, t),
+                               F.smooth_l1_loss(tx, tt, beta=2.0, reduction="none").numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="huber: delta must be positive, got 0"):
+        evaluate(env, lambda a, b: dc.huber(a, b, 0), x, t)
+
+
+@pytest.mark.parametrize("loss", [dc.mse, dc.l1, dc.huber, dc.binary_cross_entropy_with_logits],
+                         ids=lambda f: f.__name__)
 def test_regression_target_of_another_shape_is_refused(env: dc.Environment, loss) -> None:
     """A (N, 1) output against (N,) targets would broadcast to N x N comparisons."""
     prediction, target = np.zeros((6, 1), np.float32), np.zeros(6, np.float32)

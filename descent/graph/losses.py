@@ -66,6 +66,24 @@ def mse(prediction: Array, target: Array, reduction: str = "mean") -> Array:
     return _reduce(difference * difference, reduction, difference.size)
 
 
+def l1(prediction: Array, target: Array, reduction: str = "mean") -> Array:
+    """Mean absolute error (as PyTorch's l1_loss); target has the prediction's shape."""
+    _same_shape("l1", prediction, target)
+    difference = ops.abs(prediction - target)
+    return _reduce(difference, reduction, difference.size)
+
+
+def huber(prediction: Array, target: Array, delta: float = 1.0, reduction: str = "mean") -> Array:
+    """Squared error below `delta`, linear above it (as PyTorch's huber_loss; its smooth_l1_loss with
+    beta b is this with delta b, divided by b)."""
+    if not delta > 0:
+        raise ValueError(at_user_line(f"huber: delta must be positive, got {delta}"))
+    _same_shape("huber", prediction, target)
+    difference = ops.abs(prediction - target)
+    loss = ops.where(ops.lt(difference, delta), 0.5 * difference * difference, delta * (difference - 0.5 * delta))
+    return _reduce(loss, reduction, loss.size)
+
+
 def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean",
                                      pos_weight: Array | float | None = None) -> Array:
     """-(w t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))) = w t softplus(-x) + (1 - t) softplus(x), each
