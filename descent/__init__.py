@@ -94,6 +94,8 @@ from descent.graph.ops import (
 )
 from descent.graph.parameter import Parameter
 from descent.graph.reductions import (
+    all,
+    any,
     argmax,
     argmin,
     log_softmax,
@@ -137,6 +139,8 @@ __all__ = [
     "pad",
     "stack",
     "matmul",
+    "all",
+    "any",
     "argmax",
     "argmin",
     "log_softmax",

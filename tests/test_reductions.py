@@ -61,6 +61,23 @@ def test_integer_and_bool_reductions(env: dc.Environment) -> None:
     np.testing.assert_array_equal(evaluate(env, lambda a: (a > 0).sum(1), x), (x > 0).sum(1))
 
 
+def test_any_and_all_as_numpy(env: dc.Environment) -> None:
+    x = rng.integers(-1, 2, (4, 5, 3)).astype(np.float32) * rng.integers(0, 2, (4, 5, 3))
+    x[0, 0, 0] = np.nan  # true, as in numpy
+    for axis, keep in [(None, False), (1, False), ((0, 2), True), (-1, True)]:
+        np.testing.assert_array_equal(evaluate(env, lambda a, axis=axis, keep=keep: dc.any(a, axis, keep), x),
+                                      np.any(x, axis, keepdims=keep))
+        np.testing.assert_array_equal(evaluate(env, lambda a, axis=axis, keep=keep: a.all(axis, keep), x),
+                                      np.all(x, axis, keepdims=keep))
+    flags = x > 0
+    np.testing.assert_array_equal(evaluate(env, lambda a: a.any(0), flags), flags.any(0))
+    assert evaluate(env, lambda a: a.any(), flags).dtype == np.bool_
+    empty = np.zeros((3, 0, 2), np.int32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.any(a, 1) | dc.all(a, (0, 1)) & False, empty),
+                                  np.zeros((3, 2), bool))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.all(a, 1, keepdims=True), empty), np.ones((3, 1, 2), bool))
+
+
 def test_softmax_family(env: dc.Environment) -> None:
     x = (rng.normal(size=(8, 37)) * 30).astype(np.float64)
     shifted = x - x.max(axis=1, keepdims=True)

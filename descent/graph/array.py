@@ -165,6 +165,12 @@ class Array:
     def prod(self, axis: Any = None, keepdims: bool = False) -> Array:
         return reductions.prod(self, axis, keepdims)
 
+    def any(self, axis: Any = None, keepdims: bool = False) -> Array:
+        return reductions.any(self, axis, keepdims)
+
+    def all(self, axis: Any = None, keepdims: bool = False) -> Array:
+        return reductions.all(self, axis, keepdims)
+
     def argmax(self, axis: int | None = None, keepdims: bool = False) -> Array:
         return reductions.argmax(self, axis, keepdims)
 

@@ -91,6 +91,25 @@ def min(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: 
     return reduce("min", x, axis, keepdims)
 
 
+def any(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
+    """Whether any element over `axis` is true (non-zero; NaN counts), as numpy: False over none."""
+    return _truth(x, axis, keepdims, "any")
+
+
+def all(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
+    """Whether every element over `axis` is true (non-zero; NaN counts), as numpy: True over none."""
+    return _truth(x, axis, keepdims, "all")
+
+
+def _truth(x: Array, axis: Axes, keepdims: bool, op: str) -> Array:
+    axes = _axes(x, axis, op)
+    flags = x if x.dtype == bool_ else ops.ne(x, 0)
+    if numel(tuple(x.shape[a] for a in axes)):
+        return reduce("max" if op == "any" else "min", flags, axes, keepdims)
+    shape = tuple(1 if a in axes else size for a, size in enumerate(x.shape) if keepdims or a not in axes)
+    return ops.broadcast_to(x.scope.constant(op == "all", bool_), shape)
+
+
 def mean(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
     """Arithmetic mean over `axis`, in float32 (NaN over no elements, as numpy)."""
     count = numel(tuple(x.shape[a] for a in _axes(x, axis, "mean")))
