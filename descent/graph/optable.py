@@ -9,6 +9,7 @@ op builders read arity and typing from it, so adding an op is adding a row.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -26,6 +27,22 @@ class ElementwiseOp:
     # the expression for float operands where it differs: NaN propagates. Tested with isnan and kept
     # apart from the comparison: NVIDIA's compiler turned `a > b || isnan(a)` into one unordered test
     float_glsl: str | None = None
+
+
+def _horner(name: str, variable: str, coefficients: list[str], indent: int) -> str:
+    """GLSL lines summing a polynomial in `variable` into float `name` by Horner's rule, the highest
+    power's coefficient first (a leading '-' subtracts that coefficient)."""
+    pad = " " * indent
+    lines = [f"{pad}float {name} = {coefficients[0]};"]
+    for coefficient in coefficients[1:]:
+        sign, magnitude = ("-", coefficient[1:]) if coefficient.startswith("-") else ("+", coefficient)
+        lines.append(f"{pad}{name} = {name} * {variable} {sign} {magnitude};")
+    return "\n".join(lines) + "\n"
+
+
+def _reciprocals(denominators: list[int]) -> list[str]:
+    """'1.0 / d' for each d, '-1.0 / |d|' for a negative one."""
+    return [f"{'-' if d < 0 else ''}1.0 / {abs(d)}.0" for d in denominators]
 
 
 HELPERS = {}
@@ -149,10 +166,7 @@ HELPERS["descent_tanh"] = """float descent_tanh(float x) {
     }
     if (abs(x) < 0.125) {
         float square = x * x;
-        float series = 62.0 / 2835.0;
-        series = series * square - 17.0 / 315.0;
-        series = series * square + 2.0 / 15.0;
-        series = series * square - 1.0 / 3.0;
+""" + _horner("series", "square", ["62.0 / 2835.0", "-17.0 / 315.0", "2.0 / 15.0", "-1.0 / 3.0"], 8) + """\
         return x + x * square * series;
     }
     return tanh(clamp(x, -15.0, 15.0));
@@ -160,52 +174,25 @@ HELPERS["descent_tanh"] = """float descent_tanh(float x) {
 HELPERS["descent_erf"] = """float descent_erf(float x) {
     if (abs(x) < 0.5) {
         float square = x * x;
-        float series = -1.0 / 1320.0;
-        series = series * square + 1.0 / 216.0;
-        series = series * square - 1.0 / 42.0;
-        series = series * square + 1.0 / 10.0;
-        series = series * square - 1.0 / 3.0;
+""" + _horner("series", "square", ["-1.0 / 1320.0", "1.0 / 216.0", "-1.0 / 42.0", "1.0 / 10.0", "-1.0 / 3.0"], 8) + """\
         return 1.1283791670955126 * (x + x * square * series);
     }
     float t = 1.0 / (1.0 + 0.5 * abs(x));
-    float poly = 0.17087277;
-    poly = poly * t - 0.82215223;
-    poly = poly * t + 1.48851587;
-    poly = poly * t - 1.13520398;
-    poly = poly * t + 0.27886807;
-    poly = poly * t - 0.18628806;
-    poly = poly * t + 0.09678418;
-    poly = poly * t + 0.37409196;
-    poly = poly * t + 1.00002368;
+""" + _horner("poly", "t", ["0.17087277", "-0.82215223", "1.48851587", "-1.13520398", "0.27886807", "-0.18628806",
+                             "0.09678418", "0.37409196", "1.00002368"], 4) + """\
     float complement = t * exp(poly * t - 1.26551223 - x * x);
     return x >= 0.0 ? 1.0 - complement : complement - 1.0;
 }"""
 HELPERS["descent_log1p"] = """float descent_log1p(float x) {
     if (abs(x) < 0.1) {
-        float series = -1.0 / 8.0;
-        series = series * x + 1.0 / 7.0;
-        series = series * x - 1.0 / 6.0;
-        series = series * x + 1.0 / 5.0;
-        series = series * x - 1.0 / 4.0;
-        series = series * x + 1.0 / 3.0;
-        series = series * x - 1.0 / 2.0;
+""" + _horner("series", "x", _reciprocals([-8, 7, -6, 5, -4, 3, -2]), 8) + """\
         return x + x * x * series;
     }
     return log(1.0 + x);
 }"""
 HELPERS["descent_expm1"] = """float descent_expm1(float x) {
     if (abs(x) < 1.0) {
-        float series = 1.0 / 479001600.0;
-        series = series * x + 1.0 / 39916800.0;
-        series = series * x + 1.0 / 3628800.0;
-        series = series * x + 1.0 / 362880.0;
-        series = series * x + 1.0 / 40320.0;
-        series = series * x + 1.0 / 5040.0;
-        series = series * x + 1.0 / 720.0;
-        series = series * x + 1.0 / 120.0;
-        series = series * x + 1.0 / 24.0;
-        series = series * x + 1.0 / 6.0;
-        series = series * x + 1.0 / 2.0;
+""" + _horner("series", "x", _reciprocals([math.factorial(k) for k in range(12, 1, -1)]), 8) + """\
         return x * (1.0 + x * series);
     }
     return exp(x) - 1.0;
@@ -213,12 +200,7 @@ HELPERS["descent_expm1"] = """float descent_expm1(float x) {
 HELPERS["descent_sinh"] = """float descent_sinh(float x) {
     if (abs(x) < 1.0) {
         float square = x * x;
-        float series = 1.0 / 6227020800.0;
-        series = series * square + 1.0 / 39916800.0;
-        series = series * square + 1.0 / 362880.0;
-        series = series * square + 1.0 / 5040.0;
-        series = series * square + 1.0 / 120.0;
-        series = series * square + 1.0 / 6.0;
+""" + _horner("series", "square", _reciprocals([math.factorial(k) for k in range(13, 2, -2)]), 8) + """\
         return x + x * square * series;
     }
     float half_exp = exp(abs(x) - 0.6931471805599453);
@@ -242,10 +224,7 @@ HELPERS["descent_atan"] = """float descent_atan(float x) {
         reduced = (reduced - 1.0) / (reduced + 1.0);
     }
     float square = reduced * reduced;
-    float series = 0.0805374449538;
-    series = series * square - 0.138776856032;
-    series = series * square + 0.199777106478;
-    series = series * square - 0.333329491539;
+""" + _horner("series", "square", ["0.0805374449538", "-0.138776856032", "0.199777106478", "-0.333329491539"], 4) + """\
     return sign(x) * (offset + (reduced + reduced * square * series));
 }"""
 HELPERS["descent_asin"] = """float descent_asin(float x) {
