@@ -294,6 +294,15 @@ def test_accumulation_unused_branches_and_stop_gradient(env: dc.Environment) -> 
     np.testing.assert_array_equal(env.read(gy), np.zeros(4, np.float32))
 
 
+def test_gradient_of_a_slice_of_a_plain_sum_is_zero_outside_it(env: dc.Environment) -> None:
+    """sum's cotangent is a broadcast constant; the slice's gradient pads it. A padded view of a
+    constant used to fold into the constant, so every element got 1."""
+    x = env.parameter("slice_x", (4,), init=np.arange(4, dtype=np.float32))
+    g = env.parameter("slice_g", (4,))
+    env.run(env.build_graph(lambda s: s.write(g, s.grad(s.read(x)[1:3].sum(), [s.read(x)])[0])))
+    np.testing.assert_array_equal(env.read(g), [0.0, 1.0, 1.0, 0.0])
+
+
 def test_custom_gradient_replaces_the_rule_of_its_output(env: dc.Environment) -> None:
     x = env.parameter("custom_x", (4,), init=np.array([0.4, -1.6, 2.5, 0.2], np.float32))
     out = env.parameter("custom_out", (4,))
@@ -370,6 +379,8 @@ TORCH_CASES = {  # name -> (descent fn, torch fn, inputs): ties, zeros and compo
     "prod with zeros": (lambda a: a.prod(axis=1), lambda a: a.prod(dim=1),
                         [np.array([[0, 2, 3], [0, 0, 5], [1.5, 2, -3], [4, 0, 0.5]], np.float32)]),
     "abs at 0": (dc.abs, torch.abs, [TIES]),
+    "atan2 at the origin": (dc.atan2, torch.atan2, [np.array([0.0, 0.0, 1.0], np.float32),
+                                                    np.array([0.0, 2.0, 0.0], np.float32)]),
     "softmax": (lambda a: dc.softmax(a, 0), lambda a: torch.softmax(a, 0), [rng.normal(size=(4, 3))]),
     "log_softmax": (dc.log_softmax, lambda a: torch.log_softmax(a, -1), [rng.normal(size=(4, 3))]),
     "var": (lambda a: dc.var(a, 1), lambda a: a.var(1, unbiased=False), [rng.normal(size=(3, 5))]),

@@ -29,6 +29,14 @@ def _split_ties(g: Array, a: Array, b: Array, wins: Array, loses: Array) -> list
     return [left, right]
 
 
+def _atan2_gradients(g: Array, a: Array, b: Array) -> list[Array]:
+    """d atan2(a, b) = (b da - a db) / (a^2 + b^2); zero at the origin, as PyTorch's (not 0 / 0)."""
+    squared = a * a + b * b
+    origin = ops.eq(squared, 0.0)
+    scale = ops.where(origin, 0.0, g / ops.where(origin, 1.0, squared))
+    return [scale * b, -(scale * a)]
+
+
 def _swap_last(x: Array) -> Array:
     axes = list(range(x.ndim))
     axes[-2], axes[-1] = axes[-1], axes[-2]
@@ -61,7 +69,7 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "asin": lambda g, n, x, y: [g * ops.rsqrt(1.0 - x[0] * x[0])],
     "acos": lambda g, n, x, y: [-(g * ops.rsqrt(1.0 - x[0] * x[0]))],
     "atan": lambda g, n, x, y: [g / (x[0] * x[0] + 1.0)],
-    "atan2": lambda g, n, x, y: [g * x[1] / (x[0] * x[0] + x[1] * x[1]), -(g * x[0]) / (x[0] * x[0] + x[1] * x[1])],
+    "atan2": lambda g, n, x, y: _atan2_gradients(g, x[0], x[1]),
     "sqrt": lambda g, n, x, y: [g * 0.5 / y],
     "rsqrt": lambda g, n, x, y: [g * -0.5 * y * y * y],
     "sin": lambda g, n, x, y: [g * ops.cos(x[0])],

@@ -237,24 +237,30 @@ erf = _unary("erf", "The error function, 2 / sqrt(pi) * integral of exp(-t * t) 
 sigmoid = _unary("sigmoid", "1 / (1 + exp(-x))")
 
 
+def _integral(x: Any) -> bool:
+    """An int or bool Array, which floor, ceil, trunc and round return as it is (anything else goes to
+    `elementwise`, which names what it cannot take)."""
+    return isinstance(x, Array) and not x.dtype.is_float
+
+
 def floor(x: Array) -> Array:
     """Largest integer not above x; integers are their own floor (and keep their type, as numpy)."""
-    return x if not x.dtype.is_float else elementwise("floor", x)
+    return x if _integral(x) else elementwise("floor", x)
 
 
 def ceil(x: Array) -> Array:
     """Smallest integer not below x; integers are their own ceiling (as numpy)."""
-    return x if not x.dtype.is_float else elementwise("ceil", x)
+    return x if _integral(x) else elementwise("ceil", x)
 
 
 def trunc(x: Array) -> Array:
     """x rounded toward zero; integers are returned as they are (as numpy)."""
-    return x if not x.dtype.is_float else elementwise("trunc", x)
+    return x if _integral(x) else elementwise("trunc", x)
 
 
 def round(x: Array) -> Array:  # noqa: A001
     """Nearest integer, halves to even (as numpy); integers are returned as they are."""
-    return x if not x.dtype.is_float else elementwise("round", x)
+    return x if _integral(x) else elementwise("round", x)
 
 
 def where(condition: Operand, a: Operand, b: Operand) -> Array:

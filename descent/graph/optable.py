@@ -46,6 +46,19 @@ def _reciprocals(denominators: list[int]) -> list[str]:
 
 
 HELPERS = {}
+HELPERS["descent_log1p"] = """float descent_log1p(float x) {
+    if (abs(x) < 0.1) {
+""" + _horner("series", "x", _reciprocals([-8, 7, -6, 5, -4, 3, -2]), 8) + """\
+        return x + x * x * series;
+    }
+    return log(1.0 + x);
+}"""
+HELPERS["descent_log"] = """float descent_log(float x) {
+    return abs(x - 1.0) < 0.1 ? descent_log1p(x - 1.0) : log(x);
+}"""
+HELPERS["descent_log2"] = """float descent_log2(float x) {
+    return abs(x - 1.0) < 0.1 ? descent_log1p(x - 1.0) * 1.4426950408889634 : log2(x);
+}"""
 HELPERS["descent_pow"] = """float descent_pow(float base, float exponent) {
     if (exponent == 0.0 || base == 1.0 || (base == -1.0 && isinf(exponent))) {
         return 1.0;
@@ -67,6 +80,9 @@ HELPERS["descent_pow"] = """float descent_pow(float base, float exponent) {
         return exponent < 0.0 ? 1.0 / result : result;
     }
     float magnitude = base == 0.0 && exponent < 0.0 ? uintBitsToFloat(0x7f800000u) : pow(abs(base), exponent);
+    if (abs(abs(base) - 1.0) < 0.1) {
+        magnitude = exp2(exponent * descent_log2(abs(base)));
+    }
     if (base < 0.0 && exponent != floor(exponent) && !isinf(base)) {
         return uintBitsToFloat(0x7fc00000u);
     }
@@ -115,7 +131,7 @@ uint descent_floor_divide(uint a, uint b) {
 
 float descent_rest(float a, float b, float quotient) {
     precise float product = b * quotient;
-    if (abs(quotient) > 16777216.0 || abs(product) > 1e30) {
+    if (abs(quotient) > 16777216.0 || abs(b) > 1e34) {
         return a - product;
     }
     precise float b_split = 4097.0 * b;
@@ -141,7 +157,10 @@ float descent_floor_divide(float a, float b) {
     if (rest != 0.0 && (rest < 0.0) != (b < 0.0)) {
         quotient -= 1.0;
     } else if (abs(rest) >= abs(b)) {
-        quotient += 1.0;
+        float next = descent_rest(a, b, quotient + 1.0);
+        if (next == 0.0 || (next < 0.0) == (b < 0.0)) {
+            quotient += 1.0;
+        }
     }
     return quotient;
 }"""
@@ -182,13 +201,6 @@ HELPERS["descent_erf"] = """float descent_erf(float x) {
                              "0.09678418", "0.37409196", "1.00002368"], 4) + """\
     float complement = t * exp(poly * t - 1.26551223 - x * x);
     return x >= 0.0 ? 1.0 - complement : complement - 1.0;
-}"""
-HELPERS["descent_log1p"] = """float descent_log1p(float x) {
-    if (abs(x) < 0.1) {
-""" + _horner("series", "x", _reciprocals([-8, 7, -6, 5, -4, 3, -2]), 8) + """\
-        return x + x * x * series;
-    }
-    return log(1.0 + x);
 }"""
 HELPERS["descent_expm1"] = """float descent_expm1(float x) {
     if (abs(x) < 1.0) {
@@ -271,7 +283,7 @@ _OPS = [
     ElementwiseOp("mul", 2, "{0} * {1}"),
     ElementwiseOp("div", 2, "{0} / {1}", float_only=True),
     ElementwiseOp("pow", 2, "descent_ipow({0}, {1})", float_glsl="descent_pow({0}, {1})",
-                  helpers=("descent_pow", "descent_ipow")),
+                  helpers=("descent_log1p", "descent_log2", "descent_pow", "descent_ipow")),
     # float a / b may be off by an ulp (NVIDIA divides by a reciprocal): the quotient is mended by its remainder
     ElementwiseOp("floor_divide", 2, "descent_floor_divide({0}, {1})", helpers=("descent_floor_divide",)),
     ElementwiseOp("remainder", 2, "descent_remainder({0}, {1})", helpers=("descent_floor_divide", "descent_remainder")),
@@ -300,7 +312,8 @@ _OPS = [
     ElementwiseOp("abs", 1, "abs({0})"),
     ElementwiseOp("sign", 1, "sign({0})", float_glsl="isnan({0}) ? {0} : sign({0})"),
     ElementwiseOp("exp", 1, "exp({0})", float_only=True),
-    ElementwiseOp("log", 1, "log({0})", float_only=True),
+    # GLSL's log and log2 are only 2^-21 off in absolute terms near 1, where the result is small
+    ElementwiseOp("log", 1, "descent_log({0})", float_only=True, helpers=("descent_log1p", "descent_log")),
     ElementwiseOp("log1p", 1, "descent_log1p({0})", float_only=True, helpers=("descent_log1p",)),
     ElementwiseOp("sqrt", 1, "sqrt({0})", float_only=True),
     ElementwiseOp("rsqrt", 1, "inversesqrt({0})", float_only=True),
@@ -313,8 +326,9 @@ _OPS = [
     ElementwiseOp("sigmoid", 1, "1.0 / (1.0 + exp(-{0}))", float_only=True),
     ElementwiseOp("exp2", 1, "exp2({0})", float_only=True),
     ElementwiseOp("expm1", 1, "descent_expm1({0})", float_only=True, helpers=("descent_expm1",)),
-    ElementwiseOp("log2", 1, "log2({0})", float_only=True),
-    ElementwiseOp("log10", 1, "log2({0}) * 0.3010299956639812", float_only=True),
+    ElementwiseOp("log2", 1, "descent_log2({0})", float_only=True, helpers=("descent_log1p", "descent_log2")),
+    ElementwiseOp("log10", 1, "descent_log2({0}) * 0.3010299956639812", float_only=True,
+                  helpers=("descent_log1p", "descent_log2")),
     ElementwiseOp("sinh", 1, "descent_sinh({0})", float_only=True, helpers=("descent_sinh",)),
     ElementwiseOp("cosh", 1, "descent_cosh({0})", float_only=True, helpers=("descent_cosh",)),
     # Vulkan lets GLSL's asin, acos and atan be 4096 ulp off (lavapipe's asin(0.5) is 4e-4 off): descent_atan

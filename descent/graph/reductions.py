@@ -102,6 +102,8 @@ def all(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: 
 
 
 def _truth(x: Array, axis: Axes, keepdims: bool, op: str) -> Array:
+    """any / all: max / min of the truth values; over no elements, the constant numpy gives (max and
+    min themselves refuse an empty axis)."""
     axes = _axes(x, axis, op)
     flags = x if x.dtype == bool_ else ops.ne(x, 0)
     if numel(tuple(x.shape[a] for a in axes)):
