@@ -277,6 +277,29 @@ def test_max_grad_norm_matches_torch_clip_grad_norm(factories) -> None:
         np.testing.assert_allclose(env.read(ours), theirs.detach().numpy(), rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("ours, theirs", [
+    (optim.StepLR(3, 0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5)),
+    (optim.CosineLR(1e-3), lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 10, 1e-3)),
+    (optim.ExponentialLR(0.8), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.8)),
+    (optim.MultiStepLR((2, 5, 6), 0.3), lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [2, 5, 6], 0.3)),
+    (optim.LinearLR(), lambda o: torch.optim.lr_scheduler.LinearLR(o)),
+    (optim.LinearLR(1.0, 0.1, 4), lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, 0.1, 4)),
+], ids=["StepLR", "CosineLR", "ExponentialLR", "MultiStepLR", "LinearLR warm-up", "LinearLR decay"])
+def test_schedules_match_torch_lr_schedulers(ours, theirs) -> None:
+    """The rate of each of 10 epochs, as the schedule gives it to fit, against torch's scheduler
+    stepped once an epoch."""
+    optimiser = torch.optim.SGD([torch.zeros(1, requires_grad=True)], 0.05)
+    scheduler = theirs(optimiser)
+    for epoch in range(10):
+        assert np.isclose(ours(0.05, epoch, 10), optimiser.param_groups[0]["lr"], rtol=1e-6), epoch
+        optimiser.step()
+        scheduler.step()
+    with pytest.raises(ValueError, match="LinearLR: factors must be in"):
+        optim.LinearLR(0.0)
+    with pytest.raises(ValueError, match="StepLR: step_size must be at least 1, got 0"):
+        optim.StepLR(0)
+
+
 def test_global_norm_and_clipping_functions(env: dc.Environment) -> None:
     a, b = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=5).astype(np.float32)
     norm = np.sqrt((a**2).sum() + (b**2).sum())

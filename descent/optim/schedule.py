@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from descent.errors import at_user_line
+
 
 @dataclass(frozen=True)
 class StepLR:
@@ -12,6 +14,10 @@ class StepLR:
 
     step_size: int
     gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.step_size < 1:
+            raise ValueError(at_user_line(f"StepLR: step_size must be at least 1, got {self.step_size}"))
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         return initial * self.gamma ** (epoch // self.step_size)
@@ -25,3 +31,43 @@ class CosineLR:
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         return self.minimum + (initial - self.minimum) * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+@dataclass(frozen=True)
+class ExponentialLR:
+    """Multiply the rate by `gamma` every epoch."""
+
+    gamma: float
+
+    def __call__(self, initial: float, epoch: int, epochs: int) -> float:
+        return initial * self.gamma**epoch
+
+
+@dataclass(frozen=True)
+class MultiStepLR:
+    """Multiply the rate by `gamma` at each of the `milestones` (epochs)."""
+
+    milestones: tuple[int, ...]
+    gamma: float = 0.1
+
+    def __call__(self, initial: float, epoch: int, epochs: int) -> float:
+        return initial * self.gamma ** sum(epoch >= milestone for milestone in self.milestones)
+
+
+@dataclass(frozen=True)
+class LinearLR:
+    """Scale the rate by a factor going linearly from `start_factor` to `end_factor` over the first
+    `total_iters` epochs, then staying there (a warm-up with the defaults, as PyTorch's)."""
+
+    start_factor: float = 1.0 / 3.0
+    end_factor: float = 1.0
+    total_iters: int = 5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.start_factor <= 1 or not 0 <= self.end_factor <= 1 or self.total_iters < 1:
+            raise ValueError(at_user_line(f"LinearLR: factors must be in (0, 1] and [0, 1] and total_iters at least 1, "
+                                          f"got {self.start_factor}, {self.end_factor}, {self.total_iters}"))
+
+    def __call__(self, initial: float, epoch: int, epochs: int) -> float:
+        progress = min(epoch, self.total_iters) / self.total_iters
+        return initial * (self.start_factor + (self.end_factor - self.start_factor) * progress)
