@@ -4,6 +4,7 @@ from descent import nn, optim  # noqa: E402  (layers on top of the graph API)
 from descent.errors import CompileError, DescentError, DeviceError, DTypeError, GraphError, ShapeError
 from descent.graph.array import Array
 from descent.graph.conv import (
+    adaptive_avg_pool2d,
     avg_pool1d,
     avg_pool2d,
     conv1d,
@@ -12,6 +13,7 @@ from descent.graph.conv import (
     conv_transpose2d,
     max_pool1d,
     max_pool2d,
+    upsample_nearest2d,
 )
 from descent.graph.dtype import DType, bool_, float32, int32, uint32
 from descent.graph.indexing import gather, one_hot, scatter_add, take
@@ -127,6 +129,7 @@ __all__ = [
     "l1",
     "huber",
     "softmax_cross_entropy",
+    "adaptive_avg_pool2d",
     "avg_pool1d",
     "avg_pool2d",
     "conv1d",
@@ -135,6 +138,7 @@ __all__ = [
     "conv_transpose2d",
     "max_pool1d",
     "max_pool2d",
+    "upsample_nearest2d",
     "concat",
     "pad",
     "stack",

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import descent as dc
+from descent import nn
 from tests.conftest import evaluate
 
 rng = np.random.default_rng(5)
@@ -206,6 +207,36 @@ def test_pad_concat_stack(env: dc.Environment) -> None:
     flags = x > 0
     expected = np.concatenate([flags, ~flags])
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.concat([a, ~a], 0), flags), expected)
+
+
+@pytest.mark.parametrize("shape, output_size", [((2, 3, 8, 6), 1), ((2, 3, 8, 6), (4, 3)), ((1, 2, 7, 5), (3, 2)),
+                                                 ((2, 5, 4), (3, 4)), ((1, 1, 5, 9), (5, 4))])
+def test_adaptive_avg_pool2d_matches_torch(env: dc.Environment, shape, output_size) -> None:
+    """Sizes that divide (avg_pool2d) and that do not (overlapping windows of two lengths), against
+    torch, values and gradients."""
+    x = rng.normal(size=shape).astype(np.float32)
+    weights = rng.normal(size=shape[:-2] + tuple(np.broadcast_to(output_size, 2))).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    expected = torch.nn.functional.adaptive_avg_pool2d(tx, output_size)
+    (expected * torch.from_numpy(weights)).sum().backward()
+    np.testing.assert_allclose(evaluate(env, lambda a: dc.adaptive_avg_pool2d(a, output_size), x),
+                               expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+    gradient = evaluate(env, lambda a: a.scope.grad((dc.adaptive_avg_pool2d(a, output_size)
+                                                     * a.scope.constant(weights)).sum(), [a])[0], x)
+    np.testing.assert_allclose(gradient, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_upsample_nearest_and_modules_match_torch(env: dc.Environment) -> None:
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.upsample_nearest2d(a, (2, 3)), x),
+                                  torch.nn.functional.interpolate(torch.from_numpy(x), scale_factor=(2, 3)).numpy())
+    model = nn.Sequential(nn.Upsample(2), nn.AdaptiveAvgPool2D(1)).build(env)
+    np.testing.assert_allclose(evaluate(env, lambda a: model(a.scope, a), x), x.mean(axis=(2, 3), keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(dc.ShapeError, match="scale must be at least 1, got 0"):
+        evaluate(env, lambda a: dc.upsample_nearest2d(a, 0), x)
+    with pytest.raises(dc.ShapeError, match="adaptive_avg_pool2d: needs at least 2 axes"):
+        evaluate(env, lambda a: dc.adaptive_avg_pool2d(a, 1), x[0, 0, 0])
 
 
 def test_pad_of_a_constant_and_concat_of_signed_zeros(env: dc.Environment) -> None:

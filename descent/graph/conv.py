@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
@@ -202,6 +204,42 @@ def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair
     kernel, stride, padding = _pool_settings("avg_pool2d", kernel, stride, padding)
     _check_fits("avg_pool2d", x, kernel, padding, (1, 1))
     return _avg_pool(x, kernel, stride, padding)
+
+
+def adaptive_avg_pool2d(x: Array, output_size: Pair) -> Array:
+    """Mean over windows that split the last two axes into `output_size` (as PyTorch's: window i of n
+    over a length L spans floor(i L / n) to ceil((i + 1) L / n)). Where the sizes divide, it is
+    avg_pool2d; else the windows overlap or differ in length and it is P_h @ x @ P_w^T, with
+    constant averaging matrices."""
+    out = _pair(output_size, "output_size")
+    if x.ndim < 2:
+        raise ShapeError(at_user_line(f"adaptive_avg_pool2d: needs at least 2 axes to pool, got shape {x.shape}"))
+    sizes = x.shape[-2:]
+    if sizes[0] % out[0] == 0 and sizes[1] % out[1] == 0:
+        kernel = (sizes[0] // out[0], sizes[1] // out[1])
+        return _avg_pool(x, kernel, kernel, (0, 0))
+    rows, columns = (x.scope.constant(_averaging_matrix(size, n)) for size, n in zip(sizes, out))
+    return matmul(matmul(rows, ops.astype(x, float32)), ops.transpose(columns, (1, 0)))
+
+
+def _averaging_matrix(size: int, windows: int) -> np.ndarray:
+    """(windows, size): row i averages PyTorch's adaptive window i over `size` elements."""
+    matrix = np.zeros((windows, size), np.float32)
+    for i in range(windows):
+        start, end = (i * size) // windows, -(-((i + 1) * size) // windows)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def upsample_nearest2d(x: Array, scale: Pair) -> Array:
+    """Each element of the last two axes repeated `scale` times along each (PyTorch's interpolate with
+    mode 'nearest' and an integer scale_factor): a view, no copy."""
+    sh, sw = _pair(scale, "scale")
+    if x.ndim < 2:
+        raise ShapeError(at_user_line(f"upsample_nearest2d: needs at least 2 axes, got shape {x.shape}"))
+    lead, (h, w) = x.shape[:-2], x.shape[-2:]
+    repeated = ops.broadcast_to(ops.reshape(x, lead + (h, 1, w, 1)), lead + (h, sh, w, sw))
+    return ops.reshape(repeated, lead + (h * sh, w * sw))
 
 
 def max_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: Single = 0) -> Array:

@@ -18,6 +18,7 @@ from descent.nn.activations import (
 )
 from descent.nn.checkpoint import CheckpointError
 from descent.nn.layers import (
+    AdaptiveAvgPool2D,
     AvgPool1D,
     AvgPool2D,
     BatchNorm,
@@ -35,14 +36,14 @@ from descent.nn.layers import (
     MaxPool1D,
     MaxPool2D,
     Sequential,
+    Upsample,
 )
 from descent.nn.module import Module
 from descent.nn.trainer import Trainer
 
 __all__ = [
-    "AvgPool1D", "AvgPool2D", "BatchNorm", "BlurMaxPool2D", "CheckpointError", "Conv1D", "Conv2D", "ConvTranspose1D",
-    "ConvTranspose2D", "Dense", "Dropout",
-    "Embedding", "Flatten", "GELU", "Identity", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool1D",
-    "MaxPool2D", "Module", "ReLU",
-    "Sequential", "SiLU", "Sigmoid", "Sin", "Softmax", "Softplus", "Tanh", "Trainer", "gelu", "silu", "softplus",
+    "AdaptiveAvgPool2D", "AvgPool1D", "AvgPool2D", "BatchNorm", "BlurMaxPool2D", "CheckpointError", "Conv1D",
+    "Conv2D", "ConvTranspose1D", "ConvTranspose2D", "Dense", "Dropout", "Embedding", "Flatten", "GELU", "Identity",
+    "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool1D", "MaxPool2D", "Module", "ReLU", "Sequential",
+    "SiLU", "Sigmoid", "Sin", "Softmax", "Softplus", "Tanh", "Trainer", "Upsample", "gelu", "silu", "softplus",
 ]

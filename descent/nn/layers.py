@@ -220,6 +220,28 @@ class AvgPool2D(_Pool):
     pool = staticmethod(conv.avg_pool2d)
 
 
+class AdaptiveAvgPool2D(Module):
+    """Mean over windows that split H and W into `output_size` (1: global average pooling)."""
+
+    def __init__(self, output_size: int | tuple[int, int]) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        return conv.adaptive_avg_pool2d(x, self.output_size)
+
+
+class Upsample(Module):
+    """Nearest-neighbour upsampling of H and W by an integer `scale_factor` (PyTorch's default mode)."""
+
+    def __init__(self, scale_factor: int | tuple[int, int]) -> None:
+        super().__init__()
+        self.scale_factor = scale_factor
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        return conv.upsample_nearest2d(x, self.scale_factor)
+
+
 class BlurMaxPool2D(Module):
     """Anti-aliased max pooling (Zhang 2019): max pool 2x2 with stride 1, then a fixed [1 2 1] x [1 2 1] / 16
     blur applied per channel with stride 2 and padding 1."""
