@@ -220,26 +220,27 @@ class AvgPool2D(_Pool):
     pool = staticmethod(conv.avg_pool2d)
 
 
-class AdaptiveAvgPool2D(Module):
-    """Mean over windows that split H and W into `output_size` (1: global average pooling)."""
+class _Resize(Module):
+    """A module that resizes H and W by its function, given one setting (an int or a pair)."""
 
-    def __init__(self, output_size: int | tuple[int, int]) -> None:
+    resize = staticmethod(conv.adaptive_avg_pool2d)
+
+    def __init__(self, size: int | tuple[int, int]) -> None:
         super().__init__()
-        self.output_size = output_size
+        self.size = size
 
     def forward(self, s: Scope, x: Array) -> Array:
-        return conv.adaptive_avg_pool2d(x, self.output_size)
+        return self.resize(x, self.size)
 
 
-class Upsample(Module):
-    """Nearest-neighbour upsampling of H and W by an integer `scale_factor` (PyTorch's default mode)."""
+class AdaptiveAvgPool2D(_Resize):
+    """Mean over windows that split H and W into the output size given (1: global average pooling)."""
 
-    def __init__(self, scale_factor: int | tuple[int, int]) -> None:
-        super().__init__()
-        self.scale_factor = scale_factor
 
-    def forward(self, s: Scope, x: Array) -> Array:
-        return conv.upsample_nearest2d(x, self.scale_factor)
+class Upsample(_Resize):
+    """Nearest-neighbour upsampling of H and W by the integer scale factor given (PyTorch's default mode)."""
+
+    resize = staticmethod(conv.upsample_nearest2d)
 
 
 class BlurMaxPool2D(Module):
