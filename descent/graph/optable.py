@@ -145,24 +145,34 @@ float descent_rest(float a, float b, float quotient) {
     return rest;
 }
 
-float descent_floor_divide(float a, float b) {
+float descent_divmod(float a, float b, out float rest) {
     if (b == 0.0 || isinf(a) || isnan(a) || isnan(b)) {
-        return b == 0.0 ? a / b : uintBitsToFloat(0x7fc00000u);
+        rest = uintBitsToFloat(0x7fc00000u);
+        return b == 0.0 ? a / b : rest;
     }
     if (isinf(b)) {
-        return a != 0.0 && (a < 0.0) != (b < 0.0) ? -1.0 : a / b;
+        bool opposite = a != 0.0 && (a < 0.0) != (b < 0.0);
+        rest = opposite ? b : a;
+        return opposite ? -1.0 : a / b;
     }
     float quotient = floor(a / b);
-    float rest = descent_rest(a, b, quotient);
+    rest = descent_rest(a, b, quotient);
     if (rest != 0.0 && (rest < 0.0) != (b < 0.0)) {
         quotient -= 1.0;
+        rest = descent_rest(a, b, quotient);
     } else if (abs(rest) >= abs(b)) {
         float next = descent_rest(a, b, quotient + 1.0);
         if (next == 0.0 || (next < 0.0) == (b < 0.0)) {
             quotient += 1.0;
+            rest = next;
         }
     }
     return quotient;
+}
+
+float descent_floor_divide(float a, float b) {
+    float rest;
+    return descent_divmod(a, b, rest);
 }"""
 HELPERS["descent_remainder"] = """int descent_remainder(int a, int b) {
     return b == 0 ? 0 : a - b * descent_floor_divide(a, b);
@@ -173,10 +183,8 @@ uint descent_remainder(uint a, uint b) {
 }
 
 float descent_remainder(float a, float b) {
-    float rest = descent_rest(a, b, descent_floor_divide(a, b));
-    if (isinf(b) && !isinf(a) && !isnan(a)) {
-        rest = a != 0.0 && (a < 0.0) != (b < 0.0) ? b : a;
-    }
+    float rest;
+    descent_divmod(a, b, rest);
     return rest == 0.0 ? uintBitsToFloat(floatBitsToUint(b) & 0x80000000u) : rest;
 }"""
 HELPERS["descent_tanh"] = """float descent_tanh(float x) {
@@ -284,7 +292,8 @@ _OPS = [
     ElementwiseOp("div", 2, "{0} / {1}", float_only=True),
     ElementwiseOp("pow", 2, "descent_ipow({0}, {1})", float_glsl="descent_pow({0}, {1})",
                   helpers=("descent_log1p", "descent_log2", "descent_pow", "descent_ipow")),
-    # float a / b may be off by an ulp (NVIDIA divides by a reciprocal): the quotient is mended by its remainder
+    # float a / b may be off by an ulp (NVIDIA divides by a reciprocal): descent_divmod mends the quotient by its
+    # exact remainder, which % returns
     ElementwiseOp("floor_divide", 2, "descent_floor_divide({0}, {1})", helpers=("descent_floor_divide",)),
     ElementwiseOp("remainder", 2, "descent_remainder({0}, {1})", helpers=("descent_floor_divide", "descent_remainder")),
     ElementwiseOp("maximum", 2, "max({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : max({0}, {1})"),
