@@ -186,26 +186,20 @@ class _Kernel:
         self.absorb(emitter)
         return emitter.lines + stores, emitter
 
-    def load_function(self, name: str, node_id: int, chain, dtype: DType, axes: tuple[tuple[str, int], ...]) -> str:
+    def load_function(self, name: str, node_id: int, chain, dtype: DType, axes: tuple[tuple[str, int], ...],
+                      quads: bool = False) -> str:
         """`name(axes...)`: the node at `chain` from the row-major index of `axes` ((name, size) each),
-        whose ranges simplify the index arithmetic."""
-        emitter = self.emitter(_row_major(axes))
-        value = emitter.value(node_id, chain)
+        whose ranges simplify the index arithmetic. With `quads`, the node at the four elements
+        4q .. 4q + 3 of that index, as a vector; loads the four share at an aligned index are one fetch."""
+        emitter = self.emitter(_row_major(axes), quads=quads)
+        chains, result = [chain], dtype.glsl
+        if quads:
+            count = numel(tuple(size for _, size in axes))
+            chains, result = [simplify(chain + (View((count,), (4,), e),)) for e in range(4)], _VECTORS[dtype.glsl]
+        values = [emitter.value(node_id, element) for element in chains]
         self.absorb(emitter)
         parameters = ", ".join(f"int {axis}" for axis, _ in axes)
-        return _function(f"{dtype.glsl} {name}({parameters})", [*emitter.lines, f"return {dtype.glsl}({value});"])
-
-    def quad_load_function(self, name: str, node_id: int, chain, dtype: DType,
-                           axes: tuple[tuple[str, int], ...]) -> str:
-        """`name(axes...)`: like `load_function`, but the node at the four elements 4q .. 4q + 3 of
-        the row-major index, as a vector; loads the four share at an aligned index are one fetch."""
-        count = numel(tuple(size for _, size in axes))
-        emitter = self.emitter(_row_major(axes), quads=True)
-        values = [emitter.value(node_id, simplify(chain + (View((count,), (4,), e),))) for e in range(4)]
-        self.absorb(emitter)
-        vector = _VECTORS[dtype.glsl]
-        parameters = ", ".join(f"int {axis}" for axis, _ in axes)
-        return _function(f"{vector} {name}({parameters})", [*emitter.lines, f"return {vector}({', '.join(values)});"])
+        return _function(f"{result} {name}({parameters})", [*emitter.lines, f"return {result}({', '.join(values)});"])
 
     def store_function(self, parameters: str, special: dict[int, str], hoist: bool = False) -> str:
         """`store_output(i, parameters)`. With `hoist`, for templates whose threads store many
@@ -353,8 +347,8 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     serial = reduced <= SERIAL_REDUCTION or (device.cpu and outputs >= CPU_SERIAL_OUTPUTS)
     quads = serial and device.cpu and bool(parts.texel_elements) and reduced % 4 == 0
     if quads:
-        functions = parts.quad_load_function("load_quad", source, chain, dtype,
-                                             (("output_index", outputs), ("q", reduced // 4)))
+        functions = parts.load_function("load_quad", source, chain, dtype,
+                                        (("output_index", outputs), ("q", reduced // 4)), quads=True)
     else:
         functions = parts.load_function("load_input", source, chain, dtype,
                                         (("output_index", outputs), ("element", reduced)))
