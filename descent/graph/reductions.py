@@ -24,19 +24,22 @@ def _axes(x: Array, axis: Axes, op: str) -> tuple[int, ...]:
 
 
 def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
-    """Fold `x` over `axis` with one of sum, prod, max, min, argmax, argmin."""
+    """Fold `x` over `axis` with one of sum, prod, max, min, argmax, argmin, any, all."""
     axes = _axes(x, axis, op)
     empty = numel(tuple(x.shape[a] for a in axes)) == 0
     if empty and op not in _EMPTY:
         raise ShapeError(at_user_line(f"{op}: cannot reduce over an empty axis of shape {x.shape}: {op} has no "
                                       "value for no elements (numpy raises too)"))
+    identity = _EMPTY.get(op)
+    if op in ("any", "all"):  # max / min of the truth values
+        x, op = (x if x.dtype == bool_ else ops.ne(x, 0)), {"any": "max", "all": "min"}[op]
     boolean = x.dtype == bool_ and op in ("max", "min")  # any / all: bool, as numpy
     if x.dtype == bool_:
         x = ops.astype(x, int32)
     kept = tuple(1 if a in axes else size for a, size in enumerate(x.shape))
     dtype = int32 if op.startswith("arg") else x.dtype
     if empty:
-        result = ops.broadcast_to(x.scope.constant(_EMPTY[op], dtype), kept)
+        result = ops.broadcast_to(x.scope.constant(identity, dtype), kept)
     elif not axes:
         result = x if not op.startswith("arg") else ops.astype(ops.mul(x, 0), int32)
     elif op == "sum" and (parts := _chunks(x, axes)) > 1:
@@ -50,7 +53,8 @@ def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Arra
     return ops.reshape(result, tuple(size for a, size in enumerate(x.shape) if a not in axes))
 
 
-_EMPTY = {"sum": 0, "prod": 1, "logsumexp": float("-inf")}  # the value over no elements, as numpy and scipy
+# the value over no elements, as numpy and scipy (any and all as the ints their bools are folded in)
+_EMPTY = {"sum": 0, "prod": 1, "logsumexp": float("-inf"), "any": 0, "all": 1}
 
 
 def _chunks(x: Array, axes: tuple[int, ...]) -> int:
@@ -93,23 +97,12 @@ def min(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: 
 
 def any(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
     """Whether any element over `axis` is true (non-zero; NaN counts), as numpy: False over none."""
-    return _truth(x, axis, keepdims, "any")
+    return reduce("any", x, axis, keepdims)
 
 
 def all(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
     """Whether every element over `axis` is true (non-zero; NaN counts), as numpy: True over none."""
-    return _truth(x, axis, keepdims, "all")
-
-
-def _truth(x: Array, axis: Axes, keepdims: bool, op: str) -> Array:
-    """any / all: max / min of the truth values; over no elements, the constant numpy gives (max and
-    min themselves refuse an empty axis)."""
-    axes = _axes(x, axis, op)
-    flags = x if x.dtype == bool_ else ops.ne(x, 0)
-    if numel(tuple(x.shape[a] for a in axes)):
-        return reduce("max" if op == "any" else "min", flags, axes, keepdims)
-    shape = tuple(1 if a in axes else size for a, size in enumerate(x.shape) if keepdims or a not in axes)
-    return ops.broadcast_to(x.scope.constant(op == "all", bool_), shape)
+    return reduce("all", x, axis, keepdims)
 
 
 def mean(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
