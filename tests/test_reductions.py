@@ -76,6 +76,9 @@ def test_any_and_all_as_numpy(env: dc.Environment) -> None:
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.any(a, 1) | dc.all(a, (0, 1)) & False, empty),
                                   np.zeros((3, 2), bool))
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.all(a, 1, keepdims=True), empty), np.ones((3, 1, 2), bool))
+    constant = evaluate(env, lambda a: dc.astype(dc.broadcast_to(a.scope.constant(2.5), (2, 3)), dc.int32),
+                        np.zeros(1, np.int32))  # a cast of a shaped constant keeps its shape
+    assert constant.shape == (2, 3) and (constant == 2).all()
 
 
 def test_softmax_family(env: dc.Environment) -> None:

@@ -319,7 +319,7 @@ def astype(x: Array, dtype: DType | str) -> Array:
     if node.op == "const":
         value = node.attrs
         converted = bool(value) if target == bool_ else float(value) if target.is_float else int(value)
-        return x.scope.constant(converted, target)
+        return broadcast_to(x.scope.constant(converted, target), x.shape)
     return x.scope.add("cast", x.shape, target, (x.node_id,))
 
 
