@@ -519,8 +519,10 @@ def concat(arrays: Sequence[Array], axis: int | None = 0) -> Array:
         widths = [(0, 0)] * ndim
         widths[axis] = (start, total - start - a.shape[axis])
         part = pad(astype(a, dtype), widths)
-        inside = pad(broadcast_to(scope.constant(True), a.shape), widths)  # selected, not added: -0.0 stays
-        result = part if result is None else where(inside, part, result)
+        if result is None:
+            result = part
+        else:  # selected where it lies, not added: -0.0 stays
+            result = where(pad(broadcast_to(scope.constant(True), a.shape), widths), part, result)
         start += a.shape[axis]
     return result
 
