@@ -228,8 +228,15 @@ def test_adaptive_avg_pool2d_matches_torch(env: dc.Environment, shape, output_si
 
 def test_upsample_nearest_and_modules_match_torch(env: dc.Environment) -> None:
     x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    expected = torch.nn.functional.interpolate(tx, scale_factor=(2, 3))
+    weights = rng.normal(size=expected.shape).astype(np.float32)
+    (expected * torch.from_numpy(weights)).sum().backward()
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.upsample_nearest2d(a, (2, 3)), x),
-                                  torch.nn.functional.interpolate(torch.from_numpy(x), scale_factor=(2, 3)).numpy())
+                                  expected.detach().numpy())
+    gradient = evaluate(env, lambda a: a.scope.grad((dc.upsample_nearest2d(a, (2, 3))
+                                                     * a.scope.constant(weights)).sum(), [a])[0], x)
+    np.testing.assert_allclose(gradient, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
     model = nn.Sequential(nn.Upsample(2), nn.AdaptiveAvgPool2D(1)).build(env)
     np.testing.assert_allclose(evaluate(env, lambda a: model(a.scope, a), x), x.mean(axis=(2, 3), keepdims=True),
                                rtol=1e-5, atol=1e-6)
