@@ -17,7 +17,7 @@ from descent.graph.conv import (
 )
 from descent.graph.dtype import DType, bool_, float32, int32, uint32
 from descent.graph.indexing import gather, one_hot, scatter_add, take
-from descent.graph.linalg import matmul
+from descent.graph.linalg import einsum, matmul
 from descent.graph.losses import binary_cross_entropy_with_logits, huber, l1, mse, softmax_cross_entropy
 from descent.graph.ops import (
     abs,
@@ -142,6 +142,7 @@ __all__ = [
     "concat",
     "pad",
     "stack",
+    "einsum",
     "matmul",
     "all",
     "any",

@@ -424,6 +424,13 @@ TORCH_CASES = {  # name -> (descent fn, torch fn, inputs): ties, zeros and compo
     "conv2d, stride 2, a row left over": (lambda a, w: dc.conv2d(a, w, stride=2, padding=1),
                                           lambda a, w: F.conv2d(a, w, stride=2, padding=1),
                                           [rng.normal(size=(2, 2, 6, 6)), rng.normal(size=(2, 2, 3, 3))]),
+    "einsum, batched product and a diagonal": (
+        lambda a, b: dc.einsum("bij,bjk->bik", a, b) + dc.einsum("bii->bi", a)[..., None],
+        lambda a, b: torch.einsum("bij,bjk->bik", a, b) + torch.einsum("bii->bi", a)[..., None],
+        [rng.normal(size=(2, 3, 3)), rng.normal(size=(2, 3, 4))]),
+    "einsum, three operands": (lambda a, b, c: dc.einsum("ij,jk,k->i", a, b, c),
+                               lambda a, b, c: torch.einsum("ij,jk,k->i", a, b, c),
+                               [rng.normal(size=(2, 3)), rng.normal(size=(3, 4)), rng.normal(size=(4,))]),
     "conv2d, stride 3, dilation 2, groups 2": (
         lambda a, w: dc.conv2d(a, w, stride=3, padding=1, dilation=2, groups=2),
         lambda a, w: F.conv2d(a, w, stride=3, padding=1, dilation=2, groups=2),

@@ -81,6 +81,56 @@ def test_matmul_shape_errors(env: dc.Environment) -> None:
         env.build_graph(lambda s: s.read(x) @ s.read(x))
 
 
+EINSUM_CASES = [  # subscripts, operand shapes: products, implicit outputs, '...', broadcasting, diagonals
+    ("ij,jk->ik", [(3, 4), (4, 5)]), ("ij,jk", [(2, 1), (3, 4)]), ("ii", [(3, 3)]), ("ii->i", [(4, 4)]),
+    ("i...,i...->...", [(2, 3), (2, 1)]), ("ba,ab", [(2, 3), (3, 2)]), ("Ab,a", [(2, 3), (2,)]), ("ij->", [(2, 3)]),
+    ("i,i", [(3,), (1,)]), ("...ij,...jk", [(2, 1, 2, 3), (5, 3, 4)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+    ("i,j->ij", [(3,), (4,)]), ("ij,ij->ij", [(3, 4), (3, 4)]), ("ij->ji", [(3, 4)]), ("iij->j", [(3, 3, 2)]),
+    ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 5)]), ("abc,cd,bd->a", [(2, 3, 4), (4, 5), (3, 5)]),
+    ("i,i,i->i", [(3,), (3,), (3,)]), ("...", [(2, 3)]), ("", [()]), (",->", [(), ()]),
+    ("ij,kl->ijkl", [(2, 3), (4, 5)]), ("iji->j", [(2, 3, 2)]),
+    ("b h i d, b h j d -> b h i j", [(2, 3, 5, 4), (2, 3, 6, 4)]),
+    ("nchw,oc->nohw", [(2, 3, 4, 5), (6, 3)]),
+]
+
+
+@pytest.mark.parametrize("subscripts, shapes", EINSUM_CASES, ids=str)
+def test_einsum_as_numpy(env: dc.Environment, subscripts: str, shapes) -> None:
+    """Against numpy's einsum in float64, tolerance as matmul's."""
+    arrays = [rng.normal(size=shape).astype(np.float32) for shape in shapes]
+    expected = np.einsum(subscripts, *[a.astype(np.float64) for a in arrays])
+    result = evaluate(env, lambda *xs: dc.einsum(subscripts, *xs), *arrays)
+    assert result.shape == expected.shape
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(max(np.prod(shapes[0]), 1)))
+
+
+def test_einsum_contraction_is_one_matmul(env: dc.Environment) -> None:
+    x = env.parameter("einsum_x", (8, 16, 32))
+    w = env.parameter("einsum_w", (32, 24))
+    out = env.parameter("einsum_out", (8, 16, 24))
+    graph = env.build_graph(lambda s: s.write(out, dc.einsum("bik,kj->bij", s.read(x), s.read(w))))
+    assert graph.kernel_count == 1
+
+
+@pytest.mark.parametrize("subscripts, shapes, message", [
+    ("ij,jk", [(2, 3), (4, 5)], r"'j' has sizes 3 and 4 in subscripts 'ij,jk' \(operand shapes \(2, 3\), \(4, 5\)\)"),
+    ("ij", [(2, 3), (3,)], r"1 operand terms for 2 operands"),
+    ("ij->k", [(2, 3)], r"output letter 'k' is in no operand"),
+    ("ij->ii", [(2, 2)], r"output letter 'i' repeats"),
+    ("i1", [(2, 3)], r"term 'i1' has a character that is not a letter"),
+    ("ijk", [(2, 3)], r"term 'ijk' does not fit an operand of 2 axes"),
+    ("...i->i", [(2, 3)], r"the output needs '...'"),
+    ("...i,...i", [(2, 3), (4, 3)], r"'...' has sizes 2 and 4"),
+    ("ii", [(2, 3)], r"'i' has sizes 2 and 3"),
+    ("ii", [(1, 3)], r"repeated 'i' has sizes 1 and 3 in one operand"),
+    ("i->i->i", [(2,)], r"more than one '->'"),
+])
+def test_einsum_errors(env: dc.Environment, subscripts: str, shapes, message: str) -> None:
+    parameters = [env.parameter(f"einsum_err{k}_{len(env.parameters)}", shape) for k, shape in enumerate(shapes)]
+    with pytest.raises(dc.ShapeError, match="einsum: " + message):
+        env.build_graph(lambda s: dc.einsum(subscripts, *[s.read(p) for p in parameters]))
+
+
 @pytest.fixture(scope="module")
 def gpu_kernels() -> dc.Environment:
     """An Environment that generates the GPU kernels (shared-memory tiles) even on a CPU driver."""

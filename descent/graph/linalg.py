@@ -6,7 +6,7 @@ from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions, split
 from descent.graph.array import Array
 from descent.graph.dtype import float32
-from descent.graph.view import broadcast_shapes
+from descent.graph.view import broadcast_shapes, numel
 
 
 def matmul(a: Array, b: Array) -> Array:
@@ -58,3 +58,131 @@ def _split_depth(scope, left: Array, right: Array, batch: tuple[int, ...], parts
     right = ops.reshape(right, batch + (parts, chunk, n))
     partial = scope.add("matmul", batch + (parts, m, n), float32, (left.node_id, right.node_id))
     return reductions.sum(partial, rank)
+
+
+def einsum(subscripts: str, *operands: Array) -> Array:
+    """Einstein summation as numpy's `einsum`: 'ij,jk->ik', implicit output (the letters seen once,
+    sorted), '...' for broadcast leading axes, repeated letters in one operand for diagonals. Each
+    contraction of two operands is one matrix product; integer operands are multiplied in float32."""
+    scope = ops._scope_of("einsum", operands)
+    arrays = [ops.astype(ops.as_array(x, scope), float32) for x in operands]
+    terms, output = _parse_einsum(subscripts, [a.ndim for a in arrays])
+    _einsum_sizes(subscripts, terms, arrays)
+    pairs = [_diagonals(x, term) for x, term in zip(arrays, terms)]
+    x, term = pairs[0]
+    for k, (y, other) in enumerate(pairs[1:], start=1):
+        later = set(output).union(*(t for _, t in pairs[k + 1:]))
+        x, term = _sum_unused(x, term, later | set(other))
+        y, other = _sum_unused(y, other, later | set(term))
+        x, term = _contract(x, term, y, other, later)
+    x, term = _sum_unused(x, term, set(output))
+    return ops.transpose(x, [term.index(letter) for letter in output])
+
+
+def _parse_einsum(subscripts: str, ranks: list[int]) -> tuple[list[str], str]:
+    """Each operand's letters and the output's, with '...' replaced by one placeholder letter per
+    broadcast axis (right-aligned, as numpy broadcasts)."""
+    def fail(why: str) -> ShapeError:
+        return ShapeError(at_user_line(f"einsum: {why} in subscripts {subscripts!r}"))
+
+    text = subscripts.replace(" ", "")
+    if text.count("->") > 1:
+        raise fail("more than one '->'")
+    inputs, arrow, output = text.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(ranks):
+        raise fail(f"{len(terms)} operand terms for {len(ranks)} operands")
+    for term in terms + [output]:
+        bare = term.replace("...", "", 1)
+        if not all(c.isascii() and c.isalpha() for c in bare):
+            raise fail(f"term {term!r} has a character that is not a letter or one '...'")
+    widths = [rank - len(term.replace("...", "")) for term, rank in zip(terms, ranks)]
+    for term, rank, width in zip(terms, ranks, widths):
+        if width < 0 or (width > 0 and "..." not in term):
+            raise fail(f"term {term!r} does not fit an operand of {rank} axes")
+    width = max(widths, default=0)
+    broadcast = "".join(chr(0x391 + k) for k in range(width))  # Greek capitals: never user letters
+    terms = [t.replace("...", broadcast[width - w:]) for t, w in zip(terms, widths)]
+    if arrow:
+        if width and "..." not in output:
+            raise fail("the output needs '...' for the broadcast axes of the operands")
+        output = output.replace("...", broadcast)
+        seen = "".join(terms)
+        for letter in output:
+            if output.count(letter) > 1:
+                raise fail(f"output letter {letter!r} repeats")
+            if letter not in seen:
+                raise fail(f"output letter {letter!r} is in no operand")
+    else:
+        seen = "".join(terms)
+        output = broadcast + "".join(sorted(c for c in set(seen) if seen.count(c) == 1 and c not in broadcast))
+    return terms, output
+
+
+def _einsum_sizes(subscripts: str, terms: list[str], arrays: list[Array]) -> None:
+    """Refuses a letter whose sizes differ other than by 1 (which broadcasts, as in numpy)."""
+    sizes: dict[str, int] = {}
+    for term, x in zip(terms, arrays):
+        for letter, size in zip(term, x.shape):
+            known = sizes.setdefault(letter, size)
+            if known != size and 1 not in (known, size):
+                shown = "'...'" if ord(letter) > 127 else repr(letter)
+                raise ShapeError(at_user_line(
+                    f"einsum: {shown} has sizes {known} and {size} in subscripts {subscripts!r} "
+                    f"(operand shapes {', '.join(str(a.shape) for a in arrays)})"))
+            sizes[letter] = max(known, size)
+
+
+def _diagonals(x: Array, term: str) -> tuple[Array, str]:
+    """x with each letter repeated in `term` reduced to its diagonal: the repeated axes moved last,
+    merged and read with a step of n + 1."""
+    for letter in dict.fromkeys(term):
+        while term.count(letter) > 1:
+            first = term.index(letter)
+            second = term.index(letter, first + 1)
+            if x.shape[first] != x.shape[second]:
+                raise ShapeError(at_user_line(
+                    f"einsum: repeated {letter!r} has sizes {x.shape[first]} and {x.shape[second]} in one operand"))
+            n = x.shape[first]
+            rest = [a for a in range(x.ndim) if a not in (first, second)]
+            moved = ops.transpose(x, rest + [first, second])
+            flat = ops.reshape(moved, moved.shape[:-2] + (n * n,))
+            x = flat[(Ellipsis, slice(None, None, n + 1))]
+            term = "".join(term[a] for a in rest) + letter
+    return x, term
+
+
+def _sum_unused(x: Array, term: str, needed: set[str]) -> tuple[Array, str]:
+    """x summed over the letters no later step needs."""
+    axes = tuple(a for a, letter in enumerate(term) if letter not in needed)
+    if not axes:
+        return x, term
+    return reductions.sum(x, axes), "".join(c for c in term if c in needed)
+
+
+def _contract(x: Array, term: str, y: Array, other: str, later: set[str]) -> tuple[Array, str]:
+    """The product of two operands summed over the letters they share that no later step needs: a
+    batched matrix product (batch, left, shared) @ (batch, shared, right), or an elementwise product
+    where nothing is shared."""
+    batch = [c for c in term if c in other and c in later]
+    shared = [c for c in term if c in other and c not in later]
+    left = [c for c in term if c not in other]
+    right = [c for c in other if c not in term]
+    size = {c: max(x.shape[term.index(c)] if c in term else 1, y.shape[other.index(c)] if c in other else 1)
+            for c in term + other}
+
+    def arrange(a: Array, letters: str, order: list[str]) -> Array:
+        a = ops.transpose(a, [letters.index(c) for c in order])
+        return ops.broadcast_to(a, tuple(size[c] for c in order))
+
+    sizes = [size[c] for c in batch + left + right]
+    if not shared:
+        a = ops.reshape(arrange(x, term, batch + left), sizes[:len(batch + left)] + [1] * len(right))
+        b = ops.reshape(arrange(y, other, batch + right),
+                        sizes[:len(batch)] + [1] * len(left) + sizes[len(batch + left):])
+        return ops.mul(a, b), "".join(batch + left + right)
+    extent = {name: numel(tuple(size[c] for c in group))
+              for name, group in (("batch", batch), ("left", left), ("shared", shared), ("right", right))}
+    a = ops.reshape(arrange(x, term, batch + left + shared), (extent["batch"], extent["left"], extent["shared"]))
+    b = ops.reshape(arrange(y, other, batch + shared + right), (extent["batch"], extent["shared"], extent["right"]))
+    return ops.reshape(matmul(a, b), sizes), "".join(batch + left + right)
