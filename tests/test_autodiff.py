@@ -424,6 +424,12 @@ TORCH_CASES = {  # name -> (descent fn, torch fn, inputs): ties, zeros and compo
     "conv2d, stride 2, a row left over": (lambda a, w: dc.conv2d(a, w, stride=2, padding=1),
                                           lambda a, w: F.conv2d(a, w, stride=2, padding=1),
                                           [rng.normal(size=(2, 2, 6, 6)), rng.normal(size=(2, 2, 3, 3))]),
+    "cumsum, longer than a block": (lambda a: dc.cumsum(a, 1), lambda a: torch.cumsum(a, 1),
+                                    [rng.normal(size=(3, 70))]),
+    "cumprod with zeros": (lambda a: dc.cumprod(a, 1), lambda a: torch.cumprod(a, 1),
+                           [np.array([[1, 0, 2, 3, 0, 4], [2, 3, 0, 1, 1, 1]], np.float32)]),
+    "cumprod, longer than a block": (lambda a: a.cumprod(0), lambda a: torch.cumprod(a, 0),
+                                     [rng.uniform(0.8, 1.2, (40, 2))]),
     "einsum, batched product and a diagonal": (
         lambda a, b: dc.einsum("bij,bjk->bik", a, b) + dc.einsum("bii->bi", a)[..., None],
         lambda a, b: torch.einsum("bij,bjk->bik", a, b) + torch.einsum("bii->bi", a)[..., None],

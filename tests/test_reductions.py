@@ -228,3 +228,38 @@ def test_aligned_rows_are_fetched_as_vec4s_on_cpu_drivers(env: dc.Environment) -
     (source,) = graph.sources
     assert "vec4 four = load_quad(output_index, q);" in source.glsl
     assert re.search(r"texelFetch\(\w+_vec4, ", source.glsl)
+
+
+CUMULATIVE_CASES = [((5,), 0), ((3, 40), 1), ((40, 3), 0), ((2, 1100), -1), ((4, 5, 6), None), ((70,), 0),
+                    ((33,), 0), ((32,), 0), ((1,), 0), ((0,), 0), ((2, 0, 3), 1), ((3, 4, 5), 1)]
+
+
+@pytest.mark.parametrize("shape, axis", CUMULATIVE_CASES, ids=str)
+@pytest.mark.parametrize("name", ["cumsum", "cumprod"])
+def test_cumulative_as_numpy(env: dc.Environment, name: str, shape, axis) -> None:
+    """Running sums and products, also of axes longer than one block (`SCAN_BLOCK`, in blocks and
+    blocks of blocks), against numpy in float64: rtol 1e-5, and sums atol 1e-6 * sqrt(n) per element."""
+    x = (rng.uniform(0.9, 1.1, shape) if name == "cumprod" else rng.normal(size=shape)).astype(np.float32)
+    expected = getattr(np, name)(x.astype(np.float64), axis=axis)
+    result = evaluate(env, lambda a: getattr(dc, name)(a, axis), x)
+    assert result.shape == expected.shape and result.dtype == np.float32
+    n = x.size if axis is None else x.shape[axis]
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6 * np.sqrt(max(n, 1)) * 4)
+
+
+def test_cumulative_of_integers_and_bools_is_exact(env: dc.Environment) -> None:
+    """Integers stay int32 and bools count as int32 (numpy gives its default integer), exactly."""
+    ints = rng.integers(-1000, 1000, (3, 2000)).astype(np.int32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: a.cumsum(1), ints), np.cumsum(ints, 1))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.cumprod(a, 0), ints[:, :5] % 7),
+                                  np.cumprod(ints[:, :5] % 7, 0))
+    mask = rng.integers(0, 2, (100,)).astype(bool)
+    counted = evaluate(env, dc.cumsum, mask)
+    assert counted.dtype == np.int32
+    np.testing.assert_array_equal(counted, np.cumsum(mask))
+
+
+def test_cumulative_axis_errors(env: dc.Environment) -> None:
+    x = env.parameter("cumsum_err", (3, 4))
+    with pytest.raises(dc.ShapeError, match="cumsum: axis 2 is out of range for 2 dimensions"):
+        env.build_graph(lambda s: dc.cumsum(s.read(x), 2))

@@ -168,6 +168,12 @@ class Array:
     def any(self, axis: Any = None, keepdims: bool = False) -> Array:
         return reductions.any(self, axis, keepdims)
 
+    def cumsum(self, axis: int | None = None) -> Array:
+        return reductions.cumsum(self, axis)
+
+    def cumprod(self, axis: int | None = None) -> Array:
+        return reductions.cumprod(self, axis)
+
     def all(self, axis: Any = None, keepdims: bool = False) -> Array:
         return reductions.all(self, axis, keepdims)
 

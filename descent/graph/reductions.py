@@ -85,6 +85,49 @@ def prod(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
     return reduce("prod", x, axis, keepdims)
 
 
+def cumsum(x: Array, axis: int | None = None) -> Array:
+    """Running sums along `axis` (of the flattened array by default), as numpy's; bools count as int32."""
+    return _cumulative("sum", x, axis)
+
+
+def cumprod(x: Array, axis: int | None = None) -> Array:
+    """Running products along `axis` (of the flattened array by default), as numpy's."""
+    return _cumulative("prod", x, axis)
+
+
+SCAN_BLOCK = 32  # elements a running fold sums directly; longer axes go by blocks and their totals
+
+
+def _cumulative(op: str, x: Array, axis: int | None) -> Array:
+    """A running fold as views and reductions: the axis moved last, then `_scan`."""
+    if axis is None:
+        return _scan(op, ops.reshape(ops.astype(x, int32) if x.dtype == bool_ else x, (x.size,)))
+    axis = ops._axis(axis, x.ndim, f"cum{op}")
+    order = [a for a in range(x.ndim) if a != axis] + [axis]
+    moved = ops.transpose(ops.astype(x, int32) if x.dtype == bool_ else x, order)
+    return ops.transpose(_scan(op, moved), [order.index(a) for a in range(x.ndim)])
+
+
+def _scan(op: str, x: Array) -> Array:
+    """The running `op` along the last axis. Up to SCAN_BLOCK elements, each output folds its window
+    of the input padded with the identity in front (one reduction over a view); longer axes are
+    scanned in blocks, then each block is combined with the running fold of the blocks before it."""
+    n = x.shape[-1]
+    identity = _EMPTY[op]
+    front = [(0, 0)] * (x.ndim - 1)
+    if n <= 1:
+        return x
+    if n <= SCAN_BLOCK:
+        return reduce(op, ops.windows(ops.pad(x, front + [(n - 1, 0)], identity), (n,), (1,), (1,)), -1)
+    blocks = -(-n // SCAN_BLOCK)
+    padded = ops.pad(x, front + [(0, blocks * SCAN_BLOCK - n)], identity)
+    local = _scan(op, ops.reshape(padded, x.shape[:-1] + (blocks, SCAN_BLOCK)))
+    carried = _scan(op, local[..., -1])
+    before = ops.expand_dims(ops.pad(carried[..., :-1], front + [(1, 0)], identity), -1)
+    combined = local + before if op == "sum" else local * before
+    return ops.reshape(combined, x.shape[:-1] + (blocks * SCAN_BLOCK,))[..., :n]
+
+
 def max(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
     """Largest element over `axis`."""
     return reduce("max", x, axis, keepdims)
