@@ -90,7 +90,7 @@ EINSUM_CASES = [  # subscripts, operand shapes: products, implicit outputs, '...
     ("i,i,i->i", [(3,), (3,), (3,)]), ("...", [(2, 3)]), ("", [()]), (",->", [(), ()]),
     ("ij,kl->ijkl", [(2, 3), (4, 5)]), ("iji->j", [(2, 3, 2)]),
     ("b h i d, b h j d -> b h i j", [(2, 3, 5, 4), (2, 3, 6, 4)]),
-    ("nchw,oc->nohw", [(2, 3, 4, 5), (6, 3)]),
+    ("nchw,oc->nohw", [(2, 3, 4, 5), (6, 3)]), ("bii->bi", [(0, 3, 3)]), ("ij,jk", [(0, 3), (3, 4)]),
 ]
 
 
@@ -102,6 +102,13 @@ def test_einsum_as_numpy(env: dc.Environment, subscripts: str, shapes) -> None:
     result = evaluate(env, lambda *xs: dc.einsum(subscripts, *xs), *arrays)
     assert result.shape == expected.shape
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(max(np.prod(shapes[0]), 1)))
+
+
+def test_einsum_takes_numpy_scalars_and_ints_as_float32(env: dc.Environment) -> None:
+    ints = np.arange(6, dtype=np.int32).reshape(2, 3)
+    result = evaluate(env, lambda a: dc.einsum(",ij->ji", np.float32(0.5), a), ints)
+    assert result.dtype == np.float32
+    np.testing.assert_array_equal(result, 0.5 * ints.T)
 
 
 def test_einsum_contraction_is_one_matmul(env: dc.Environment) -> None:
@@ -122,7 +129,7 @@ def test_einsum_contraction_is_one_matmul(env: dc.Environment) -> None:
     ("...i->i", [(2, 3)], r"the output needs '...'"),
     ("...i,...i", [(2, 3), (4, 3)], r"'...' has sizes 2 and 4"),
     ("ii", [(2, 3)], r"'i' has sizes 2 and 3"),
-    ("ii", [(1, 3)], r"repeated 'i' has sizes 1 and 3 in one operand"),
+    ("ii", [(1, 3)], r"repeated 'i' has sizes 1 and 3 in one operand in subscripts 'ii'"),
     ("i->i->i", [(2,)], r"more than one '->'"),
 ])
 def test_einsum_errors(env: dc.Environment, subscripts: str, shapes, message: str) -> None:

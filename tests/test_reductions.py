@@ -231,7 +231,7 @@ def test_aligned_rows_are_fetched_as_vec4s_on_cpu_drivers(env: dc.Environment) -
 
 
 CUMULATIVE_CASES = [((5,), 0), ((3, 40), 1), ((40, 3), 0), ((2, 1100), -1), ((4, 5, 6), None), ((70,), 0),
-                    ((33,), 0), ((32,), 0), ((1,), 0), ((0,), 0), ((2, 0, 3), 1), ((3, 4, 5), 1)]
+                    ((33,), 0), ((32,), 0), ((1,), 0), ((0,), 0), ((2, 0, 3), 1), ((0, 40), 1), ((3, 4, 5), 1)]
 
 
 @pytest.mark.parametrize("shape, axis", CUMULATIVE_CASES, ids=str)

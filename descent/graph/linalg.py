@@ -63,12 +63,14 @@ def _split_depth(scope, left: Array, right: Array, batch: tuple[int, ...], parts
 def einsum(subscripts: str, *operands: Array) -> Array:
     """Einstein summation as numpy's `einsum`: 'ij,jk->ik', implicit output (the letters seen once,
     sorted), '...' for broadcast leading axes, repeated letters in one operand for diagonals. Each
-    contraction of two operands is one matrix product; integer operands are multiplied in float32."""
+    contraction of two operands is one matrix product. The result is float32, as matmul's: integer
+    operands are multiplied in float32."""
+    operands = tuple(ops._scalar_or_array("einsum", x) for x in operands)
     scope = ops._scope_of("einsum", operands)
     arrays = [ops.astype(ops.as_array(x, scope), float32) for x in operands]
     terms, output = _parse_einsum(subscripts, [a.ndim for a in arrays])
     _einsum_sizes(subscripts, terms, arrays)
-    pairs = [_diagonals(x, term) for x, term in zip(arrays, terms)]
+    pairs = [_diagonals(x, term, subscripts) for x, term in zip(arrays, terms)]
     x, term = pairs[0]
     for k, (y, other) in enumerate(pairs[1:], start=1):
         later = set(output).union(*(t for _, t in pairs[k + 1:]))
@@ -103,18 +105,17 @@ def _parse_einsum(subscripts: str, ranks: list[int]) -> tuple[list[str], str]:
     width = max(widths, default=0)
     broadcast = "".join(chr(0x391 + k) for k in range(width))  # Greek capitals: never user letters
     terms = [t.replace("...", broadcast[width - w:]) for t, w in zip(terms, widths)]
+    seen = "".join(terms)
     if arrow:
         if width and "..." not in output:
             raise fail("the output needs '...' for the broadcast axes of the operands")
         output = output.replace("...", broadcast)
-        seen = "".join(terms)
         for letter in output:
             if output.count(letter) > 1:
                 raise fail(f"output letter {letter!r} repeats")
             if letter not in seen:
                 raise fail(f"output letter {letter!r} is in no operand")
     else:
-        seen = "".join(terms)
         output = broadcast + "".join(sorted(c for c in set(seen) if seen.count(c) == 1 and c not in broadcast))
     return terms, output
 
@@ -130,24 +131,27 @@ def _einsum_sizes(subscripts: str, terms: list[str], arrays: list[Array]) -> Non
                 raise ShapeError(at_user_line(
                     f"einsum: {shown} has sizes {known} and {size} in subscripts {subscripts!r} "
                     f"(operand shapes {', '.join(str(a.shape) for a in arrays)})"))
-            sizes[letter] = max(known, size)
+            sizes[letter] = size if known == 1 else known
 
 
-def _diagonals(x: Array, term: str) -> tuple[Array, str]:
+def _diagonals(x: Array, term: str, subscripts: str) -> tuple[Array, str]:
     """x with each letter repeated in `term` reduced to its diagonal: the repeated axes moved last,
-    merged and read with a step of n + 1."""
+    merged and read with a step of n + 1 (an empty array stays empty)."""
     for letter in dict.fromkeys(term):
         while term.count(letter) > 1:
             first = term.index(letter)
             second = term.index(letter, first + 1)
             if x.shape[first] != x.shape[second]:
                 raise ShapeError(at_user_line(
-                    f"einsum: repeated {letter!r} has sizes {x.shape[first]} and {x.shape[second]} in one operand"))
+                    f"einsum: repeated {letter!r} has sizes {x.shape[first]} and {x.shape[second]} in one operand "
+                    f"in subscripts {subscripts!r}"))
             n = x.shape[first]
             rest = [a for a in range(x.ndim) if a not in (first, second)]
             moved = ops.transpose(x, rest + [first, second])
-            flat = ops.reshape(moved, moved.shape[:-2] + (n * n,))
-            x = flat[(Ellipsis, slice(None, None, n + 1))]
+            if x.size == 0:
+                x = ops.broadcast_to(x.scope.constant(0.0), moved.shape[:-1])
+            else:
+                x = ops.reshape(moved, moved.shape[:-2] + (n * n,))[(Ellipsis, slice(None, None, n + 1))]
             term = "".join(term[a] for a in rest) + letter
     return x, term
 
@@ -168,8 +172,8 @@ def _contract(x: Array, term: str, y: Array, other: str, later: set[str]) -> tup
     shared = [c for c in term if c in other and c not in later]
     left = [c for c in term if c not in other]
     right = [c for c in other if c not in term]
-    size = {c: max(x.shape[term.index(c)] if c in term else 1, y.shape[other.index(c)] if c in other else 1)
-            for c in term + other}
+    present = [dict(zip(term, x.shape)), dict(zip(other, y.shape))]
+    size = {c: next((p[c] for p in present if p.get(c, 1) != 1), 1) for c in term + other}  # 1 broadcasts
 
     def arrange(a: Array, letters: str, order: list[str]) -> Array:
         a = ops.transpose(a, [letters.index(c) for c in order])

@@ -100,12 +100,14 @@ SCAN_BLOCK = 32  # elements a running fold sums directly; longer axes go by bloc
 
 def _cumulative(op: str, x: Array, axis: int | None) -> Array:
     """A running fold as views and reductions: the axis moved last, then `_scan`."""
+    x = ops.astype(x, int32) if x.dtype == bool_ else x
     if axis is None:
-        return _scan(op, ops.reshape(ops.astype(x, int32) if x.dtype == bool_ else x, (x.size,)))
+        x, axis = ops.reshape(x, (x.size,)), 0
     axis = ops._axis(axis, x.ndim, f"cum{op}")
+    if x.size == 0:
+        return x
     order = [a for a in range(x.ndim) if a != axis] + [axis]
-    moved = ops.transpose(ops.astype(x, int32) if x.dtype == bool_ else x, order)
-    return ops.transpose(_scan(op, moved), [order.index(a) for a in range(x.ndim)])
+    return ops.transpose(_scan(op, ops.transpose(x, order)), [order.index(a) for a in range(x.ndim)])
 
 
 def _scan(op: str, x: Array) -> Array:
