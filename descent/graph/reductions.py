@@ -100,6 +100,7 @@ SCAN_BLOCK = 32  # elements a running fold sums directly; longer axes go by bloc
 
 def _cumulative(op: str, x: Array, axis: int | None) -> Array:
     """A running fold as views and reductions: the axis moved last, then `_scan`."""
+    ops._scope_of(f"cum{op}", (x,))
     x = ops.astype(x, int32) if x.dtype == bool_ else x
     if axis is None:
         x, axis = ops.reshape(x, (x.size,)), 0
