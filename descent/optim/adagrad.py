@@ -43,7 +43,7 @@ class Adagrad(Optimizer):
     def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
         if self.weight_decay:
             gradient = gradient + value * self.weight_decay
-        sum_parameter = self.state[f"{self.prefix}.sum.{parameter.name}"]
+        sum_parameter = self.state_of("sum", parameter)
         total = s.read(sum_parameter) + gradient * gradient
         s.write(sum_parameter, total)
         rate = lr * self.decay if self.lr_decay else lr

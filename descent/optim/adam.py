@@ -41,14 +41,14 @@ class Adam(Optimizer):
             gradient = gradient + value * self.weight_decay
         if self.weight_decay and self.decoupled:
             value = value * (1.0 - lr * self.weight_decay)
-        m_parameter = self.state[f"{self.prefix}.m.{parameter.name}"]
-        v_parameter = self.state[f"{self.prefix}.v.{parameter.name}"]
+        m_parameter = self.state_of("m", parameter)
+        v_parameter = self.state_of("v", parameter)
         m = s.read(m_parameter) * beta1 + gradient * (1.0 - beta1)
         v = s.read(v_parameter) * beta2 + gradient * gradient * (1.0 - beta2)
         s.write(m_parameter, m)
         s.write(v_parameter, v)
         if self.amsgrad:
-            v_max_parameter = self.state[f"{self.prefix}.v_max.{parameter.name}"]
+            v_max_parameter = self.state_of("v_max", parameter)
             v = ops.maximum(s.read(v_max_parameter), v)
             s.write(v_max_parameter, v)
         correction1 = 1.0 - ops.pow(beta1, self.step)

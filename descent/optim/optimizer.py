@@ -50,11 +50,18 @@ class Optimizer:
         return counter
 
     def state_parameter(self, env: Any, kind: str, parameter: Parameter, value: np.ndarray | None = None) -> Parameter:
-        name = f"{self.prefix}.{kind}.{parameter.name}"
+        name = self._state_name(kind, parameter)
         created = env.parameter(name, parameter.shape if value is None else np.shape(value),
                                 init=np.zeros(parameter.shape, np.float32) if value is None else value)
         self.state[name] = created
         return created
+
+    def state_of(self, kind: str, parameter: Parameter) -> Parameter:
+        """The `kind` state (m, velocity, ...) that `state_parameter` created for `parameter`."""
+        return self.state[self._state_name(kind, parameter)]
+
+    def _state_name(self, kind: str, parameter: Parameter) -> str:
+        return f"{self.prefix}.{kind}.{parameter.name}"
 
     def named_state(self) -> dict[str, Parameter]:
         """The learning rate and state by names that do not count the optimisers built before this

@@ -32,17 +32,17 @@ class RMSprop(Optimizer):
     def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
         if self.weight_decay:
             gradient = gradient + value * self.weight_decay
-        square_parameter = self.state[f"{self.prefix}.square_avg.{parameter.name}"]
+        square_parameter = self.state_of("square_avg", parameter)
         square_avg = s.read(square_parameter) * self.alpha + gradient * gradient * (1.0 - self.alpha)
         s.write(square_parameter, square_avg)
         if self.centered:
-            mean_parameter = self.state[f"{self.prefix}.grad_avg.{parameter.name}"]
+            mean_parameter = self.state_of("grad_avg", parameter)
             grad_avg = s.read(mean_parameter) * self.alpha + gradient * (1.0 - self.alpha)
             s.write(mean_parameter, grad_avg)
             square_avg = square_avg - grad_avg * grad_avg
         step = gradient / (ops.sqrt(square_avg) + self.eps)
         if self.momentum:
-            velocity_parameter = self.state[f"{self.prefix}.velocity.{parameter.name}"]
+            velocity_parameter = self.state_of("velocity", parameter)
             step = s.read(velocity_parameter) * self.momentum + step
             s.write(velocity_parameter, step)
         s.write(parameter, value - lr * step)

@@ -43,7 +43,7 @@ class SGD(Optimizer):
     def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
         step = gradient + value * self.weight_decay if self.weight_decay else gradient
         if self.momentum:
-            velocity_parameter = self.state[f"{self.prefix}.velocity.{parameter.name}"]
+            velocity_parameter = self.state_of("velocity", parameter)
             velocity = s.read(velocity_parameter) * self.momentum
             if self.dampening:
                 velocity = ops.where(self.first, step, velocity + step * (1.0 - self.dampening))
