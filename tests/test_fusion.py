@@ -354,3 +354,21 @@ def test_argmax_read_at_the_level_of_the_max_epilogue_keeps_its_own_kernel(env: 
     env.run(graph)
     np.testing.assert_array_equal(env.read(top), data.max(1) * 2)
     np.testing.assert_array_equal(env.read(rows), table[data.argmax(1)])
+
+
+def test_outputs_sharing_a_kernel_are_split_to_fit_the_binding_limit() -> None:
+    """Twenty parameters updated at one level would share one kernel of 40 bindings; on a device that
+    allows 8 they are split into several kernels, and every update is still right."""
+    env = dc.Environment()
+    env.device = dataclasses.replace(env.device, limits=dataclasses.replace(env.device.limits, max_storage_buffers=8))
+    values = [rng.normal(size=(5,)).astype(np.float32) for _ in range(20)]
+    params = [env.parameter(f"split_{i}", (5,), init=value) for i, value in enumerate(values)]
+    graph = env.build_graph(lambda s: [s.write(p, s.read(p) * 2.0 + float(i)) for i, p in enumerate(params)])
+    assert graph.kernel_count > 1
+    assert all(len(source.bindings) <= 8 for source in graph.sources)
+    env.run(graph)
+    for i, (p, value) in enumerate(zip(params, values)):
+        np.testing.assert_allclose(env.read(p), value * 2.0 + i, rtol=1e-6)
+    with pytest.raises(dc.DeviceError, match=r"kernel0 binds \d+ buffers; this device allows 8 \(ops from"):
+        wide = [env.parameter(f"wide_{i}", (5,)) for i in range(8)]
+        env.build_graph(lambda s: s.write(params[0], sum((s.read(p) for p in wide), s.read(params[0]))))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.codegen.glsl import DeviceShape, generate
+from descent.codegen.glsl import DeviceShape, KernelSource, generate
 from descent.compile.spirv import compile_glsl
 from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line, user_location
 from descent.graph.dtype import DType, as_dtype, bool_, float32
@@ -21,6 +21,7 @@ from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 from descent.runtime.device import Device, _import_kp, open_device
 from descent.runtime.executable import Executable
+from descent.schedule.kernel import Schedule
 from descent.schedule.plan import schedule
 
 LOCAL_SIZE = 256
@@ -252,7 +253,6 @@ class Environment:
         scope = Scope(self, training=training)
         fn(scope)
         cpu = self.device.kind == "cpu"
-        plan = schedule(scope.graph, scope.writes, computed_operands=cpu)
         limits = self.device.limits
         shape = DeviceShape(
             local_size=min(LOCAL_SIZE, limits.max_workgroup_invocations, limits.max_workgroup_size[0]),
@@ -264,11 +264,7 @@ class Environment:
             subgroup_size=max(1, min(limits.subgroup_size, limits.max_workgroup_size[0])),
             shuffle=limits.subgroup_shuffle and limits.subgroup_size <= limits.max_workgroup_size[0],
         )
-        sources = [source for kernel in plan.kernels for source in generate(scope.graph, kernel, plan.buffers, shape)]
-        for source in sources:
-            if len(source.bindings) > limits.max_storage_buffers:
-                raise DeviceError(f"{source.name} binds {len(source.bindings)} buffers; this device allows "
-                                  f"{limits.max_storage_buffers} (ops from {', '.join(source.locations[:3])})")
+        plan, sources = _within_bindings(scope, cpu, shape, limits.max_storage_buffers)
         for nbytes in plan.slots:
             if nbytes > limits.max_storage_buffer_range:
                 raise DeviceError(f"a temporary of {nbytes} bytes exceeds the device's storage-buffer range "
@@ -306,6 +302,28 @@ class Pending:
     sequence: Any
     graph: Executable
     thread: int
+
+
+def _within_bindings(scope: Scope, cpu: bool, shape: DeviceShape, limit: int) -> tuple[Schedule, list[KernelSource]]:
+    """The schedule and its kernels' sources, each binding at most `limit` buffers: where a kernel
+    sharing many elementwise outputs (an optimiser's updates of every parameter at once) binds more,
+    it is scheduled again with fewer outputs a kernel."""
+    max_grouped = None
+    while True:
+        plan = schedule(scope.graph, scope.writes, computed_operands=cpu, max_grouped=max_grouped)
+        generated = [(kernel, source) for kernel in plan.kernels
+                     for source in generate(scope.graph, kernel, plan.buffers, shape)]
+        wide = [(kernel, source) for kernel, source in generated if len(source.bindings) > limit]
+        if not wide:
+            return plan, [source for _, source in generated]
+        fewer = max(len(kernel.outputs) for kernel, _ in wide) // 2
+        if max_grouped is not None:
+            fewer = min(fewer, max_grouped - 1)
+        if fewer < 1:
+            source = wide[0][1]
+            raise DeviceError(f"{source.name} binds {len(source.bindings)} buffers; this device allows {limit} "
+                              f"(ops from {', '.join(source.locations[:3])})")
+        max_grouped = fewer
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:

@@ -30,14 +30,16 @@ class _Draft:
     values: list[int] = field(default_factory=list)  # see Kernel.values
 
 
-def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], computed_operands: bool = False) -> Schedule:
+def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], computed_operands: bool = False,
+             max_grouped: int | None = None) -> Schedule:
     """Fuse the graph into kernels that compute every parameter write, reads seeing old values; the
     kernels of a level run in whichever order needs fewer bytes of temporaries (`_order_for_memory`).
-    `computed_operands`: give computed matmul operands a buffer (see `realize`)."""
+    `computed_operands`: give computed matmul operands a buffer (see `realize`). `max_grouped`: at
+    most this many outputs share an elementwise kernel (each binds buffers, and devices limit them)."""
     writes = {name: (p, node) for name, (p, node) in writes.items() if p.size > 0}
     roots = sorted({node for _, node in writes.values()})
     realized = realize(graph, roots, computed_operands)
-    drafts = _merge_epilogues(graph, _drafts(graph, set(roots) | realized, realized), set(roots), realized)
+    drafts = _merge_epilogues(graph, _drafts(graph, set(roots) | realized, realized, max_grouped), set(roots), realized)
     drafts = _merge_arg_reductions(graph, drafts, realized)
     drafts.sort(key=lambda d: d.level)
 
@@ -93,8 +95,9 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], comput
     return Schedule(tuple(kernels), buffers, slots, tuple(copies))
 
 
-def _drafts(graph: nx.DiGraph, outputs: set[int], realized: set[int]) -> list[_Draft]:
-    """One kernel per heavy node; other outputs share a kernel per (level, element count)."""
+def _drafts(graph: nx.DiGraph, outputs: set[int], realized: set[int], max_grouped: int | None) -> list[_Draft]:
+    """One kernel per heavy node; other outputs share a kernel per (level, element count), at most
+    `max_grouped` a kernel."""
     level = levels(graph, outputs, realized)
     drafts = []
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -104,7 +107,9 @@ def _drafts(graph: nx.DiGraph, outputs: set[int], realized: set[int]) -> list[_D
             drafts.append(_Draft(level[node_id], numel(node.shape), [node_id], core=node_id))
         else:
             groups[(level[node_id], numel(node.shape))].append(node_id)
-    drafts += [_Draft(lvl, size, nodes) for (lvl, size), nodes in sorted(groups.items())]
+    for (lvl, size), nodes in sorted(groups.items()):
+        step = max_grouped or len(nodes)
+        drafts += [_Draft(lvl, size, nodes[start:start + step]) for start in range(0, len(nodes), step)]
     return drafts
 
 
