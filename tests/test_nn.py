@@ -450,6 +450,18 @@ def test_trainer_refuses_out_of_range_labels(env: dc.Environment) -> None:
     assert trainer.evaluate(x, y)["loss"] > 0
 
 
+def test_labels_are_checked_for_a_partial_cross_entropy_and_may_be_unsigned(env: dc.Environment) -> None:
+    """softmax_cross_entropy wrapped in functools.partial still gets its labels checked, and uint8
+    labels (as IDX files, torchvision and Keras give them) score as int32 ones do."""
+    trainer, x, y = _small_trainer(env, optim.SGD(0.1))
+    smoothed = nn.Trainer(env, trainer.model, loss=functools.partial(dc.softmax_cross_entropy, label_smoothing=0.1))
+    with pytest.raises(ValueError, match=r"evaluate: label y\[\d+\] = 3 is outside \[0, 3\)"):
+        smoothed.evaluate(x, y + 1)
+    by_int32, by_uint8 = trainer.evaluate(x, y), trainer.evaluate(x, y.astype(np.uint8))
+    assert by_uint8 == pytest.approx(by_int32, rel=1e-6)
+    assert np.isclose(by_uint8["accuracy"], (trainer.predict(x).argmax(1) == y).mean())
+
+
 def test_fit_checks_validation_data_before_training(env: dc.Environment) -> None:
     trainer, x, y = _small_trainer(env, optim.SGD(0.1))
     before = _weights(env, trainer)

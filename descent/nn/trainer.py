@@ -30,8 +30,8 @@ class Trainer:
     def __init__(self, env: Any, model: Module, loss: Loss = losses.softmax_cross_entropy,
                  optimizer: Optimizer | None = None, accuracy: bool | None = None) -> None:
         self.env, self.model, self.loss, self.optimizer = env, model, loss, optimizer
-        classifies = getattr(loss, "func", loss) is losses.softmax_cross_entropy  # also through functools.partial
-        self.accuracy = classifies if accuracy is None else accuracy
+        self._classifies = getattr(loss, "func", loss) is losses.softmax_cross_entropy  # also through partial
+        self.accuracy = self._classifies if accuracy is None else accuracy
         if optimizer is not None:
             optimizer.build(env, model.parameters(trainable_only=True))
         self.name = env.unique_name("trainer")
@@ -66,7 +66,7 @@ class Trainer:
             else:
                 if labels.dtype.is_float and labels.shape == output.shape:
                     labels = reductions.argmax(labels, -1)
-                hits = ops.eq(reductions.argmax(output, -1), labels)
+                hits = ops.eq(reductions.argmax(output, -1), ops.astype(labels, "int32"))  # uint8 labels too
             per_example = float(hits.size // output.shape[0])
             s.write(correct, s.read(correct) + reductions.sum(ops.astype(hits, "float32")) / per_example)
 
@@ -108,7 +108,7 @@ class Trainer:
         """Refuse integer class labels outside [0, classes) for softmax cross-entropy: one_hot turns
         such a label into a row of zeros, so the loss would silently leave the example out. The
         class count is the last axis of the model's output, from the graph the first batch uses."""
-        if self.loss is not losses.softmax_cross_entropy or y.dtype.kind not in "iu" or y.size == 0:
+        if not self._classifies or y.dtype.kind not in "iu" or y.size == 0:
             return
         first = x[: min(len(x), batch_size)], y[: min(len(y), batch_size)]
         self._graph(kind, *first)
