@@ -281,12 +281,13 @@ def test_clipped_amsgrad_adamw_of_a_deep_model_matches_torch() -> None:
     """Clipping makes every update wait for the global norm, so all of a deep model's updates fall
     on one level: they must still fit the device's bindings (lavapipe allows 32) and match torch."""
     env = dc.Environment()
-    x = rng.normal(size=(8, 16)).astype(np.float32) * 4
-    y = rng.integers(0, 4, 8).astype(np.int32)
+    local = np.random.default_rng(11)
+    x = local.normal(size=(8, 16)).astype(np.float32) * 4
+    y = local.integers(0, 4, 8).astype(np.int32)
     model = nn.Sequential(nn.Dense(16, 16), nn.ReLU(), nn.Dense(16, 16), nn.ReLU(), nn.Dense(16, 16), nn.ReLU(),
                           nn.Dense(16, 16), nn.ReLU(), nn.Dense(16, 4)).build(env, seed=1)
     tparams = [torch.tensor(env.read(p), requires_grad=True) for p in model.parameters()]
-    trainer = nn.Trainer(env, model, optimizer=optim.AdamW(0.01, amsgrad=True, max_grad_norm=0.5))
+    trainer = nn.Trainer(env, model, optimizer=optim.AdamW(0.01, amsgrad=True, max_grad_norm=0.1))
     optimiser = torch.optim.AdamW(tparams, 0.01, amsgrad=True)
     for _ in range(5):
         trainer.fit(x, y, epochs=1, batch_size=8, shuffle=False, progress=False)
@@ -295,7 +296,7 @@ def test_clipped_amsgrad_adamw_of_a_deep_model_matches_torch() -> None:
         for k in range(0, 8, 2):
             h = torch.relu(h @ tparams[k] + tparams[k + 1])
         F.cross_entropy(h @ tparams[8] + tparams[9], torch.from_numpy(y).long()).backward()
-        assert torch.nn.utils.clip_grad_norm_(tparams, 0.5) > 0.5
+        assert torch.nn.utils.clip_grad_norm_(tparams, 0.1) > 0.1
         optimiser.step()
     for ours, theirs in zip(model.parameters(), tparams):
         np.testing.assert_allclose(env.read(ours), theirs.detach().numpy(), rtol=1e-4, atol=2e-5)
