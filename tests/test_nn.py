@@ -302,6 +302,27 @@ def test_clipped_amsgrad_adamw_of_a_deep_model_matches_torch() -> None:
         np.testing.assert_allclose(env.read(ours), theirs.detach().numpy(), rtol=1e-4, atol=2e-5)
 
 
+def test_tied_weights_train_as_in_torch() -> None:
+    """One Dense used twice: its parameters are listed once, their gradient sums both uses, and Adam
+    updates them once a step, as torch does for a module applied twice."""
+    env = dc.Environment()
+    x = rng.normal(size=(8, 6)).astype(np.float32)
+    y = rng.integers(0, 6, 8).astype(np.int32)
+    shared = nn.Dense(6, 6)
+    model = nn.Sequential(shared, nn.Tanh(), shared).build(env, seed=2)
+    assert [name for name, _ in model.named_parameters()] == ["0.weight", "0.bias"]
+    w, b = (torch.tensor(env.read(p), requires_grad=True) for p in model.parameters())
+    trainer = nn.Trainer(env, model, optimizer=optim.Adam(0.01))
+    optimiser = torch.optim.Adam([w, b], 0.01)
+    for _ in range(5):
+        trainer.fit(x, y, epochs=1, batch_size=8, shuffle=False, progress=False)
+        optimiser.zero_grad()
+        F.cross_entropy(torch.tanh(torch.from_numpy(x) @ w + b) @ w + b, torch.from_numpy(y).long()).backward()
+        optimiser.step()
+    for ours, theirs in zip(model.parameters(), (w, b)):
+        np.testing.assert_allclose(env.read(ours), theirs.detach().numpy(), rtol=1e-4, atol=2e-5)
+
+
 @pytest.mark.parametrize("ours, theirs", [
     (optim.StepLR(3, 0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5)),
     (optim.CosineLR(1e-3), lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 10, 1e-3)),

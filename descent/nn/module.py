@@ -74,12 +74,14 @@ class Module:
             child._build(env, rng, f"{name}.{child_name}" if name else child_name)
 
     def named_parameters(self, trainable_only: bool = False) -> Iterator[tuple[str, Parameter]]:
-        """(dotted name, parameter) of this module and its children, in build order."""
-        for name, parameter in self._parameters.items():
-            if self._trainable[name] or not trainable_only:
-                yield parameter.name, parameter
-        for child in self._children.values():
-            yield from child.named_parameters(trainable_only)
+        """(dotted name, parameter) of this module and its children, in build order; a part used twice
+        (tied weights) gives its parameters once, as PyTorch's does."""
+        seen = set()
+        for module in self._modules():
+            for name, parameter in module._parameters.items():
+                if (module._trainable[name] or not trainable_only) and parameter.name not in seen:
+                    seen.add(parameter.name)
+                    yield parameter.name, parameter
 
     def parameters(self, trainable_only: bool = True) -> list[Parameter]:
         return [p for _, p in self.named_parameters(trainable_only)]
