@@ -265,3 +265,44 @@ def test_cumulative_axis_errors(env: dc.Environment) -> None:
         env.build_graph(lambda s: dc.cumsum(s.read(x), 2))
     with pytest.raises(dc.GraphError, match="cumprod: needs at least one Array operand"):
         dc.cumprod([1.0, 2.0])
+
+
+def test_rows_longer_than_a_drivers_loop_limit_fold_completely(env: dc.Environment) -> None:
+    """lavapipe ends an invocation's loops after 65535 iterations in all: rows of 70001 elements
+    with 64 outputs (one thread a row, on CPU drivers) used to stop at 65535. Now such rows are
+    shared among a workgroup's threads wherever one thread's loops would run too long."""
+    x = rng.normal(size=(64, 70001)).astype(np.float32)
+    np.testing.assert_allclose(evaluate(env, lambda a: dc.sum(a, 1), x), x.sum(1), rtol=1e-5, atol=_tolerance(x))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.max(a, 1), x), x.max(1))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.argmin(a, 1), x), x.argmin(1))
+    np.testing.assert_allclose(evaluate(env, lambda a: dc.logsumexp(a, 1), x),
+                               np.log(np.exp(x.astype(np.float64)).sum(1)), rtol=1e-5)
+
+
+def test_kernels_keep_within_a_drivers_loop_limit() -> None:
+    """With a loop limit of 200 iterations an invocation (as if measured so): long rows move to
+    wider workgroups and still fold right; what no workgroup can hold is refused with the reason."""
+    import dataclasses
+
+    env = dc.Environment()
+    env.device = dataclasses.replace(env.device, limits=dataclasses.replace(env.device.limits, max_loop_trips=200))
+    x = rng.normal(size=(64, 1000)).astype(np.float32)
+    np.testing.assert_allclose(evaluate(env, lambda a: dc.sum(a, 1), x), x.sum(1), rtol=1e-5, atol=_tolerance(x))
+    wide = rng.normal(size=(2, 60001)).astype(np.float32)
+    np.testing.assert_allclose(evaluate(env, lambda a: dc.sum(a, 1), wide), wide.sum(1), rtol=1e-5,
+                               atol=_tolerance(wide))
+    message = r"needs \d+ loop iterations in one thread, and this device's driver ends a thread's loops after 200"
+    with pytest.raises(dc.DeviceError, match="a max of 600000 elements .*" + message):
+        evaluate(env, lambda a: dc.max(a, 1), np.zeros((2, 600000), np.float32))
+    with pytest.raises(dc.DeviceError, match="a matmul over K = 5003 " + message):
+        evaluate(env, lambda a, b: a @ b, np.zeros((64, 5003), np.float32), np.zeros((5003, 64), np.float32))
+
+
+def test_the_loop_limit_is_measured() -> None:
+    """lavapipe's is 65535; other drivers have none the probe finds (it runs 2**20 iterations)."""
+    limits = dc.Environment().device.limits
+    from descent.runtime.device import LOOP_PROBE_TRIPS, UNLIMITED
+    if "llvmpipe" in dc.Environment().device.name:
+        assert limits.max_loop_trips == 65535
+    else:
+        assert limits.max_loop_trips == UNLIMITED or 0 < limits.max_loop_trips < LOOP_PROBE_TRIPS

@@ -17,6 +17,7 @@ import networkx as nx
 
 from descent.codegen.emitter import Emitter, identifier, literal, without_unread_indices
 from descent.codegen.index import Index, Var, render, split_aligned, variable
+from descent.errors import DeviceError
 from descent.graph.dtype import DType, bool_, float32, int32
 from descent.graph.view import View, is_masked, numel, simplify
 from descent.schedule.fuse import input_contexts, node_of, operand_contexts, reduce_layout
@@ -28,6 +29,7 @@ SHADERS = _PACKAGE / "shaders" if (_PACKAGE / "shaders").is_dir() else _PACKAGE.
 SERIAL_REDUCTION = 32  # reductions at most this long are folded by one thread each
 CPU_SERIAL_OUTPUTS = 64  # on a CPU driver, where a barrier switches every SIMD batch of the workgroup
 # in and out, this many outputs keep every core busy folding one output per thread
+LOOP_SLACK = 16  # loop iterations a kernel's short loops may add to its long one
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class DeviceShape:
     texel_elements: int = 0  # read-only buffers up to this many elements are read as texel buffers
     subgroup_size: int = 32  # a CPU driver's SIMD width: the workgroup size of its matmul
     shuffle: bool = False  # subgroup shuffles, with a workgroup of subgroup_size being one subgroup
+    loop_trips: int = 2**31 - 1  # loop iterations an invocation may run in all (lavapipe: 65535)
+    max_local_size: int = 256  # the largest workgroup: more threads share a reduction too long for one's loops
 
 
 @cache
@@ -333,6 +337,18 @@ def _identity(op: str, dtype: DType) -> str:
     return "0u" if lowest else "4294967295u"
 
 
+def _fits_loops(trips: int, device: DeviceShape) -> bool:
+    """Whether an invocation whose long loop runs `trips` times stays within the driver's loop limit."""
+    return trips + LOOP_SLACK <= device.loop_trips
+
+
+def _too_long(parts: _Kernel, what: str, trips: int, device: DeviceShape) -> DeviceError:
+    return DeviceError(f"{parts.kernel.name}: {what} needs {trips} loop iterations in one thread, and this device's "
+                       f"driver ends a thread's loops after {device.loop_trips} (lavapipe's guard against endless "
+                       f"loops); split it into shorter steps (ops from {', '.join(parts.locations[:3])})")
+
+
+
 def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     kernel = parts.kernel
     (source,) = core.inputs
@@ -344,7 +360,8 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         finish = "position"
     elif op == "logsumexp":
         accumulator, lift, finish = "vec2", "vec2(x, 1.0)", "(value.x + log(value.y))"
-    serial = reduced <= SERIAL_REDUCTION or (device.cpu and outputs >= CPU_SERIAL_OUTPUTS)
+    serial = (reduced <= SERIAL_REDUCTION or (device.cpu and outputs >= CPU_SERIAL_OUTPUTS)) and \
+        _fits_loops(reduced, device)
     quads = serial and device.cpu and bool(parts.texel_elements) and reduced % 4 == 0
     if quads:
         functions = parts.load_function("load_quad", source, chain, dtype,
@@ -361,7 +378,12 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         workgroups = _grid(-(-outputs // local), device.max_groups)
     else:
         local = min(device.local_size, 1 << max(5, (reduced - 1).bit_length()))
+        while not _fits_loops(-(-reduced // local) + local.bit_length(), device) and 2 * local <= device.max_local_size:
+            local *= 2
         workgroups = _grid(outputs, device.max_groups)
+        if not _fits_loops(-(-reduced // local) + local.bit_length(), device):
+            raise _too_long(parts, f"a {op} of {reduced} elements over {local} threads",
+                            -(-reduced // local) + local.bit_length(), device)
     return parts.fill("reduce", workgroups, REDUCTION=" and ".join([op] + [op[3:]] * bool(kernel.values)),
                       REDUCED=reduced, OUTPUTS=outputs,
                       SERIAL=int(serial), QUADS=int(quads), LOCAL_SIZE=local, FUNCTIONS=functions,
@@ -394,6 +416,9 @@ def _scatter_add(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], 
                                  SIZE=kernel.size, LOCAL_SIZE=device.local_size, BODY=body))
     parts.ops.append("scatter_add")
     parts.locations.append(core.location)
+    if deterministic and not _fits_loops(core.attrs["count"], device):
+        raise _too_long(parts, f"a deterministic scatter_add of {core.attrs['count']} indices",
+                        core.attrs["count"], device)
     workgroups = _grid(-(-threads // device.local_size), device.max_groups)
     sources.append(parts.fill("scatter_add", workgroups, VALUES=value_count, SIZE=kernel.size, EXTENT=extent,
                               COUNT=core.attrs["count"], INNER=inner, DETERMINISTIC=int(deterministic),
@@ -478,6 +503,9 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
             functions += "\n" + _fetch_function("fetch_b", "load_b", load_b, read_b, (k, n), (4, block_n), 4)
         else:
             functions += "\n" + load_a + "\n" + load_b
+        steps = -(-k // 4) if vector else -(-k // 2)  # matmul_direct_vec4's steps of K, matmul_direct's (DEPTH)
+        if not _fits_loops(steps, device):
+            raise _too_long(parts, f"a matmul over K = {k}", steps, device)
         blocks = batch * -(-m // block_m) * -(-n // block_n)
         # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
@@ -491,6 +519,8 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     while (tile_m + width + tile_n) * tile_k * 4 > device.shared_memory and tile_k > shallowest:
         tile_k //= 2
     workgroups = (-(-n // tile_n), -(-m // tile_m), batch)
+    if not _fits_loops(-(-k // tile_k) * (tile_k + 4), device):
+        raise _too_long(parts, f"a matmul over K = {k}", -(-k // tile_k) * (tile_k + 4), device)
     read_a = _vector_read(parts, a, chain_a, a_axes, "col", width)
     read_b = _vector_read(parts, b, chain_b, b_axes, "col", width)
     functions += "\n" + _fetch_function("fetch_a", "load_a", load_a, read_a, (m, k), (tile_m, tile_k), width)
@@ -554,6 +584,11 @@ def _subgroup_matmul(parts: _Kernel, a, load_a: str, vector_b: tuple[str, str], 
                                   slice_lines)
     tiles = batch * -(-m // lanes) * -(-n // (4 * lanes))
     per_group = max(1, min(SUBGROUP_TILES_PER_GROUP, tiles // CPU_MIN_WORKGROUPS))
+    slices = k // lanes + 1
+    while per_group > 1 and not _fits_loops(per_group * slices, device):  # each tile loops over K
+        per_group //= 2
+    if not _fits_loops(per_group * slices, device):
+        raise _too_long(parts, f"a matmul over K = {k}", per_group * slices, device)
     return parts.fill("matmul_subgroup", _grid(-(-tiles // per_group), device.max_groups), BATCH=batch, M=m, N=n, K=k,
                       LANES=lanes, PER_GROUP=per_group, FUNCTIONS=functions)
 

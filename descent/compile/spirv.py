@@ -41,13 +41,15 @@ def _numbered(source: str) -> str:
     return "\n".join(f"{n:4d}  {line}" for n, line in enumerate(source.splitlines(), start=1))
 
 
-def compile_glsl(source: str, label: str = "kernel", origin: str = "") -> bytes:
-    """SPIR-V for a compute shader; compiles only on a cache miss. `origin` names the ops for errors."""
-    _dump(source, label)
+def compile_glsl(source: str, label: str = "kernel", origin: str = "", probe: bool = False) -> bytes:
+    """SPIR-V for a compute shader; compiles only on a cache miss. `origin` names the ops for errors.
+    A `probe` (descent measuring the driver, not a user's kernel) is neither dumped nor counted."""
+    if not probe:
+        _dump(source, label)
     key = hashlib.sha256("\0".join((source, compiler_version(), *FLAGS)).encode()).hexdigest()
     cached = cache_dir() / f"{key}.spv"
     if cached.exists():
-        stats["cached"] += 1
+        stats["cached"] += not probe
         return cached.read_bytes()
     with tempfile.TemporaryDirectory(prefix="descent-") as work:
         shader = Path(work) / f"{label}.comp"
@@ -56,7 +58,7 @@ def compile_glsl(source: str, label: str = "kernel", origin: str = "") -> bytes:
         result = subprocess.run(
             [COMPILER, *FLAGS, "-o", str(output), str(shader)], capture_output=True, text=True, check=False
         )
-        stats["compiled"] += 1
+        stats["compiled"] += not probe
         if result.returncode != 0 or not output.exists():
             message = (result.stdout + result.stderr).strip()
             raise CompileError(

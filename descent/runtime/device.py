@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
+from descent.compile.spirv import compile_glsl
 from descent.errors import DeviceError, at_user_line
 from descent.runtime.probe import count_devices
 
 SUBGROUP_FEATURE_SHUFFLE = 0x10  # VK_SUBGROUP_FEATURE_SHUFFLE_BIT
 DEVICE_TYPES = {0: "other", 1: "integrated", 2: "discrete", 3: "virtual", 4: "cpu"}
+UNLIMITED = 2**31 - 1
+LOOP_PROBE_TRIPS = 1 << 20
+_MEASURED_LOOP_TRIPS: dict[tuple[int, str], int] = {}  # per device, once a process
+LOOP_PROBE = """#version 450
+// loop_probe: how many iterations of one long loop an invocation runs (descent.runtime.device._loop_trips)
+layout(local_size_x = 1) in;
+layout(std430, binding = 0) buffer Probe { uint data[]; };
+
+void main() {
+    uint trips = 0u;
+    for (uint i = 0u; i < data[0]; i++) {
+        trips += 1u + data[1];
+    }
+    data[2] = trips;
+}
+"""
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,7 @@ class DeviceLimits:
     max_storage_buffers: int
     max_texel_buffer_elements: int
     timestamp_period: float  # nanoseconds per GPU timestamp tick
+    max_loop_trips: int = UNLIMITED  # loop iterations an invocation may run in all (measured: `_loop_trips`)
 
 
 @dataclass(frozen=True)
@@ -107,5 +127,25 @@ def open_device(spec: int | str | None = None, source: str = "device") -> Device
         manager.destroy()
         raise DeviceError("this `kp` lacks descent's texel-buffer bindings; run `./run.sh setup` to build the "
                           "patched one")
+    key = (index, properties["device_name"])
+    if key not in _MEASURED_LOOP_TRIPS:
+        _MEASURED_LOOP_TRIPS[key] = _loop_trips(kp, manager)
+    limits = replace(_limits(properties), max_loop_trips=_MEASURED_LOOP_TRIPS[key])
     return Device(manager, index, properties["device_name"], DEVICE_TYPES.get(properties["device_type"], "other"),
-                  _limits(properties))
+                  limits)
+
+
+def _loop_trips(kp, manager) -> int:
+    """The loop iterations a kernel invocation may run, all its loops together, before the driver ends
+    them: no Vulkan limit reports it, and lavapipe stops every loop of an invocation after 65535 in all
+    (a guard against endless loops), so a longer fold would end early with a wrong result. Measured
+    by a loop of LOOP_PROBE_TRIPS iterations; one that runs them all means no limit below that."""
+    tensor = manager.tensor_t(np.array([LOOP_PROBE_TRIPS, 0, 0], np.uint32))
+    algorithm = manager.algorithm([tensor], compile_glsl(LOOP_PROBE, "loop_probe", probe=True), [1, 1, 1])
+    sequence = manager.sequence()
+    sequence.record(kp.OpTensorSyncDevice([tensor]))
+    sequence.record(kp.OpAlgoDispatch(algorithm))
+    sequence.record(kp.OpTensorSyncLocal([tensor]))
+    sequence.eval()
+    trips = int(tensor.data()[2])
+    return UNLIMITED if trips >= LOOP_PROBE_TRIPS else trips

@@ -263,6 +263,8 @@ class Environment:
             texel_elements=limits.max_texel_buffer_elements if cpu else 0,
             subgroup_size=max(1, min(limits.subgroup_size, limits.max_workgroup_size[0])),
             shuffle=limits.subgroup_shuffle and limits.subgroup_size <= limits.max_workgroup_size[0],
+            loop_trips=limits.max_loop_trips,
+            max_local_size=min(limits.max_workgroup_invocations, limits.max_workgroup_size[0]),
         )
         plan, sources = _within_bindings(scope, cpu, shape, limits.max_storage_buffers)
         for nbytes in plan.slots:
