@@ -95,6 +95,23 @@ def test_in_place_transpose_is_staged(env: dc.Environment) -> None:
     np.testing.assert_array_equal(env.read(m), (data.T + 1).T + 1)
 
 
+@pytest.mark.parametrize("checked", [False, True], ids=["replayed", "DESCENT_DEBUG"])
+def test_staged_writes_of_integer_and_bool_parameters(monkeypatch, checked: bool) -> None:
+    """An int32, uint32 or bool parameter written from a view of itself is staged and copied back: the
+    staging memory must have the parameter's element type, since kp copies only between equal types."""
+    monkeypatch.setenv("DESCENT_DEBUG", "1" if checked else "0")
+    env = dc.Environment()
+    ints = env.parameter("staged_ints", (5,), dc.int32, init=np.arange(5, dtype=np.int32))
+    flags = env.parameter("staged_flags", (4,), dc.bool_, init=np.array([True, False, False, False]))
+    words = env.parameter("staged_words", (2, 2), dc.uint32, init=np.array([[1, 2], [3, 4]], np.uint32))
+    graph = env.build_graph(lambda s: (s.write(ints, s.read(ints)[::-1] * 2), s.write(flags, ~s.read(flags)[::-1]),
+                                       s.write(words, s.read(words).T)))
+    env.run(graph)
+    np.testing.assert_array_equal(env.read(ints), [8, 6, 4, 2, 0])
+    np.testing.assert_array_equal(env.read(flags), [True, True, True, False])
+    np.testing.assert_array_equal(env.read(words), [[1, 3], [2, 4]])
+
+
 def test_widely_reused_intermediate_is_realised_once(env: dc.Environment) -> None:
     data = rng.normal(size=(8, 8)).astype(np.float32) * 0.1
 

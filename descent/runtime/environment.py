@@ -48,7 +48,7 @@ class Environment:
         self._transfer = self.device.manager.sequence()
         self._constants: dict[tuple, Parameter] = {}
         self._next_seed = int(seed)
-        self._slots: dict[tuple[int, int], Any] = {}
+        self._slots: dict[tuple[int, int, str], Any] = {}  # (index, bytes, element type) -> kp tensor
         self._algorithms: dict[tuple, Any] = {}
         self._in_flight: list[Pending] = []
         self._lock = threading.RLock()  # runs may come from several threads; the queue takes one at a time
@@ -96,7 +96,7 @@ class Environment:
         """Device memory this Environment holds: every parameter (model, optimiser state, inputs,
         constants) and the temporary slots its graphs share."""
         parameters = sum(max(p.size, 1) * p.dtype.itemsize for p in self.parameters.values())
-        return parameters + sum(max(nbytes // 4, 1) * 4 for _, nbytes in self._slots)
+        return parameters + sum(max(nbytes // 4, 1) * 4 for _, nbytes, _ in self._slots)
 
     def unique_name(self, prefix: str) -> str:
         """`prefix`, or `prefix2`, `prefix3`... : the first that no parameter name starts with."""
@@ -118,13 +118,15 @@ class Environment:
     def tensor(self, name: str):
         return self._tensors[name]
 
-    def slot(self, index: int, nbytes: int):
+    def slot(self, index: int, nbytes: int, dtype: np.dtype | type = np.float32):
         """Device memory for a graph's temporary slot. Temporaries are dead once a run ends and runs
-        never overlap, so every graph shares the Environment's slots: rebuilding a graph allocates nothing."""
-        key = (index, nbytes)
+        never overlap, so every graph shares the Environment's slots: rebuilding a graph allocates nothing.
+        `dtype` is the element type kp knows it by (a staged write is copied only to its own type)."""
+        key = (index, nbytes, np.dtype(dtype).str)
         if key not in self._slots:
             kind = self.kp.TensorTypes.device if self.checked else self.kp.TensorTypes.storage  # checked mode reads it
-            self._slots[key] = self._allocate(np.zeros(max(nbytes // 4, 1), np.float32), kind, "a temporary")
+            self._slots[key] = self._allocate(np.zeros(max(nbytes // np.dtype(dtype).itemsize, 1), dtype), kind,
+                                              "a temporary")
         return self._slots[key]
 
     def _allocate(self, storage: np.ndarray, kind, what: str):

@@ -42,7 +42,11 @@ class Executable:
         written = [n for source in sources for n in source.writes] + [c.target for c in schedule.copies]
         self.writes = {schedule.buffers[n].parameter for n in written if schedule.buffers[n].parameter}
         self.reads = {b.parameter for b in schedule.buffers.values() if b.parameter} - self.writes
-        self._slots = [environment.slot(k, nbytes) for k, nbytes in enumerate(schedule.slots)]
+        # a staged parameter write is copied by kp, which copies only between tensors of one element type
+        copied_as = {schedule.buffers[copy.source].slot: environment.tensor(schedule.buffers[copy.target].parameter)
+                     for copy in schedule.copies}
+        self._slots = [environment.slot(k, nbytes, copied_as[k].data().dtype if k in copied_as else np.float32)
+                       for k, nbytes in enumerate(schedule.slots)]
         self._algorithms = [
             environment.algorithm([self._tensor(name) for name in source.bindings], code, source.workgroups,
                                   self._texel_formats(source))
