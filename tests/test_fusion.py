@@ -389,3 +389,22 @@ def test_outputs_sharing_a_kernel_are_split_to_fit_the_binding_limit() -> None:
     with pytest.raises(dc.DeviceError, match=r"kernel0 binds \d+ buffers; this device allows 8 \(ops from"):
         wide = [env.parameter(f"wide_{i}", (5,)) for i in range(8)]
         env.build_graph(lambda s: s.write(params[0], sum((s.read(p) for p in wide), s.read(params[0]))))
+
+
+@pytest.mark.parametrize("name", ["q", "i", "lane", "value", "acc", "exp", "max", "texelFetch", "descent_pow", "K"])
+def test_parameters_named_like_glsl_or_template_names(name: str) -> None:
+    """A parameter's GLSL name must not hide a template's local (`q`, `lane`), a constant (`K`), a
+    built-in (`exp`) or a helper: `q` used to compile to `texelFetch(q, ...)` on the int thread index."""
+    env = dc.Environment()
+    data = rng.uniform(size=(8, 8)).astype(np.float32)
+    x = env.parameter(name, (8, 8), init=data)
+    out, row_max = env.parameter(f"{name}_out", (8, 8)), env.parameter(f"{name}_max", (8,))
+
+    def build(s: dc.Scope) -> None:
+        a = s.read(x)
+        s.write(out, dc.exp(a) @ a + dc.pad(a[1:], ((0, 1), (0, 0))))
+        s.write(row_max, dc.max(a, 1))
+
+    env.run(env.build_graph(build))
+    np.testing.assert_allclose(env.read(out), np.exp(data) @ data + np.pad(data[1:], ((0, 1), (0, 0))), rtol=1e-5)
+    np.testing.assert_array_equal(env.read(row_max), data.max(1))

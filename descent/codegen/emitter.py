@@ -56,11 +56,23 @@ _GLSL_WORDS = {"input", "output", "buffer", "shared", "sample", "filter", "commo
                "case", "default", "precise", "coherent", "volatile", "restrict", "readonly", "writeonly"}
 
 
-def identifier(name: str) -> str:
-    """A valid, readable GLSL name for a buffer (no leading digit, no '__', no keyword)."""
+# GLSL's built-in functions and types that generated code calls: a buffer of the same name would hide them
+_GLSL_BUILTINS = {
+    "abs", "sign", "floor", "ceil", "trunc", "round", "roundEven", "fract", "mod", "min", "max", "clamp", "mix",
+    "step", "sqrt", "inversesqrt", "pow", "exp", "exp2", "log", "log2", "sin", "cos", "tan", "asin", "acos", "atan",
+    "sinh", "cosh", "tanh", "isnan", "isinf", "fma", "dot", "length", "floatBitsToInt", "floatBitsToUint",
+    "intBitsToFloat", "uintBitsToFloat", "texelFetch", "barrier", "memoryBarrier", "atomicCompSwap",
+    "subgroupShuffle", "vec2", "vec4", "ivec4", "uvec4", "bvec4", "highp", "true", "false",
+}
+
+
+def identifier(name: str, taken: frozenset[str] = frozenset()) -> str:
+    """A valid, readable GLSL name for a buffer: no leading digit, no '__', and none a keyword, a
+    built-in, a helper of descent's or one of the `taken` names (a template's own) would shadow."""
     text = re.sub(r"_+", "_", re.sub(r"\W", "_", name.replace("param:", "").replace("staged:", "staged_")))
     text = text.strip("_") or "buffer"
-    if text[0].isdigit() or text in _GLSL_WORDS or text.startswith("gl_"):
+    if (text[0].isdigit() or text.startswith("gl_") or text in _GLSL_WORDS or text in _GLSL_BUILTINS
+            or text in HELPERS or text in taken):
         text = f"p_{text}"
     return text
 

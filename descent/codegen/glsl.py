@@ -32,6 +32,12 @@ CPU_SERIAL_OUTPUTS = 64  # on a CPU driver, where a barrier switches every SIMD 
 LOOP_SLACK = 16  # loop iterations a kernel's short loops may add to its long one
 
 
+@cache
+def _template_names() -> frozenset[str]:
+    """Every name the shader templates use (locals such as `q` and `lane`, functions, constants)."""
+    return frozenset(name for path in SHADERS.glob("*.comp") for name in re.findall(r"[A-Za-z_]\w*", path.read_text()))
+
+
 @dataclass(frozen=True)
 class KernelSource:
     """A kernel's GLSL, the logical buffers bound at bindings 0..n-1, and its workgroup grid."""
@@ -91,7 +97,7 @@ class _Kernel:
         self.texel_bindings = [(binding, 1) for binding in range(len(texels))]
         self.texel_elements = texel_elements
         unique = texels + storage
-        names = [identifier(name) for name in unique]
+        names = [identifier(name, _template_names()) for name in unique]
         names = [n if names.count(n) == 1 else f"{n}_{k}" for k, n in enumerate(names)]
         self.table = {name: (glsl_name, buffers[name].dtype, buffers[name].size)
                       for name, glsl_name in zip(unique, names)}
