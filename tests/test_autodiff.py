@@ -303,6 +303,23 @@ def test_gradient_of_a_slice_of_a_plain_sum_is_zero_outside_it(env: dc.Environme
     np.testing.assert_array_equal(env.read(g), [0.0, 1.0, 1.0, 0.0])
 
 
+def test_gradient_through_a_concat_or_pad_of_an_empty_part(env: dc.Environment) -> None:
+    """An empty part's gradient is empty (its pad's rule sliced out nothing, which getitem refuses)."""
+    z = env.parameter("empty_part", (0, 3))
+    w = env.parameter("full_part", (2, 3), init=np.ones((2, 3), np.float32))
+    gz, gw, gp = env.parameter("empty_g", (0, 3)), env.parameter("full_g", (2, 3)), env.parameter("pad_g", (0, 3))
+
+    def build(s: dc.Scope) -> None:
+        grads = s.grad(dc.sum(dc.concat([s.read(z), s.read(w)]) * 3.0), [s.read(z), s.read(w)])
+        s.write(gz, grads[0])
+        s.write(gw, grads[1])
+        s.write(gp, s.grad(dc.sum(dc.pad(s.read(z), ((1, 1), (0, 0)), 5.0)), [s.read(z)])[0])
+
+    env.run(env.build_graph(build))
+    assert env.read(gz).shape == env.read(gp).shape == (0, 3)
+    np.testing.assert_array_equal(env.read(gw), np.full((2, 3), 3.0))
+
+
 def test_custom_gradient_replaces_the_rule_of_its_output(env: dc.Environment) -> None:
     x = env.parameter("custom_x", (4,), init=np.array([0.4, -1.6, 2.5, 0.2], np.float32))
     out = env.parameter("custom_out", (4,))

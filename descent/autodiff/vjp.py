@@ -12,6 +12,7 @@ import numpy as np
 from descent.graph import indexing, linalg, ops, reductions
 from descent.graph.array import Array
 from descent.graph.node import Node
+from descent.graph.view import numel
 
 Rule = Callable[[Array, Node, list[Array], Array], list[Array | None]]
 # float32 is the one float dtype, so a cast makes or takes an integer or bool: no gradient either way
@@ -145,6 +146,8 @@ def _view_rule(g: Array, node: Node, parent: Array) -> Array:
         return _window_rule(g, parent, *op.args)
     if op.kind == "pad":
         widths, _ = op.args
+        if numel(parent.shape) == 0:  # an empty part (of a concat): slicing out nothing is refused
+            return ops.broadcast_to(g.scope.constant(0, g.dtype), parent.shape)
         return ops.getitem(g, tuple(slice(lo, lo + size) for (lo, _), size in zip(widths, parent.shape)))
     if op.kind == "windows":
         return _windows_rule(g, parent, *op.args)
