@@ -73,7 +73,15 @@ def test_refused_init_leaves_no_parameter_behind(env: dc.Environment) -> None:
     (lambda x, w, v: v[0:4:0], ValueError, "slice step cannot be zero"),
     (lambda x, w, v: v[np.array([0, 2])], IndexError, "use dc.take"),
     (lambda x, w, v: v[..., ...], IndexError, "single ellipsis"),
-], ids=["stride", "padding", "dilation", "kernel", "pool padding", "step", "array index", "ellipses"])
+    (lambda x, w, v: dc.pad(dc.astype(v, "int32"), 1, 2**40), OverflowError, "pad: Python integer 1099511627776"),
+    (lambda x, w, v: dc.pad(v, 1.5), dc.ShapeError, "pad: widths must be an int, a .before, after. pair"),
+    (lambda x, w, v: dc.scatter_add(v, dc.astype(v, "int32"), -2), dc.ShapeError, "size must not be negative"),
+    (lambda x, w, v: dc.broadcast_to(v, (-2, 8)), dc.ShapeError, "broadcast_to: a shape cannot have a negative"),
+    (lambda x, w, v: dc.one_hot(dc.astype(v, "int32"), -3), dc.ShapeError, "one_hot: classes must not be negative"),
+    (lambda x, w, v: v.scope.random_uniform((-2, 3)), dc.ShapeError, "random_uniform: a shape cannot have a"),
+    (lambda x, w, v: v.scope.arange(-3), dc.ShapeError, "arange: a shape cannot have a negative size"),
+], ids=["stride", "padding", "dilation", "kernel", "pool padding", "step", "array index", "ellipses", "pad fill",
+        "pad widths", "scatter size", "broadcast size", "one_hot classes", "random shape", "arange"])
 def test_bad_conv_pool_and_index_arguments(env: dc.Environment, build, error, message) -> None:
     tag = message[:12]
     x, w = env.parameter(f"bad_x{tag}", (1, 1, 6, 6)), env.parameter(f"bad_w{tag}", (1, 1, 3, 3))

@@ -90,6 +90,28 @@ def test_pad_of_a_pad_with_another_fill(env: dc.Environment) -> None:
         np.testing.assert_array_equal(evaluate(env, ours, a), expected)
 
 
+@pytest.mark.parametrize("widths", [2, (3,), (4, 1), ((1, 2),), ((0, 1), (2, 0))], ids=str)
+def test_pad_widths_in_numpys_forms(env: dc.Environment, widths) -> None:
+    """n, (n,), (before, after) and ((before, after),) pad every axis alike; a pair per axis pads each."""
+    x = rng.normal(size=(2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.pad(a, widths, 7.0), x),
+                                  np.pad(x, widths, constant_values=7.0))
+    ints = np.arange(6, dtype=np.int32).reshape(2, 3)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.pad(a, widths, -9), ints),
+                                  np.pad(ints, widths, constant_values=-9))
+
+
+def test_reflect_pad_of_an_empty_array_and_take_from_an_empty_axis(env: dc.Environment) -> None:
+    """As numpy: zero reflect widths on an empty axis give the empty result; taking from an axis
+    with no elements is an IndexError (it read outside the buffer)."""
+    empty = env.parameter("reflect_empty", (0, 3))
+    out = env.parameter("reflect_out", (0, 5))
+    env.run(env.build_graph(lambda s: s.write(out, dc.pad(s.read(empty), ((0, 0), (1, 1)), mode="reflect"))))
+    assert env.read(out).shape == (0, 5)
+    with pytest.raises(IndexError, match=r"take: cannot take from axis 0 of shape \(0, 3\).*\n  at .*test_views"):
+        env.build_graph(lambda s: dc.take(s.read(empty), s.constant(np.array([0, 1], np.int32)), 0))
+
+
 def test_numpy_integer_axes_bool_scalar_index_and_axis_none(env: dc.Environment) -> None:
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     axis = np.int64(1)

@@ -29,6 +29,8 @@ def take(x: Array, indices: Array, axis: int | None = 0) -> Array:
     if axis is None:
         x, axis = ops.reshape(x, (x.size,)), 0
     axis = ops._axis(axis, x.ndim, "take")
+    if x.shape[axis] == 0 and indices.size:
+        raise IndexError(at_user_line(f"take: cannot take from axis {axis} of shape {x.shape}, which has no elements"))
     outer, inner = x.shape[:axis], x.shape[axis + 1 :]
     shape = outer + indices.shape + inner
     view = _index_view(outer, indices.shape, inner)
@@ -49,6 +51,8 @@ def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Arra
         raise ShapeError(at_user_line(
             f"scatter_add: values {values.shape} need the indices' shape {indices.shape} at axis {axis}"))
     shape = outer + (int(size),) + inner
+    if int(size) < 0:
+        raise ShapeError(at_user_line(f"scatter_add: size must not be negative, got {size}"))
     if numel(shape) == 0:
         raise ShapeError(at_user_line(f"scatter_add: empty result shape {shape}"))
     view = _index_view(outer, indices.shape, inner)
@@ -59,6 +63,8 @@ def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Arra
 
 def one_hot(indices: Array, classes: int, dtype=float32) -> Array:
     """1 where the last axis equals the index, else 0: shape indices.shape + (classes,)."""
+    if int(classes) < 0:
+        raise ShapeError(at_user_line(f"one_hot: classes must not be negative, got {classes}"))
     indices = _check_indices("one_hot", indices)
     positions = indices.scope.arange(classes)
     return ops.astype(ops.eq(ops.expand_dims(indices, -1), positions), dtype)

@@ -381,6 +381,8 @@ def transpose(x: Array, axes: Sequence[int] | None = None) -> Array:
 def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
     """Repeat size-1 and missing leading axes to `shape` without copying."""
     shape = tuple(int(s) for s in shape)
+    if any(size < 0 for size in shape):
+        raise ShapeError(at_user_line(f"broadcast_to: a shape cannot have a negative size, got {shape}"))
     if len(shape) < x.ndim or broadcast_shapes(x.shape, shape) != shape:
         raise ShapeError(at_user_line(f"broadcast_to: cannot broadcast {x.shape} to {shape}"))
     if shape == x.shape:
@@ -470,30 +472,54 @@ def getitem(x: Array, index: Any) -> Array:
 def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, mode: str = "constant") -> Array:
     """Pad each axis by (before, after) elements: `value` for mode "constant", mirrored interior
     elements for "reflect" (as numpy.pad). Negative widths crop. A view: nothing is copied."""
-    if isinstance(widths, int):
-        widths = [(widths, widths)] * x.ndim
-    widths = [tuple(int(w) for w in pair) for pair in widths]
-    if len(widths) != x.ndim or any(len(pair) != 2 for pair in widths):
-        raise ShapeError(at_user_line(f"pad: need one (before, after) pair per axis of {x.shape}, got {widths}"))
+    widths = _pad_widths(widths, x.ndim, x.shape)
+    _check_weak_integers("pad", [value], x.dtype)
     crop = tuple(slice(max(-lo, 0), size - max(-hi, 0)) for (lo, hi), size in zip(widths, x.shape))
     x = getitem(x, crop)
     widths = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
     if mode == "reflect":
         for axis, (lo, hi) in enumerate(widths):
-            if lo >= x.shape[axis] or hi >= x.shape[axis]:
+            if (lo or hi) and (lo >= x.shape[axis] or hi >= x.shape[axis]):
                 raise ShapeError(at_user_line(f"pad: reflect width {(lo, hi)} must be below the size {x.shape[axis]}"))
+            if x.size == 0:  # nothing to mirror: the (empty) result is the constant pad's
+                continue
             lead = (slice(None),) * axis
             before = [getitem(x, lead + (slice(lo, 0, -1),))] if lo else []
             after = [getitem(x, lead + (slice(-2, -hi - 2, -1),))] if hi else []
             if before or after:
                 x = concat(before + [x] + after, axis)
-        return x
-    if mode != "constant":
+        if x.size:
+            return x
+    elif mode != "constant":
         raise ValueError(f"pad: mode must be 'constant' or 'reflect', not {mode!r}")
     if not any(lo or hi for lo, hi in widths):
         return x
     shape = tuple(size + lo + hi for size, (lo, hi) in zip(x.shape, widths))
     return _view(x, shape, "pad", (tuple(widths), value), lambda chain: views.pad(chain, x.shape, tuple(widths), value))
+
+
+def _pad_widths(widths: Any, ndim: int, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """numpy.pad's forms of widths: n, (n,), (before, after) or ((before, after),) for every axis, or
+    one (before, after) pair per axis."""
+    def is_int(w: Any) -> bool:
+        return isinstance(w, (int, np.integer)) and not isinstance(w, bool)
+
+    try:
+        if is_int(widths):
+            pairs = [(widths, widths)] * ndim
+        elif len(widths) in (1, 2) and all(is_int(w) for w in widths):
+            pairs = [(widths[0], widths[-1])] * ndim
+        elif len(widths) == 1:
+            pairs = [tuple(widths[0])] * ndim
+        else:
+            pairs = [tuple(pair) for pair in widths]
+        ok = all(len(pair) == 2 and all(is_int(w) for w in pair) for pair in pairs) and len(pairs) == ndim
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ShapeError(at_user_line(f"pad: widths must be an int, a (before, after) pair or one pair per axis of "
+                                      f"{shape}, got {widths!r}"))
+    return [(int(lo), int(hi)) for lo, hi in pairs]
 
 
 def concat(arrays: Sequence[Array], axis: int | None = 0) -> Array:

@@ -43,8 +43,11 @@ class Scope:
 
     def add(self, op: str, shape: Shape, dtype: DType, inputs: tuple[int, ...] = (), attrs: Any = None) -> Array:
         """Append a node and return the Array that names it."""
+        shape = tuple(int(s) for s in shape)
+        if any(size < 0 for size in shape):
+            raise ShapeError(at_user_line(f"{op}: a shape cannot have a negative size, got {shape}"))
         node_id = self.graph.number_of_nodes()
-        node = Node(op, tuple(int(s) for s in shape), dtype, tuple(inputs), attrs, user_location())
+        node = Node(op, shape, dtype, tuple(inputs), attrs, user_location())
         self.graph.add_node(node_id, node=node)
         for position, source in enumerate(inputs):
             self.graph.add_edge(source, node_id, position=position)
@@ -130,6 +133,8 @@ class Scope:
     def _random(self, distribution: str, shape: tuple[int, ...]) -> Array:
         from descent.graph import ops
 
+        if any(int(size) < 0 for size in shape):
+            raise ShapeError(at_user_line(f"random_{distribution}: a shape cannot have a negative size, got {shape}"))
         self._streams += 1
         stream = (self._streams * 0x9E3779B9) % 2**32
         seed = ops.add(self.read(self.environment.seed_parameter), self.constant(stream, "uint32"))
