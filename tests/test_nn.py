@@ -11,6 +11,7 @@ import functools
 import itertools
 import os
 import stat
+import zipfile
 
 import numpy as np
 import pytest
@@ -566,6 +567,50 @@ def test_checkpoint_mode_npy_and_directory(env: dc.Environment, tmp_path) -> Non
     assert "test_nn.py:" in str(info.value)
     assert sorted(os.listdir(tmp_path)) == listing and os.listdir(directory) == ["notes.txt"]
     assert (directory / "notes.txt").read_text() == "keep"
+
+
+def test_checkpoints_with_foreign_members_or_bad_counts_load_nothing(env: dc.Environment, tmp_path) -> None:
+    """A text member added to the archive, a plain zip, or trainer counts that are not two integers:
+    a CheckpointError, and nothing written (the counts were unpacked after the parameters were)."""
+    trainer, x, y = _small_trainer(env, optim.SGD(0.1))
+    trainer.fit(x, y, progress=False)
+    good = tmp_path / "good.npz"
+    trainer.save(good)
+    with zipfile.ZipFile(tmp_path / "notes.npz", "w") as archive:
+        for member in zipfile.ZipFile(good).namelist():
+            archive.writestr(member, zipfile.ZipFile(good).read(member))
+        archive.writestr("notes.txt", "trained on Tuesday")
+    with zipfile.ZipFile(tmp_path / "plain.zip", "w") as archive:
+        archive.writestr("readme.txt", "not a model")
+    stored = dict(np.load(good))
+    np.savez(tmp_path / "counts.npz", **{**stored, "__trainer_epochs_and_steps__": np.array([5])})
+    saved = _weights(env, trainer)
+    trainer.fit(x, y, progress=False)
+    before = _weights(env, trainer)
+    for name, message in (("notes.npz", r"member\(s\) \['notes.txt'\] are not arrays"),
+                          ("plain.zip", r"member\(s\) \['readme.txt'\] are not arrays"),
+                          ("counts.npz", r"'__trainer_epochs_and_steps__': checkpoint has int64 of shape \(1,\)")):
+        with pytest.raises(nn.CheckpointError, match=message):
+            trainer.load(tmp_path / name, model_only=name == "plain.zip")
+        _assert_unchanged(before, _weights(env, trainer))
+    trainer.load(tmp_path / "counts.npz", model_only=True)
+    _assert_unchanged(saved, _weights(env, trainer))
+    inference = nn.Trainer(env, trainer.model)
+    with pytest.raises(nn.CheckpointError, match=r"not in the model: 'sgd.*\n.*model_only=True"):
+        inference.load(good)
+
+
+def test_optimiser_rate_before_a_trainer_and_one_optimiser_per_trainer(env: dc.Environment) -> None:
+    """set_lr before a Trainer builds the optimiser sets the rate it starts with (it raised
+    AttributeError); a second Trainer may not take over an optimiser the first one keeps using."""
+    sgd = optim.SGD(0.1)
+    sgd.set_lr(0.02)
+    assert sgd.lr == pytest.approx(0.02)
+    trainer, x, y = _small_trainer(env, sgd)
+    assert sgd.lr == pytest.approx(0.02)
+    with pytest.raises(dc.GraphError, match=r"SGD: this optimiser already holds the state.*\n  at .*test_nn"):
+        _small_trainer(env, sgd)
+    assert trainer.fit(x, y, progress=False)[0]["loss"] > 0
 
 
 def test_checkpoint_of_a_second_trainer_loads_into_a_fresh_script(tmp_path) -> None:

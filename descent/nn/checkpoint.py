@@ -67,10 +67,11 @@ def _new_file_mode() -> int:
 
 
 def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
-         ignore_extra: bool = False) -> dict[str, np.ndarray]:
+         ignore_extra: bool = False, counts: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
     """Read `path` into the parameters, after checking that names, shapes and dtypes all match
-    (entries the model lacks are allowed with `ignore_extra`); on any mismatch nothing is written
-    and the error lists every difference. Returns the checkpoint's metadata entries."""
+    (entries the model lacks are allowed with `ignore_extra`; metadata named in `counts` must be
+    integers of that shape); on any mismatch nothing is written and the error lists every
+    difference. Returns the checkpoint's metadata entries."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(at_user_line(f"checkpoint {path} does not exist"))
@@ -90,8 +91,17 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
         raise CheckpointError(at_user_line(
             f"{path} is not a checkpoint (.npz archive) but a single array, as np.save writes; "
             "it was not loaded and the parameters are unchanged"))
+    not_arrays = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))
+    if not_arrays:
+        raise CheckpointError(at_user_line(
+            f"{path} is not a checkpoint: its member(s) {not_arrays} are not arrays (.npy); "
+            "it was not loaded and the parameters are unchanged"))
     metadata = {name: arrays.pop(name) for name in list(arrays) if is_metadata(name)}
     problems = []
+    for name, shape in (counts or {}).items():
+        if name in metadata and (metadata[name].shape != shape or metadata[name].dtype.kind not in "iu"):
+            problems.append(f"'{name}': checkpoint has {metadata[name].dtype} of shape {metadata[name].shape}, "
+                            f"not integers of shape {shape}")
     for name in sorted(set(parameters) - set(arrays)):
         problems.append(f"missing from the checkpoint: '{name}' {parameters[name].shape}")
     for name in sorted(set(arrays) - set(parameters)) if not ignore_extra else ():
@@ -103,7 +113,9 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
         elif np.dtype(arrays[name].dtype) != np.dtype(expected.dtype.numpy) and expected.dtype.name != "bool":
             problems.append(f"'{name}': checkpoint has dtype {arrays[name].dtype}, the model {expected.dtype.name}")
     if problems:
-        raise CheckpointError(at_user_line(f"checkpoint {path} does not fit:\n  " + "\n  ".join(problems)))
+        hint = ("\n  (Trainer.load(path, model_only=True) restores only the model's parameters)"
+                if any(problem.startswith("not in the model") for problem in problems) else "")
+        raise CheckpointError(at_user_line(f"checkpoint {path} does not fit:\n  " + "\n  ".join(problems) + hint))
     for name, parameter in parameters.items():
         env.write(parameter, arrays[name])
     return metadata

@@ -279,7 +279,8 @@ class Trainer:
         """Restore a checkpoint; `model_only` restores just the model (optimiser state and counts are
         ignored)."""
         named = dict(self.model.named_parameters()) if model_only else self.checkpoint_parameters()
-        metadata = checkpoint.load(self.env, named, path, ignore_extra=model_only)
+        metadata = checkpoint.load(self.env, named, path, ignore_extra=model_only,
+                                   counts={} if model_only else {_COUNTS: (2,)})
         if not model_only and _COUNTS in metadata:
             self._epochs_trained, self._steps_trained = (int(count) for count in metadata[_COUNTS])
 

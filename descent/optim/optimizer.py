@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.errors import at_user_line
+from descent.errors import GraphError, at_user_line
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
@@ -33,6 +33,10 @@ class Optimizer:
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         """Create the learning-rate scalar and per-parameter state in `env`."""
+        if self.environment is not None:
+            raise GraphError(at_user_line(
+                f"{type(self).__name__}: this optimiser already holds the state of another Trainer's parameters; "
+                "give each Trainer an optimiser of its own"))
         self.environment = env
         self.prefix = env.unique_name(self.prefix)
         self.lr_parameter = env.parameter(f"{self.prefix}.lr", (), init=np.float32(self.initial_lr))
@@ -73,12 +77,17 @@ class Optimizer:
 
     @property
     def lr(self) -> float:
-        """The current learning rate (read back from the device)."""
-        return float(self.environment.read(self.lr_parameter))
+        """The current learning rate (read back from the device; before a Trainer builds the
+        optimiser, the one it will start with)."""
+        return self.initial_lr if self.lr_parameter is None else float(self.environment.read(self.lr_parameter))
 
     def set_lr(self, value: float) -> None:
-        """Change the learning rate without rebuilding any graph: it is a device scalar."""
-        self.environment.write(self.lr_parameter, np.float32(value))
+        """Change the learning rate without rebuilding any graph: it is a device scalar (before a
+        Trainer builds the optimiser, the rate it starts with)."""
+        if self.lr_parameter is None:
+            self.initial_lr = float(value)
+        else:
+            self.environment.write(self.lr_parameter, np.float32(value))
 
     def update(self, s: Scope, parameters: list[Parameter], values: list[Array], gradients: list[Array]) -> None:
         """Write every parameter's new value (and the new state) in the graph being built."""
