@@ -522,7 +522,20 @@ def test_trainer_input_validation(env: dc.Environment) -> None:
     with pytest.raises(ValueError, match="fit: y is needed when x is an array") as info:
         trainer.fit(x, progress=False)
     assert "test_nn.py:" in str(info.value)
+    with pytest.raises(ValueError, match="fit: epochs .* must be an integer of at least 1, got 1.5"):
+        trainer.fit(x, y, epochs=1.5, progress=False)
+    with pytest.raises(ValueError, match=r"fit: y must hold numbers, not <U\d+"):
+        trainer.fit(x, y.astype(str), progress=False)
+    with pytest.raises(dc.GraphError, match=r"Sequential: part 1 is <function .*, not a Module .*\n  at .*test_nn"):
+        nn.Sequential(nn.ReLU(), lambda s, a: a)
     _assert_unchanged(before, _weights(env, trainer))
+    normed = nn.Sequential(nn.Dense(4, 8), nn.BatchNorm(8), nn.Dense(8, 3)).build(env, name=f"normed{next(_uid)}")
+    normed_trainer = nn.Trainer(env, normed, optimizer=optim.SGD(0.1))
+    normed_before = _weights(env, normed_trainer)
+    with pytest.raises(dc.ShapeError, match="BatchNorm: training needs more than one value per channel"):
+        normed_trainer.fit(np.concatenate([x, x[:1]]), np.concatenate([y, y[:1]]), batch_size=25, progress=False)
+    _assert_unchanged(normed_before, _weights(env, normed_trainer))  # refused before the first step, not after two
+    assert normed_trainer.evaluate(x, y)["loss"] > 0
     empty = trainer.predict(x[:0])
     assert empty.shape == (0, 3) and empty.dtype == np.float32
     assert trainer.evaluate(x.tolist(), y.tolist()) == trainer.evaluate(x, y)
@@ -682,7 +695,8 @@ def test_a_resumed_run_continues_the_uninterrupted_one(tmp_path) -> None:
         nn.checkpoint.save(env, {"__mine__.0.weight__": clashing.parameters()[0]}, tmp_path / "clash.npz")
     with pytest.raises(ValueError, match=r"initial_epoch 3 must be at least 0 and below epochs 3.*\n  at .*test_nn"):
         resumed.fit(x_train, y_train, initial_epoch=3, **fit)
-    with pytest.raises(ValueError, match=r"epochs is the epoch to stop after and must be at least 1, got 0\n  at "):
+    with pytest.raises(ValueError,
+                       match=r"epochs is the epoch to stop after and must be an integer of at least 1, got 0\n  at "):
         resumed.fit(x_train, y_train, **{**fit, "epochs": 0})
 
 

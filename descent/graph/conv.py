@@ -5,6 +5,7 @@ over a height of one."""
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
 
@@ -18,11 +19,16 @@ Pair = int | tuple[int, int]
 Single = int | tuple[int]
 
 
+def _whole(value: Any) -> bool:
+    """An integer, or a float with an integer value (PyTorch takes scale_factor=2.0)."""
+    return isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
+
+
 def _pair(value: Pair, name: str, least: int = 1) -> tuple[int, int]:
     """(value, value) or the pair given, each at least `least` (padding 0, strides and sizes 1)."""
-    pair = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
-    if len(pair) != 2:
-        raise ShapeError(at_user_line(f"{name} must be an int or a pair, got {value!r}"))
+    pair = (value, value) if isinstance(value, numbers.Real) else tuple(value) if hasattr(value, "__len__") else ()
+    if len(pair) != 2 or not all(_whole(v) and not isinstance(v, bool) for v in pair):
+        raise ShapeError(at_user_line(f"{name} must be an int or a pair of ints, got {value!r}"))
     if min(pair) < least:
         raise ShapeError(at_user_line(f"{name} must be at least {least}, got {value!r}"))
     return (int(pair[0]), int(pair[1]))

@@ -30,6 +30,10 @@ class Module:
 
     def add(self, name: str, module: Module) -> Module:
         """Register a child module under `name` (its parameters become `name.<parameter>`)."""
+        if not isinstance(module, Module):
+            raise GraphError(at_user_line(
+                f"{type(self).__name__}: part {name} is {module!r}, not a Module (wrap a function in a Module "
+                "subclass whose forward(s, x) calls it)"))
         self._children[name] = module
         return module
 

@@ -153,9 +153,9 @@ class Trainer:
         that wrote it. Returns one dict of metrics per epoch."""
         if self.optimizer is None:
             raise ValueError(at_user_line("Trainer.fit needs an optimizer: pass optimizer=... to Trainer(...)"))
-        if epochs < 1:
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(at_user_line(
-                f"fit: epochs is the epoch to stop after and must be at least 1, got {epochs}"))
+                f"fit: epochs is the epoch to stop after and must be an integer of at least 1, got {epochs!r}"))
         if not 0 <= initial_epoch < epochs:
             raise ValueError(at_user_line(
                 f"fit: initial_epoch {initial_epoch} must be at least 0 and below epochs {epochs}, the epoch "
@@ -170,6 +170,8 @@ class Trainer:
                 raise ValueError(at_user_line(
                     f"fit: drop_last with batch_size {batch_size} leaves no batch of the {len(x)} examples"))
             self._check_labels("fit", "train", x, y, batch_size)
+            if len(x) % batch_size and not drop_last:  # the last, smaller batch's graph (BatchNorm refuses one example)
+                self._graph("train", x[: len(x) % batch_size], y[: len(x) % batch_size])
         if validation_data is not None:
             validation_data = self._validation_data(validation_data, batch_size)
         history, step = [], 0
@@ -312,6 +314,10 @@ def _examples(where: str, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(at_user_line(f"{where}: x has {len(x)} examples but y has {len(y)}"))
     if len(x) == 0:
         raise ValueError(at_user_line(f"{where}: x and y hold no examples"))
+    for name, array in (("x", x), ("y", y)):
+        if array.dtype.kind not in "biuf":
+            raise ValueError(at_user_line(f"{where}: {name} must hold numbers, not {array.dtype} "
+                                          "(class labels as integers 0 .. classes - 1)"))
     return x, y
 
 
