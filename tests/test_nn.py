@@ -303,6 +303,34 @@ def test_clipped_amsgrad_adamw_of_a_deep_model_matches_torch() -> None:
         np.testing.assert_allclose(env.read(ours), theirs.detach().numpy(), rtol=1e-4, atol=2e-5)
 
 
+class _WithSpare(nn.Module):
+    """A Dense and a parameter the forward pass never uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add("dense", nn.Dense(4, 3))
+
+    def create(self, env, rng) -> None:
+        self.parameter(env, "spare", np.ones((2,), np.float32))
+
+    def forward(self, s: dc.Scope, x: dc.Array) -> dc.Array:
+        return self._children["dense"](s, x)
+
+
+@pytest.mark.parametrize("factory", [lambda: optim.AdamW(0.1, weight_decay=0.1),
+                                     lambda: optim.SGD(0.1, momentum=0.9, weight_decay=0.1)], ids=["AdamW", "SGD"])
+def test_a_parameter_without_gradient_is_not_updated(factory) -> None:
+    """As torch skips a parameter whose grad is None: weight decay used to shrink an unused one."""
+    env = dc.Environment()
+    model = _WithSpare().build(env)
+    x = rng.normal(size=(8, 4)).astype(np.float32)
+    y = np.arange(8, dtype=np.int32) % 3
+    before = env.read(model._children["dense"].weight).copy()
+    nn.Trainer(env, model, optimizer=factory()).fit(x, y, epochs=3, progress=False)
+    np.testing.assert_array_equal(env.read(model.spare), [1.0, 1.0])
+    assert not np.array_equal(env.read(model._children["dense"].weight), before)
+
+
 def test_tied_weights_train_as_in_torch() -> None:
     """One Dense used twice: its parameters are listed once, their gradient sums both uses, and Adam
     updates them once a step, as torch does for a module applied twice."""

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import networkx as nx
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -95,7 +96,9 @@ class Trainer:
             loss = self.loss(output, labels)
             self._metrics(s, kind, output, labels, loss)
             if kind == "train":
-                parameters = self.model.parameters(trainable_only=True)
+                # as in torch, a parameter the loss does not depend on (no gradient) is left alone: no decay
+                parameters = [p for p in self.model.parameters(trainable_only=True)
+                              if nx.has_path(s.graph, s.read(p).node_id, loss.node_id)]
                 values = [s.read(p) for p in parameters]
                 self.optimizer.update(s, parameters, values, s.grad(loss, values))
 
