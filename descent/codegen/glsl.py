@@ -354,7 +354,6 @@ def _too_long(parts: _Kernel, what: str, trips: int, device: DeviceShape) -> Dev
                        f"loops); split it into shorter steps (ops from {', '.join(parts.locations[:3])})")
 
 
-
 def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     kernel = parts.kernel
     (source,) = core.inputs
@@ -384,12 +383,15 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         workgroups = _grid(-(-outputs // local), device.max_groups)
     else:
         local = min(device.local_size, 1 << max(5, (reduced - 1).bit_length()))
-        while not _fits_loops(-(-reduced // local) + local.bit_length(), device) and 2 * local <= device.max_local_size:
+
+        def trips(threads: int) -> int:  # a lane's strided share, then the tree's steps
+            return -(-reduced // threads) + threads.bit_length()
+
+        while not _fits_loops(trips(local), device) and 2 * local <= device.max_local_size:
             local *= 2
         workgroups = _grid(outputs, device.max_groups)
-        if not _fits_loops(-(-reduced // local) + local.bit_length(), device):
-            raise _too_long(parts, f"a {op} of {reduced} elements over {local} threads",
-                            -(-reduced // local) + local.bit_length(), device)
+        if not _fits_loops(trips(local), device):
+            raise _too_long(parts, f"a {op} of {reduced} elements over {local} threads", trips(local), device)
     return parts.fill("reduce", workgroups, REDUCTION=" and ".join([op] + [op[3:]] * bool(kernel.values)),
                       REDUCED=reduced, OUTPUTS=outputs,
                       SERIAL=int(serial), QUADS=int(quads), LOCAL_SIZE=local, FUNCTIONS=functions,
