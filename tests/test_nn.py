@@ -571,6 +571,22 @@ def test_trainer_input_validation(env: dc.Environment) -> None:
     np.testing.assert_array_equal(trainer.predict(x.tolist()), trainer.predict(x))
 
 
+class _ArgMax(nn.Module):
+    def forward(self, s: dc.Scope, x: dc.Array) -> dc.Array:
+        return dc.argmax(x, 1)
+
+
+def test_predict_keeps_an_integer_output_type(env: dc.Environment) -> None:
+    """A model ending in argmax predicts int32 classes, as its graph computes them (it gave float32)."""
+    model = nn.Sequential(nn.Dense(4, 3), _ArgMax()).build(env, name=f"classes{next(_uid)}")
+    trainer = nn.Trainer(env, model)
+    x = rng.normal(size=(5, 4)).astype(np.float32)
+    classes = trainer.predict(x)
+    assert classes.dtype == np.int32 and trainer.predict(x[:0]).dtype == np.int32
+    weight, bias = (env.read(p) for p in model.parameters())
+    np.testing.assert_array_equal(classes, (x @ weight + bias).argmax(1))
+
+
 def test_trainer_and_checkpoint_errors_name_the_user_line(env: dc.Environment, tmp_path) -> None:
     trainer, x, y = _small_trainer(env)
     with pytest.raises(ValueError, match=r"Trainer.fit needs an optimizer(.|\n)*test_nn\.py:\d+"):

@@ -89,7 +89,8 @@ class Trainer:
             output = self.model(s, s.read(x_parameter))
             self._output_shapes[key] = output.shape
             if kind == "predict":
-                output_parameter = self.env.parameter(f"{self.name}.prediction{len(self._graphs)}", output.shape)
+                output_parameter = self.env.parameter(f"{self.name}.prediction{len(self._graphs)}", output.shape,
+                                                      output.dtype)
                 s.write(output_parameter, output)
                 return
             labels = s.read(y_parameter)
