@@ -141,6 +141,35 @@ def test_two_threads_writing_one_parameter(env: dc.Environment) -> None:
     np.testing.assert_array_equal(env.read(shared), np.full((size, size), 2.0, np.float32))
 
 
+def test_two_threads_running_one_graph_with_inputs(env: dc.Environment) -> None:
+    """Each run either lands with its own input or is refused with a GraphError: two threads used to
+    fill one recording's staging memory (losing an input) or submit one sequence twice (a raw
+    Kompute RuntimeError)."""
+    total = env.parameter("threads_total", (64,))
+    step = env.parameter("threads_step", (64,))
+    graph = env.build_graph(lambda s: s.write(total, s.read(total) + s.read(step)), inputs=[step])
+    landed, unexpected = [0.0, 0.0], []
+
+    def worker(k: int) -> None:
+        for i in range(150):
+            value = float(1000 * k + i)
+            try:
+                env.run(graph, {step: np.full(64, value, np.float32)})
+                landed[k] += value
+            except dc.GraphError:
+                pass
+            except Exception as error:  # noqa: BLE001 - any other error is the failure this test looks for
+                unexpected.append(error)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not unexpected
+    np.testing.assert_array_equal(env.read(total), np.full(64, sum(landed), np.float32))
+
+
 def test_invalid_shader_shows_glsl_and_compiler_message() -> None:
     with pytest.raises(dc.CompileError) as error:
         spirv.compile_glsl("#version 450\nvoid main() { undefined_name = 1; }\n", "broken", "model.py:3")

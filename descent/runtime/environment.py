@@ -212,16 +212,21 @@ class Environment:
         with self._lock:
             _wait_all(self._in_flight, self._spin)
 
+    def exclusive(self) -> threading.RLock:
+        """The lock a run holds from choosing its recording until it is submitted, so that two
+        threads never fill one recording's staging memory or submit one sequence twice."""
+        return self._lock
+
     def submit(self, sequence, graph: Executable) -> None:
-        """Submit a recorded run of `graph` without waiting for it; at most MAX_IN_FLIGHT are pending."""
+        """Submit a recorded run of `graph` without waiting for it; at most MAX_IN_FLIGHT are pending.
+        The caller holds `exclusive()` and has called `check_other_threads` before staging its inputs."""
         with self._lock:
-            self._check_other_threads(graph)
             if len(self._in_flight) >= MAX_IN_FLIGHT:
                 _wait(self._in_flight.pop(0).sequence, self._spin)
             sequence.eval_async()
             self._in_flight.append(Pending(sequence, graph, threading.get_ident()))
 
-    def _check_other_threads(self, graph: Executable) -> None:
+    def check_other_threads(self, graph: Executable) -> None:
         """Refuse a run that shares a written parameter with a run another thread still has going:
         which one lands first would be a race."""
         me = threading.get_ident()

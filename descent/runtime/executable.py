@@ -141,12 +141,15 @@ class Executable:
         if self.checked:
             self._replay_checked(values)
             return
-        recording = self._recordings[self._turn]
-        self._turn = (self._turn + 1) % len(self._recordings)
-        self.environment.wait_for(recording.sequence)
-        for name, view in recording.staging.items():
-            view[...] = values[name]
-        self.environment.submit(recording.sequence, self)
+        environment = self.environment
+        with environment.exclusive():
+            environment.check_other_threads(self)
+            recording = self._recordings[self._turn]
+            self._turn = (self._turn + 1) % len(self._recordings)
+            environment.wait_for(recording.sequence)
+            for name, view in recording.staging.items():
+                view[...] = values[name]
+            environment.submit(recording.sequence, self)
 
     def profile(self, repeats: int = 5) -> list[tuple[str, str, float]]:
         """Run the graph `repeats` times (its writes take effect; inputs keep their current values) and
