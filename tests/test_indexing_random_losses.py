@@ -184,3 +184,24 @@ def test_cross_entropy_of_a_matmul_is_three_kernels(env: dc.Environment) -> None
     loss = env.parameter("ce_loss", ())
     graph = env.build_graph(lambda s: s.write(loss, dc.softmax_cross_entropy(s.read(x) @ s.read(w), s.read(y))))
     assert graph.kernel_count <= 3
+
+
+def test_cross_entropy_with_an_impossible_class_and_integer_regression_losses(env: dc.Environment) -> None:
+    """A logit of -inf for a class the label does not name adds nothing (0 * -inf made the loss NaN);
+    mse, l1 and huber of int32 inputs are taken in float32 (they wrapped: 100000 ** 2 > 2 ** 31)."""
+    logits = np.array([[0.0, -np.inf, 1.0], [2.0, 0.5, -np.inf]], np.float32)
+    labels = np.array([2, 0], np.int32)
+    expected = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long()).item()
+    np.testing.assert_allclose(evaluate(env, dc.softmax_cross_entropy, logits, labels), expected, rtol=1e-6)
+    big, zero = np.array([100000, 3], np.int32), np.zeros(2, np.int32)
+    np.testing.assert_allclose(evaluate(env, dc.mse, big, zero), (big.astype(np.float64) ** 2).mean(), rtol=1e-6)
+    np.testing.assert_allclose(evaluate(env, lambda a, b: dc.l1(a, b, "sum"), big, zero), 100003.0, rtol=1e-6)
+    np.testing.assert_allclose(evaluate(env, dc.huber, big, zero), (100000 - 0.5 + 2.5) / 2, rtol=1e-6)
+
+
+def test_uniform_numbers_stay_below_high(env: dc.Environment) -> None:
+    """u * (high - low) + low rounds up to high for u near 1 in float32 (14 of 4M did for [100, 101))."""
+    out = env.parameter("uniform_high", (4_000_000,))
+    env.run(env.build_graph(lambda s: s.write(out, s.random_uniform((4_000_000,), 100.0, 101.0))), seed=0)
+    values = env.read(out)
+    assert values.min() >= 100.0 and values.max() < 101.0

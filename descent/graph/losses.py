@@ -20,6 +20,11 @@ def _reduce(loss: Array, reduction: str, examples: int) -> Array:
     raise ValueError(at_user_line(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"))
 
 
+def _difference(prediction: Array, target: Array | float) -> Array:
+    """prediction - target in float32: integer inputs would wrap when squared or summed."""
+    return ops.astype(prediction, float32) - (ops.astype(target, float32) if isinstance(target, Array) else target)
+
+
 def _same_shape(loss: str, prediction: Array, target: Array | float) -> None:
     """Refuse a target that would broadcast against the prediction: (N,) against (N, 1) would
     silently compare every prediction with every target (PyTorch warns; this is an error)."""
@@ -52,7 +57,8 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
     log_probabilities = logits - reductions.logsumexp(logits, -1, keepdims=True)
-    per_class = -(targets * log_probabilities)
+    # a class with no target weight adds nothing, also where its logit is -inf (0 * -inf would be NaN)
+    per_class = -ops.where(ops.eq(targets, 0.0), 0.0, targets * log_probabilities)
     examples = logits.size // logits.shape[-1]
     if reduction == "none":
         return reductions.sum(per_class, -1)
@@ -62,14 +68,14 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
 def mse(prediction: Array, target: Array, reduction: str = "mean") -> Array:
     """Mean squared error (every element counts as an example); target has the prediction's shape."""
     _same_shape("mse", prediction, target)
-    difference = prediction - target
+    difference = _difference(prediction, target)
     return _reduce(difference * difference, reduction, difference.size)
 
 
 def l1(prediction: Array, target: Array, reduction: str = "mean") -> Array:
     """Mean absolute error (as PyTorch's l1_loss); target has the prediction's shape."""
     _same_shape("l1", prediction, target)
-    difference = ops.abs(prediction - target)
+    difference = ops.abs(_difference(prediction, target))
     return _reduce(difference, reduction, difference.size)
 
 
@@ -79,7 +85,7 @@ def huber(prediction: Array, target: Array, delta: float = 1.0, reduction: str =
     if not delta > 0:
         raise ValueError(at_user_line(f"huber: delta must be positive, got {delta}"))
     _same_shape("huber", prediction, target)
-    difference = ops.abs(prediction - target)
+    difference = ops.abs(_difference(prediction, target))
     loss = ops.where(ops.lt(difference, delta), 0.5 * difference * difference, delta * (difference - 0.5 * delta))
     return _reduce(loss, reduction, loss.size)
 

@@ -124,7 +124,14 @@ class Scope:
 
     def random_uniform(self, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0) -> Array:
         """Uniform float32 numbers in [low, high), a counter-based hash of the run's seed and the index."""
-        return self._random("uniform", shape) * (high - low) + low
+        from descent.graph import ops
+
+        uniform = self._random("uniform", shape)
+        if (low, high) == (0.0, 1.0):
+            return uniform
+        below_high = float(np.nextafter(np.float32(high), np.float32(low)))  # u * (high - low) + low can round up
+        scaled = uniform * (high - low) + low
+        return ops.minimum(scaled, below_high) if high > low else scaled
 
     def random_normal(self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0) -> Array:
         """Normal float32 numbers (Box-Muller over two hashed uniforms)."""
