@@ -70,6 +70,16 @@ def test_conv_transpose_matches_torch(env: dc.Environment, function: str, case: 
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(np.prod(case["w"])))
 
 
+def test_strided_conv_transpose_of_an_empty_batch(env: dc.Environment) -> None:
+    """As torch: (0, 3, 5, 5) through a stride-2 transpose is (0, 4, 11, 11); spacing out no elements
+    sliced an empty view, which getitem refuses."""
+    weight = rng.normal(size=(3, 4, 3, 3)).astype(np.float32)
+    empty = np.zeros((0, 3, 5, 5), np.float32)
+    assert evaluate(env, lambda a, w: dc.conv_transpose2d(a, w, stride=2), empty, weight).shape == (0, 4, 11, 11)
+    assert evaluate(env, lambda a, w: dc.conv_transpose1d(a, w, stride=2), empty[:, :, 0], weight[..., 0]).shape == \
+        (0, 4, 11)
+
+
 def test_conv_transpose2d_reads_flipped_weights_as_vectors(env: dc.Environment) -> None:
     """The flipped weights of a transposed convolution (conv2d's input gradient) are copied on a CPU
     driver, so its matmul fetches them four at a time instead of one by one."""

@@ -183,7 +183,10 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
                                       f"with {groups} group(s)"))
     _check_bias("conv_transpose2d", bias, og * groups)
     dilated = x
-    if stride != (1, 1):  # zeros between the elements; a longer index chain, so only when needed
+    if stride != (1, 1) and x.size == 0:  # no elements to space out (slicing to an empty view is refused)
+        spaced = (n, c, (h - 1) * stride[0] + 1 if h else 0, (wd - 1) * stride[1] + 1 if wd else 0)
+        dilated = ops.broadcast_to(x.scope.constant(0, x.dtype), spaced)
+    elif stride != (1, 1):  # zeros between the elements; a longer index chain, so only when needed
         dilated = x.reshape(n, c, h, 1, wd, 1)
         dilated = ops.pad(dilated, [(0, 0), (0, 0), (0, 0), (0, stride[0] - 1), (0, 0), (0, stride[1] - 1)])
         dilated = dilated.reshape(n, c, h * stride[0], wd * stride[1])
