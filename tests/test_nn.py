@@ -387,6 +387,9 @@ def test_global_norm_and_clipping_functions(env: dc.Environment) -> None:
     np.testing.assert_array_equal(unclipped, a)
     integers = evaluate(env, lambda p: optim.global_norm([p]), np.array([50000, 0], np.int32))
     np.testing.assert_allclose(integers, 50000.0, rtol=1e-6)
+    many = [np.full((5, 3), float(k), np.float32) for k in range(40)]  # 40 sums in one kernel bound 41 buffers
+    np.testing.assert_allclose(evaluate(env, lambda *gs: optim.global_norm(list(gs)), *many),
+                               np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in many)), rtol=1e-6)
     assert optim.clip_by_global_norm([], 1.0) == []
     with pytest.raises(ValueError, match="global_norm: needs at least one gradient"):
         optim.global_norm([])
