@@ -408,3 +408,14 @@ def test_parameters_named_like_glsl_or_template_names(name: str) -> None:
     env.run(env.build_graph(build))
     np.testing.assert_allclose(env.read(out), np.exp(data) @ data + np.pad(data[1:], ((0, 1), (0, 0))), rtol=1e-5)
     np.testing.assert_array_equal(env.read(row_max), data.max(1))
+
+
+def test_a_parameter_named_like_a_hidden_constant() -> None:
+    """Graph constants live in hidden parameters; a user's parameter called constant1 must not make a
+    later graph's constant clash with it (GraphError: parameter 'constant1' already exists)."""
+    env = dc.Environment()
+    mine = env.parameter("constant1", (3,), init=np.array([1.0, 2.0, 3.0], np.float32))
+    out = env.parameter("constant_out", (3,))
+    env.run(env.build_graph(lambda s: s.write(out, s.read(mine) * s.constant(np.array([2.0, 3.0, 4.0], np.float32)))))
+    np.testing.assert_array_equal(env.read(out), [2.0, 6.0, 12.0])
+    np.testing.assert_array_equal(env.read(mine), [1.0, 2.0, 3.0])

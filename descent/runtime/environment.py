@@ -111,8 +111,8 @@ class Environment:
         """A hidden parameter holding a numpy constant of a graph; equal constants share one."""
         key = (dtype.name, array.shape, hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest())
         if key not in self._constants:
-            self._constants[key] = self.parameter(f"constant{len(self._constants) + 1}", array.shape, dtype,
-                                                  init=array)
+            self._constants[key] = self.parameter(self.unique_name(f"constant{len(self._constants) + 1}"),
+                                                  array.shape, dtype, init=array)
         return self._constants[key]
 
     def tensor(self, name: str):
