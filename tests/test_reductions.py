@@ -306,3 +306,23 @@ def test_the_loop_limit_is_measured() -> None:
         assert limits.max_loop_trips == 65535
     else:
         assert limits.max_loop_trips == UNLIMITED or 0 < limits.max_loop_trips < LOOP_PROBE_TRIPS
+
+
+def test_softmax_gradients_of_fused_rows_and_log_softmax_of_large_logits(env: dc.Environment) -> None:
+    """softmax of a fused product whose rows are not whole vec4s: its max, recomputed in another kernel
+    that the driver may round differently, found no equal element and the gradient was 0/0. And
+    log_softmax of logits near 1e6 as torch's: x - logsumexp(x) lost their low bits."""
+    import torch
+
+    a, b = rng.normal(size=(200, 6)).astype(np.float32), rng.normal(size=(200, 6)).astype(np.float32)
+    weights = rng.normal(size=(200, 6)).astype(np.float32)
+
+    def gradient(p, q, w):
+        return p.scope.grad(dc.sum(dc.softmax((p * q) * 0.2, -1) * w), [p])[0]
+
+    ta = torch.from_numpy(a).requires_grad_()
+    (torch.softmax((ta * torch.from_numpy(b)) * 0.2, -1) * torch.from_numpy(weights)).sum().backward()
+    np.testing.assert_allclose(evaluate(env, gradient, a, b, weights), ta.grad.numpy(), rtol=1e-4, atol=1e-6)
+    logits = rng.normal(size=(8, 10)).astype(np.float32) + 1e6
+    np.testing.assert_allclose(evaluate(env, lambda x: dc.log_softmax(x, -1), logits),
+                               torch.log_softmax(torch.from_numpy(logits), -1).numpy(), rtol=0, atol=1e-5)

@@ -195,11 +195,15 @@ def logsumexp(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
 
 
 def softmax(x: Array, axis: int = -1) -> Array:
-    """exp(x - max) / sum(exp(x - max)) along `axis`: stable, and exact to an ulp for large x."""
-    shifted = ops.exp(x - max(x, axis, keepdims=True))
+    """exp(x - max) / sum(exp(x - max)) along `axis`: stable, and exact to an ulp for large x. The
+    shift changes nothing, so no gradient goes through it (max's rule needs x recomputed bit for bit
+    in another kernel, which a driver free to regroup float arithmetic does not promise)."""
+    shifted = ops.exp(x - ops.stop_gradient(max(x, axis, keepdims=True)))
     return shifted / sum(shifted, axis, keepdims=True)
 
 
 def log_softmax(x: Array, axis: int = -1) -> Array:
-    """x - logsumexp(x) along `axis`."""
-    return x - logsumexp(x, axis, keepdims=True)
+    """(x - max) - log(sum(exp(x - max))) along `axis`: subtracting the max first keeps large logits
+    exact (x - logsumexp(x) loses their low bits: 0.02 off at 1e6); no gradient goes through the max."""
+    shifted = x - ops.stop_gradient(max(x, axis, keepdims=True))
+    return shifted - ops.log(sum(ops.exp(shifted), axis, keepdims=True))
