@@ -269,6 +269,9 @@ def test_nan_propagates_and_division_by_a_literal_zero(env: dc.Environment) -> N
             "maximum": (lambda a: dc.maximum(a, 0.5), np.maximum(x, 0.5)),
             "maximum, NaN second": (lambda a: dc.maximum(0.5, a), np.maximum(0.5, x)),
             "minimum": (lambda a: dc.minimum(a, 0.5), np.minimum(x, 0.5)),
+            # a NaN branch of a + b gave x + (-x), which lavapipe folds to 0
+            "maximum of x and -x": (lambda a: dc.maximum(a, -a), np.maximum(x, -x)),
+            "minimum of x and -x": (lambda a: dc.minimum(a, -a), np.minimum(x, -x)),
             "relu": (dc.relu, np.where(x <= 0, 0, x)),
             "/ 0.0": (lambda a: a / 0.0, x / np.float32(0.0)),
             "/ -0.0": (lambda a: a / -0.0, x / np.float32(-0.0)),

@@ -296,8 +296,8 @@ _OPS = [
     # exact remainder, which % returns
     ElementwiseOp("floor_divide", 2, "descent_floor_divide({0}, {1})", helpers=("descent_floor_divide",)),
     ElementwiseOp("remainder", 2, "descent_remainder({0}, {1})", helpers=("descent_floor_divide", "descent_remainder")),
-    ElementwiseOp("maximum", 2, "max({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : max({0}, {1})"),
-    ElementwiseOp("minimum", 2, "min({0}, {1})", float_glsl="isnan({0}) || isnan({1}) ? {0} + {1} : min({0}, {1})"),
+    ElementwiseOp("maximum", 2, "max({0}, {1})", float_glsl="isnan({0}) ? {0} : isnan({1}) ? {1} : max({0}, {1})"),
+    ElementwiseOp("minimum", 2, "min({0}, {1})", float_glsl="isnan({0}) ? {0} : isnan({1}) ? {1} : min({0}, {1})"),
     ElementwiseOp("lt", 2, "{0} < {1}", result="bool"),
     ElementwiseOp("le", 2, "{0} <= {1}", result="bool"),
     ElementwiseOp("gt", 2, "{0} > {1}", result="bool"),
