@@ -348,10 +348,12 @@ def _fits_loops(trips: int, device: DeviceShape) -> bool:
     return trips + LOOP_SLACK <= device.loop_trips
 
 
-def _too_long(parts: _Kernel, what: str, trips: int, device: DeviceShape) -> DeviceError:
-    return DeviceError(f"{parts.kernel.name}: {what} needs {trips} loop iterations in one thread, and this device's "
-                       f"driver ends a thread's loops after {device.loop_trips} (lavapipe's guard against endless "
-                       f"loops); split it into shorter steps (ops from {', '.join(parts.locations[:3])})")
+def _require_loops(parts: _Kernel, what: str, trips: int, device: DeviceShape) -> None:
+    """Refuse a kernel whose invocations would loop `trips` times where the driver ends them sooner."""
+    if not _fits_loops(trips, device):
+        raise DeviceError(f"{parts.kernel.name}: {what} needs {trips} loop iterations in one thread, and this "
+                          f"device's driver ends a thread's loops after {device.loop_trips} (lavapipe's guard against "
+                          f"endless loops); split it into shorter steps (ops from {', '.join(parts.locations[:3])})")
 
 
 def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
@@ -390,8 +392,7 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         while not _fits_loops(trips(local), device) and 2 * local <= device.max_local_size:
             local *= 2
         workgroups = _grid(outputs, device.max_groups)
-        if not _fits_loops(trips(local), device):
-            raise _too_long(parts, f"a {op} of {reduced} elements over {local} threads", trips(local), device)
+        _require_loops(parts, f"a {op} of {reduced} elements over {local} threads", trips(local), device)
     return parts.fill("reduce", workgroups, REDUCTION=" and ".join([op] + [op[3:]] * bool(kernel.values)),
                       REDUCED=reduced, OUTPUTS=outputs,
                       SERIAL=int(serial), QUADS=int(quads), LOCAL_SIZE=local, FUNCTIONS=functions,
@@ -424,9 +425,9 @@ def _scatter_add(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], 
                                  SIZE=kernel.size, LOCAL_SIZE=device.local_size, BODY=body))
     parts.ops.append("scatter_add")
     parts.locations.append(core.location)
-    if deterministic and not _fits_loops(core.attrs["count"], device):
-        raise _too_long(parts, f"a deterministic scatter_add of {core.attrs['count']} indices",
-                        core.attrs["count"], device)
+    if deterministic:
+        _require_loops(parts, f"a deterministic scatter_add of {core.attrs['count']} indices", core.attrs["count"],
+                       device)
     workgroups = _grid(-(-threads // device.local_size), device.max_groups)
     sources.append(parts.fill("scatter_add", workgroups, VALUES=value_count, SIZE=kernel.size, EXTENT=extent,
                               COUNT=core.attrs["count"], INNER=inner, DETERMINISTIC=int(deterministic),
@@ -512,8 +513,7 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         else:
             functions += "\n" + load_a + "\n" + load_b
         steps = -(-k // 4) if vector else -(-k // 2)  # matmul_direct_vec4's steps of K, matmul_direct's (DEPTH)
-        if not _fits_loops(steps, device):
-            raise _too_long(parts, f"a matmul over K = {k}", steps, device)
+        _require_loops(parts, f"a matmul over K = {k}", steps, device)
         blocks = batch * -(-m // block_m) * -(-n // block_n)
         # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
@@ -527,8 +527,7 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     while (tile_m + width + tile_n) * tile_k * 4 > device.shared_memory and tile_k > shallowest:
         tile_k //= 2
     workgroups = (-(-n // tile_n), -(-m // tile_m), batch)
-    if not _fits_loops(-(-k // tile_k) * (tile_k + 4), device):
-        raise _too_long(parts, f"a matmul over K = {k}", -(-k // tile_k) * (tile_k + 4), device)
+    _require_loops(parts, f"a matmul over K = {k}", -(-k // tile_k) * (tile_k + 4), device)
     read_a = _vector_read(parts, a, chain_a, a_axes, "col", width)
     read_b = _vector_read(parts, b, chain_b, b_axes, "col", width)
     functions += "\n" + _fetch_function("fetch_a", "load_a", load_a, read_a, (m, k), (tile_m, tile_k), width)
@@ -595,8 +594,7 @@ def _subgroup_matmul(parts: _Kernel, a, load_a: str, vector_b: tuple[str, str], 
     slices = k // lanes + 1
     while per_group > 1 and not _fits_loops(per_group * slices, device):  # each tile loops over K
         per_group //= 2
-    if not _fits_loops(per_group * slices, device):
-        raise _too_long(parts, f"a matmul over K = {k}", per_group * slices, device)
+    _require_loops(parts, f"a matmul over K = {k}", per_group * slices, device)
     return parts.fill("matmul_subgroup", _grid(-(-tiles // per_group), device.max_groups), BATCH=batch, M=m, N=n, K=k,
                       LANES=lanes, PER_GROUP=per_group, FUNCTIONS=functions)
 
