@@ -98,8 +98,8 @@ class Trainer:
             self._metrics(s, kind, output, labels, loss)
             if kind == "train":
                 # as in torch, a parameter the loss does not depend on (no gradient) is left alone: no decay
-                parameters = [p for p in self.model.parameters(trainable_only=True)
-                              if nx.has_path(s.graph, s.read(p).node_id, loss.node_id)]
+                used = nx.ancestors(s.graph, loss.node_id)
+                parameters = [p for p in self.model.parameters(trainable_only=True) if s.read(p).node_id in used]
                 values = [s.read(p) for p in parameters]
                 self.optimizer.update(s, parameters, values, s.grad(loss, values))
 
