@@ -472,7 +472,7 @@ def getitem(x: Array, index: Any) -> Array:
 def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, mode: str = "constant") -> Array:
     """Pad each axis by (before, after) elements: `value` for mode "constant", mirrored interior
     elements for "reflect" (as numpy.pad). Negative widths crop. A view: nothing is copied."""
-    widths = _pad_widths(widths, x.ndim, x.shape)
+    widths = _pad_widths(widths, x.shape)
     _check_weak_integers("pad", [value], x.dtype)
     crop = tuple(slice(max(-lo, 0), size - max(-hi, 0)) for (lo, hi), size in zip(widths, x.shape))
     x = getitem(x, crop)
@@ -498,12 +498,13 @@ def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, m
     return _view(x, shape, "pad", (tuple(widths), value), lambda chain: views.pad(chain, x.shape, tuple(widths), value))
 
 
-def _pad_widths(widths: Any, ndim: int, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+def _pad_widths(widths: Any, shape: tuple[int, ...]) -> list[tuple[int, int]]:
     """numpy.pad's forms of widths: n, (n,), (before, after) or ((before, after),) for every axis, or
     one (before, after) pair per axis."""
     def is_int(w: Any) -> bool:
         return isinstance(w, (int, np.integer)) and not isinstance(w, bool)
 
+    ndim = len(shape)
     try:
         if is_int(widths):
             pairs = [(widths, widths)] * ndim
