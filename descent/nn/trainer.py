@@ -157,7 +157,7 @@ class Trainer:
         that wrote it. Returns one dict of metrics per epoch."""
         if self.optimizer is None:
             raise ValueError(at_user_line("Trainer.fit needs an optimizer: pass optimizer=... to Trainer(...)"))
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        if not _is_count(epochs):
             raise ValueError(at_user_line(
                 f"fit: epochs is the epoch to stop after and must be an integer of at least 1, got {epochs!r}"))
         if not 0 <= initial_epoch < epochs:
@@ -303,8 +303,13 @@ def _dtype_name(array: np.ndarray) -> str:
     return as_dtype(array.dtype).name
 
 
+def _is_count(value: Any) -> bool:
+    """An integer (Python or numpy, not a bool) of at least 1."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
 def _check_batch_size(where: str, batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if not _is_count(batch_size):
         raise ValueError(at_user_line(f"{where}: batch_size must be a positive integer, not {batch_size!r}"))
 
 
