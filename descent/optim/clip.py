@@ -11,17 +11,12 @@ from descent.graph import ops, reductions
 from descent.graph.array import Array
 from descent.graph.dtype import float32
 
-SUMS_PER_KERNEL = 16  # partial sums of squares one kernel adds (lavapipe binds at most 32 buffers a kernel)
-
 
 def global_norm(gradients: Sequence[Array]) -> Array:
     """The L2 norm of all the gradients taken together, as one vector (in float32)."""
     if not gradients:
         raise ValueError(at_user_line("global_norm: needs at least one gradient"))
     squares = [reductions.sum(ops.astype(g, float32) ** 2) for g in gradients]
-    while len(squares) > SUMS_PER_KERNEL:  # each sum is a buffer its kernel binds, and devices limit bindings
-        squares = [ops.contiguous(functools.reduce(ops.add, squares[start:start + SUMS_PER_KERNEL]))
-                   for start in range(0, len(squares), SUMS_PER_KERNEL)]
     return ops.sqrt(functools.reduce(ops.add, squares))
 
 

@@ -22,7 +22,7 @@ from descent.graph.scope import Scope
 from descent.runtime.device import Device, _import_kp, open_device
 from descent.runtime.executable import Executable
 from descent.schedule.kernel import Schedule
-from descent.schedule.plan import schedule
+from descent.schedule.plan import kernel_split_point, schedule
 
 LOCAL_SIZE = 256
 MAX_IN_FLIGHT = 2  # runs submitted and not yet waited for
@@ -314,25 +314,28 @@ class Pending:
 
 
 def _within_bindings(scope: Scope, cpu: bool, shape: DeviceShape, limit: int) -> tuple[Schedule, list[KernelSource]]:
-    """The schedule and its kernels' sources, each binding at most `limit` buffers: where a kernel
-    sharing many elementwise outputs (an optimiser's updates of every parameter at once) binds more,
-    it is scheduled again with fewer outputs a kernel."""
-    max_grouped = None
+    """The schedule and its kernels' sources, each binding at most `limit` buffers. Where a kernel
+    binds more, it is scheduled again: with fewer outputs a kernel where it shares many (an
+    optimiser's updates of every parameter at once), else with a part of its inline work given a
+    buffer and a kernel of its own (a concat of many arrays)."""
+    max_grouped, split = None, frozenset()
     while True:
-        plan = schedule(scope.graph, scope.writes, computed_operands=cpu, max_grouped=max_grouped)
+        plan = schedule(scope.graph, scope.writes, computed_operands=cpu, max_grouped=max_grouped, split=split)
         generated = [(kernel, source) for kernel in plan.kernels
                      for source in generate(scope.graph, kernel, plan.buffers, shape)]
         wide = [(kernel, source) for kernel, source in generated if len(source.bindings) > limit]
         if not wide:
             return plan, [source for _, source in generated]
-        fewer = max(len(kernel.outputs) for kernel, _ in wide) // 2
-        if max_grouped is not None:
-            fewer = min(fewer, max_grouped - 1)
-        if fewer < 1:
-            source = wide[0][1]
-            raise DeviceError(f"{source.name} binds {len(source.bindings)} buffers; this device allows {limit} "
-                              f"(ops from {', '.join(source.locations[:3])})")
-        max_grouped = fewer
+        shared = [len(kernel.outputs) for kernel, _ in wide if kernel.core is None and len(kernel.outputs) > 1]
+        if shared:
+            max_grouped = min(max(shared) // 2, (max_grouped or max(shared)) - 1)
+            continue
+        points = [(kernel_split_point(scope.graph, kernel), source) for kernel, source in wide]
+        for point, source in points:
+            if point is None:
+                raise DeviceError(f"{source.name} binds {len(source.bindings)} buffers; this device allows {limit} "
+                                  f"(ops from {', '.join(source.locations[:3])})")
+        split |= {point for point, _ in points}
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:

@@ -76,14 +76,16 @@ def _computed_operand(graph: nx.DiGraph, source: int) -> int | None:
     return None if node_of(graph, source).op in LEAVES + HEAVY else source
 
 
-def realize(graph: nx.DiGraph, roots: list[int], computed_operands: bool = False) -> set[int]:
+def realize(graph: nx.DiGraph, roots: list[int], computed_operands: bool = False,
+            chosen: frozenset[int] = frozenset()) -> set[int]:
     """Nodes that must be computed once into a buffer rather than fused into their consumers.
     With `computed_operands` (CPU drivers, whose matmul loads each operand element once per block of
-    rows or columns) a matmul operand that computes something gets a buffer too."""
+    rows or columns) a matmul operand that computes something gets a buffer too. `chosen` nodes get
+    one whatever the rules say (see `split_point`)."""
     needed = set(roots)
     for root in roots:
         needed |= nx.ancestors(graph, root)
-    realized: set[int] = set()
+    realized: set[int] = set(chosen) & needed
     contexts: dict[int, set[Context]] = defaultdict(set)
     for root in roots:
         contexts[root].add(())
@@ -153,3 +155,21 @@ def levels(graph: nx.DiGraph, outputs: set[int], realized: set[int]) -> dict[int
             loaded = loaded_realized(graph, node_id, realized)
             level[node_id] = 1 + max((level[n] for n in loaded), default=-1)
     return level
+
+
+def split_point(graph: nx.DiGraph, starts: list[tuple[int, Context]], computed: set[int],
+                loads: dict[int, str]) -> int | None:
+    """A node computed inline by a kernel (walked from `starts`, loading `loads`) whose own loads are
+    nearest half of the kernel's: given a buffer, it takes them to a kernel of its own. None when no
+    such node loads two or more buffers, so that realizing it would not narrow the kernel."""
+    stops = set(loads) | computed
+    inline = [n for n in walk(graph, starts, computed, stops)
+              if n not in stops and node_of(graph, n).op not in (*LEAVES, *HEAVY, "view")]
+    total = len(set(loads.values()))
+    best, best_distance = None, None
+    for node_id in inline:
+        own = {loads[n] for n in walk(graph, [(node_id, ())], {node_id}, stops) if n in loads}
+        distance = abs(2 * len(own) - total)
+        if len(own) >= 2 and (best_distance is None or distance < best_distance):
+            best, best_distance = node_id, distance
+    return best

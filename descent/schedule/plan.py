@@ -10,7 +10,7 @@ import networkx as nx
 
 from descent.graph.parameter import Parameter
 from descent.graph.view import numel
-from descent.schedule.fuse import HEAVY, is_buffer, levels, node_of, operand_contexts, realize, walk
+from descent.schedule.fuse import HEAVY, is_buffer, levels, node_of, operand_contexts, realize, split_point, walk
 from descent.schedule.kernel import Buffer, Copy, Kernel, Schedule
 
 
@@ -31,14 +31,15 @@ class _Draft:
 
 
 def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], computed_operands: bool = False,
-             max_grouped: int | None = None) -> Schedule:
+             max_grouped: int | None = None, split: frozenset[int] = frozenset()) -> Schedule:
     """Fuse the graph into kernels that compute every parameter write, reads seeing old values; the
     kernels of a level run in whichever order needs fewer bytes of temporaries (`_order_for_memory`).
     `computed_operands`: give computed matmul operands a buffer (see `realize`). `max_grouped`: at
-    most this many outputs share an elementwise kernel (each binds buffers, and devices limit them)."""
+    most this many outputs share an elementwise kernel (each binds buffers, and devices limit them).
+    `split`: nodes to compute into buffers of their own (`kernel_split_point`)."""
     writes = {name: (p, node) for name, (p, node) in writes.items() if p.size > 0}
     roots = sorted({node for _, node in writes.values()})
-    realized = realize(graph, roots, computed_operands)
+    realized = realize(graph, roots, computed_operands, split)
     drafts = _merge_epilogues(graph, _drafts(graph, set(roots) | realized, realized, max_grouped), set(roots), realized)
     drafts = _merge_arg_reductions(graph, drafts, realized)
     drafts.sort(key=lambda d: d.level)
@@ -93,6 +94,15 @@ def schedule(graph: nx.DiGraph, writes: dict[str, tuple[Parameter, int]], comput
              for order in (kernels, _order_for_memory(kernels, buffers, copies))]
     kernels, buffers, slots = min(plans, key=lambda plan: sum(plan[2]))
     return Schedule(tuple(kernels), buffers, slots, tuple(copies))
+
+
+def kernel_split_point(graph: nx.DiGraph, kernel: Kernel) -> int | None:
+    """A node `kernel` computes inline that, scheduled with a buffer of its own, takes about half of
+    the kernel's loads to another kernel (for devices that bind few buffers); None if none would."""
+    starts = [(node_id, ()) for node_id, _ in kernel.outputs]
+    if kernel.core is not None:
+        starts += operand_contexts(graph, node_of(graph, kernel.core))
+    return split_point(graph, starts, {node_id for node_id, _ in kernel.outputs}, kernel.loads)
 
 
 def _drafts(graph: nx.DiGraph, outputs: set[int], realized: set[int], max_grouped: int | None) -> list[_Draft]:
