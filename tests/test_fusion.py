@@ -446,3 +446,22 @@ def test_a_parameter_named_like_a_hidden_constant() -> None:
     env.run(env.build_graph(lambda s: s.write(out, s.read(mine) * s.constant(np.array([2.0, 3.0, 4.0], np.float32)))))
     np.testing.assert_array_equal(env.read(out), [2.0, 6.0, 12.0])
     np.testing.assert_array_equal(env.read(mine), [1.0, 2.0, 3.0])
+
+
+def test_a_long_fused_chain_builds(env: dc.Environment) -> None:
+    """1000 elementwise ops fused into one kernel: codegen evaluates operands before their users
+    rather than recursing through the chain (it passed Python's recursion limit near 340 ops)."""
+    data = np.linspace(-1, 1, 6).astype(np.float32)
+    x, out = env.parameter("long_chain_x", (6,), init=data), env.parameter("long_chain_out", (6,))
+
+    def build(s: dc.Scope) -> None:
+        a = s.read(x)
+        y = a
+        for _ in range(500):
+            y = y * 0.5 + a
+        s.write(out, y)
+
+    graph = env.build_graph(build)
+    assert graph.kernel_count == 1
+    env.run(graph)
+    np.testing.assert_allclose(env.read(out), 2 * data, rtol=1e-6, atol=1e-7)

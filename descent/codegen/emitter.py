@@ -278,6 +278,37 @@ class Emitter:
 
     def value(self, node_id: int, chain: ViewChain = ()) -> str:
         """GLSL expression (a variable or literal) of node `node_id` at `chain` from the base index."""
+        if (node_id, chain) not in self._values:
+            for operand in self._operands_first(node_id, chain):
+                self._value(*operand)
+        return self._value(node_id, chain)
+
+    def _operands(self, node_id: int, chain: ViewChain) -> list[tuple[int, ViewChain]]:
+        """The (node, chain) pairs that evaluating `node_id` at `chain` evaluates first."""
+        node = node_of(self.graph, node_id)
+        if (node_id, chain) in self.special or node_id in self.loads or node.op in ("const", "arange"):
+            return []
+        operands = input_contexts(node, chain)
+        return operands[1:] if node.op == "gather" else operands  # a gather loads its source itself
+
+    def _operands_first(self, node_id: int, chain: ViewChain) -> list[tuple[int, ViewChain]]:
+        """The pairs not yet evaluated below (node_id, chain), each after its operands and in the order
+        a depth-first evaluation meets them: evaluated in turn, no call recurses deeper than one op (a
+        fused chain of hundreds of ops would exceed Python's recursion limit)."""
+        order: list[tuple[int, ViewChain]] = []
+        seen: set[tuple[int, ViewChain]] = set()
+        stack: list[tuple[tuple[int, ViewChain], bool]] = [((node_id, chain), False)]
+        while stack:
+            key, expanded = stack.pop()
+            if expanded:
+                order.append(key)
+            elif key not in seen and key not in self._values:
+                seen.add(key)
+                stack.append((key, True))
+                stack.extend((operand, False) for operand in reversed(self._operands(*key)))
+        return order[:-1]
+
+    def _value(self, node_id: int, chain: ViewChain) -> str:
         key = (node_id, chain)
         if key in self._values:
             return self._values[key]
@@ -291,7 +322,7 @@ class Emitter:
         if self.hoist and not self._hoisting and self.invariant(node_id, chain):
             self._hoisting = True
             try:
-                return self.value(node_id, chain)
+                return self._value(node_id, chain)
             finally:
                 self._hoisting = False
         if node_id in self.loads:
