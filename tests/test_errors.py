@@ -208,6 +208,35 @@ def test_second_process_compiles_nothing(tmp_path: Path) -> None:
     assert "kernels 1 compiled 0 cached 1" in second.stdout, second.stderr
 
 
+@pytest.mark.parametrize("damage", ["truncate", "swap", "zero"])
+def test_a_damaged_cache_file_is_compiled_again(tmp_path: Path, damage: str) -> None:
+    """A cache file cut short, emptied or holding another kernel's SPIR-V is compiled again and
+    rewritten; the driver used to get it (vk::Device::createComputePipeline: ErrorUnknown, or a wrong result)."""
+    other = _run(PROGRAM.replace("0.25", "0.5"), DESCENT_CACHE=str(tmp_path / "other"))
+    assert other.returncode == 0, other.stderr
+    assert _run(PROGRAM, DESCENT_CACHE=str(tmp_path)).returncode == 0
+    others = {path.name: path for path in (tmp_path / "other" / "spirv").iterdir()}  # the loop probe's is shared
+    (cached,) = (path for path in (tmp_path / "spirv").iterdir() if path.name not in others)
+    (swapped,) = (path for name, path in others.items() if not (tmp_path / "spirv" / name).exists())
+    data = cached.read_bytes()
+    cached.write_bytes({"truncate": data[:100], "zero": b"", "swap": swapped.read_bytes()}[damage])
+    second = _run(PROGRAM + "    print(env.read(x))\n", DESCENT_CACHE=str(tmp_path))
+    assert second.returncode == 0, second.stderr
+    assert "kernels 1 compiled 1 cached 0" in second.stdout
+    assert cached.read_bytes() == data
+    third = _run(PROGRAM + "    print(env.read(x))\n", DESCENT_CACHE=str(tmp_path))
+    assert "kernels 1 compiled 0 cached 1" in third.stdout and third.stdout == second.stdout.replace(
+        "compiled 1 cached 0", "compiled 0 cached 1")
+
+
+def test_dump_shaders_to_a_file_warns_and_still_runs(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the dump folder should go")
+    result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path / "cache"), DESCENT_DUMP_SHADERS=str(blocked))
+    assert result.returncode == 0, result.stderr
+    assert f"DESCENT_DUMP_SHADERS={blocked}: cannot write shaders there" in result.stderr
+
+
 def test_unwritable_cache_warns_and_still_runs(tmp_path: Path) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder should go")

@@ -1,4 +1,7 @@
-"""GLSL to SPIR-V with glslangValidator, cached on disk by a hash of source and compiler version."""
+"""GLSL to SPIR-V with glslangValidator, cached on disk by a hash of source and compiler version.
+
+A cache file holds the SPIR-V and then a SHA-256 of its key and SPIR-V, so that a truncated,
+damaged or misplaced file is compiled again instead of reaching the driver."""
 
 from __future__ import annotations
 
@@ -47,10 +50,46 @@ def compile_glsl(source: str, label: str = "kernel", origin: str = "", probe: bo
     if not probe:
         _dump(source, label)
     key = hashlib.sha256("\0".join((source, compiler_version(), *FLAGS)).encode()).hexdigest()
-    cached = cache_dir() / f"{key}.spv"
-    if cached.exists():
+    cached = cache_dir() / f"{key}.spirv"
+    spirv = _read_cached(cached, key)
+    if spirv is not None:
         stats["cached"] += not probe
-        return cached.read_bytes()
+        return spirv
+    spirv = _compile(source, label, origin)
+    stats["compiled"] += not probe
+    _write_cached(cached, key, spirv)
+    return spirv
+
+
+def _digest(key: str, spirv: bytes) -> bytes:
+    return hashlib.sha256(key.encode() + spirv).digest()
+
+
+def _read_cached(path: Path, key: str) -> bytes | None:
+    """The SPIR-V cached for `key`, or None where there is none or the file does not check out."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    spirv, digest = data[:-32], data[-32:]
+    return spirv if len(data) > 32 and digest == _digest(key, spirv) else None
+
+
+def _write_cached(path: Path, key: str, spirv: bytes) -> None:
+    """Write atomically (a reader sees the old file or the whole new one); failure only warns."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(spirv + _digest(key, spirv))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except OSError as error:
+        _warn_uncached(str(path.parent), str(error))
+
+
+def _compile(source: str, label: str, origin: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="descent-") as work:
         shader = Path(work) / f"{label}.comp"
         shader.write_text(source)
@@ -58,23 +97,13 @@ def compile_glsl(source: str, label: str = "kernel", origin: str = "", probe: bo
         result = subprocess.run(
             [COMPILER, *FLAGS, "-o", str(output), str(shader)], capture_output=True, text=True, check=False
         )
-        stats["compiled"] += not probe
         if result.returncode != 0 or not output.exists():
             message = (result.stdout + result.stderr).strip()
             raise CompileError(
                 f"{COMPILER} rejected the shader for {label}{' (ops from ' + origin + ')' if origin else ''}:\n"
                 f"{message}\n--- GLSL ---\n{_numbered(source)}"
             )
-        spirv = output.read_bytes()
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=cached.parent, suffix=".part")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(spirv)
-        os.replace(partial, cached)
-    except OSError as error:
-        _warn_uncached(str(cached.parent), str(error))
-    return spirv
+        return output.read_bytes()
 
 
 @functools.cache
@@ -89,6 +118,15 @@ def _dump(source: str, label: str) -> None:
     """With DESCENT_DUMP_SHADERS=dir, write every shader there for reading and debugging."""
     directory = os.environ.get("DESCENT_DUMP_SHADERS")
     if directory:
-        os.makedirs(directory, exist_ok=True)
         digest = hashlib.sha256(source.encode()).hexdigest()[:10]
-        Path(directory, f"{label}-{digest}.comp").write_text(source)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            Path(directory, f"{label}-{digest}.comp").write_text(source)
+        except OSError as error:
+            _warn_undumped(directory, str(error))
+
+
+@functools.cache
+def _warn_undumped(directory: str, reason: str) -> None:
+    warnings.warn(at_user_line(f"DESCENT_DUMP_SHADERS={directory}: cannot write shaders there ({reason})"),
+                  RuntimeWarning, stacklevel=2)
