@@ -80,14 +80,35 @@ def test_refused_init_leaves_no_parameter_behind(env: dc.Environment) -> None:
     (lambda x, w, v: dc.one_hot(dc.astype(v, "int32"), -3), dc.ShapeError, "one_hot: classes must not be negative"),
     (lambda x, w, v: v.scope.random_uniform((-2, 3)), dc.ShapeError, "random_uniform: a shape cannot have a"),
     (lambda x, w, v: v.scope.arange(-3), dc.ShapeError, "arange: a shape cannot have a negative size"),
+    (lambda x, w, v: v.astype("uint8"), TypeError, "dtype 'uint8'; descent has bool, uint32, int32"),
+    (lambda x, w, v: v.astype(np.float64), TypeError, "dtype <class 'numpy.float64'>"),
+    (lambda x, w, v: v.scope.random_uniform((4.7, 3)), TypeError, r"sizes must be integers, got 4.7"),
+    (lambda x, w, v: v.reshape((2, 4.0)), TypeError, r"reshape: sizes must be integers, got 4.0"),
 ], ids=["stride", "padding", "dilation", "kernel", "pool padding", "step", "array index", "ellipses", "pad fill",
-        "pad widths", "scatter size", "broadcast size", "one_hot classes", "random shape", "arange"])
+        "pad widths", "scatter size", "broadcast size", "one_hot classes", "random shape", "arange", "astype uint8",
+        "astype float64", "random float shape", "reshape float"])
 def test_bad_conv_pool_and_index_arguments(env: dc.Environment, build, error, message) -> None:
     tag = message[:12]
     x, w = env.parameter(f"bad_x{tag}", (1, 1, 6, 6)), env.parameter(f"bad_w{tag}", (1, 1, 3, 3))
     v = env.parameter(f"bad_v{tag}", (8,))
     with pytest.raises(error, match=rf"(?s){message}.*test_errors"):
         env.build_graph(lambda s: build(s.read(x), s.read(w), s.read(v)))
+
+
+def test_types_and_sizes_descent_does_not_have(env: dc.Environment) -> None:
+    """An explicit uint8 or float64 is refused (they became uint32 and float32 and computed other
+    values: 300 stayed 300 as 'uint8'), while numpy data of those types is held in descent's types;
+    a float size is refused (2.5 became 2) and arange's float stop counts as numpy's."""
+    with pytest.raises(TypeError, match=r"unsupported dtype 'float64'.*\n  at .*test_errors"):
+        env.parameter("narrow_p", (2,), "float64")
+    with pytest.raises(TypeError, match=r"parameter 'narrow_q': sizes must be integers, got 2.5 in \(2.5,\)"):
+        env.parameter("narrow_q", (2.5,))
+    held = env.parameter("narrow_held", (3,), init=np.array([1.5, 2.5, 3.5]))
+    assert held.dtype == dc.float32 and held.shape == (3,)
+    out = env.parameter("narrow_out", (3,))
+    env.run(env.build_graph(lambda s: s.write(out, s.read(held) + s.constant(np.array([1, 2, 3], np.int64))
+                                              + s.arange(2.5, "float32") + np.float64(0.5))))
+    np.testing.assert_array_equal(env.read(out), [3.0, 6.0, 9.0])
 
 
 def test_graph_misuse(env: dc.Environment) -> None:

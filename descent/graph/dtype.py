@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from descent.errors import at_user_line
+
 
 @dataclass(frozen=True)
 class DType:
@@ -36,23 +38,21 @@ float32 = DType("float32", np.float32, "float", "float", 3)
 
 ALL_DTYPES = (bool_, uint32, int32, float32)
 _BY_NAME = {d.name: d for d in ALL_DTYPES}
-_FROM_NUMPY = {
-    np.dtype(np.bool_): bool_,
+_FROM_NUMPY = {np.dtype(d.numpy): d for d in (uint32, int32, float32)} | {np.dtype(np.bool_): bool_}
+_HELD_AS = {  # numpy data of these types is held in the descent type that holds its values (floats rounded)
     np.dtype(np.uint8): uint32,
     np.dtype(np.uint16): uint32,
-    np.dtype(np.uint32): uint32,
     np.dtype(np.int8): int32,
     np.dtype(np.int16): int32,
-    np.dtype(np.int32): int32,
     np.dtype(np.int64): int32,
     np.dtype(np.float16): float32,
-    np.dtype(np.float32): float32,
     np.dtype(np.float64): float32,
 }
 
 
 def as_dtype(value: DType | str | type | np.dtype) -> DType:
-    """Resolve a descent dtype, its name, or a numpy dtype to a descent dtype."""
+    """Resolve a descent dtype, its name, a Python type or a numpy dtype to a descent dtype. A type
+    descent does not have (uint8, float64) is refused: computing in another would give other results."""
     if isinstance(value, DType):
         return value
     if isinstance(value, str) and value in _BY_NAME:
@@ -67,7 +67,16 @@ def as_dtype(value: DType | str | type | np.dtype) -> DType:
         return _FROM_NUMPY[np.dtype(value)]
     except (TypeError, KeyError):
         names = ", ".join(_BY_NAME)
-        raise TypeError(f"unsupported dtype {value!r}; descent has {names}") from None
+        raise TypeError(at_user_line(f"unsupported dtype {value!r}; descent has {names}")) from None
+
+
+def data_dtype(value: np.dtype | type) -> DType:
+    """The descent dtype that holds numpy data (or a numpy scalar) of this type: float64 data is
+    float32 on the device, int64 int32 and uint8 uint32, as JAX holds them without x64."""
+    try:
+        return _HELD_AS[np.dtype(value)]
+    except (TypeError, KeyError):
+        return as_dtype(value)
 
 
 def promote(*dtypes: DType) -> DType:

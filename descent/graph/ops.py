@@ -13,7 +13,7 @@ import numpy as np
 from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import view as views
 from descent.graph.array import Array
-from descent.graph.dtype import DType, as_dtype, bool_, float32, int32, promote, uint32
+from descent.graph.dtype import DType, as_dtype, bool_, data_dtype, float32, int32, promote, uint32
 from descent.graph.node import ViewOp
 from descent.graph.optable import ELEMENTWISE
 from descent.graph.view import Shape, broadcast_shapes, numel
@@ -74,7 +74,7 @@ def _check_weak_integers(op: str, operands: Sequence[Any], target: DType) -> Non
 def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
     """numpy-2 style promotion where Python scalars are weak: they never widen an Array's type."""
     strong = [x.dtype for x in operands if isinstance(x, Array) and x.node.op != "const"]
-    weak = [x.dtype if isinstance(x, Array) else as_dtype(type(x)) for x in operands
+    weak = [x.dtype if isinstance(x, Array) else data_dtype(type(x)) for x in operands
             if not (isinstance(x, Array) and x.node.op != "const")]
     _check_signedness(op, strong)
     target = promote(*strong) if strong else promote(*weak)
@@ -344,7 +344,7 @@ def _view(x: Array, shape: Shape, kind: str, args: tuple,
 
 def reshape(x: Array, shape: Sequence[int]) -> Array:
     """Same elements in row-major order, new shape; one axis may be -1."""
-    shape = tuple(int(s) for s in shape)
+    shape = views.as_shape(shape, "reshape")
     if shape.count(-1) > 1:
         raise ShapeError(at_user_line(f"reshape: at most one -1 in {shape}"))
     if -1 in shape:
@@ -380,7 +380,7 @@ def transpose(x: Array, axes: Sequence[int] | None = None) -> Array:
 
 def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
     """Repeat size-1 and missing leading axes to `shape` without copying."""
-    shape = tuple(int(s) for s in shape)
+    shape = views.as_shape(shape, "broadcast_to")
     if any(size < 0 for size in shape):
         raise ShapeError(at_user_line(f"broadcast_to: a shape cannot have a negative size, got {shape}"))
     if len(shape) < x.ndim or broadcast_shapes(x.shape, shape) != shape:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,9 +12,9 @@ import numpy as np
 
 from descent.errors import GraphError, ShapeError, at_user_line, user_location
 from descent.graph.array import Array
-from descent.graph.dtype import DType, as_dtype
+from descent.graph.dtype import DType, as_dtype, data_dtype
 from descent.graph.node import Node
-from descent.graph.view import Shape, broadcast_shapes
+from descent.graph.view import Shape, as_shape, broadcast_shapes
 
 if TYPE_CHECKING:
     from descent.graph.parameter import Parameter
@@ -43,7 +44,7 @@ class Scope:
 
     def add(self, op: str, shape: Shape, dtype: DType, inputs: tuple[int, ...] = (), attrs: Any = None) -> Array:
         """Append a node and return the Array that names it."""
-        shape = tuple(int(s) for s in shape)
+        shape = as_shape(shape, op)
         if any(size < 0 for size in shape):
             raise ShapeError(at_user_line(f"{op}: a shape cannot have a negative size, got {shape}"))
         node_id = self.graph.number_of_nodes()
@@ -108,7 +109,7 @@ class Scope:
                 self._constants[key] = self.add("const", (), resolved, attrs=scalar).node_id
             return Array(self, self._constants[key])
         array = np.asarray(value)
-        resolved = as_dtype(dtype if dtype is not None else array.dtype)
+        resolved = as_dtype(dtype) if dtype is not None else data_dtype(array.dtype)
         parameter = self.environment.constant_parameter(array, resolved)
         return self.read(parameter)
 
@@ -118,9 +119,11 @@ class Scope:
 
         return grad(loss, wrt)
 
-    def arange(self, stop: int, dtype: DType | str = "int32") -> Array:
-        """0, 1, ..., stop - 1: computed from the index where it is used, never stored."""
-        return self.add("arange", (int(stop),), as_dtype(dtype))
+    def arange(self, stop: float, dtype: DType | str = "int32") -> Array:
+        """0, 1, ... below `stop` (numpy's arange(stop)): computed from the index where it is used, never stored."""
+        if not isinstance(stop, int | float | np.integer | np.floating) or not math.isfinite(stop):
+            raise TypeError(at_user_line(f"arange: stop must be a finite number, got {stop!r}"))
+        return self.add("arange", (math.ceil(stop),), as_dtype(dtype))
 
     def random_uniform(self, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0) -> Array:
         """Uniform float32 numbers in [low, high), a counter-based hash of the run's seed and the index."""
@@ -140,12 +143,13 @@ class Scope:
     def _random(self, distribution: str, shape: tuple[int, ...]) -> Array:
         from descent.graph import ops
 
-        if any(int(size) < 0 for size in shape):
+        shape = as_shape(shape, f"random_{distribution}")
+        if any(size < 0 for size in shape):
             raise ShapeError(at_user_line(f"random_{distribution}: a shape cannot have a negative size, got {shape}"))
         self._streams += 1
         stream = (self._streams * 0x9E3779B9) % 2**32
         seed = ops.add(self.read(self.environment.seed_parameter), self.constant(stream, "uint32"))
-        return ops.elementwise(distribution, ops.broadcast_to(seed, tuple(int(s) for s in shape)))
+        return ops.elementwise(distribution, ops.broadcast_to(seed, shape))
 
     def _check_parameter(self, parameter: Parameter) -> None:
         owner = getattr(parameter, "environment", None)

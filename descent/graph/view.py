@@ -9,7 +9,12 @@ contiguous order of the shape before it, or of the source for the first. A maske
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
+
+from descent.errors import at_user_line
 
 Shape = tuple[int, ...]
 Mask = tuple[tuple[int, int], ...]
@@ -56,6 +61,16 @@ ViewChain = tuple[View, ...]
 
 def numel(shape: Shape) -> int:
     return math.prod(shape)
+
+
+def as_shape(shape: int | Sequence[int], what: str) -> Shape:
+    """A shape from an integer or a sequence of integers; a float size is refused by name, as numpy's
+    "'float' object cannot be interpreted as an integer" (2.5 used to become 2)."""
+    sizes = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
+    for size in sizes:
+        if not isinstance(size, int | np.integer):
+            raise TypeError(at_user_line(f"{what}: sizes must be integers, got {size!r} in {shape!r}"))
+    return tuple(int(size) for size in sizes)
 
 
 def simplify(chain: ViewChain) -> ViewChain:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from descent.errors import at_user_line
 from descent.graph import losses, ops, reductions
 from descent.graph.array import Array
-from descent.graph.dtype import as_dtype
+from descent.graph.dtype import data_dtype
 from descent.graph.parameter import Parameter
 from descent.nn import checkpoint
 from descent.nn.module import Module
@@ -300,7 +300,7 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 def _dtype_name(array: np.ndarray) -> str:
-    return as_dtype(array.dtype).name
+    return data_dtype(array.dtype).name
 
 
 def _is_count(value: Any) -> bool:

@@ -19,6 +19,7 @@ from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_u
 from descent.graph.dtype import DType, as_dtype, bool_, float32
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
+from descent.graph.view import as_shape
 from descent.runtime.device import Device, _import_kp, open_device
 from descent.runtime.executable import Executable
 from descent.schedule.kernel import Schedule
@@ -62,7 +63,7 @@ class Environment:
     def parameter(self, name: str, shape: tuple[int, ...] | int, dtype: DType | str = float32,
                   init: np.ndarray | float | None = None) -> Parameter:
         """Create a persistent device array (zeros unless `init` is given)."""
-        shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        shape = as_shape(shape, f"parameter '{name}'")
         if any(s < 0 for s in shape):
             raise ShapeError(at_user_line(f"parameter '{name}': negative size in shape {shape}"))
         if name in self.parameters:
