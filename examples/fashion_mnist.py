@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from arguments import momentum_float, output_directory, positive_float, positive_int, seed_int
 
 import descent as dc
 from descent import nn, optim
@@ -36,14 +37,6 @@ def network(name: str) -> nn.Module:
             nn.Flatten(), nn.Dropout(0.5), nn.Dense(1568, 128), nn.LeakyReLU(0.01), nn.Dense(128, 10),
         )
     raise ValueError(f"unknown network {name!r}")
-
-
-def positive_int(text: str) -> int:
-    """An argument that must be a whole number of at least 1 (no epochs or empty batches to train on)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def plot(history: list[dict], path: Path, title: str) -> None:
@@ -74,15 +67,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--momentum", type=float, default=0.9, help="for sgd")
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--momentum", type=momentum_float, default=0.9, help="for sgd")
     parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the epochs")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--device", default=None, help="device index or name substring (default DESCENT_DEVICE)")
     parser.add_argument("--data-dir", default=str(fashion_mnist.DEFAULT_DIR))
-    parser.add_argument("--limit", type=int, default=None, help="train on the first N examples only")
-    parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test examples only")
-    parser.add_argument("--out", default="examples/out/fashion_mnist")
+    parser.add_argument("--limit", type=positive_int, default=None, help="train on the first N examples only")
+    parser.add_argument("--test-limit", type=positive_int, default=None,
+                        help="evaluate on the first N test examples only")
+    parser.add_argument("--out", type=output_directory, default="examples/out/fashion_mnist")
     parser.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a saved model on the test set and exit")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out up to --epochs")
     parser.add_argument("--no-progress", action="store_true")
@@ -90,9 +84,9 @@ def main() -> None:
 
     x_train, y_train = fashion_mnist.load("train", args.data_dir)
     x_test, y_test = fashion_mnist.load("test", args.data_dir)
-    if args.limit:
+    if args.limit is not None:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-    if args.test_limit:
+    if args.test_limit is not None:
         x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
     env = dc.Environment(args.device)
     model = network(args.network).build(env, seed=args.seed)

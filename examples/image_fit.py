@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from arguments import output_directory, positive_float, positive_int, seed_int
 
 import descent as dc
 from descent import nn, optim
@@ -32,11 +33,20 @@ def load_image(path: str | None, size: int) -> np.ndarray:
     from skimage import data, io, transform
 
     image = data.astronaut() if path is None else io.imread(path)
+    return transform.resize(rgb_unit(image), (size, size), anti_aliasing=True).astype(np.float32)
+
+
+def rgb_unit(image: np.ndarray) -> np.ndarray:
+    """Gray, gray+alpha, RGB or RGBA pixels as RGB floats in [0, 1]: integers scaled by their dtype's range
+    (so 16-bit images are not read as 255 times too bright), floats clipped, alpha dropped, gray replicated."""
+    from skimage import util
+
     if image.ndim == 2:
-        image = np.stack([image] * 3, -1)
-    image = image[..., :3].astype(np.float32)
-    image = image / 255.0 if image.max() > 1 else image
-    return transform.resize(image, (size, size), anti_aliasing=True).astype(np.float32)
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"expected a gray, gray+alpha, RGB or RGBA image, got an array of shape {image.shape}")
+    colour = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image[..., :1], 3, -1)
+    return np.clip(util.img_as_float32(colour), 0.0, 1.0)
 
 
 def coordinates(size: int) -> np.ndarray:
@@ -185,17 +195,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--networks", type=network_list, default=",".join(NETWORKS))
     parser.add_argument("--image", default=None, help="an image file (default: scikit-image's astronaut)")
-    parser.add_argument("--size", type=int, default=96, help="the image is resized to size x size")
-    parser.add_argument("--batch", type=int, default=4096, help="random pixels per step")
-    parser.add_argument("--epochs", type=int, default=20, help="passes over every pixel")
-    parser.add_argument("--lr", type=float, default=None, help="default: per network (1e-3, 1e-4 SIREN, 1e-2 hash)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=positive_int, default=96, help="the image is resized to size x size")
+    parser.add_argument("--batch", type=positive_int, default=4096, help="random pixels per step")
+    parser.add_argument("--epochs", type=positive_int, default=20, help="passes over every pixel")
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="default: per network (1e-3, 1e-4 SIREN, 1e-2 hash)")
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--out", default="examples/out/image_fit")
+    parser.add_argument("--out", type=output_directory, default="examples/out/image_fit")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
-    reference = load_image(args.image, args.size)
+    try:
+        reference = load_image(args.image, args.size)
+    except (OSError, ValueError) as error:
+        parser.error(f"argument --image: {error}")
     points = coordinates(args.size)
     colours = reference.reshape(-1, 3)
     grid = HashGrid()
@@ -206,7 +220,7 @@ def main() -> None:
     for name in args.networks:
         model, encode, lr = NETWORKS[name](grid)
         model.build(env, seed=args.seed, name=name)
-        trainer = nn.Trainer(env, model, loss=dc.mse, optimizer=optim.Adam(args.lr or lr))
+        trainer = nn.Trainer(env, model, loss=dc.mse, optimizer=optim.Adam(lr if args.lr is None else args.lr))
         inputs = encode(points)
         start = time.perf_counter()
         history = trainer.fit(inputs, colours, epochs=args.epochs, batch_size=args.batch, seed=args.seed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -101,6 +103,92 @@ def test_image_fit_checks_every_network_before_training(tmp_path: Path) -> None:
     error = _rejected("examples/image_fit.py", "--networks", "relu,foo", "--out", str(tmp_path / "fit"))
     assert "unknown network 'foo'; choose from relu,posenc,siren,hash" in error
     assert not (tmp_path / "fit").exists()
+
+
+def _example(name: str) -> ModuleType:
+    """An example script imported as a module, to call its functions without a subprocess."""
+    if str(ROOT / "examples") not in sys.path:
+        sys.path.insert(0, str(ROOT / "examples"))  # where the script finds its sibling modules when run
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, name: str, *args: str) -> str:
+    """Call an example's main with these arguments, which argparse must refuse (exit status 2); its stderr."""
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *args])
+    with pytest.raises(SystemExit) as stopped:
+        _example(name).main()
+    assert stopped.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--limit", "-5", "must be at least 1"), ("--limit", "0", "must be at least 1"),
+    ("--test-limit", "0", "must be at least 1"),
+    ("--lr", "nan", "must be a finite number above 0"), ("--lr", "0", "must be a finite number above 0"),
+    ("--momentum", "1", "must be at least 0 and below 1"), ("--seed", "-1", "must be at least 0"),
+])
+def test_fashion_mnist_refuses_bad_numbers(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                           tmp_path: Path, option: str, value: str, message: str) -> None:
+    quick = ("--network", "linear", "--limit", "100", "--test-limit", "100", "--no-progress")  # if let through
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *quick, option, value, "--out", str(tmp_path / "fm"))
+    assert f"argument {option}: {message}" in error
+    assert not (tmp_path / "fm").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--size", "0", "must be at least 1"), ("--size", "-3", "must be at least 1"),
+    ("--batch", "0", "must be at least 1"), ("--epochs", "0", "must be at least 1"),
+    ("--lr", "nan", "must be a finite number above 0"), ("--lr", "inf", "must be a finite number above 0"),
+    ("--lr", "-0.001", "must be a finite number above 0"), ("--seed", "-1", "must be at least 0"),
+])
+def test_image_fit_refuses_bad_numbers(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                       tmp_path: Path, option: str, value: str, message: str) -> None:
+    quick = ("--networks", "relu", "--size", "8", "--epochs", "1", "--no-progress")  # if let through
+    error = _refused(monkeypatch, capsys, "image_fit", *quick, option, value, "--out", str(tmp_path / "fit"))
+    assert f"argument {option}: {message}" in error
+    assert not (tmp_path / "fit").exists()
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "image_fit"])
+def test_examples_refuse_a_file_as_out(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                       tmp_path: Path, name: str) -> None:
+    file = tmp_path / "results"
+    file.write_text("not a directory")
+    for out in (file, file / "inside"):
+        error = _refused(monkeypatch, capsys, name, "--out", str(out))
+        assert f"argument --out: {file} is a file, not a directory" in error
+
+
+def test_image_fit_names_an_unreadable_image(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                             tmp_path: Path) -> None:
+    missing = tmp_path / "missing.png"
+    error = _refused(monkeypatch, capsys, "image_fit", "--image", str(missing), "--out", str(tmp_path / "fit"))
+    assert "argument --image: " in error and str(missing) in error
+
+
+def test_image_fit_reads_gray_alpha_and_16_bit_images(tmp_path: Path) -> None:
+    """Every image layout comes back as RGB in [0, 1]: 16-bit scaled by 65535, floats clipped, alpha dropped,
+    gray replicated."""
+    io = pytest.importorskip("skimage.io")
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    rgb = np.stack([gray, 255 - gray, gray // 2], -1)
+    opaque = np.full_like(gray, 255)
+    as_rgb = np.repeat(gray[..., None], 3, -1) / 255.0
+    ramp = np.linspace(-0.5, 1.5, 64, dtype=np.float32).reshape(8, 8)
+    images = {"gray.png": (gray, as_rgb), "gray16.png": (gray.astype(np.uint16) * 257, as_rgb),
+              "gray_alpha.png": (np.stack([gray, opaque], -1), as_rgb),
+              "rgba.png": (np.concatenate([rgb, opaque[..., None]], -1), rgb / 255.0),
+              "rgb16.tif": (rgb.astype(np.uint16) * 257, rgb / 255.0),
+              "float.tif": (ramp, np.repeat(np.clip(ramp, 0, 1)[..., None], 3, -1))}
+    load_image = _example("image_fit").load_image
+    for name, (pixels, expected) in images.items():
+        io.imsave(tmp_path / name, pixels, check_contrast=False)
+        image = load_image(str(tmp_path / name), 8)
+        assert image.shape == (8, 8, 3) and image.dtype == np.float32, name
+        np.testing.assert_allclose(image, expected, atol=1e-6, err_msg=name)
 
 
 def test_wheel_ships_the_shaders(tmp_path: Path) -> None:

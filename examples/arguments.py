@@ -1,0 +1,49 @@
+"""Argument types the examples share: each refuses a value that would train on nothing or silently wreck a run."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    """An argument that must be a whole number of at least 1 (no epochs, empty batches or empty data sets)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A random seed: a whole number of at least 0, as NumPy's generators take."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A learning rate: finite and above 0, since nan, inf or a step uphill would wreck the training silently."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def output_directory(text: str) -> str:
+    """--out: a directory, existing or to be made; refused at once when a file stands where it or a parent would be."""
+    for place in (Path(text), *Path(text).parents):
+        if place.exists():
+            if not place.is_dir():
+                raise argparse.ArgumentTypeError(f"{place} is a file, not a directory")
+            break
+    return text
+
+
+def momentum_float(text: str) -> float:
+    """SGD's momentum: in [0, 1), where 1 or more never lets old gradients decay."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
