@@ -31,6 +31,27 @@ def test_matmul(env: dc.Environment, a_shape, b_shape) -> None:
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
 
 
+def test_a_long_shared_axis_is_split(env: dc.Environment) -> None:
+    """A product over K = 140,000 is partial products over chunks of K and their sum; as one kernel its
+    loop ran past lavapipe's 65535 iterations (refused), as did conv2d's weight gradient for a 1x1
+    conv with 12 weights over 128 images of 32x32."""
+    a = rng.normal(size=(4, 140_000)).astype(np.float32)
+    b = rng.normal(size=(140_000, 3)).astype(np.float32)
+    expected = a.astype(np.float64) @ b
+    np.testing.assert_allclose(evaluate(env, lambda x, y: x @ y, a, b), expected, rtol=1e-4, atol=2e-3)
+    x = rng.normal(size=(128, 3, 32, 32)).astype(np.float32)
+    g = rng.normal(size=(128, 4, 32, 32)).astype(np.float32)
+    weight = env.parameter("long_w", (4, 3, 1, 1))
+    expected = np.einsum("nohw,nchw->oc", g.astype(np.float64), x)[..., None, None]
+
+    def weight_gradient(x: dc.Array, g: dc.Array) -> dc.Array:
+        w = x.scope.read(weight)
+        return x.scope.grad((dc.conv2d(x, w) * g).sum(), [w])[0]
+
+    result = evaluate(env, weight_gradient, x, g)
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=2e-3)
+
+
 def test_transposed_operands_are_views(env: dc.Environment) -> None:
     a = rng.normal(size=(40, 30)).astype(np.float32)
     b = rng.normal(size=(50, 40)).astype(np.float32)

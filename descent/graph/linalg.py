@@ -16,9 +16,10 @@ def matmul(a: Array, b: Array) -> Array:
 
 
 def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
-    """a @ b where the shared axis comes in runs of `unit` elements (`unit` divides it): a long
-    product split into partial products splits it between runs where that leaves enough parts,
-    keeping each run's index arithmetic whole (conv2d's weight gradient, a run per image)."""
+    """a @ b where the shared axis comes in runs of `unit` elements (`unit` divides it). A product with
+    few outputs and much work, or a long shared axis, is split into partial products and their sum,
+    between runs where that leaves enough parts, keeping each run's index arithmetic whole (conv2d's
+    weight gradient, a run per image)."""
     scope = ops._scope_of("matmul", (a, b))
     a, b = ops.as_array(a, scope), ops.as_array(b, scope)
     if a.ndim == 0 or b.ndim == 0:
@@ -36,8 +37,10 @@ def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
     right = ops.broadcast_to(right, batch + right.shape[-2:])
     m, depth, n = left.shape[-2], left.shape[-1], right.shape[-1]
     outputs = m * n * (left.size // max(m * depth, 1))
-    parts = split.chunks(outputs, depth, split.MATMUL_OUTPUTS, split.MATMUL_MIN_CHUNK, unit)
-    if parts > 1 and outputs < split.MATMUL_SPLIT_BELOW and outputs * depth >= split.MATMUL_MIN_WORK:
+    target = max(split.MATMUL_OUTPUTS, outputs * -(-depth // split.MATMUL_LONG_FOLD))  # chunks within the fold
+    parts = split.chunks(outputs, depth, target, split.MATMUL_MIN_CHUNK, unit)
+    few_outputs = outputs < split.MATMUL_SPLIT_BELOW and outputs * depth >= split.MATMUL_MIN_WORK
+    if parts > 1 and (few_outputs or depth > split.MATMUL_LONG_FOLD):
         result = _split_depth(scope, left, right, batch, parts)
     else:
         result = scope.add("matmul", batch + (m, n), float32, (left.node_id, right.node_id))

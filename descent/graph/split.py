@@ -9,6 +9,7 @@ MATMUL_SPLIT_BELOW = 1 << 14  # output elements below which 16 x 16 tiles give t
 MATMUL_OUTPUTS = 1 << 18  # output elements (with chunks) a split matrix product should offer
 MATMUL_MIN_CHUNK = 128  # depth per partial product, at least
 MATMUL_MIN_WORK = 1 << 22  # multiply-adds below which one kernel is fast enough
+MATMUL_LONG_FOLD = 1 << 15  # depth split whatever the size: longer loops starve a GPU and outrun lavapipe's
 
 
 def chunks(outputs: int, extent: int, target: int, min_chunk: int, unit: int = 1) -> int:
