@@ -691,6 +691,41 @@ def test_checkpoint_of_a_second_trainer_loads_into_a_fresh_script(tmp_path) -> N
     np.testing.assert_array_equal(fresh_env.read(fresh.optimizer.step_parameter), 2.0)
 
 
+def test_a_checkpoint_loads_into_the_model_built_under_another_name(tmp_path) -> None:
+    """Checkpoint keys are relative to the model (`0.weight`, `adam.m.0.weight`), as a state_dict's:
+    a model saved unnamed loads, optimiser state included, into one built as `b` (missing 'b.0.weight')."""
+    x_train, y_train, x_test, _ = _digits()
+    env = dc.Environment()
+    trainer = nn.Trainer(env, nn.Sequential(nn.Dense(64, 10)).build(env, seed=0), optimizer=optim.Adam(1e-2))
+    trainer.fit(x_train[:200], y_train[:200], batch_size=100, progress=False)
+    trainer.save(tmp_path / "plain.npz")
+    with np.load(tmp_path / "plain.npz") as archive:
+        assert {"0.weight", "0.bias", "adam.m.0.weight", "adam.v.0.bias", "adam.lr"} <= set(archive.files)
+    named = nn.Trainer(env, nn.Sequential(nn.Dense(64, 10)).build(env, seed=1, name="b"), optimizer=optim.Adam(1e-2))
+    named.load(tmp_path / "plain.npz")
+    np.testing.assert_array_equal(named.predict(x_test), trainer.predict(x_test))
+    np.testing.assert_array_equal(env.read(named.optimizer.state_of("m", named.model.parameters()[0])),
+                                  env.read(trainer.optimizer.state_of("m", trainer.model.parameters()[0])))
+
+
+def test_a_second_unnamed_model_gets_a_name_and_a_failed_build_leaves_nothing(env: dc.Environment) -> None:
+    """Two unnamed models in one Environment clashed ('0.weight' already exists) and left the second
+    half-built, so that even build(name=...) was refused as 'already built'."""
+    first = nn.Sequential(nn.Dense(4, 3)).build(env)
+    second = nn.Sequential(nn.Dense(3, 4)).build(env)
+    assert [name for name, _ in first.named_parameters()] == ["0.weight", "0.bias"]
+    assert [name for name, _ in second.named_parameters()] == ["sequential.0.weight", "sequential.0.bias"]
+    lone = [nn.Dense(2, 2).build(env), nn.Dense(2, 2).build(env)]
+    assert [p.name for p in lone[1].parameters()] == [f"{lone[1].name}.weight", f"{lone[1].name}.bias"]
+    assert lone[1].name.startswith("dense") and lone[0].parameters() != lone[1].parameters()
+    third = nn.Sequential(nn.Dense(2, 2), nn.Dense(2, 5))
+    before = set(env.parameters)
+    with pytest.raises(dc.GraphError, match=r"parameter 'sequential.0.weight' already exists.*\n  at .*test_nn"):
+        third.build(env, name="sequential")
+    assert set(env.parameters) == before and not third.parameters()
+    assert [p.shape for p in third.build(env, name="third").parameters()] == [(2, 2), (2,), (2, 5), (5,)]
+
+
 def test_cross_entropy_with_options_still_reports_accuracy(env: dc.Environment) -> None:
     x_train, y_train, _, _ = _digits()
     model = nn.Sequential(nn.Dense(64, 10)).build(env, name="smoothed", seed=0)

@@ -51,7 +51,10 @@ class Module:
 
     def build(self, env: Any, seed: int = 0, name: str = "") -> Module:
         """Create and initialise every parameter of this module and its children in `env`. A part
-        built before (in the same Environment) keeps its parameters, shared with the model it came from."""
+        built before (in the same Environment) keeps its parameters, shared with the model it came from.
+        Parameters are named `name.<path>`; an unnamed model whose names are taken (a second model in
+        one Environment) gets a fresh name (`sequential`, `sequential2`, ...). A failed build leaves
+        nothing behind."""
         if self._built:
             raise GraphError(at_user_line(
                 f"{type(self).__name__}.build: it is already built (its parameters live in one Environment); "
@@ -60,8 +63,32 @@ class Module:
         if foreign:
             raise GraphError(at_user_line(
                 f"{type(self).__name__}.build: its part {foreign[0].name} was built in another Environment"))
-        self._build(env, np.random.default_rng(seed), name)
+        fresh = [module for module in self._modules() if not module._built]
+        existing = set(env.parameters)
+        try:
+            self._build(env, np.random.default_rng(seed), name)
+        except GraphError:
+            self._unbuild(env, fresh, existing)
+            if name:
+                raise
+            try:
+                self._build(env, np.random.default_rng(seed), env.unique_name(type(self).__name__.lower()))
+            except Exception:
+                self._unbuild(env, fresh, existing)
+                raise
+        except Exception:
+            self._unbuild(env, fresh, existing)
+            raise
         return self
+
+    @staticmethod
+    def _unbuild(env: Any, modules: list[Module], existing: set[str]) -> None:
+        """Undo a failed build: the modules unbuilt and the parameters it made gone, so it can be retried."""
+        env.discard([name for name in env.parameters if name not in existing])
+        for module in modules:
+            module._built, module.name = False, ""
+            module._parameters.clear()
+            module._trainable.clear()
 
     def _modules(self) -> Iterator[Module]:
         yield self

@@ -263,11 +263,16 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------
 
-    def checkpoint_parameters(self) -> dict[str, Parameter]:
-        """Everything a checkpoint holds: model parameters (trainable or not) and optimiser state."""
-        named = dict(self.model.named_parameters())
-        if self.optimizer is not None:
-            named.update(self.optimizer.named_state())
+    def checkpoint_parameters(self, model_only: bool = False) -> dict[str, Parameter]:
+        """Everything a checkpoint holds: model parameters (trainable or not) and optimiser state, named
+        relative to the model as a PyTorch state_dict is (`0.weight`, `adam.m.0.weight`), so that it loads
+        into the same model built under another name."""
+        prefix = f"{self.model.name}." if self.model.name else ""
+        relative = {name: name[len(prefix):] if name.startswith(prefix) else name
+                    for name, _ in self.model.named_parameters()}
+        named = {relative[name]: parameter for name, parameter in self.model.named_parameters()}
+        if self.optimizer is not None and not model_only:
+            named.update(self.optimizer.named_state(relative))
         return named
 
     @property
@@ -284,7 +289,7 @@ class Trainer:
     def load(self, path: str | os.PathLike, model_only: bool = False) -> None:
         """Restore a checkpoint; `model_only` restores just the model (optimiser state and counts are
         ignored)."""
-        named = dict(self.model.named_parameters()) if model_only else self.checkpoint_parameters()
+        named = self.checkpoint_parameters(model_only)
         metadata = checkpoint.load(self.env, named, path, ignore_extra=model_only,
                                    counts={} if model_only else {_COUNTS: (2,)})
         if not model_only and _COUNTS in metadata:

@@ -67,13 +67,18 @@ class Optimizer:
     def _state_name(self, kind: str, parameter: Parameter) -> str:
         return f"{self.prefix}.{kind}.{parameter.name}"
 
-    def named_state(self) -> dict[str, Parameter]:
+    def named_state(self, names: dict[str, str] | None = None) -> dict[str, Parameter]:
         """The learning rate and state by names that do not count the optimisers built before this
         one in the Environment (a second Adam's `adam2.m.w` is `adam.m.w` here), so a checkpoint
-        loads into a script that builds only this model."""
-        kind = type(self).prefix
+        loads into a script that builds only this model; `names` renames the parameters state is kept for."""
         named = {self.lr_parameter.name: self.lr_parameter, **self.state}
-        return {kind + name[len(self.prefix):]: parameter for name, parameter in named.items()}
+        result = {}
+        for name, parameter in named.items():
+            parts = name[len(self.prefix) + 1:].split(".", 1)  # [kind, parameter name], or ["lr"], ["step"]
+            if len(parts) == 2 and names:
+                parts[1] = names.get(parts[1], parts[1])
+            result[".".join([type(self).prefix, *parts])] = parameter
+        return result
 
     @property
     def lr(self) -> float:

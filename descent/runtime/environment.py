@@ -92,6 +92,11 @@ class Environment:
             raise
         return parameter
 
+    def discard(self, names: list[str]) -> None:
+        """Drop parameters that no graph uses yet (those a failed model build made), freeing their names."""
+        for name in names:
+            del self.parameters[name], self._tensors[name]
+
     @property
     def device_bytes(self) -> int:
         """Device memory this Environment holds: every parameter (model, optimiser state, inputs,
