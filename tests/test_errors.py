@@ -275,6 +275,16 @@ def test_dump_shaders(tmp_path: Path) -> None:
     assert "float sin_" in source and source.count(";\n") > 12
 
 
+@pytest.mark.parametrize("value, on", [("false", False), ("off", False), ("0", False), ("yes", True), ("1", True)])
+def test_on_off_variables_read_false_as_off(value: str, on: bool) -> None:
+    """DESCENT_DEBUG=false turned debug mode on: anything but '' or '0' counted as on."""
+    result = _run("import descent as dc; env = dc.Environment(); print(env.checked, env.deterministic)",
+                  DESCENT_DEBUG=value, DESCENT_DETERMINISTIC=value)
+    assert result.stdout.split() == [str(on), str(on)], result.stderr
+    refused = _run("import descent as dc; dc.Environment()", DESCENT_DEBUG="maybe")
+    assert "ValueError: DESCENT_DEBUG='maybe': use 1 (on) or 0 (off)" in refused.stderr
+
+
 def test_missing_compiler_is_named(tmp_path: Path) -> None:
     result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path), PATH=str(tmp_path))
     assert result.returncode != 0

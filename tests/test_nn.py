@@ -726,6 +726,45 @@ def test_a_second_unnamed_model_gets_a_name_and_a_failed_build_leaves_nothing(en
     assert [p.shape for p in third.build(env, name="third").parameters()] == [(2, 2), (2,), (2, 5), (5,)]
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: optim.Adam(lr=float("nan")), r"Adam: lr must be a finite number of at least 0, got nan"),
+    (lambda: optim.AdamW(lr=-0.01), r"AdamW: lr must be a finite number of at least 0, got -0.01"),
+    (lambda: optim.Adam(eps=-1), r"Adam: eps must be"),
+    (lambda: optim.Adam(betas=(1.0, 0.999)), r"Adam: betas\[0\] must be in \[0, 1\), got 1.0"),
+    (lambda: optim.Adam(betas=(0.9,)), r"Adam: betas must be a pair, got \(0.9,\)"),
+    (lambda: optim.SGD(momentum=-0.5), r"SGD: momentum must be"),
+    (lambda: optim.SGD(weight_decay=float("inf")), r"SGD: weight_decay must be"),
+    (lambda: optim.RMSprop(alpha="0.9"), r"RMSprop: alpha must be"),
+    (lambda: optim.Adagrad(lr_decay=-1), r"Adagrad: lr_decay must be"),
+    (lambda: optim.SGD().set_lr(float("nan")), r"SGD: lr must be"),
+], ids=["nan lr", "negative lr", "eps", "beta 1", "one beta", "momentum", "decay", "alpha", "lr_decay", "set_lr"])
+def test_optimiser_hyperparameters_are_checked(make, message: str) -> None:
+    """As torch.optim's: Adam(lr=nan) trained to NaN and SGD(momentum=-0.5) uphill, silently."""
+    with pytest.raises(ValueError, match=message + r".*\n  at .*test_nn"):
+        make()
+
+
+def test_trainer_arguments_and_seeds(env: dc.Environment, tmp_path) -> None:
+    """Misused Trainer arguments are named (they were an AttributeError on None, 'str' object is not
+    callable, Adam.build() missing an argument); negative seeds work as torch.manual_seed(-1) does;
+    a checkpoint's folder must exist (it was made silently) and OS errors name the target."""
+    model = nn.Sequential(nn.Dense(4, 2)).build(env, seed=-1, name="argued")
+    for bad, message in [(dict(env=None), "env must be a descent Environment, got None"),
+                         (dict(model=lambda s, x: x), "model must be a descent.nn Module"),
+                         (dict(loss="mse"), "loss must be a function such as dc.mse, got 'mse'"),
+                         (dict(optimizer=optim.Adam), r"optimizer must be an instance, such as Adam\(\)"),
+                         (dict(optimizer="adam"), "optimizer must be a descent.optim optimiser")]:
+        arguments = dict(env=env, model=model, loss=dc.mse, optimizer=None) | bad
+        with pytest.raises(TypeError, match=f"Trainer: {message}.*\n  at .*test_nn"):
+            nn.Trainer(**arguments)
+    trainer = nn.Trainer(env, model, loss=dc.mse, optimizer=optim.SGD(0.1))
+    x, y = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(6, 2)).astype(np.float32)
+    trainer.fit(x, y, batch_size=3, seed=-1, progress=False)
+    with pytest.raises(nn.CheckpointError, match=r"the folder .*typo does not exist.*\n  at .*test_nn"):
+        trainer.save(tmp_path / "typo" / "model.npz")
+    assert not (tmp_path / "typo").exists()
+
+
 def test_cross_entropy_with_options_still_reports_accuracy(env: dc.Environment) -> None:
     x_train, y_train, _, _ = _digits()
     model = nn.Sequential(nn.Dense(64, 10)).build(env, name="smoothed", seed=0)

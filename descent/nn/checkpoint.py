@@ -36,9 +36,19 @@ def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
     if clashing:
         raise CheckpointError(at_user_line(f"cannot save a checkpoint: parameter name(s) {clashing} have the "
                                            "form __name__ that checkpoints keep for metadata; rename them"))
+    if not path.parent.is_dir():
+        raise CheckpointError(at_user_line(f"cannot save a checkpoint to {path}: the folder {path.parent} "
+                                           "does not exist (or is not a folder)"))
     arrays = {name: env.read(parameter) for name, parameter in parameters.items()}
     arrays.update(metadata or {})
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_atomically(path, arrays)
+    except OSError as error:
+        raise CheckpointError(at_user_line(f"cannot save a checkpoint to {path}: {error.strerror or error} "
+                                           "(a file already there is left untouched)")) from error
+
+
+def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:

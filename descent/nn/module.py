@@ -66,13 +66,13 @@ class Module:
         fresh = [module for module in self._modules() if not module._built]
         existing = set(env.parameters)
         try:
-            self._build(env, np.random.default_rng(seed), name)
+            self._build(env, np.random.default_rng(int(seed) % 2**64), name)
         except GraphError:
             self._unbuild(env, fresh, existing)
             if name:
                 raise
             try:
-                self._build(env, np.random.default_rng(seed), env.unique_name(type(self).__name__.lower()))
+                self._build(env, np.random.default_rng(int(seed) % 2**64), env.unique_name(type(self).__name__.lower()))
             except Exception:
                 self._unbuild(env, fresh, existing)
                 raise

@@ -30,6 +30,7 @@ class Trainer:
 
     def __init__(self, env: Any, model: Module, loss: Loss = losses.softmax_cross_entropy,
                  optimizer: Optimizer | None = None, accuracy: bool | None = None) -> None:
+        _check_arguments(env, model, loss, optimizer)
         self.env, self.model, self.loss, self.optimizer = env, model, loss, optimizer
         self._classifies = getattr(loss, "func", loss) is losses.softmax_cross_entropy  # also through partial
         self.accuracy = self._classifies if accuracy is None else accuracy
@@ -182,7 +183,7 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             if schedule is not None:
                 self.optimizer.set_lr(schedule(self.optimizer.initial_lr, epoch, epochs))
-            rng = np.random.default_rng((seed, self._epochs_trained)) if shuffle else None
+            rng = np.random.default_rng((int(seed) % 2**64, self._epochs_trained)) if shuffle else None
             batches = _batches(x, y, batch_size, rng, drop_last)
             self._reset_metrics("train")
             start, examples = time.perf_counter(), 0
@@ -297,6 +298,21 @@ class Trainer:
 
 
 _COUNTS = "__trainer_epochs_and_steps__"
+
+
+def _check_arguments(env: Any, model: Any, loss: Any, optimizer: Any) -> None:
+    """Refuse by name what a Trainer cannot use, before any of it is touched."""
+    if not callable(getattr(env, "build_graph", None)):
+        raise TypeError(at_user_line(f"Trainer: env must be a descent Environment, got {env!r}"))
+    if not isinstance(model, Module):
+        raise TypeError(at_user_line(f"Trainer: model must be a descent.nn Module, got {model!r}"))
+    if not callable(loss) or isinstance(loss, type):
+        raise TypeError(at_user_line(f"Trainer: loss must be a function such as dc.mse, got {loss!r}"))
+    if isinstance(optimizer, type):
+        raise TypeError(at_user_line(f"Trainer: optimizer must be an instance, such as {optimizer.__name__}(), "
+                                     f"not the class {optimizer.__name__}"))
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError(at_user_line(f"Trainer: optimizer must be a descent.optim optimiser, got {optimizer!r}"))
 
 
 def _step_seed(seed: int, step: int) -> int:

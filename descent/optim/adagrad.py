@@ -11,7 +11,7 @@ from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
-from descent.optim.optimizer import Optimizer
+from descent.optim.optimizer import Optimizer, hyperparameter
 
 
 class Adagrad(Optimizer):
@@ -22,8 +22,11 @@ class Adagrad(Optimizer):
                  max_grad_norm: float | None = None) -> None:
         """`lr_decay` d: step t uses lr / (1 + (t - 1) d), counted on the device (as PyTorch's)."""
         super().__init__(lr, max_grad_norm)
-        self.lr_decay, self.weight_decay, self.eps = lr_decay, weight_decay, eps
-        self.initial_accumulator_value = initial_accumulator_value
+        self.lr_decay = hyperparameter("Adagrad", "lr_decay", lr_decay)
+        self.weight_decay = hyperparameter("Adagrad", "weight_decay", weight_decay)
+        self.eps = hyperparameter("Adagrad", "eps", eps)
+        self.initial_accumulator_value = hyperparameter("Adagrad", "initial_accumulator_value",
+                                                        initial_accumulator_value)
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from descent.errors import at_user_line
 from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
-from descent.optim.optimizer import Optimizer
+from descent.optim.optimizer import Optimizer, hyperparameter
 
 
 class Adam(Optimizer):
@@ -19,7 +20,13 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0, amsgrad: bool = False, max_grad_norm: float | None = None) -> None:
         """`amsgrad`: divide by the largest second moment seen so far (AMSGrad, as PyTorch's flag)."""
         super().__init__(lr, max_grad_norm)
-        self.betas, self.eps, self.weight_decay, self.amsgrad = betas, eps, weight_decay, amsgrad
+        if not isinstance(betas, tuple | list) or len(betas) != 2:
+            raise ValueError(at_user_line(f"{type(self).__name__}: betas must be a pair, got {betas!r}"))
+        name = type(self).__name__
+        self.betas = tuple(hyperparameter(name, f"betas[{k}]", beta, high=1.0) for k, beta in enumerate(betas))
+        self.eps = hyperparameter(name, "eps", eps)
+        self.weight_decay = hyperparameter(name, "weight_decay", weight_decay)
+        self.amsgrad = amsgrad
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -12,6 +13,16 @@ from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 from descent.optim.clip import clip_by_global_norm
+
+
+def hyperparameter(owner: str, name: str, value: Any, high: float = math.inf) -> float:
+    """`value` as a float where it is a real number in [0, high) (or [0, inf)), else a ValueError that
+    names it, as torch.optim's: a NaN or negative rate would train silently to NaN or uphill."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not 0 <= value < high or (high == math.inf and math.isinf(value)):
+        bound = f"in [0, {high:g})" if high != math.inf else "a finite number of at least 0"
+        raise ValueError(at_user_line(f"{owner}: {name} must be {bound}, got {value!r}"))
+    return float(value)
 
 
 class Optimizer:
@@ -25,7 +36,7 @@ class Optimizer:
         positive = isinstance(max_grad_norm, numbers.Real) and not isinstance(max_grad_norm, bool) and max_grad_norm > 0
         if max_grad_norm is not None and not positive:
             raise ValueError(at_user_line(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}"))
-        self.initial_lr = float(lr)
+        self.initial_lr = hyperparameter(type(self).__name__, "lr", lr)
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.environment: Any = None
         self.lr_parameter: Parameter | None = None
@@ -89,8 +100,9 @@ class Optimizer:
     def set_lr(self, value: float) -> None:
         """Change the learning rate without rebuilding any graph: it is a device scalar (before a
         Trainer builds the optimiser, the rate it starts with)."""
+        value = hyperparameter(type(self).__name__, "lr", value)
         if self.lr_parameter is None:
-            self.initial_lr = float(value)
+            self.initial_lr = value
         else:
             self.environment.write(self.lr_parameter, np.float32(value))
 

@@ -8,7 +8,7 @@ from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
-from descent.optim.optimizer import Optimizer
+from descent.optim.optimizer import Optimizer, hyperparameter
 
 
 class RMSprop(Optimizer):
@@ -19,8 +19,9 @@ class RMSprop(Optimizer):
         """`centered`: divide by the gradients' running standard deviation instead of their root mean
         square; `momentum`: accumulate the scaled steps in a velocity (both as PyTorch's)."""
         super().__init__(lr, max_grad_norm)
-        self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
-        self.momentum, self.centered = momentum, centered
+        self.alpha, self.eps = hyperparameter("RMSprop", "alpha", alpha), hyperparameter("RMSprop", "eps", eps)
+        self.weight_decay = hyperparameter("RMSprop", "weight_decay", weight_decay)
+        self.momentum, self.centered = hyperparameter("RMSprop", "momentum", momentum), centered
 
     def create_state(self, env: Any, parameter: Parameter) -> None:
         self.state_parameter(env, "square_avg", parameter)

@@ -10,7 +10,7 @@ from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
-from descent.optim.optimizer import Optimizer
+from descent.optim.optimizer import Optimizer, hyperparameter
 
 
 class SGD(Optimizer):
@@ -23,7 +23,9 @@ class SGD(Optimizer):
         super().__init__(lr, max_grad_norm)
         if nesterov and (momentum <= 0 or dampening):
             raise ValueError(at_user_line("SGD: Nesterov momentum needs momentum > 0 and no dampening"))
-        self.momentum, self.nesterov, self.weight_decay, self.dampening = momentum, nesterov, weight_decay, dampening
+        self.momentum = hyperparameter("SGD", "momentum", momentum)
+        self.weight_decay = hyperparameter("SGD", "weight_decay", weight_decay)
+        self.nesterov, self.dampening = nesterov, dampening
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)

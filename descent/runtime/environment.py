@@ -41,9 +41,9 @@ class Environment:
                                else open_device(os.environ.get("DESCENT_DEVICE"), "DESCENT_DEVICE"))
         self.kp = _import_kp()
         if deterministic is None:
-            deterministic = os.environ.get("DESCENT_DETERMINISTIC", "") not in ("", "0")
+            deterministic = _flag("DESCENT_DETERMINISTIC")
         self.deterministic = deterministic
-        self.checked = os.environ.get("DESCENT_DEBUG", "") not in ("", "0")
+        self.checked = _flag("DESCENT_DEBUG")
         self.parameters: dict[str, Parameter] = {}
         self._tensors: dict[str, Any] = {}
         self._transfer = self.device.manager.sequence()
@@ -342,6 +342,16 @@ def _within_bindings(scope: Scope, cpu: bool, shape: DeviceShape, limit: int) ->
                 raise DeviceError(f"{source.name} binds {len(source.bindings)} buffers; this device allows {limit} "
                                   f"(ops from {', '.join(source.locations[:3])})")
         split |= {point for point, _ in points}
+
+
+def _flag(variable: str) -> bool:
+    """An on/off environment variable: unset, empty, 0, false, no or off is off; 1, true, yes or on is on."""
+    value = os.environ.get(variable, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{variable}={os.environ[variable]!r}: use 1 (on) or 0 (off)")
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
