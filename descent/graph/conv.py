@@ -85,6 +85,17 @@ def _check_transpose_settings(op: str, groups: int, output_padding: tuple[int, .
                                       f"{stride} or the dilation {dilation}"))
 
 
+def _check_transpose_output(op: str, sizes: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+                            padding: tuple[int, ...], output_padding: tuple[int, ...],
+                            dilation: tuple[int, ...]) -> None:
+    """Every output size of a transposed convolution is at least 1 (PyTorch: "Output size is too small")."""
+    out = tuple((n - 1) * s - 2 * p + d * (k - 1) + q + 1
+                for n, k, s, p, q, d in zip(sizes, kernel, stride, padding, output_padding, dilation))
+    if min(out) < 1:
+        raise ShapeError(at_user_line(f"{op}: given input size per channel {sizes}, the calculated output size per "
+                                      f"channel {out} is too small (padding {padding})"))
+
+
 def _height_of_one(a: Array, op: str) -> Array:
     """(..., L) as (..., 1, L): the 1-D operations are the 2-D ones over a height of one."""
     if a.ndim == 0:
@@ -162,6 +173,8 @@ def conv_transpose1d(x: Array, w: Array, bias: Array | None = None, stride: Sing
         raise ShapeError(at_user_line(f"conv_transpose1d: weight {w.shape} (C, O // groups, K) does not fit "
                                       f"input {x.shape} (N, C, L) with {groups} group(s)"))
     _check_bias("conv_transpose1d", bias, w.shape[1] * groups)
+    _check_transpose_output("conv_transpose1d", x.shape[2:], w.shape[2:], (stride,), (padding,), (output_padding,),
+                            (dilation,))
     x, w = _height_of_one(x, "conv_transpose1d"), _height_of_one(w, "conv_transpose1d")
     out = conv_transpose2d(x, w, bias, (1, stride), (0, padding), (0, output_padding), (1, dilation), groups)
     return ops.reshape(out, out.shape[:2] + out.shape[3:])
@@ -182,6 +195,7 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
         raise ShapeError(at_user_line(f"conv_transpose2d: weight {w.shape} does not fit input {x.shape} "
                                       f"with {groups} group(s)"))
     _check_bias("conv_transpose2d", bias, og * groups)
+    _check_transpose_output("conv_transpose2d", (h, wd), (kh, kw), stride, padding, output_padding, dilation)
     dilated = x
     if stride != (1, 1) and x.size == 0:  # no elements to space out (slicing to an empty view is refused)
         spaced = (n, c, (h - 1) * stride[0] + 1 if h else 0, (wd - 1) * stride[1] + 1 if wd else 0)

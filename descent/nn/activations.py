@@ -8,6 +8,7 @@ from descent.errors import at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
 from descent.graph.scope import Scope
+from descent.nn.layers import module_input, real
 from descent.nn.module import Module
 
 
@@ -30,24 +31,24 @@ def silu(x: Array) -> Array:
     return x * ops.sigmoid(x)
 
 
-def softplus(x: Array) -> Array:
-    """log(1 + exp(x)), stable for large |x|."""
-    return ops.maximum(x, 0.0) + ops.log1p(ops.exp(-ops.abs(x)))
+def softplus(x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
+    """log(1 + exp(beta x)) / beta, stable for large |x|, and x itself where beta x > threshold (PyTorch's)."""
+    scaled = x * beta
+    smooth = (ops.maximum(scaled, 0.0) + ops.log1p(ops.exp(-ops.abs(scaled)))) * (1.0 / beta)
+    return ops.where(ops.gt(scaled, threshold), x, smooth)
 
 
 class _Activation(Module):
-    """Applies `function` to its input, followed by the module's one setting where it has one."""
+    """Applies `function` to its input, followed by the module's settings in order."""
 
     function = staticmethod(ops.relu)
-    setting: str | None = None  # the setting's attribute, named as in PyTorch
+    settings: tuple[str, ...] = ()  # the settings' attributes, named as in PyTorch
 
     def forward(self, s: Scope, x: Array) -> Array:
-        if self.setting is None:
-            return self.function(x)
-        return self.function(x, getattr(self, self.setting))
+        return self.function(module_input(self, x), *(getattr(self, name) for name in self.settings))
 
     def __repr__(self) -> str:
-        shown = "" if self.setting is None else f"{self.setting}={getattr(self, self.setting)!r}"
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.settings)
         return f"{type(self).__name__}({shown})"
 
 
@@ -67,7 +68,7 @@ class GELU(_Activation):
     """x * Phi(x); approximate="tanh" for the tanh form (PyTorch's GELU)."""
 
     function = staticmethod(gelu)
-    setting = "approximate"
+    settings = ("approximate",)
 
     def __init__(self, approximate: str = "none") -> None:
         super().__init__()
@@ -75,7 +76,16 @@ class GELU(_Activation):
 
 
 class Softplus(_Activation):
+    """log(1 + exp(beta x)) / beta, linear where beta x > threshold (PyTorch's Softplus)."""
+
     function = staticmethod(softplus)
+    settings = ("beta", "threshold")
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta, self.threshold = real("Softplus", "beta", beta), real("Softplus", "threshold", threshold)
+        if self.beta == 0.0:
+            raise ValueError(at_user_line("Softplus: beta must not be 0 (it divides by beta)"))
 
 
 class SiLU(_Activation):
@@ -92,7 +102,7 @@ class Softmax(_Activation):
     """exp(x) / sum(exp(x)) along `dim` (as PyTorch's Softmax)."""
 
     function = staticmethod(reductions.softmax)
-    setting = "dim"
+    settings = ("dim",)
 
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
@@ -107,7 +117,7 @@ class LogSoftmax(Softmax):
 
 class LeakyReLU(_Activation):
     function = staticmethod(ops.leaky_relu)
-    setting = "negative_slope"
+    settings = ("negative_slope",)
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -122,7 +132,7 @@ class Sin(_Activation):
     """sin(omega * x): SIREN's activation (omega = 30 in the paper's first layer)."""
 
     function = staticmethod(_scaled_sin)
-    setting = "omega"
+    settings = ("omega",)
 
     def __init__(self, omega: float = 1.0) -> None:
         super().__init__()

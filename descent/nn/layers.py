@@ -4,6 +4,7 @@ which bounds both weights and biases by 1 / sqrt(fan_in))."""
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -20,20 +21,56 @@ def _uniform(rng: np.random.Generator, bound: float, shape: tuple[int, ...]) -> 
     return rng.uniform(-bound, bound, shape).astype(np.float32)
 
 
+def _bound(fan_in: int) -> float:
+    """PyTorch's initialisation bound 1 / sqrt(fan_in); 0 where there are no inputs, as PyTorch's."""
+    return 1.0 / np.sqrt(fan_in) if fan_in > 0 else 0.0
+
+
+def natural(module: str, name: str, value: Any, least: int = 0) -> int:
+    """A size argument as an int of at least `least`; numpy integers pass, floats and bools do not (as PyTorch)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(at_user_line(f"{module}: {name} must be an int, got {value!r}"))
+    if value < least:
+        raise ValueError(at_user_line(f"{module}: {name} must be at least {least}, got {value!r}"))
+    return int(value)
+
+
+def real(module: str, name: str, value: Any, low: float = -np.inf, high: float = np.inf) -> float:
+    """A real-valued setting (a numpy scalar too, not a bool) in [low, high], as a Python float."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not low <= value <= high:
+        within = "" if (low, high) == (-np.inf, np.inf) else f" in [{low:g}, {high:g}]"
+        raise ValueError(at_user_line(f"{module}: {name} must be a number{within}, got {value!r}"))
+    return float(value)
+
+
+def module_input(module: Module, x: Any, least_axes: int = 0) -> Array:
+    """A module's input: a graph Array with at least `least_axes` axes, refused by the module's name
+    otherwise (a numpy array with the hint ops give) before some op deep inside trips on it."""
+    name = type(module).__name__
+    if not isinstance(x, Array):
+        ops._scalar_or_array(name, x)
+        raise DTypeError(at_user_line(f"{name}: input must be an Array, got {type(x).__name__} {x!r}"))
+    if x.ndim < least_axes:
+        raise ShapeError(at_user_line(f"{name}: input {x.shape} is {x.ndim}-D; it needs at least {least_axes}-D"))
+    return x
+
+
 class Dense(Module):
     """y = x @ weight + bias, weight (inputs, outputs). `Linear` is the same layer."""
 
     def __init__(self, inputs: int, outputs: int, bias: bool = True) -> None:
         super().__init__()
-        self.inputs, self.outputs, self.use_bias = inputs, outputs, bias
+        self.inputs, self.outputs = natural("Dense", "inputs", inputs), natural("Dense", "outputs", outputs)
+        self.use_bias = bias
 
     def create(self, env: Any, rng: np.random.Generator) -> None:
-        bound = 1.0 / np.sqrt(self.inputs)
+        bound = _bound(self.inputs)
         self.parameter(env, "weight", _uniform(rng, bound, (self.inputs, self.outputs)))
         if self.use_bias:
             self.parameter(env, "bias", _uniform(rng, bound, (self.outputs,)))
 
     def forward(self, s: Scope, x: Array) -> Array:
+        x = module_input(self, x, 1)
         if x.shape[-1] != self.inputs:
             raise ShapeError(at_user_line(f"Dense({self.inputs}, {self.outputs}): input {x.shape} has "
                                           f"{x.shape[-1]} features"))
@@ -63,8 +100,11 @@ class _Conv(Module):
     def __init__(self, inputs: int, outputs: int, kernel: tuple[int, ...], stride: Any, padding: Any, dilation: Any,
                  groups: int, bias: bool) -> None:
         super().__init__()
-        if groups < 1 or inputs % groups or outputs % groups:
-            raise ShapeError(at_user_line(f"{type(self).__name__}: {inputs} inputs and {outputs} outputs must both "
+        name = type(self).__name__
+        inputs, outputs = natural(name, "inputs", inputs), natural(name, "outputs", outputs)
+        groups = natural(name, "groups", groups, least=1)
+        if inputs % groups or outputs % groups:
+            raise ShapeError(at_user_line(f"{name}: {inputs} inputs and {outputs} outputs must both "
                                           f"divide into {groups} group(s)"))
         self.inputs, self.outputs, self.kernel, self.groups, self.use_bias = inputs, outputs, kernel, groups, bias
         self.stride, self.padding, self.dilation = stride, padding, dilation
@@ -74,7 +114,7 @@ class _Conv(Module):
 
     def create(self, env: Any, rng: np.random.Generator) -> None:
         shape = self.weight_shape()
-        bound = 1.0 / np.sqrt(int(np.prod(shape[1:])))  # PyTorch's fan-in, for both forms
+        bound = _bound(int(np.prod(shape[1:])))  # PyTorch's fan-in, for both forms
         self.parameter(env, "weight", _uniform(rng, bound, shape))
         if self.use_bias:
             self.parameter(env, "bias", _uniform(rng, bound, (self.outputs,)))
@@ -84,8 +124,19 @@ class _Conv(Module):
         return self.stride, self.padding, self.dilation, self.groups
 
     def forward(self, s: Scope, x: Array) -> Array:
+        x = self._checked(x)
         bias = s.read(self.bias) if self.use_bias else None
         return self.convolve(x, s.read(self.weight), bias, *self.settings())
+
+    def _checked(self, x: Any) -> Array:
+        """The input, refused by this module's name unless it is (N, inputs, *spatial), as PyTorch's batched form."""
+        x = module_input(self, x)
+        spatial = ("L",) if len(self.kernel) == 1 else ("H", "W")
+        if x.ndim != 2 + len(spatial) or x.shape[1] != self.inputs:
+            layout = ", ".join(("N", str(self.inputs)) + spatial)
+            raise ShapeError(at_user_line(f"{self!r}: input {x.shape} must be ({layout}): {2 + len(spatial)}-D "
+                                          f"with {self.inputs} channels on axis 1"))
+        return x
 
     def __repr__(self) -> str:
         kernel = self.kernel[0] if len(self.kernel) == 1 else self.kernel
@@ -156,12 +207,13 @@ class Embedding(Module):
 
     def __init__(self, count: int, features: int) -> None:
         super().__init__()
-        self.count, self.features = count, features
+        self.count, self.features = natural("Embedding", "count", count), natural("Embedding", "features", features)
 
     def create(self, env: Any, rng: np.random.Generator) -> None:
         self.parameter(env, "weight", rng.normal(size=(self.count, self.features)).astype(np.float32))
 
     def forward(self, s: Scope, x: Array) -> Array:
+        x = module_input(self, x)
         if x.dtype.is_float:
             raise DTypeError(at_user_line(
                 f"Embedding: indices must be integers, got {x.dtype.name}; pass them as int32 (x.astype(np.int32))"))
@@ -169,43 +221,49 @@ class Embedding(Module):
 
 
 class Dropout(Module):
-    """Zeroes each element with probability p while training (scaling the rest by 1 / (1 - p));
-    the identity in graphs built with training=False."""
+    """Zeroes each element with probability p while training (scaling the rest by 1 / (1 - p); p = 1
+    zeroes all, as PyTorch); the identity in graphs built with training=False."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(at_user_line(f"Dropout probability must be in [0, 1), got {p}"))
-        self.p = p
+        self.p = real("Dropout", "p", p, 0.0, 1.0)
 
     def forward(self, s: Scope, x: Array) -> Array:
+        x = module_input(self, x)
         if not s.training or self.p == 0.0:
             return x
+        if self.p == 1.0:
+            return ops.broadcast_to(s.constant(0.0), x.shape)
         keep = ops.ge(s.random_uniform(x.shape), self.p)
         return ops.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
 
 
 class _Pool(Module):
+    """Pooling over the last `axes` axes by its function."""
+
     pool = staticmethod(conv.max_pool2d)
+    axes = 2
 
     def __init__(self, kernel: int, stride: int | None = None, padding: int = 0) -> None:
         super().__init__()
         self.kernel, self.stride, self.padding = kernel, stride, padding
 
     def forward(self, s: Scope, x: Array) -> Array:
-        return self.pool(x, self.kernel, self.stride, self.padding)
+        return self.pool(module_input(self, x, self.axes), self.kernel, self.stride, self.padding)
 
 
 class MaxPool1D(_Pool):
     """Maximum over each window of `kernel` elements along the last axis (stride defaults to the kernel)."""
 
     pool = staticmethod(conv.max_pool1d)
+    axes = 1
 
 
 class AvgPool1D(_Pool):
     """Mean over each window of `kernel` elements along the last axis (stride defaults to the kernel)."""
 
     pool = staticmethod(conv.avg_pool1d)
+    axes = 1
 
 
 class MaxPool2D(_Pool):
@@ -230,7 +288,7 @@ class _Resize(Module):
         self.size = size
 
     def forward(self, s: Scope, x: Array) -> Array:
-        return self.resize(x, self.size)
+        return self.resize(module_input(self, x, 2), self.size)
 
 
 class AdaptiveAvgPool2D(_Resize):
@@ -248,6 +306,9 @@ class BlurMaxPool2D(Module):
     blur applied per channel with stride 2 and padding 1."""
 
     def forward(self, s: Scope, x: Array) -> Array:
+        x = module_input(self, x)
+        if x.ndim != 4:
+            raise ShapeError(at_user_line(f"BlurMaxPool2D: input {x.shape} must be 4-D (N, C, H, W)"))
         pooled = conv.max_pool2d(x, 2, 1)
         taps = np.array([1.0, 2.0, 1.0], np.float32)
         blur = np.outer(taps, taps) / 16.0
@@ -257,10 +318,11 @@ class BlurMaxPool2D(Module):
 
 
 class Flatten(Module):
-    """(N, ...) -> (N, prod(...))."""
+    """(N, ...) -> (N, prod(...)), also where N is 0; at least 2 axes, as PyTorch's Flatten (start_dim 1)."""
 
     def forward(self, s: Scope, x: Array) -> Array:
-        return ops.reshape(x, (x.shape[0], -1))
+        x = module_input(self, x, 2)
+        return ops.reshape(x, (x.shape[0], int(np.prod(x.shape[1:]))))
 
 
 class BatchNorm(Module):
@@ -270,9 +332,9 @@ class BatchNorm(Module):
 
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
-        if not isinstance(momentum, int | float) or not 0.0 <= momentum <= 1.0:
-            raise ValueError(at_user_line(f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r}"))
-        self.channels, self.momentum, self.eps = channels, momentum, eps
+        self.channels = natural("BatchNorm", "channels", channels)
+        self.momentum = real("BatchNorm", "momentum", momentum, 0.0, 1.0)
+        self.eps = real("BatchNorm", "eps", eps)
 
     def create(self, env: Any, rng: np.random.Generator) -> None:
         self.parameter(env, "weight", np.ones(self.channels, np.float32))
@@ -281,9 +343,12 @@ class BatchNorm(Module):
         self.parameter(env, "running_var", np.ones(self.channels, np.float32), trainable=False)
 
     def forward(self, s: Scope, x: Array) -> Array:
+        x = module_input(self, x)
         if x.ndim < 2 or x.shape[1] != self.channels:
             raise ShapeError(at_user_line(
                 f"BatchNorm({self.channels}): input {x.shape} needs {self.channels} channels on axis 1"))
+        if self.channels == 0:
+            raise ShapeError(at_user_line(f"BatchNorm(0): input {x.shape} has no channels to normalise (as PyTorch)"))
         shape = (1, self.channels) + (1,) * (x.ndim - 2)
         axes = (0,) + tuple(range(2, x.ndim))
         if s.training:
@@ -312,14 +377,16 @@ class LayerNorm(Module):
 
     def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5) -> None:
         super().__init__()
-        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        self.eps = eps
+        sizes = tuple(shape) if isinstance(shape, Iterable) else (shape,)
+        self.shape = tuple(natural("LayerNorm", "shape", n) for n in sizes)
+        self.eps = real("LayerNorm", "eps", eps)
 
     def create(self, env: Any, rng: np.random.Generator) -> None:
         self.parameter(env, "weight", np.ones(self.shape, np.float32))
         self.parameter(env, "bias", np.zeros(self.shape, np.float32))
 
     def forward(self, s: Scope, x: Array) -> Array:
+        x = module_input(self, x)
         if x.shape[-len(self.shape):] != self.shape:
             raise ShapeError(at_user_line(f"LayerNorm{self.shape}: input {x.shape} does not end in {self.shape}"))
         axes = tuple(range(x.ndim - len(self.shape), x.ndim))

@@ -1,0 +1,225 @@
+"""descent.nn's layers check their arguments as PyTorch's do: sizes (numpy integers too), settings (numpy
+floats too), the input's rank and channels, and the output sizes; what PyTorch builds they build, what
+PyTorch refuses they refuse, naming the module, the argument and the user's line."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+import descent as dc
+from descent import nn
+
+F = torch.nn.functional
+_uid = itertools.count()
+LINE = r".*\n  at .*test_layer_arguments\.py:\d+"
+
+
+def _output(env: dc.Environment, module: nn.Module, x: np.ndarray, training: bool = False,
+            weights: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+    """module(x), the gradients of sum(module(x) * weights) for x and the trainable parameters, and the
+    parameters' values after the run."""
+    uid = next(_uid)
+    if not module._built:
+        module.build(env, seed=uid, name=f"arg{uid}")
+    parameters = module.parameters(trainable_only=True)
+    integer = x.dtype.kind in "iu"
+    source = env.parameter(f"arg{uid}.x", x.shape, dc.int32 if integer else dc.float32, init=x)
+    holder = {}
+
+    def build(s: dc.Scope) -> None:
+        xa, arrays = s.read(source), [s.read(p) for p in parameters]
+        out = module(s, xa)
+        holder["out"] = env.parameter(f"arg{uid}.out", out.shape)
+        s.write(holder["out"], out)
+        w = np.ones(out.shape, np.float32) if weights is None else weights
+        grads = s.grad(dc.sum(out * s.constant(w)), ([] if integer else [xa]) + arrays)
+        holder["grads"] = [env.parameter(f"arg{uid}.g{k}", g.shape) for k, g in enumerate(grads)]
+        for p, g in zip(holder["grads"], grads):
+            s.write(p, g)
+
+    env.run(env.build_graph(build, training=training))
+    values = {name.split(".", 1)[1]: env.read(p) for name, p in module.named_parameters()}
+    return env.read(holder["out"]), [env.read(g) for g in holder["grads"]], values
+
+
+def _build_graph(env: dc.Environment, module: nn.Module, x: np.ndarray | tuple[int, ...],
+                 training: bool = False) -> None:
+    """Build a graph applying `module` to a parameter of shape `x`, or to the numpy array `x` itself."""
+    uid = next(_uid)
+    if not module._built:
+        module.build(env, seed=uid, name=f"call{uid}")
+    if isinstance(x, np.ndarray):
+        env.build_graph(lambda s: module(s, x), training=training)
+        return
+    source = env.parameter(f"call{uid}.x", x)
+    env.build_graph(lambda s: module(s, s.read(source)), training=training)
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")
+def test_zero_fan_in_builds_with_a_zero_bound_as_pytorch(env: dc.Environment) -> None:
+    dense = nn.Dense(0, 3).build(env, name="fan0_dense")
+    conv = nn.Conv2D(0, 4, 3).build(env, name="fan0_conv")
+    assert env.read(dense.weight).shape == (0, 3) and env.read(conv.weight).shape == (4, 0, 3, 3)
+    np.testing.assert_array_equal(env.read(dense.bias), torch.nn.Linear(0, 3).bias.detach().numpy())
+    np.testing.assert_array_equal(env.read(conv.bias), torch.nn.Conv2d(0, 4, 3).bias.detach().numpy())
+    out, grads, _ = _output(env, dense, np.zeros((2, 0), np.float32))
+    np.testing.assert_array_equal(out, torch.nn.Linear(0, 3)(torch.zeros(2, 0)).detach().numpy())
+    np.testing.assert_array_equal(grads[-1], [2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize("make, argument", [
+    (lambda: nn.Dense(-1, 3), "Dense: inputs must be at least 0, got -1"),
+    (lambda: nn.Dense(3, -2), "Dense: outputs must be at least 0, got -2"),
+    (lambda: nn.Conv2D(-4, 8, 3), "Conv2D: inputs must be at least 0, got -4"),
+    (lambda: nn.Conv2D(4, -8, 3), "Conv2D: outputs must be at least 0, got -8"),
+    (lambda: nn.ConvTranspose1D(2, -2, 3), "ConvTranspose1D: outputs must be at least 0, got -2"),
+    (lambda: nn.Conv2D(4, 8, 3, groups=0), "Conv2D: groups must be at least 1, got 0"),
+    (lambda: nn.BatchNorm(-2), "BatchNorm: channels must be at least 0, got -2"),
+    (lambda: nn.LayerNorm(-1), "LayerNorm: shape must be at least 0, got -1"),
+    (lambda: nn.LayerNorm((2, -3)), "LayerNorm: shape must be at least 0, got -3"),
+    (lambda: nn.Embedding(-1, 4), "Embedding: count must be at least 0, got -1"),
+    (lambda: nn.Embedding(4, -1), "Embedding: features must be at least 0, got -1"),
+])
+def test_negative_sizes_are_refused_by_module_and_argument(make: Callable[[], nn.Module], argument: str) -> None:
+    with pytest.raises(ValueError, match=argument + LINE):
+        make()
+
+
+@pytest.mark.parametrize("make, argument", [
+    (lambda: nn.Conv2D(4, 8, 3, groups=2.0), r"Conv2D: groups must be an int, got 2\.0"),
+    (lambda: nn.Dense(2.5, 3), r"Dense: inputs must be an int, got 2\.5"),
+    (lambda: nn.Embedding(5, True), "Embedding: features must be an int, got True"),
+    (lambda: nn.LayerNorm(4.0), r"LayerNorm: shape must be an int, got 4\.0"),
+])
+def test_sizes_that_are_not_integers_are_refused_as_pytorch(make: Callable[[], nn.Module], argument: str) -> None:
+    with pytest.raises(TypeError, match=argument + LINE):
+        make()
+
+
+def test_zero_sizes_build_as_pytorch_and_batchnorm_refuses_no_channels(env: dc.Environment) -> None:
+    out, _, _ = _output(env, nn.LayerNorm(0), np.zeros((2, 0), np.float32))
+    assert out.shape == tuple(torch.nn.LayerNorm(0)(torch.zeros(2, 0)).shape) == (2, 0)
+    out, _, _ = _output(env, nn.Embedding(0, 4), np.zeros((0,), np.int32))
+    assert out.shape == tuple(torch.nn.Embedding(0, 4)(torch.zeros(0, dtype=torch.long)).shape) == (0, 4)
+    empty = nn.BatchNorm(0).build(env, name="zero_bn")
+    with pytest.raises(IndexError):
+        torch.nn.BatchNorm1d(0)(torch.zeros(4, 0))
+    for training in (True, False):
+        with pytest.raises(dc.ShapeError, match=r"BatchNorm\(0\): input \(4, 0\) has no channels to normalise"):
+            _build_graph(env, empty, (4, 0), training)
+
+
+def test_numpy_numbers_are_taken_where_python_numbers_are(env: dc.Environment) -> None:
+    x = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32) * 2 + 1
+    norm = nn.BatchNorm(np.int64(3), momentum=np.float32(0.25), eps=np.float64(1e-3))
+    _output(env, norm, x, training=True)
+    reference = torch.nn.BatchNorm1d(3, momentum=0.25, eps=1e-3)
+    reference(torch.from_numpy(x))
+    np.testing.assert_allclose(env.read(norm.running_mean), reference.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(env.read(norm.running_var), reference.running_var.numpy(), rtol=1e-5, atol=1e-6)
+    layer = nn.LayerNorm(np.int64(3))
+    assert layer.shape == (3,) and type(layer.shape[0]) is int
+    out, _, values = _output(env, layer, x)
+    np.testing.assert_allclose(out, F.layer_norm(torch.from_numpy(x), (3,)).numpy(), rtol=1e-5, atol=1e-5)
+    conv = nn.Conv2D(np.int64(4), np.int32(6), 3, groups=np.int64(2)).build(env, name="numpy_groups_conv")
+    assert conv.weight.shape == (6, 2, 3, 3)
+    dropout = nn.Dropout(np.float32(0.5))
+    assert dropout.p == 0.5
+
+
+@pytest.mark.parametrize("beta, threshold", [(1.0, 20.0), (2, 20.0), (2.0, 1.0), (0.5, 3.0), (-1.0, 20.0),
+                                             (np.float32(3.0), np.int64(5))])
+def test_softplus_takes_beta_and_threshold_as_pytorch(env: dc.Environment, beta: float, threshold: float) -> None:
+    x = np.array([[-30.0, -10.0, -2.0, -0.4, 0.0, 0.3, 0.49, 0.51, 1.0, 1.9, 2.1, 5.0, 10.5, 30.0]], np.float32)
+    weights = np.linspace(-1.0, 2.0, x.size, dtype=np.float32).reshape(x.shape)
+    out, grads, _ = _output(env, nn.Softplus(beta=beta, threshold=threshold), x, weights=weights)
+    tx = torch.tensor(x, requires_grad=True)
+    expected = F.softplus(tx, beta=float(beta), threshold=float(threshold))
+    (expected * torch.from_numpy(weights)).sum().backward()
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[0], tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_softplus_settings_are_checked_and_shown() -> None:
+    assert repr(nn.Softplus(beta=2)) == "Softplus(beta=2.0, threshold=20.0)"
+    with pytest.raises(ValueError, match="Softplus: beta must not be 0" + LINE):
+        nn.Softplus(beta=0)
+    with pytest.raises(ValueError, match="Softplus: threshold must be a number, got 'high'" + LINE):
+        nn.Softplus(threshold="high")
+
+
+def test_dropout_of_one_zeroes_everything_while_training(env: dc.Environment) -> None:
+    x = np.arange(1.0, 13.0, dtype=np.float32).reshape(3, 4)
+    out, grads, _ = _output(env, nn.Dropout(1.0), x, training=True)
+    expected = torch.nn.Dropout(1.0).train()(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(grads[0], np.zeros_like(x))
+    out, grads, _ = _output(env, nn.Dropout(1), x, training=False)
+    np.testing.assert_array_equal(out, torch.nn.Dropout(1.0).eval()(torch.from_numpy(x)).numpy())
+    with pytest.raises(ValueError, match=r"Dropout: p must be a number in \[0, 1\], got 1\.5" + LINE):
+        nn.Dropout(1.5)
+
+
+@pytest.mark.parametrize("module, torch_module, shape, message", [
+    (nn.ConvTranspose2D(2, 2, 1, padding=1), torch.nn.ConvTranspose2d(2, 2, 1, padding=1), (1, 2, 2, 2),
+     r"conv_transpose2d: given input size per channel \(2, 2\), the calculated output size per channel \(0, 0\) "
+     r"is too small"),
+    (nn.ConvTranspose2D(2, 2, 1, padding=(0, 1)), torch.nn.ConvTranspose2d(2, 2, 1, padding=(0, 1)), (1, 2, 1, 1),
+     r"conv_transpose2d: given input size per channel \(1, 1\), the calculated output size per channel \(1, -1\) "
+     r"is too small"),
+    (nn.ConvTranspose1D(2, 2, 2, padding=1), torch.nn.ConvTranspose1d(2, 2, 2, padding=1), (1, 2, 1),
+     r"conv_transpose1d: given input size per channel \(1,\), the calculated output size per channel \(0,\) "
+     r"is too small"),
+])
+def test_transposed_convolutions_refuse_outputs_too_small(env: dc.Environment, module: nn.Module,
+                                                          torch_module: torch.nn.Module, shape: tuple[int, ...],
+                                                          message: str) -> None:
+    with pytest.raises(RuntimeError, match="too small"):
+        torch_module(torch.zeros(shape))
+    with pytest.raises(dc.ShapeError, match=message + LINE):
+        _build_graph(env, module, shape)
+
+
+@pytest.mark.parametrize("module, shape, message", [
+    (nn.Conv2D(4, 8, 3), (1, 3, 5, 5),
+     r"Conv2D\(4, 8, \(3, 3\), groups=1\): input \(1, 3, 5, 5\) must be \(N, 4, H, W\): 4-D with 4 channels"),
+    (nn.Conv2D(4, 8, 3), (4, 5, 5), r"Conv2D\(4, 8, \(3, 3\), groups=1\): input \(4, 5, 5\) must be \(N, 4, H, W\)"),
+    (nn.Conv1D(4, 8, 3), (2, 3, 7), r"Conv1D\(4, 8, 3, groups=1\): input \(2, 3, 7\) must be \(N, 4, L\)"),
+    (nn.ConvTranspose2D(4, 8, 3), (1, 3, 5, 5),
+     r"ConvTranspose2D\(4, 8, \(3, 3\), groups=1\): input \(1, 3, 5, 5\) must be \(N, 4, H, W\)"),
+    (nn.ConvTranspose1D(4, 8, 3), (1, 3, 5),
+     r"ConvTranspose1D\(4, 8, 3, groups=1\): input \(1, 3, 5\) must be \(N, 4, L\)"),
+    (nn.MaxPool2D(2), (4,), r"MaxPool2D: input \(4,\) is 1-D; it needs at least 2-D"),
+    (nn.AvgPool1D(2), (), r"AvgPool1D: input \(\) is 0-D; it needs at least 1-D"),
+    (nn.BlurMaxPool2D(), (2, 4, 4), r"BlurMaxPool2D: input \(2, 4, 4\) must be 4-D \(N, C, H, W\)"),
+    (nn.Dense(1, 2), (), r"Dense: input \(\) is 0-D; it needs at least 1-D"),
+    (nn.Flatten(), (), r"Flatten: input \(\) is 0-D; it needs at least 2-D"),
+])
+def test_inputs_of_the_wrong_rank_or_channels_are_refused_by_the_module(env: dc.Environment, module: nn.Module,
+                                                                        shape: tuple[int, ...], message: str) -> None:
+    with pytest.raises(dc.ShapeError, match=message + LINE):
+        _build_graph(env, module, shape)
+
+
+@pytest.mark.parametrize("module", [nn.LayerNorm(4), nn.BatchNorm(2), nn.Flatten(), nn.Softmax(), nn.Dense(4, 3),
+                                    nn.Conv1D(2, 3, 1), nn.Embedding(3, 2), nn.MaxPool1D(2), nn.Upsample(2)])
+def test_a_numpy_array_as_input_is_refused_by_the_module(env: dc.Environment, module: nn.Module) -> None:
+    name = type(module).__name__
+    with pytest.raises(dc.DTypeError, match=f"{name}: cannot use ndarray as an Array operand; a numpy array must be "
+                                            r"a parameter or a graph constant first \(s\.constant\(array\)\)" + LINE):
+        _build_graph(env, module, np.ones((2, 2, 4), np.float32), training=True)
+
+
+def test_flatten_keeps_an_empty_batch_and_needs_two_axes_as_pytorch(env: dc.Environment) -> None:
+    for shape in [(0, 3, 2), (2, 0, 3)]:
+        out, _, _ = _output(env, nn.Flatten(), np.zeros(shape, np.float32))
+        assert out.shape == tuple(torch.nn.Flatten()(torch.zeros(shape)).shape)
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        torch.nn.Flatten()(torch.zeros(5))
+    with pytest.raises(dc.ShapeError, match=r"Flatten: input \(5,\) is 1-D; it needs at least 2-D" + LINE):
+        _build_graph(env, nn.Flatten(), (5,))
