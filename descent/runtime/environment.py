@@ -332,9 +332,10 @@ def _within_bindings(scope: Scope, cpu: bool, shape: DeviceShape, limit: int) ->
         wide = [(kernel, source) for kernel, source in generated if len(source.bindings) > limit]
         if not wide:
             return plan, [source for _, source in generated]
-        shared = [len(kernel.outputs) for kernel, _ in wide if kernel.core is None and len(kernel.outputs) > 1]
-        if shared:
-            max_grouped = min(max(shared) // 2, (max_grouped or max(shared)) - 1)
+        shared = [count for kernel, _ in wide if kernel.core is None
+                  and (count := len({node_id for node_id, _ in kernel.outputs})) > 1]
+        if shared and max_grouped != 1:
+            max_grouped = max(1, min(max(shared) // 2, (max_grouped or max(shared)) - 1))
             continue
         points = [(kernel_split_point(scope.graph, kernel), source) for kernel, source in wide]
         for point, source in points:
