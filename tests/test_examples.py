@@ -124,32 +124,29 @@ def _refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, nam
     return capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("option", "value", "message"), [
-    ("--limit", "-5", "must be at least 1"), ("--limit", "0", "must be at least 1"),
-    ("--test-limit", "0", "must be at least 1"),
-    ("--lr", "nan", "must be a finite number above 0"), ("--lr", "0", "must be a finite number above 0"),
-    ("--momentum", "1", "must be at least 0 and below 1"), ("--seed", "-1", "must be at least 0"),
-])
-def test_fashion_mnist_refuses_bad_numbers(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
-                                           tmp_path: Path, option: str, value: str, message: str) -> None:
-    quick = ("--network", "linear", "--limit", "100", "--test-limit", "100", "--no-progress")  # if let through
-    error = _refused(monkeypatch, capsys, "fashion_mnist", *quick, option, value, "--out", str(tmp_path / "fm"))
-    assert f"argument {option}: {message}" in error
-    assert not (tmp_path / "fm").exists()
+QUICK = {"fashion_mnist": ("--network", "linear", "--limit", "100", "--test-limit", "100", "--no-progress"),
+         "image_fit": ("--networks", "relu", "--size", "8", "--epochs", "1", "--no-progress")}  # if let through
 
 
-@pytest.mark.parametrize(("option", "value", "message"), [
-    ("--size", "0", "must be at least 1"), ("--size", "-3", "must be at least 1"),
-    ("--batch", "0", "must be at least 1"), ("--epochs", "0", "must be at least 1"),
-    ("--lr", "nan", "must be a finite number above 0"), ("--lr", "inf", "must be a finite number above 0"),
-    ("--lr", "-0.001", "must be a finite number above 0"), ("--seed", "-1", "must be at least 0"),
+@pytest.mark.parametrize(("name", "option", "value", "message"), [
+    ("fashion_mnist", "--limit", "-5", "must be at least 1"), ("fashion_mnist", "--limit", "0", "must be at least 1"),
+    ("fashion_mnist", "--test-limit", "0", "must be at least 1"),
+    ("fashion_mnist", "--lr", "nan", "must be a finite number above 0"),
+    ("fashion_mnist", "--lr", "0", "must be a finite number above 0"),
+    ("fashion_mnist", "--momentum", "1", "must be at least 0 and below 1"),
+    ("fashion_mnist", "--seed", "-1", "must be at least 0"),
+    ("image_fit", "--size", "0", "must be at least 1"), ("image_fit", "--size", "-3", "must be at least 1"),
+    ("image_fit", "--batch", "0", "must be at least 1"), ("image_fit", "--epochs", "0", "must be at least 1"),
+    ("image_fit", "--lr", "nan", "must be a finite number above 0"),
+    ("image_fit", "--lr", "inf", "must be a finite number above 0"),
+    ("image_fit", "--lr", "-0.001", "must be a finite number above 0"),
+    ("image_fit", "--seed", "-1", "must be at least 0"),
 ])
-def test_image_fit_refuses_bad_numbers(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
-                                       tmp_path: Path, option: str, value: str, message: str) -> None:
-    quick = ("--networks", "relu", "--size", "8", "--epochs", "1", "--no-progress")  # if let through
-    error = _refused(monkeypatch, capsys, "image_fit", *quick, option, value, "--out", str(tmp_path / "fit"))
+def test_examples_refuse_bad_numbers(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path,
+                                     name: str, option: str, value: str, message: str) -> None:
+    error = _refused(monkeypatch, capsys, name, *QUICK[name], option, value, "--out", str(tmp_path / "out"))
     assert f"argument {option}: {message}" in error
-    assert not (tmp_path / "fit").exists()
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "image_fit"])
