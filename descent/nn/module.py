@@ -63,32 +63,28 @@ class Module:
         if foreign:
             raise GraphError(at_user_line(
                 f"{type(self).__name__}.build: its part {foreign[0].name} was built in another Environment"))
+        try:
+            self._build_or_undo(env, seed, name)
+        except GraphError:
+            if name:
+                raise
+            self._build_or_undo(env, seed, env.unique_name(type(self).__name__.lower()))
+        return self
+
+    def _build_or_undo(self, env: Any, seed: int, name: str) -> None:
+        """Build under `name`; where that fails, unbuild the modules it built and drop the parameters
+        it made, so that the build can be retried."""
         fresh = [module for module in self._modules() if not module._built]
         existing = set(env.parameters)
         try:
             self._build(env, np.random.default_rng(int(seed) % 2**64), name)
-        except GraphError:
-            self._unbuild(env, fresh, existing)
-            if name:
-                raise
-            try:
-                self._build(env, np.random.default_rng(int(seed) % 2**64), env.unique_name(type(self).__name__.lower()))
-            except Exception:
-                self._unbuild(env, fresh, existing)
-                raise
         except Exception:
-            self._unbuild(env, fresh, existing)
+            env.discard([parameter for parameter in env.parameters if parameter not in existing])
+            for module in fresh:
+                module._built, module.name = False, ""
+                module._parameters.clear()
+                module._trainable.clear()
             raise
-        return self
-
-    @staticmethod
-    def _unbuild(env: Any, modules: list[Module], existing: set[str]) -> None:
-        """Undo a failed build: the modules unbuilt and the parameters it made gone, so it can be retried."""
-        env.discard([name for name in env.parameters if name not in existing])
-        for module in modules:
-            module._built, module.name = False, ""
-            module._parameters.clear()
-            module._trainable.clear()
 
     def _modules(self) -> Iterator[Module]:
         yield self

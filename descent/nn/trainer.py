@@ -269,9 +269,9 @@ class Trainer:
         relative to the model as a PyTorch state_dict is (`0.weight`, `adam.m.0.weight`), so that it loads
         into the same model built under another name."""
         prefix = f"{self.model.name}." if self.model.name else ""
-        relative = {name: name[len(prefix):] if name.startswith(prefix) else name
-                    for name, _ in self.model.named_parameters()}
-        named = {relative[name]: parameter for name, parameter in self.model.named_parameters()}
+        own = dict(self.model.named_parameters())
+        relative = {name: name.removeprefix(prefix) for name in own}
+        named = {relative[name]: parameter for name, parameter in own.items()}
         if self.optimizer is not None and not model_only:
             named.update(self.optimizer.named_state(relative))
         return named
