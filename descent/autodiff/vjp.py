@@ -38,6 +38,13 @@ def _atan2_gradients(g: Array, a: Array, b: Array) -> list[Array]:
     return [scale * b, -(scale * a)]
 
 
+def _pow_gradients(g: Array, a: Array, b: Array, y: Array) -> list[Array]:
+    """d a**b = b a**(b-1) da + a**b log(a) db, with PyTorch's zeros where b = 0 (not 0 * inf at
+    a = 0) and where a <= 0 for db."""
+    return [ops.where(ops.eq(b, 0.0), 0.0, g * b * ops.pow(a, b - 1.0)),
+            g * y * ops.log(ops.where(ops.gt(a, 0.0), a, 1.0))]
+
+
 def _swap_last(x: Array) -> Array:
     axes = list(range(x.ndim))
     axes[-2], axes[-1] = axes[-1], axes[-2]
@@ -50,8 +57,7 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "mul": lambda g, n, x, y: [g * x[1], g * x[0]],
     "div": lambda g, n, x, y: [g / x[1], -(g * y) / x[1]],
     "remainder": lambda g, n, x, y: [g, -(g * ops.floor_divide(x[0], x[1]))],
-    "pow": lambda g, n, x, y: [g * x[1] * ops.pow(x[0], x[1] - 1.0),
-                               g * y * ops.log(ops.where(ops.gt(x[0], 0.0), x[0], 1.0))],
+    "pow": lambda g, n, x, y: _pow_gradients(g, x[0], x[1], y),
     "maximum": lambda g, n, x, y: _split_ties(g, x[0], x[1], ops.gt(x[0], x[1]), ops.lt(x[0], x[1])),
     "minimum": lambda g, n, x, y: _split_ties(g, x[0], x[1], ops.lt(x[0], x[1]), ops.gt(x[0], x[1])),
     "where": lambda g, n, x, y: [None, ops.where(x[0], g, 0.0), ops.where(x[0], 0.0, g)],

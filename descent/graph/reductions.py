@@ -167,8 +167,11 @@ def var(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
 
 
 def std(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
-    """Population standard deviation over `axis`."""
-    return ops.sqrt(var(x, axis, keepdims))
+    """Population standard deviation over `axis`; its gradient is zero where it is zero (a constant
+    row), as PyTorch's, not 0 * inf."""
+    variance = var(x, axis, keepdims)
+    constant = ops.eq(variance, 0.0)
+    return ops.where(constant, 0.0, ops.sqrt(ops.where(constant, 1.0, variance)))
 
 
 def _arg(op: str, x: Array, axis: int | None, keepdims: bool) -> Array:
