@@ -101,6 +101,25 @@ def test_sizes_that_are_not_integers_are_refused_as_pytorch(make: Callable[[], n
         make()
 
 
+@pytest.mark.parametrize("make, argument", [
+    (lambda: nn.Conv1D(2, 3, 3, stride=2.5), r"Conv1D: stride must be an int or a 1-tuple, got 2\.5"),
+    (lambda: nn.Conv2D(2, 3, 3, padding=(1,)), r"Conv2D: padding must be an int or a pair of ints, got \(1,\)"),
+    (lambda: nn.Conv2D(2, 3, 3, dilation=0), "Conv2D: dilation must be at least 1, got 0"),
+    (lambda: nn.ConvTranspose1D(2, 3, 3, output_padding=-1), "ConvTranspose1D: output_padding must be at least 0"),
+    (lambda: nn.MaxPool1D(2.5), r"MaxPool1D: kernel must be an int or a 1-tuple, got 2\.5"),
+    (lambda: nn.AvgPool2D(2, stride=True), "AvgPool2D: stride must be an int or a pair of ints, got True"),
+    (lambda: nn.MaxPool2D(2, padding=2), r"MaxPool2D: padding \(2, 2\) must be at most half the kernel \(2, 2\)"),
+])
+def test_settings_are_refused_where_the_module_is_made(make: Callable[[], nn.Module], argument: str) -> None:
+    with pytest.raises(dc.ShapeError, match=argument + LINE):
+        make()
+
+
+def test_whole_float_settings_are_taken_by_1d_and_2d_modules_alike() -> None:
+    assert nn.Conv1D(2, 3, 3, stride=2.0).stride == (2,)
+    assert nn.Conv2D(2, 3, 3, stride=2.0).stride == (2, 2)
+
+
 def test_zero_sizes_build_as_pytorch_and_batchnorm_refuses_no_channels(env: dc.Environment) -> None:
     out, _, _ = _output(env, nn.LayerNorm(0), np.zeros((2, 0), np.float32))
     assert out.shape == tuple(torch.nn.LayerNorm(0)(torch.zeros(2, 0)).shape) == (2, 0)
@@ -194,8 +213,10 @@ def test_transposed_convolutions_refuse_outputs_too_small(env: dc.Environment, m
      r"ConvTranspose2D\(4, 8, \(3, 3\), groups=1\): input \(1, 3, 5, 5\) must be \(N, 4, H, W\)"),
     (nn.ConvTranspose1D(4, 8, 3), (1, 3, 5),
      r"ConvTranspose1D\(4, 8, 3, groups=1\): input \(1, 3, 5\) must be \(N, 4, L\)"),
-    (nn.MaxPool2D(2), (4,), r"MaxPool2D: input \(4,\) is 1-D; it needs at least 2-D"),
-    (nn.AvgPool1D(2), (), r"AvgPool1D: input \(\) is 0-D; it needs at least 1-D"),
+    (nn.MaxPool2D(2), (4,), r"MaxPool2D: input \(4,\) is 1-D; it must be 3-D or 4-D \(channels first\)"),
+    (nn.MaxPool2D(2), (1, 2, 3, 4, 4), r"MaxPool2D: input \(1, 2, 3, 4, 4\) is 5-D; it must be 3-D or 4-D"),
+    (nn.AvgPool1D(2), (), r"AvgPool1D: input \(\) is 0-D; it must be 2-D or 3-D \(channels first\)"),
+    (nn.AvgPool1D(2), (2, 3, 4, 4), r"AvgPool1D: input \(2, 3, 4, 4\) is 4-D; it must be 2-D or 3-D"),
     (nn.BlurMaxPool2D(), (2, 4, 4), r"BlurMaxPool2D: input \(2, 4, 4\) must be 4-D \(N, C, H, W\)"),
     (nn.Dense(1, 2), (), r"Dense: input \(\) is 0-D; it needs at least 1-D"),
     (nn.Flatten(), (), r"Flatten: input \(\) is 0-D; it needs at least 2-D"),

@@ -24,24 +24,25 @@ def _whole(value: Any) -> bool:
     return isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
 
 
+def _sizes(value: Any, name: str, count: int, least: int) -> tuple[int, ...]:
+    """One setting for all `count` axes or `count` of them, each a whole number of at least `least`."""
+    sizes = (value,) * count if isinstance(value, numbers.Real) else tuple(value) if hasattr(value, "__len__") else ()
+    if len(sizes) != count or not all(_whole(v) and not isinstance(v, bool) for v in sizes):
+        form = "a pair of ints" if count == 2 else "a 1-tuple"
+        raise ShapeError(at_user_line(f"{name} must be an int or {form}, got {value!r}"))
+    if min(sizes) < least:
+        raise ShapeError(at_user_line(f"{name} must be at least {least}, got {value!r}"))
+    return tuple(int(v) for v in sizes)
+
+
 def _pair(value: Pair, name: str, least: int = 1) -> tuple[int, int]:
     """(value, value) or the pair given, each at least `least` (padding 0, strides and sizes 1)."""
-    pair = (value, value) if isinstance(value, numbers.Real) else tuple(value) if hasattr(value, "__len__") else ()
-    if len(pair) != 2 or not all(_whole(v) and not isinstance(v, bool) for v in pair):
-        raise ShapeError(at_user_line(f"{name} must be an int or a pair of ints, got {value!r}"))
-    if min(pair) < least:
-        raise ShapeError(at_user_line(f"{name} must be at least {least}, got {value!r}"))
-    return (int(pair[0]), int(pair[1]))
+    return _sizes(value, name, 2, least)
 
 
 def _single(value: Single, name: str, least: int = 1) -> int:
     """A 1-D setting, an int or a 1-tuple as PyTorch takes, at least `least`."""
-    single = (value,) if isinstance(value, numbers.Integral) else tuple(value)
-    if len(single) != 1:
-        raise ShapeError(at_user_line(f"{name} must be an int or a 1-tuple, got {value!r}"))
-    if single[0] < least:
-        raise ShapeError(at_user_line(f"{name} must be at least {least}, got {value!r}"))
-    return int(single[0])
+    return _sizes(value, name, 1, least)[0]
 
 
 def _check_conv(op: str, x: Array, w: Array, bias: Array | None, groups: int, spatial: int) -> None:
@@ -106,14 +107,14 @@ def _height_of_one(a: Array, op: str) -> Array:
 def _pool_settings(op: str, kernel: Pair, stride: Pair | None, padding: Pair) -> tuple[tuple[int, int], ...]:
     """A pooling's kernel, stride (the kernel by default) and padding as pairs (a 1-D one's over a
     height of one). Padding is at most half the window, as PyTorch's: wider makes windows of padding only."""
-    if op.endswith("1d"):
-        kernel, padding = (1, _single(kernel, "kernel")), (0, _single(padding, "padding", 0))
-        stride = kernel if stride is None else (1, _single(stride, "stride"))
+    if op.lower().endswith("1d"):
+        kernel, padding = (1, _single(kernel, f"{op}: kernel")), (0, _single(padding, f"{op}: padding", 0))
+        stride = kernel if stride is None else (1, _single(stride, f"{op}: stride"))
     else:
-        kernel, padding = _pair(kernel, "kernel"), _pair(padding, "padding", 0)
-        stride = kernel if stride is None else _pair(stride, "stride")
+        kernel, padding = _pair(kernel, f"{op}: kernel"), _pair(padding, f"{op}: padding", 0)
+        stride = kernel if stride is None else _pair(stride, f"{op}: stride")
     if any(p > k // 2 for p, k in zip(padding, kernel)):
-        shown = (padding[1], kernel[1]) if op.endswith("1d") else (padding, kernel)
+        shown = (padding[1], kernel[1]) if op.lower().endswith("1d") else (padding, kernel)
         raise ShapeError(at_user_line(f"{op}: padding {shown[0]} must be at most half the kernel {shown[1]}"))
     return kernel, stride, padding
 

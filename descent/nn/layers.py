@@ -107,7 +107,13 @@ class _Conv(Module):
             raise ShapeError(at_user_line(f"{name}: {inputs} inputs and {outputs} outputs must both "
                                           f"divide into {groups} group(s)"))
         self.inputs, self.outputs, self.kernel, self.groups, self.use_bias = inputs, outputs, kernel, groups, bias
-        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.stride = self._setting("stride", stride)
+        self.padding = self._setting("padding", padding, 0)
+        self.dilation = self._setting("dilation", dilation)
+
+    def _setting(self, name: str, value: Any, least: int = 1) -> tuple[int, ...]:
+        """A stride, padding or dilation checked where the module is made, one per spatial axis."""
+        return conv._sizes(value, f"{type(self).__name__}: {name}", len(self.kernel), least)
 
     def weight_shape(self) -> tuple[int, ...]:
         return (self.outputs, self.inputs // self.groups) + self.kernel
@@ -171,7 +177,7 @@ class _ConvTranspose(_Conv):
     def __init__(self, inputs: int, outputs: int, kernel: tuple[int, ...], stride: Any, padding: Any,
                  output_padding: Any, dilation: Any, groups: int, bias: bool) -> None:
         super().__init__(inputs, outputs, kernel, stride, padding, dilation, groups, bias)
-        self.output_padding = output_padding
+        self.output_padding = self._setting("output_padding", output_padding, 0)
 
     def weight_shape(self) -> tuple[int, ...]:
         return (self.inputs, self.outputs // self.groups) + self.kernel
@@ -239,17 +245,22 @@ class Dropout(Module):
 
 
 class _Pool(Module):
-    """Pooling over the last `axes` axes by its function."""
+    """Pooling over the last `axes` axes by its function, of (C, *spatial) or (N, C, *spatial) input as PyTorch's."""
 
     pool = staticmethod(conv.max_pool2d)
     axes = 2
 
     def __init__(self, kernel: int, stride: int | None = None, padding: int = 0) -> None:
         super().__init__()
+        conv._pool_settings(type(self).__name__, kernel, stride, padding)
         self.kernel, self.stride, self.padding = kernel, stride, padding
 
     def forward(self, s: Scope, x: Array) -> Array:
-        return self.pool(module_input(self, x, self.axes), self.kernel, self.stride, self.padding)
+        x = module_input(self, x)
+        if x.ndim not in (self.axes + 1, self.axes + 2):
+            raise ShapeError(at_user_line(f"{type(self).__name__}: input {x.shape} is {x.ndim}-D; it must be "
+                                          f"{self.axes + 1}-D or {self.axes + 2}-D (channels first)"))
+        return self.pool(x, self.kernel, self.stride, self.padding)
 
 
 class MaxPool1D(_Pool):
