@@ -130,6 +130,16 @@ def test_max_min_and_args_over_no_elements_are_refused(env: dc.Environment) -> N
             env.build_graph(lambda s, f=reduction: f(s.read(x), 1))
 
 
+def test_softmax_over_an_empty_axis_is_empty_as_pytorch(env: dc.Environment) -> None:
+    import torch
+    for shape, axis in [((2, 0), 1), ((0, 3), 0), ((0, 3), 1), ((2, 0, 3), (1, 2))]:
+        x = np.zeros(shape, np.float32)
+        for ours, theirs in [(dc.softmax, torch.softmax), (dc.log_softmax, torch.log_softmax)]:
+            result = evaluate(env, lambda a, f=ours, axis=axis: f(a, axis), x)
+            expected = theirs(torch.from_numpy(x), axis if isinstance(axis, int) else axis[0])
+            assert result.shape == tuple(expected.shape) == shape
+
+
 def test_softmax_then_division_is_fused(env: dc.Environment) -> None:
     x = env.parameter("fused_reduce_x", (16, 300))
     y = env.parameter("fused_reduce_y", (16,))

@@ -197,16 +197,25 @@ def logsumexp(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
     return reduce("logsumexp", ops.astype(x, float32), axis, keepdims)
 
 
+def _shift(x: Array, axis: Axes, op: str) -> Array:
+    """The max along `axis`, kept, with no gradient: the shift changes nothing, and max's rule needs x
+    recomputed bit for bit in another kernel, which a driver free to regroup float arithmetic does not
+    promise. Over an empty axis it is 0: the softmax of nothing is empty, as PyTorch's."""
+    axes = _axes(x, axis, op)
+    if numel(tuple(x.shape[a] for a in axes)) == 0:
+        kept = tuple(1 if a in axes else size for a, size in enumerate(x.shape))
+        return ops.broadcast_to(x.scope.constant(0.0), kept)
+    return ops.stop_gradient(max(x, axis, keepdims=True))
+
+
 def softmax(x: Array, axis: int = -1) -> Array:
-    """exp(x - max) / sum(exp(x - max)) along `axis`: stable, and exact to an ulp for large x. The
-    shift changes nothing, so no gradient goes through it (max's rule needs x recomputed bit for bit
-    in another kernel, which a driver free to regroup float arithmetic does not promise)."""
-    shifted = ops.exp(x - ops.stop_gradient(max(x, axis, keepdims=True)))
+    """exp(x - max) / sum(exp(x - max)) along `axis`: stable, and exact to an ulp for large x."""
+    shifted = ops.exp(x - _shift(x, axis, "softmax"))
     return shifted / sum(shifted, axis, keepdims=True)
 
 
 def log_softmax(x: Array, axis: int = -1) -> Array:
     """(x - max) - log(sum(exp(x - max))) along `axis`: subtracting the max first keeps large logits
-    exact (x - logsumexp(x) loses their low bits: 0.02 off at 1e6); no gradient goes through the max."""
-    shifted = x - ops.stop_gradient(max(x, axis, keepdims=True))
+    exact (x - logsumexp(x) loses their low bits: 0.02 off at 1e6)."""
+    shifted = x - _shift(x, axis, "log_softmax")
     return shifted - ops.log(sum(ops.exp(shifted), axis, keepdims=True))
