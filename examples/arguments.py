@@ -15,14 +15,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def seed_int(text: str) -> int:
-    """A random seed: a whole number of at least 0, as NumPy's generators take."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
 def positive_float(text: str) -> float:
     """A learning rate: finite and above 0, since nan, inf or a step uphill would wreck the training silently."""
     value = float(text)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from arguments import momentum_float, output_directory, positive_float, positive_int, seed_int
+from arguments import momentum_float, output_directory, positive_float, positive_int
 
 import descent as dc
 from descent import nn, optim
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--lr", type=positive_float, default=1e-3)
     parser.add_argument("--momentum", type=momentum_float, default=0.9, help="for sgd")
     parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the epochs")
-    parser.add_argument("--seed", type=seed_int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="any integer, as torch.manual_seed")
     parser.add_argument("--device", default=None, help="device index or name substring (default DESCENT_DEVICE)")
     parser.add_argument("--data-dir", default=str(fashion_mnist.DEFAULT_DIR))
     parser.add_argument("--limit", type=positive_int, default=None, help="train on the first N examples only")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from arguments import output_directory, positive_float, positive_int, seed_int
+from arguments import output_directory, positive_float, positive_int
 
 import descent as dc
 from descent import nn, optim
@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=positive_int, default=20, help="passes over every pixel")
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="default: per network (1e-3, 1e-4 SIREN, 1e-2 hash)")
-    parser.add_argument("--seed", type=seed_int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="any integer, as torch.manual_seed")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=output_directory, default="examples/out/image_fit")
     parser.add_argument("--no-progress", action="store_true")
