@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import descent as dc
 from descent import nn
@@ -200,3 +201,29 @@ def test_uploaded_index_inputs_are_checked_every_run(env) -> None:
     graph = env.build_graph(lambda s: s.write(vectors, embedding(s, s.read(tokens))), inputs=[tokens])
     with pytest.raises(IndexError, match="index 4 in 'checked_tokens'"):
         env.run(graph, {tokens: np.array([3, 4], np.uint32)})
+
+
+def test_embedding_and_cross_entropy_refuse_indices_pytorch_refuses(env) -> None:
+    """Negative Embedding indices (take would wrap them, as numpy) and labels outside the classes (a row
+    of zeros in the one-hot targets) raise before the run, as PyTorch raises."""
+    embedding = nn.Embedding(4, 2).build(env, name="negative_embedding")
+    tokens = env.parameter("negative_tokens", (2,), "int32")
+    vectors = env.parameter("negative_vectors", (2, 2))
+    graph = env.build_graph(lambda s: s.write(vectors, embedding(s, s.read(tokens))), inputs=[tokens])
+    with pytest.raises(IndexError, match=r"index -1 in 'negative_tokens' \(element 1\) is out of range for "
+                                         r"Embedding\(4, 2\), which takes 0 to 3"):
+        env.run(graph, {tokens: np.array([3, -1], np.int32)})
+    with pytest.raises(IndexError):
+        torch.nn.Embedding(4, 2)(torch.tensor([3, -1]))
+    logits = env.parameter("label_logits", (3, 5))
+    labels = env.parameter("label_values", (3,), "int32")
+    loss = env.parameter("label_loss", ())
+    graph = env.build_graph(lambda s: s.write(loss, dc.softmax_cross_entropy(s.read(logits), s.read(labels))),
+                            inputs=[labels])
+    env.run(graph, {labels: np.array([0, 4, 1], np.int32)})
+    for bad in (5, -1):
+        with pytest.raises(IndexError, match=f"index {bad} in 'label_values' \\(element 1\\) is out of range for "
+                                             r"softmax_cross_entropy's 5 classes \(0 to 4\)"):
+            env.run(graph, {labels: np.array([0, bad, 1], np.int32)})
+        with pytest.raises(IndexError):
+            torch.nn.functional.cross_entropy(torch.zeros(3, 5), torch.tensor([0, bad, 1]))

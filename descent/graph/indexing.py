@@ -34,6 +34,7 @@ def take(x: Array, indices: Array, axis: int | None = 0) -> Array:
     outer, inner = x.shape[:axis], x.shape[axis + 1 :]
     shape = outer + indices.shape + inner
     view = _index_view(outer, indices.shape, inner)
+    x.scope.require_range(indices, -x.shape[axis], x.shape[axis], f"an axis of size {x.shape[axis]}")
     return x.scope.add("gather", shape, x.dtype, (x.node_id, indices.node_id), {"axis": axis, "index_view": view})
 
 
@@ -56,6 +57,7 @@ def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Arra
     if numel(shape) == 0:
         raise ShapeError(at_user_line(f"scatter_add: empty result shape {shape}"))
     view = _index_view(outer, indices.shape, inner)
+    values.scope.require_range(indices, -int(size), int(size), f"an axis of size {int(size)}")
     values = ops.astype(values, float32)
     return values.scope.add("scatter_add", shape, float32, (values.node_id, indices.node_id),
                             {"axis": axis, "index_view": view, "count": indices.size})

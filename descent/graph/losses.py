@@ -53,7 +53,10 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
         if labels.shape != logits.shape[:-1]:
             raise ShapeError(at_user_line(
                 f"softmax_cross_entropy: integer labels {labels.shape} must have shape {logits.shape[:-1]}"))
-        targets = one_hot(labels, logits.shape[-1])
+        classes = logits.shape[-1]
+        labels.scope.require_range(labels, 0, classes,
+                                   f"softmax_cross_entropy's {classes} classes (0 to {classes - 1})")
+        targets = one_hot(labels, classes)
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
     log_probabilities = logits - reductions.logsumexp(logits, -1, keepdims=True)

@@ -29,6 +29,17 @@ class GradientRule:
     location: str
 
 
+@dataclass(frozen=True)
+class IndexRange:
+    """Indices (a node id) an op requires in [low, high): `what` they index, for the error, and where."""
+
+    node_id: int
+    low: int
+    high: int
+    what: str
+    location: str
+
+
 class Scope:
     """Records ops into a networkx DiGraph; nothing runs until the graph is built and run."""
 
@@ -41,6 +52,7 @@ class Scope:
         self._constants: dict[tuple, int] = {}
         self._streams = 0
         self.gradient_rules: dict[int, GradientRule] = {}
+        self.index_ranges: list[IndexRange] = []
 
     def add(self, op: str, shape: Shape, dtype: DType, inputs: tuple[int, ...] = (), attrs: Any = None) -> Array:
         """Append a node and return the Array that names it."""
@@ -66,6 +78,11 @@ class Scope:
             raise GraphError(at_user_line(f"custom_gradient: rule must be a function of the cotangent, got {rule!r}"))
         self.gradient_rules[output.node_id] = GradientRule(tuple(a.node_id for a in inputs), rule, user_location())
         return output
+
+    def require_range(self, indices: Array, low: int, high: int, what: str) -> None:
+        """Require `indices` in [low, high): where they come from a parameter (an uploaded batch), the
+        runtime checks each run's values before it starts, and refuses them naming `what` they index."""
+        self.index_ranges.append(IndexRange(indices.node_id, low, high, what, user_location()))
 
     def node(self, node_id: int) -> Node:
         return self.graph.nodes[node_id]["node"]

@@ -223,7 +223,13 @@ class Embedding(Module):
         if x.dtype.is_float:
             raise DTypeError(at_user_line(
                 f"Embedding: indices must be integers, got {x.dtype.name}; pass them as int32 (x.astype(np.int32))"))
-        return indexing.take(s.read(self.weight), ops.astype(x, int32), 0)
+        indices = ops.astype(x, int32)
+        s.require_range(indices, 0, self.count,
+                        f"{self!r}, which takes 0 to {self.count - 1} (no negatives, as PyTorch's)")
+        return indexing.take(s.read(self.weight), indices, 0)
+
+    def __repr__(self) -> str:
+        return f"Embedding({self.count}, {self.features})"
 
 
 class Dropout(Module):

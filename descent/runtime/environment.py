@@ -18,7 +18,7 @@ from descent.compile.spirv import compile_glsl
 from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line, user_location
 from descent.graph.dtype import DType, as_dtype, bool_, float32
 from descent.graph.parameter import Parameter
-from descent.graph.scope import Scope
+from descent.graph.scope import IndexRange, Scope
 from descent.graph.view import as_shape
 from descent.runtime.device import Device, _import_kp, open_device
 from descent.runtime.executable import Executable
@@ -376,18 +376,13 @@ def _wait_all(in_flight: list[Pending], spin: float) -> None:
         _wait(in_flight.pop(0).sequence, spin)
 
 
-def _index_parameters(scope: Scope) -> list[tuple[Parameter, int, str]]:
-    """(parameter, axis size, user line) for every gather or scatter whose indices come from a parameter."""
+def _index_parameters(scope: Scope) -> list[tuple[Parameter, IndexRange]]:
+    """(parameter, range) for every index range the graph requires of indices read from a parameter."""
     found = []
-    for node_id in scope.graph.nodes:
-        node = scope.node(node_id)
-        if node.op not in ("gather", "scatter_add"):
-            continue
-        source = scope.node(node.inputs[1])
+    for required in scope.index_ranges:
+        source = scope.node(required.node_id)
         while source.op in ("cast", "view"):
             source = scope.node(source.inputs[0])
         if source.op == "read":
-            axis = node.attrs["axis"]
-            extent = scope.node(node.inputs[0]).shape[axis] if node.op == "gather" else node.shape[axis]
-            found.append((source.attrs, extent, node.location))
+            found.append((source.attrs, required))
     return found

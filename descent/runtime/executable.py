@@ -36,7 +36,7 @@ class Executable:
         self.schedule = schedule
         self.sources = sources
         self.checked = environment.checked
-        self.index_parameters = index_parameters or []  # (parameter, axis size, user line) checked mode validates
+        self.index_parameters = index_parameters or []  # (parameter, IndexRange): indices checked before a run
         self.inputs = inputs  # parameters uploaded at the start of every run
         self.location = location  # the user's line that built it
         written = [n for source in sources for n in source.writes] + [c.target for c in schedule.copies]
@@ -172,18 +172,18 @@ class Executable:
     def _check_indices(self, values: dict[str, np.ndarray] | None = None) -> None:
         """Index arrays held in parameters must lie in their axis's range: the uploaded `values` every
         run (a host-side check), or in DESCENT_DEBUG mode every index parameter as it is on the device."""
-        for parameter, extent, location in self.index_parameters:
+        for parameter, required in self.index_parameters:
             if values is None:
                 found = self.environment.read(parameter)
             elif parameter.name in values:
                 found = values[parameter.name]
             else:
                 continue
-            bad = np.flatnonzero((found < -extent) | (found >= extent))
+            bad = np.flatnonzero((found < required.low) | (found >= required.high))
             if bad.size:
                 raise IndexError(at_user_line(
                     f"run: index {found.ravel()[bad[0]]} in '{parameter.name}' (element {bad[0]}) is out of range "
-                    f"for an axis of size {extent}; used at {location}"))
+                    f"for {required.what}; used at {required.location}"))
 
     def _replay_checked(self, values: dict[str, np.ndarray]) -> None:
         """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored."""
