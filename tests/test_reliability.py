@@ -203,6 +203,18 @@ def test_uploaded_index_inputs_are_checked_every_run(env) -> None:
         env.run(graph, {tokens: np.array([3, 4], np.uint32)})
 
 
+def test_only_the_indices_an_op_reads_through_views_are_checked(env) -> None:
+    table = env.parameter("viewed_table", (5, 2), init=np.arange(10, dtype=np.float32).reshape(5, 2))
+    ids = env.parameter("viewed_ids", (2, 3), "int32")
+    out = env.parameter("viewed_out", (2, 2))
+    graph = env.build_graph(lambda s: s.write(out, dc.take(s.read(table), s.read(ids)[::-1, 1:].T[0])), inputs=[ids])
+    env.run(graph, {ids: np.array([[9, 4, -8], [-9, 1, 7]], np.int32)})  # the op reads ids[::-1, 1]: [1, 4]
+    np.testing.assert_array_equal(env.read(out), [[2, 3], [8, 9]])
+    with pytest.raises(IndexError, match=r"index 5 in 'viewed_ids' \(element 0 of the view the op reads\) is out of "
+                                         r"range for an axis of size 5"):
+        env.run(graph, {ids: np.array([[0, 4, 0], [0, 5, 0]], np.int32)})
+
+
 def test_embedding_and_cross_entropy_refuse_indices_pytorch_refuses(env) -> None:
     """Negative Embedding indices (take would wrap them, as numpy) and labels outside the classes (a row
     of zeros in the one-hot targets) raise before the run, as PyTorch raises."""

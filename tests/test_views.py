@@ -51,6 +51,25 @@ def test_view_of_intermediate(env: dc.Environment, name: str) -> None:
     np.testing.assert_allclose(result, theirs(X * np.float32(2) + np.float32(1)) - np.float32(1), rtol=1e-6, atol=1e-6)
 
 
+PADDED = {"pad": (lambda a: dc.pad(a[:, 1:], [(1, 0), (0, 2), (2, 1)])[::2],
+                  lambda a: np.pad(a[:, 1:], [(1, 0), (0, 2), (2, 1)])[::2]),
+          "pad of a pad": (lambda a: dc.pad(dc.pad(a, [(0, 0), (1, 1), (0, 0)], 3.0), [(2, 0), (0, 0), (0, 1)]),
+                           lambda a: np.pad(np.pad(a, [(0, 0), (1, 1), (0, 0)], constant_values=3.0),
+                                            [(2, 0), (0, 0), (0, 1)])),
+          "prefix slice (an empty chain)": (lambda a: a.reshape(120)[:7], lambda a: a.reshape(120)[:7])}
+
+
+@pytest.mark.parametrize("name", sorted(VIEWS) + sorted(PADDED))
+def test_the_hosts_reading_of_a_view_is_numpys(env: dc.Environment, name: str) -> None:
+    """view.read, which checks uploaded indices where an op reads them through views, loads what numpy does."""
+    ours, theirs = {**VIEWS, **PADDED}[name]
+    x = env.parameter(f"host_view_{len(name)}_{abs(hash(name))}", X.shape)
+    nodes = []
+    env.build_graph(lambda s: nodes.append(ours(s.read(x)).node))
+    assert nodes[0].op == "view"
+    np.testing.assert_array_equal(dc.graph.view.read(nodes[0].attrs.chain, nodes[0].shape, X), theirs(X))
+
+
 def test_views_do_not_materialise(env: dc.Environment) -> None:
     out = env.parameter("views_out", (5, 4))
     x = env.parameter("views_x", (4, 6, 5))

@@ -59,6 +59,25 @@ class View:
 ViewChain = tuple[View, ...]
 
 
+def read(chain: ViewChain, shape: Shape, source: np.ndarray) -> np.ndarray:
+    """What a kernel loads through `chain` (of a view of `shape`; an empty chain reads the source in
+    order) from `source`, as a numpy array: the host's copy of the index map, to check uploaded values."""
+    flat_source = np.asarray(source).ravel()
+    index = np.arange(numel(shape))
+    filled = np.zeros(index.shape, bool)
+    fills = np.zeros(index.shape, np.float64)
+    for view in reversed(chain):
+        index = np.where(filled, 0, index)  # a filled element's index leads nowhere
+        coordinates = np.unravel_index(index, view.shape) if view.shape else ()
+        if view.mask is not None:
+            outside = ~filled & ~np.logical_and.reduce(
+                [(c >= lo) & (c < hi) for c, (lo, hi) in zip(coordinates, view.mask)], axis=0)
+            fills[outside], filled = view.fill, filled | outside
+        index = view.offset + sum((c * stride for c, stride in zip(coordinates, view.strides)), np.zeros_like(index))
+    values = flat_source[np.where(filled, 0, index)] if flat_source.size else np.zeros(index.shape, flat_source.dtype)
+    return np.where(filled, fills, values).astype(flat_source.dtype).reshape(shape)
+
+
 def numel(shape: Shape) -> int:
     return math.prod(shape)
 

@@ -18,10 +18,10 @@ from descent.compile.spirv import compile_glsl
 from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line, user_location
 from descent.graph.dtype import DType, as_dtype, bool_, float32
 from descent.graph.parameter import Parameter
-from descent.graph.scope import IndexRange, Scope
+from descent.graph.scope import Scope
 from descent.graph.view import as_shape
 from descent.runtime.device import Device, _import_kp, open_device
-from descent.runtime.executable import Executable
+from descent.runtime.executable import Executable, IndexSource
 from descent.schedule.kernel import Schedule
 from descent.schedule.plan import kernel_split_point, schedule
 
@@ -376,13 +376,15 @@ def _wait_all(in_flight: list[Pending], spin: float) -> None:
         _wait(in_flight.pop(0).sequence, spin)
 
 
-def _index_parameters(scope: Scope) -> list[tuple[Parameter, IndexRange]]:
-    """(parameter, range) for every index range the graph requires of indices read from a parameter."""
+def _index_parameters(scope: Scope) -> list[IndexSource]:
+    """Every index range the graph requires of indices read from a parameter, with the views between."""
     found = []
     for required in scope.index_ranges:
-        source = scope.node(required.node_id)
-        while source.op in ("cast", "view"):
+        source, chains = scope.node(required.node_id), []
+        while source.op in ("cast", "view"):  # a cast is left out: the raw values must be in range
+            if source.op == "view":
+                chains.insert(0, (source.attrs.chain, source.shape))
             source = scope.node(source.inputs[0])
         if source.op == "read":
-            found.append((source.attrs, required))
+            found.append(IndexSource(source.attrs, tuple(chains), required))
     return found

@@ -9,6 +9,9 @@ import numpy as np
 
 from descent.codegen.glsl import KernelSource
 from descent.errors import at_user_line
+from descent.graph import view as views
+from descent.graph.scope import IndexRange
+from descent.graph.view import ViewChain
 from descent.runtime import vulkan
 from descent.schedule.kernel import Schedule
 
@@ -26,6 +29,28 @@ class Recording:
     kernels: list[int]  # position of each kernel's dispatch among the recorded operations
 
 
+@dataclass(frozen=True)
+class IndexSource:
+    """Indices an op reads from a parameter, through views ((chain, shape) pairs, innermost first), and
+    the range it requires of them."""
+
+    parameter: Any
+    chains: tuple[tuple[ViewChain, tuple[int, ...]], ...]
+    required: IndexRange
+
+    def out_of_range(self, stored: np.ndarray) -> str | None:
+        """Why the parameter's value `stored` gives the op an index outside its range, or None."""
+        found = stored
+        for chain, shape in self.chains:
+            found = views.read(chain, shape, found)
+        bad = np.flatnonzero((found < self.required.low) | (found >= self.required.high))
+        if not bad.size:
+            return None
+        element = f"element {bad[0]}" + (" of the view the op reads" if self.chains else "")
+        return (f"index {found.ravel()[bad[0]]} in '{self.parameter.name}' ({element}) is out of range for "
+                f"{self.required.what}; used at {self.required.location}")
+
+
 class Executable:
     """What `env.build_graph` returns: run it with `env.run`; every run replays recorded commands."""
 
@@ -36,7 +61,7 @@ class Executable:
         self.schedule = schedule
         self.sources = sources
         self.checked = environment.checked
-        self.index_parameters = index_parameters or []  # (parameter, IndexRange): indices checked before a run
+        self.index_parameters: list[IndexSource] = index_parameters or []  # indices checked before a run
         self.inputs = inputs  # parameters uploaded at the start of every run
         self.location = location  # the user's line that built it
         written = [n for source in sources for n in source.writes] + [c.target for c in schedule.copies]
@@ -170,20 +195,18 @@ class Executable:
         return [(source.name, "+".join(dict.fromkeys(source.ops)), float(t)) for source, t in zip(self.sources, median)]
 
     def _check_indices(self, values: dict[str, np.ndarray] | None = None) -> None:
-        """Index arrays held in parameters must lie in their axis's range: the uploaded `values` every
+        """Indices read from parameters must lie in the range their op requires: the uploaded `values` every
         run (a host-side check), or in DESCENT_DEBUG mode every index parameter as it is on the device."""
-        for parameter, required in self.index_parameters:
+        for source in self.index_parameters:
+            name = source.parameter.name
             if values is None:
-                found = self.environment.read(parameter)
-            elif parameter.name in values:
-                found = values[parameter.name]
+                stored = self.environment.read(source.parameter)
+            elif name in values:
+                stored = values[name]
             else:
                 continue
-            bad = np.flatnonzero((found < required.low) | (found >= required.high))
-            if bad.size:
-                raise IndexError(at_user_line(
-                    f"run: index {found.ravel()[bad[0]]} in '{parameter.name}' (element {bad[0]}) is out of range "
-                    f"for {required.what}; used at {required.location}"))
+            if (problem := source.out_of_range(stored)) is not None:
+                raise IndexError(at_user_line(f"run: {problem}"))
 
     def _replay_checked(self, values: dict[str, np.ndarray]) -> None:
         """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored."""
