@@ -436,11 +436,23 @@ def test_mixed_signedness_and_out_of_range_integers_are_refused(env: dc.Environm
         evaluate(env, lambda x, y: x == y, i, u)
     with pytest.raises(dc.DTypeError, match="concat: int32 and uint32"):
         evaluate(env, lambda x, y: dc.concat([x, y]), i, u)
-    with pytest.raises(OverflowError, match=r"lt: Python integer -1 is out of bounds for uint32\n  at .*test_"):
-        evaluate(env, lambda y: y < -1, u)
+    with pytest.raises(OverflowError, match=r"sub: Python integer -1 is out of bounds for uint32\n  at .*test_"):
+        evaluate(env, lambda y: y - -1, u)
     with pytest.raises(OverflowError, match="add: Python integer 2147483648 is out of bounds for int32"):
         evaluate(env, lambda x: x + 2**31, i)
+    np.testing.assert_array_equal(evaluate(env, lambda x: x + (2**31 - 1), i), i + np.int32(2**31 - 1))
     np.testing.assert_array_equal(evaluate(env, lambda x, y: x + y.astype("int32"), i, u), [-2, 8])
+
+
+@pytest.mark.parametrize("compare", [lambda a, k: a < k, lambda a, k: a <= k, lambda a, k: a > k,
+                                     lambda a, k: a >= k, lambda a, k: a == k, lambda a, k: a != k,
+                                     lambda a, k: k < a, lambda a, k: k >= a])
+def test_comparisons_with_integers_beyond_the_type_answer_as_numpy(env: dc.Environment, compare) -> None:
+    """numpy 2 answers these (all true or all false) where arithmetic with the same integer overflows."""
+    for values in (np.array([-1, 5, 2**31 - 1], np.int32), np.array([4294967295, 3, 0], np.uint32)):
+        for k in (2**40, -(2**40), 2**32, -1, 2**31):
+            result = evaluate(env, lambda a, k=k: compare(a, k), values)
+            np.testing.assert_array_equal(result, compare(values, k), err_msg=f"{values.dtype} {k}")
 
 
 def test_pow_with_integral_exponents_is_exact_where_the_result_is(env: dc.Environment) -> None:

@@ -61,14 +61,32 @@ def _check_signedness(op: str, dtypes: Sequence[DType]) -> None:
             "cast one with astype first"))
 
 
+def _outside(x: Any, target: DType) -> bool:
+    """Whether `x` is a Python integer that the integer type `target` cannot hold."""
+    if target not in (int32, uint32) or not isinstance(x, int) or isinstance(x, bool):
+        return False
+    low, high = (-(2**31), 2**31) if target == int32 else (0, 2**32)
+    return not low <= x < high
+
+
 def _check_weak_integers(op: str, operands: Sequence[Any], target: DType) -> None:
     """A Python integer must fit the integer type it takes (numpy 2 raises OverflowError too)."""
-    if target not in (int32, uint32):
-        return
-    low, high = (-(2**31), 2**31) if target == int32 else (0, 2**32)
     for x in operands:
-        if isinstance(x, int) and not isinstance(x, bool) and not low <= x < high:
+        if _outside(x, target):
             raise OverflowError(at_user_line(f"{op}: Python integer {x} is out of bounds for {target.name}"))
+
+
+def _compared_outside(op: str, operands: Sequence[Any], target: DType) -> bool | None:
+    """numpy 2's answer to comparing an integer Array with a Python integer its type cannot hold: the
+    same for every element (`a < 2**40` is all true), or None where that is not the case."""
+    if op not in ("lt", "le", "gt", "ge", "eq", "ne"):
+        return None
+    for position, x in enumerate(operands):
+        if _outside(x, target):
+            left_smaller = (position == 1) == (x > 0)
+            return {"lt": left_smaller, "le": left_smaller, "gt": not left_smaller, "ge": not left_smaller,
+                    "eq": False, "ne": True}[op]
+    return None
 
 
 def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
@@ -118,6 +136,9 @@ def elementwise(op: str, *operands: Operand) -> Array:
         arrays = [condition] + [astype(as_array(x, scope, target), target) for x in operands[1:]]
     else:
         target = _operand_dtype(op, operands)
+        if (known := _compared_outside(op, operands, target)) is not None:
+            array = next(x for x in operands if isinstance(x, Array))
+            return broadcast_to(scope.constant(known), array.shape)
         _check_weak_integers(op, operands, target)
         arrays = [astype(as_array(x, scope, target), target) for x in operands]
     shape = broadcast_shapes(*(a.shape for a in arrays))
