@@ -4,6 +4,8 @@ use rtol 1e-5."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -133,6 +135,8 @@ def test_label_smoothing_and_pos_weight_match_torch(env: dc.Environment) -> None
         (lambda x, y: dc.softmax_cross_entropy(x, y, "sum", label_smoothing=0.3),
          lambda x, y: F.cross_entropy(x, y, reduction="sum", label_smoothing=0.3), probabilities),
         (lambda x, y: dc.binary_cross_entropy_with_logits(x, y, pos_weight=y.scope.constant(weights)),
+         lambda x, y: F.binary_cross_entropy_with_logits(x, y, pos_weight=torch.from_numpy(weights)), targets),
+        (functools.partial(dc.binary_cross_entropy_with_logits, pos_weight=weights),  # numpy, as a Trainer's loss
          lambda x, y: F.binary_cross_entropy_with_logits(x, y, pos_weight=torch.from_numpy(weights)), targets),
         (lambda x, y: dc.binary_cross_entropy_with_logits(x, y, "none", pos_weight=3.0),
          lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction="none", pos_weight=torch.tensor(3.0)),

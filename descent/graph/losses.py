@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
@@ -94,14 +96,17 @@ def huber(prediction: Array, target: Array, delta: float = 1.0, reduction: str =
 
 
 def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean",
-                                     pos_weight: Array | float | None = None) -> Array:
+                                     pos_weight: Array | float | np.ndarray | None = None) -> Array:
     """-(w t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))) = w t softplus(-x) + (1 - t) softplus(x), each
     softplus as max(., 0) + log1p(exp(-|x|)) so that neither cancels. `pos_weight` w (1 by default; a
-    number, or one per class of the last axis) weighs the positive targets (as PyTorch's)."""
+    number, or one per class of the last axis, also as a numpy array, which becomes a graph constant, so
+    that `functools.partial` can hand it to a Trainer) weighs the positive targets (as PyTorch's)."""
     _same_shape("binary_cross_entropy_with_logits", logits, targets)
     logits = ops.astype(logits, float32)
     positive = targets
     if pos_weight is not None:
+        if isinstance(pos_weight, np.ndarray | list | tuple):
+            pos_weight = logits.scope.constant(np.asarray(pos_weight, np.float32))
         shape = getattr(pos_weight, "shape", ())
         if shape not in ((), logits.shape[-1:]):
             raise ShapeError(at_user_line(f"binary_cross_entropy_with_logits: pos_weight {shape} must be a number "
