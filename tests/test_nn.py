@@ -147,6 +147,34 @@ def test_batchnorm(env: dc.Environment, training: bool) -> None:
         np.testing.assert_allclose(env.read(module.running_var), running_var, rtol=1e-5)
 
 
+def test_batchnorm_applied_twice_moves_its_running_statistics_twice_as_pytorch(env: dc.Environment) -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = self.add("norm", nn.BatchNorm(3))
+
+        def forward(self, s: dc.Scope, x: dc.Array) -> dc.Array:
+            return self.norm(s, self.norm(s, x) * 2.0 + 1.0)
+
+    x = rng.normal(size=(6, 3, 4, 5)).astype(np.float32) * 2 + 1
+    module = Twice()
+
+    def reference(tx, v):
+        w, b = _t(v["norm.weight"]), _t(v["norm.bias"])
+        torch_norm = torch.nn.BatchNorm2d(3)
+        with torch.no_grad():
+            torch_norm.weight.copy_(w)
+            torch_norm.bias.copy_(b)
+        out = torch_norm(torch_norm(tx) * 2.0 + 1.0)
+        reference.running = torch_norm.running_mean.numpy(), torch_norm.running_var.numpy()
+        return out, [torch_norm.weight, torch_norm.bias]
+
+    ours = _run_module(env, module, x, training=True)
+    _torch_check(ours, reference, x, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(env.read(module.norm.running_mean), reference.running[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(env.read(module.norm.running_var), reference.running[1], rtol=1e-5)
+
+
 def test_layernorm_embedding_activations_pooling(env: dc.Environment) -> None:
     x = rng.normal(size=(4, 6)).astype(np.float32)
 

@@ -116,6 +116,19 @@ class Scope:
             raise GraphError(at_user_line(f"write: parameter '{parameter.name}' is written twice in one graph"))
         self.writes[parameter.name] = (parameter, value.node_id)
 
+    def update(self, parameter: Parameter, step: Callable[[Array], Array]) -> None:
+        """Write `step(value)`, where value is what this graph writes to the parameter so far, or its
+        value when the run starts: updates chain in order, as an eager framework's do (a BatchNorm
+        applied twice in one step moves its running statistics twice)."""
+        earlier = self.writes.pop(parameter.name, None)
+        current = Array(self, earlier[1]) if earlier else self.read(parameter)
+        try:
+            self.write(parameter, step(current))
+        except Exception:
+            if earlier:
+                self.writes[parameter.name] = earlier
+            raise
+
     def constant(self, value: Any, dtype: DType | str | None = None) -> Array:
         """A constant: Python scalars are inlined into shaders, numpy arrays uploaded once at build."""
         if np.isscalar(value) or (isinstance(value, np.ndarray) and value.ndim == 0):

@@ -345,7 +345,8 @@ class Flatten(Module):
 class BatchNorm(Module):
     """Batch normalisation over all axes but the channel axis 1 (works for (N, C) and (N, C, H, W)).
     Training graphs normalise with batch statistics and update the running ones (momentum 0.1,
-    unbiased variance, as PyTorch); other graphs use the running statistics."""
+    unbiased variance, as PyTorch; each use updates them, so one applied twice moves them twice);
+    other graphs use the running statistics."""
 
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
@@ -378,9 +379,9 @@ class BatchNorm(Module):
             variance = reductions.mean((x - mean) * (x - mean), axes, keepdims=True)
             unbiased = ops.reshape(variance, (self.channels,)) * (count / (count - 1))
             m = self.momentum
-            s.write(self.running_mean,
-                    s.read(self.running_mean) * (1 - m) + ops.stop_gradient(ops.reshape(mean, (self.channels,))) * m)
-            s.write(self.running_var, s.read(self.running_var) * (1 - m) + ops.stop_gradient(unbiased) * m)
+            batch_mean = ops.stop_gradient(ops.reshape(mean, (self.channels,)))
+            s.update(self.running_mean, lambda running: running * (1 - m) + batch_mean * m)
+            s.update(self.running_var, lambda running: running * (1 - m) + ops.stop_gradient(unbiased) * m)
         else:
             mean = ops.reshape(s.read(self.running_mean), shape)
             variance = ops.reshape(s.read(self.running_var), shape)
