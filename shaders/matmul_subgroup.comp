@@ -8,8 +8,9 @@
 // subgroup shuffle: A is loaded once per workgroup, not once per lane. Only the last slice, where
 // K is not a multiple of LANES, checks for the end of K (a branch in every slice costs lavapipe
 // nearly half its speed). B comes as vec4s (fetch_slice). N is a multiple of 4, so a lane's four
-// columns are all inside N or all past it, and store_quad stores them together. Tiles go down the rows
-// first: a strip of B, four times the bytes of a tile's rows of A, stays in cache for the next tile.
+// columns are all inside N or all past it, and store_quad stores them together. With ROWS_FIRST, tiles
+// go down the rows first, so that a strip of B (four times the bytes of a tile's rows of A) stays in
+// cache for the next tile where it is short; otherwise along the columns, keeping the rows of A.
 layout(local_size_x = ${LANES}) in;
 
 const int M = ${M};
@@ -20,6 +21,7 @@ const int PARTS = LANES / 4;
 const int TILES_M = (M + LANES - 1) / LANES;
 const int TILES_N = (N + 4 * LANES - 1) / (4 * LANES);
 const int PER_GROUP = ${PER_GROUP};
+#define ROWS_FIRST ${ROWS_FIRST}
 
 ${BUFFERS}
 ${HELPERS}
@@ -42,8 +44,13 @@ void step(inout vec4 acc[LANES], int batch, int row0, int k0, int lane, int col,
 
 void tile_product(int tile, int lane) {
     int batch = tile / (TILES_M * TILES_N);
+#if ROWS_FIRST
     int row0 = tile % TILES_M * LANES;
     int col = tile / TILES_M % TILES_N * 4 * LANES + 4 * lane;
+#else
+    int row0 = tile / TILES_N % TILES_M * LANES;
+    int col = tile % TILES_N * 4 * LANES + 4 * lane;
+#endif
     vec4 acc[LANES];
     for (int r = 0; r < LANES; r++) {
         acc[r] = vec4(0.0);

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import descent as dc
+from descent.codegen import glsl
 from tests.conftest import evaluate
 
 rng = np.random.default_rng(4)
@@ -185,6 +186,7 @@ SUBGROUP_CASES = [  # (A's shape, how A is read, B's shape): M, K and N off the 
     ((9, 12), "rows", (3, 12, 16)),  # A broadcast over the batch
     ((36, 20), "transposed", (36, 52)), ((3, 20, 12), "transposed", (3, 20, 44)),
     ((21, 13), "strided", (21, 36)), ((2, 5, 17), "strided", (2, 5, 64)),
+    ((2, 19, 1100), "rows", (2, 1100, 44)), ((1100, 20), "transposed", (1100, 40)),  # tiles along the columns
 ]
 
 
@@ -221,6 +223,8 @@ def test_cpu_subgroup_matmul(env: dc.Environment, a_shape, read: str, b_shape) -
     assert "subgroupShuffle" in source.glsl
     fetch_part = source.glsl.split("vec4 fetch_part")[1].split("\n}\n")[0]
     assert ("texelFetch(sub_a" in fetch_part) == (read != "strided")
+    rows_first = left.shape[-1] * 16 * limits.subgroup_size <= glsl.SUBGROUP_ROWS_FIRST_STRIP
+    assert f"#define ROWS_FIRST {int(rows_first)}" in source.glsl
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(left.shape[-1]))
 
 
