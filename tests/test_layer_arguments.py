@@ -103,6 +103,7 @@ def test_sizes_that_are_not_integers_are_refused_as_pytorch(make: Callable[[], n
 
 @pytest.mark.parametrize("make, argument", [
     (lambda: nn.Conv1D(2, 3, 3, stride=2.5), r"Conv1D: stride must be an int or a 1-tuple, got 2\.5"),
+    (lambda: nn.Conv2D(2, 3, True), "Conv2D: kernel must be an int or a pair of ints, got True"),
     (lambda: nn.Conv2D(2, 3, 3, padding=(1,)), r"Conv2D: padding must be an int or a pair of ints, got \(1,\)"),
     (lambda: nn.Conv2D(2, 3, 3, dilation=0), "Conv2D: dilation must be at least 1, got 0"),
     (lambda: nn.ConvTranspose1D(2, 3, 3, output_padding=-1), "ConvTranspose1D: output_padding must be at least 0"),

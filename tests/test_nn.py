@@ -105,7 +105,7 @@ def test_conv1d_and_pooling_1d_modules(env: dc.Environment) -> None:
     with pytest.raises(dc.ShapeError, match="Conv1D: 4 inputs and 6 outputs must both divide into 4 group"):
         nn.Conv1D(4, 6, 3, groups=4)
     assert nn.Conv1D(2, 4, (3,)).build(env).weight.shape == (4, 2, 3)
-    with pytest.raises(dc.ShapeError, match=r"Conv2D: kernel must be a positive int or 2 of them, got \(3,\)"):
+    with pytest.raises(dc.ShapeError, match=r"Conv2D: kernel must be an int or a pair of ints, got \(3,\)"):
         nn.Conv2D(2, 4, (3,))
 
 

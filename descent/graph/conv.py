@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from descent.arguments import is_integer, is_real
 from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
@@ -21,13 +22,13 @@ Single = int | tuple[int]
 
 def _whole(value: Any) -> bool:
     """An integer, or a float with an integer value (PyTorch takes scale_factor=2.0)."""
-    return isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
+    return is_integer(value) or (is_real(value) and float(value).is_integer())
 
 
 def _sizes(value: Any, name: str, count: int, least: int) -> tuple[int, ...]:
     """One setting for all `count` axes or `count` of them, each a whole number of at least `least`."""
     sizes = (value,) * count if isinstance(value, numbers.Real) else tuple(value) if hasattr(value, "__len__") else ()
-    if len(sizes) != count or not all(_whole(v) and not isinstance(v, bool) for v in sizes):
+    if len(sizes) != count or not all(_whole(v) for v in sizes):
         form = "a pair of ints" if count == 2 else "a 1-tuple"
         raise ShapeError(at_user_line(f"{name} must be an int or {form}, got {value!r}"))
     if min(sizes) < least:

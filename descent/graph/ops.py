@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from descent.arguments import is_integer
 from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import view as views
 from descent.graph.array import Array
@@ -522,20 +523,17 @@ def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, m
 def _pad_widths(widths: Any, shape: tuple[int, ...]) -> list[tuple[int, int]]:
     """numpy.pad's forms of widths: n, (n,), (before, after) or ((before, after),) for every axis, or
     one (before, after) pair per axis."""
-    def is_int(w: Any) -> bool:
-        return isinstance(w, (int, np.integer)) and not isinstance(w, bool)
-
     ndim = len(shape)
     try:
-        if is_int(widths):
+        if is_integer(widths):
             pairs = [(widths, widths)] * ndim
-        elif len(widths) in (1, 2) and all(is_int(w) for w in widths):
+        elif len(widths) in (1, 2) and all(is_integer(w) for w in widths):
             pairs = [(widths[0], widths[-1])] * ndim
         elif len(widths) == 1:
             pairs = [tuple(widths[0])] * ndim
         else:
             pairs = [tuple(pair) for pair in widths]
-        ok = all(len(pair) == 2 and all(is_int(w) for w in pair) for pair in pairs) and len(pairs) == ndim
+        ok = all(len(pair) == 2 and all(is_integer(w) for w in pair) for pair in pairs) and len(pairs) == ndim
     except TypeError:
         ok = False
     if not ok:

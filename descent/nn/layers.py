@@ -3,12 +3,12 @@ which bounds both weights and biases by 1 / sqrt(fan_in))."""
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from descent.arguments import is_integer, is_real
 from descent.errors import DTypeError, ShapeError, at_user_line
 from descent.graph import conv, indexing, ops, reductions
 from descent.graph.array import Array
@@ -28,7 +28,7 @@ def _bound(fan_in: int) -> float:
 
 def natural(module: str, name: str, value: Any, least: int = 0) -> int:
     """A size argument as an int of at least `least`; numpy integers pass, floats and bools do not (as PyTorch)."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+    if not is_integer(value):
         raise TypeError(at_user_line(f"{module}: {name} must be an int, got {value!r}"))
     if value < least:
         raise ValueError(at_user_line(f"{module}: {name} must be at least {least}, got {value!r}"))
@@ -37,7 +37,7 @@ def natural(module: str, name: str, value: Any, least: int = 0) -> int:
 
 def real(module: str, name: str, value: Any, low: float = -np.inf, high: float = np.inf) -> float:
     """A real-valued setting (a numpy scalar too, not a bool) in [low, high], as a Python float."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not low <= value <= high:
+    if not is_real(value) or not low <= value <= high:
         within = "" if (low, high) == (-np.inf, np.inf) else f" in [{low:g}, {high:g}]"
         raise ValueError(at_user_line(f"{module}: {name} must be a number{within}, got {value!r}"))
     return float(value)
@@ -86,10 +86,7 @@ Linear = Dense
 
 def _kernel(kernel: Any, dims: int, module: str) -> tuple[int, ...]:
     """A convolution module's kernel size as a tuple of `dims` positive ints (an int stands for all)."""
-    sizes = (kernel,) * dims if isinstance(kernel, numbers.Integral) else tuple(kernel)
-    if len(sizes) != dims or not all(isinstance(k, numbers.Integral) and k >= 1 for k in sizes):
-        raise ShapeError(at_user_line(f"{module}: kernel must be a positive int or {dims} of them, got {kernel!r}"))
-    return tuple(int(k) for k in sizes)
+    return conv._sizes(kernel, f"{module}: kernel", dims, 1)
 
 
 class _Conv(Module):

@@ -11,6 +11,7 @@ import networkx as nx
 import numpy as np
 from tqdm.auto import tqdm
 
+from descent.arguments import is_integer
 from descent.errors import at_user_line
 from descent.graph import losses, ops, reductions
 from descent.graph.array import Array
@@ -326,7 +327,7 @@ def _dtype_name(array: np.ndarray) -> str:
 
 def _is_count(value: Any) -> bool:
     """An integer (Python or numpy, not a bool) of at least 1."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    return is_integer(value) and value >= 1
 
 
 def _check_batch_size(where: str, batch_size: int) -> None:

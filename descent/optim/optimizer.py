@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
+from descent.arguments import is_real
 from descent.errors import GraphError, at_user_line
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
@@ -18,8 +18,7 @@ from descent.optim.clip import clip_by_global_norm
 def hyperparameter(owner: str, name: str, value: Any, high: float = math.inf) -> float:
     """`value` as a float where it is a real number in [0, high) (or [0, inf)), else a ValueError that
     names it, as torch.optim's: a NaN or negative rate would train silently to NaN or uphill."""
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not real or not 0 <= value < high or (high == math.inf and math.isinf(value)):
+    if not is_real(value) or not 0 <= value < high or (high == math.inf and math.isinf(value)):
         bound = f"in [0, {high:g})" if high != math.inf else "a finite number of at least 0"
         raise ValueError(at_user_line(f"{owner}: {name} must be {bound}, got {value!r}"))
     return float(value)
@@ -33,7 +32,7 @@ class Optimizer:
     prefix = "optim"
 
     def __init__(self, lr: float, max_grad_norm: float | None = None) -> None:
-        positive = isinstance(max_grad_norm, numbers.Real) and not isinstance(max_grad_norm, bool) and max_grad_norm > 0
+        positive = is_real(max_grad_norm) and max_grad_norm > 0
         if max_grad_norm is not None and not positive:
             raise ValueError(at_user_line(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}"))
         self.initial_lr = hyperparameter(type(self).__name__, "lr", lr)
