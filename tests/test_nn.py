@@ -736,6 +736,27 @@ def test_a_checkpoint_loads_into_the_model_built_under_another_name(tmp_path) ->
                                   env.read(trainer.optimizer.state_of("m", trainer.model.parameters()[0])))
 
 
+def test_a_checkpoint_of_a_model_with_a_reused_part_holds_every_parameter(tmp_path) -> None:
+    """A built encoder placed in a new model keeps its Environment names (`0.weight`), which clashed with
+    the outer model's own `sequential.0.weight` made relative: the checkpoint held 4 of 6 parameters.
+    Keys are the paths in the model, so it also loads into the architecture built from scratch."""
+    x_train, y_train, x_test, _ = _digits()
+    env = dc.Environment()
+    encoder = nn.Sequential(nn.Dense(64, 16), nn.ReLU()).build(env, seed=0)
+    model = nn.Sequential(nn.Dense(64, 64), encoder, nn.Dense(16, 10)).build(env, seed=0)
+    trainer = nn.Trainer(env, model, optimizer=optim.Adam(1e-2))
+    trainer.fit(x_train[:200], y_train[:200], batch_size=100, progress=False)
+    trainer.save(tmp_path / "reused.npz")
+    with np.load(tmp_path / "reused.npz") as archive:
+        assert {"0.weight", "0.bias", "1.0.weight", "1.0.bias", "2.weight", "2.bias", "adam.m.1.0.weight"} <= set(
+            archive.files)
+    fresh_env = dc.Environment()
+    fresh = nn.Sequential(nn.Dense(64, 64), nn.Sequential(nn.Dense(64, 16), nn.ReLU()), nn.Dense(16, 10))
+    loaded = nn.Trainer(fresh_env, fresh.build(fresh_env, seed=3), optimizer=optim.Adam(1e-2))
+    loaded.load(tmp_path / "reused.npz")
+    np.testing.assert_array_equal(loaded.predict(x_test), trainer.predict(x_test))
+
+
 def test_a_second_unnamed_model_gets_a_name_and_a_failed_build_leaves_nothing(env: dc.Environment) -> None:
     """Two unnamed models in one Environment clashed ('0.weight' already exists) and left the second
     half-built, so that even build(name=...) was refused as 'already built'."""

@@ -100,9 +100,10 @@ class Module:
         for child_name, child in self._children.items():
             child._build(env, rng, f"{name}.{child_name}" if name else child_name)
 
-    def named_parameters(self, trainable_only: bool = False) -> Iterator[tuple[str, Parameter]]:
-        """(dotted name, parameter) of this module and its children, in build order; a part used twice
-        (tied weights) gives its parameters once, as PyTorch's does."""
+    def named_parameters(self, trainable_only: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """(Environment name, parameter) of this module and its children, in build order, the trainable
+        ones as `parameters()` (trainable_only=False adds running statistics, PyTorch's buffers); a part
+        used twice (tied weights) gives its parameters once, as PyTorch's does."""
         seen = set()
         for module in self._modules():
             for name, parameter in module._parameters.items():
@@ -112,6 +113,24 @@ class Module:
 
     def parameters(self, trainable_only: bool = True) -> list[Parameter]:
         return [p for _, p in self.named_parameters(trainable_only)]
+
+    def state_parameters(self) -> dict[str, Parameter]:
+        """Every parameter, trainable or not, by its path from this module (`0.weight`, `1.0.bias`), as
+        a PyTorch state_dict's keys: the same for the same architecture however its parts were built
+        and named (a part built before keeps its Environment name); a part used twice counts once."""
+        found: dict[str, Parameter] = {}
+        seen: set[str] = set()
+        for path, module in self._paths(""):
+            for name, parameter in module._parameters.items():
+                if parameter.name not in seen:
+                    seen.add(parameter.name)
+                    found[f"{path}.{name}" if path else name] = parameter
+        return found
+
+    def _paths(self, path: str) -> Iterator[tuple[str, Module]]:
+        yield path, self
+        for child_name, child in self._children.items():
+            yield from child._paths(f"{path}.{child_name}" if path else child_name)
 
     def __getattr__(self, name: str) -> Parameter:
         parameters = self.__dict__.get("_parameters", {})

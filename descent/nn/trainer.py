@@ -267,14 +267,11 @@ class Trainer:
 
     def checkpoint_parameters(self, model_only: bool = False) -> dict[str, Parameter]:
         """Everything a checkpoint holds: model parameters (trainable or not) and optimiser state, named
-        relative to the model as a PyTorch state_dict is (`0.weight`, `adam.m.0.weight`), so that it loads
-        into the same model built under another name."""
-        prefix = f"{self.model.name}." if self.model.name else ""
-        own = dict(self.model.named_parameters())
-        relative = {name: name.removeprefix(prefix) for name in own}
-        named = {relative[name]: parameter for name, parameter in own.items()}
+        by their paths in the model as a PyTorch state_dict is (`0.weight`, `adam.m.0.weight`), so that it
+        loads into the same architecture built under another name or from other parts."""
+        named = self.model.state_parameters()
         if self.optimizer is not None and not model_only:
-            named.update(self.optimizer.named_state(relative))
+            named.update(self.optimizer.named_state({p.name: path for path, p in named.items()}))
         return named
 
     @property
