@@ -9,11 +9,13 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def user_location() -> str:
-    """The `file:line` of the innermost stack frame outside the descent package."""
+    """The `file:line` of the innermost stack frame outside the descent package (code that descent
+    generates, such as a dataclass's `__init__`, runs in a descent module's globals and counts as inside)."""
     frame = sys._getframe(1)
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_PACKAGE_DIR + os.sep):
+        module = frame.f_globals.get("__name__") or ""
+        if not filename.startswith(_PACKAGE_DIR + os.sep) and module.split(".")[0] != "descent":
             return f"{frame.f_code.co_filename}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"

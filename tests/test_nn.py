@@ -397,10 +397,24 @@ def test_schedules_match_torch_lr_schedulers(ours, theirs) -> None:
         assert np.isclose(ours(0.05, epoch, 10), optimiser.param_groups[0]["lr"], rtol=1e-6), epoch
         optimiser.step()
         scheduler.step()
-    with pytest.raises(ValueError, match="LinearLR: factors must be in"):
-        optim.LinearLR(0.0)
-    with pytest.raises(ValueError, match="StepLR: step_size must be at least 1, got 0"):
-        optim.StepLR(0)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: optim.LinearLR(0.0), r"LinearLR: start_factor must be in \(0, 1\] and end_factor in \[0, 1\], got 0.0"),
+    (lambda: optim.LinearLR(1.0, 2.0, 3), "LinearLR: start_factor must be in"),
+    (lambda: optim.LinearLR(total_iters=2.5), r"LinearLR: total_iters must be an integer of at least 1, got 2\.5"),
+    (lambda: optim.StepLR(0), "StepLR: step_size must be an integer of at least 1, got 0"),
+    (lambda: optim.StepLR("2"), "StepLR: step_size must be an integer of at least 1, got '2'"),
+    (lambda: optim.StepLR(2, gamma=-0.5), "StepLR: gamma must be a finite number of at least 0, got -0.5"),
+    (lambda: optim.ExponentialLR(-0.5), "ExponentialLR: gamma must be a finite number of at least 0, got -0.5"),
+    (lambda: optim.CosineLR(minimum=-1), "CosineLR: minimum must be a finite number of at least 0, got -1"),
+    (lambda: optim.MultiStepLR((2, 4.5)), r"MultiStepLR: each milestone must be an integer of at least 0, got 4\.5"),
+])
+def test_schedules_refuse_bad_settings_where_they_are_made(make, message: str) -> None:
+    """A bad setting failed an epoch into training, under the optimiser's name ('Adam: lr must be ...'),
+    or with a bare TypeError; the line named was dataclasses' generated '<string>'."""
+    with pytest.raises(ValueError, match=message + r".*\n  at .*test_nn\.py:\d+"):
+        make()
 
 
 def test_global_norm_and_clipping_functions(env: dc.Environment) -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from descent.arguments import is_integer
 from descent.errors import at_user_line
+from descent.optim.optimizer import hyperparameter
+
+
+def _count(owner: str, name: str, value: object, least: int) -> int:
+    """An integer setting of at least `least`, refused by name where the schedule is made."""
+    if not is_integer(value) or value < least:
+        raise ValueError(at_user_line(f"{owner}: {name} must be an integer of at least {least}, got {value!r}"))
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -16,8 +25,8 @@ class StepLR:
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.step_size < 1:
-            raise ValueError(at_user_line(f"StepLR: step_size must be at least 1, got {self.step_size}"))
+        _count("StepLR", "step_size", self.step_size, 1)
+        hyperparameter("StepLR", "gamma", self.gamma)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         return initial * self.gamma ** (epoch // self.step_size)
@@ -29,6 +38,9 @@ class CosineLR:
 
     minimum: float = 0.0
 
+    def __post_init__(self) -> None:
+        hyperparameter("CosineLR", "minimum", self.minimum)
+
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         return self.minimum + (initial - self.minimum) * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
 
@@ -38,6 +50,9 @@ class ExponentialLR:
     """Multiply the rate by `gamma` every epoch."""
 
     gamma: float
+
+    def __post_init__(self) -> None:
+        hyperparameter("ExponentialLR", "gamma", self.gamma)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         return initial * self.gamma**epoch
@@ -49,6 +64,13 @@ class MultiStepLR:
 
     milestones: tuple[int, ...]
     gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not hasattr(self.milestones, "__iter__"):
+            raise ValueError(at_user_line(f"MultiStepLR: milestones must be epochs, got {self.milestones!r}"))
+        object.__setattr__(self, "milestones", tuple(_count("MultiStepLR", "each milestone", m, 0)
+                                                     for m in self.milestones))
+        hyperparameter("MultiStepLR", "gamma", self.gamma)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         return initial * self.gamma ** sum(epoch >= milestone for milestone in self.milestones)
@@ -64,9 +86,12 @@ class LinearLR:
     total_iters: int = 5
 
     def __post_init__(self) -> None:
-        if not 0 < self.start_factor <= 1 or not 0 <= self.end_factor <= 1 or self.total_iters < 1:
-            raise ValueError(at_user_line(f"LinearLR: factors must be in (0, 1] and [0, 1] and total_iters at least 1, "
-                                          f"got {self.start_factor}, {self.end_factor}, {self.total_iters}"))
+        start, end = hyperparameter("LinearLR", "start_factor", self.start_factor), hyperparameter(
+            "LinearLR", "end_factor", self.end_factor)
+        if not 0 < start <= 1 or not end <= 1:
+            raise ValueError(at_user_line(f"LinearLR: start_factor must be in (0, 1] and end_factor in [0, 1], "
+                                          f"got {self.start_factor}, {self.end_factor}"))
+        _count("LinearLR", "total_iters", self.total_iters, 1)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         progress = min(epoch, self.total_iters) / self.total_iters
