@@ -796,11 +796,17 @@ def test_a_second_unnamed_model_gets_a_name_and_a_failed_build_leaves_nothing(en
     (lambda: optim.Adam(betas=(1.0, 0.999)), r"Adam: betas\[0\] must be in \[0, 1\), got 1.0"),
     (lambda: optim.Adam(betas=(0.9,)), r"Adam: betas must be a pair, got \(0.9,\)"),
     (lambda: optim.SGD(momentum=-0.5), r"SGD: momentum must be"),
+    (lambda: optim.SGD(0.1, momentum="x", nesterov=True), r"SGD: momentum must be a finite number of at least 0"),
+    (lambda: optim.SGD(0.1, momentum=0.9, dampening=2.0), r"SGD: dampening must be in \[0, 1\], got 2.0"),
+    (lambda: optim.SGD(0.1, momentum=0.9, dampening="x"), r"SGD: dampening must be a finite number"),
+    (lambda: optim.Adam(iter([])),  # PyTorch's Adam(model.parameters())
+     r"Adam: the first argument is the learning rate; a Trainer hands the optimiser the model's parameters"),
     (lambda: optim.SGD(weight_decay=float("inf")), r"SGD: weight_decay must be"),
     (lambda: optim.RMSprop(alpha="0.9"), r"RMSprop: alpha must be"),
     (lambda: optim.Adagrad(lr_decay=-1), r"Adagrad: lr_decay must be"),
     (lambda: optim.SGD().set_lr(float("nan")), r"SGD: lr must be"),
-], ids=["nan lr", "negative lr", "eps", "beta 1", "one beta", "momentum", "decay", "alpha", "lr_decay", "set_lr"])
+], ids=["nan lr", "negative lr", "eps", "beta 1", "one beta", "momentum", "momentum before nesterov",
+        "dampening above 1", "dampening text", "parameters as lr", "decay", "alpha", "lr_decay", "set_lr"])
 def test_optimiser_hyperparameters_are_checked(make, message: str) -> None:
     """As torch.optim's: Adam(lr=nan) trained to NaN and SGD(momentum=-0.5) uphill, silently."""
     with pytest.raises(ValueError, match=message + r".*\n  at .*test_nn"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,10 @@ class Optimizer:
         positive = is_real(max_grad_norm) and max_grad_norm > 0
         if max_grad_norm is not None and not positive:
             raise ValueError(at_user_line(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}"))
+        if isinstance(lr, list | tuple | Iterator):
+            raise ValueError(at_user_line(
+                f"{type(self).__name__}: the first argument is the learning rate; a Trainer hands the optimiser "
+                f"the model's parameters (Trainer(env, model, optimizer={type(self).__name__}(lr=...)))"))
         self.initial_lr = hyperparameter(type(self).__name__, "lr", lr)
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.environment: Any = None

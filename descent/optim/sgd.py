@@ -21,11 +21,16 @@ class SGD(Optimizer):
         """`dampening` scales the gradient added to the velocity by 1 - dampening, from the second
         step on (the first step's velocity is the gradient, as PyTorch's)."""
         super().__init__(lr, max_grad_norm)
-        if nesterov and (momentum <= 0 or dampening):
-            raise ValueError(at_user_line("SGD: Nesterov momentum needs momentum > 0 and no dampening"))
         self.momentum = hyperparameter("SGD", "momentum", momentum)
         self.weight_decay = hyperparameter("SGD", "weight_decay", weight_decay)
-        self.nesterov, self.dampening = nesterov, dampening
+        self.dampening = hyperparameter("SGD", "dampening", dampening)
+        if self.dampening > 1:
+            raise ValueError(at_user_line(f"SGD: dampening must be in [0, 1], got {dampening!r}"))
+        if not isinstance(nesterov, bool):
+            raise ValueError(at_user_line(f"SGD: nesterov must be True or False, got {nesterov!r}"))
+        if nesterov and (self.momentum <= 0 or self.dampening):
+            raise ValueError(at_user_line("SGD: Nesterov momentum needs momentum > 0 and no dampening"))
+        self.nesterov = nesterov
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)
