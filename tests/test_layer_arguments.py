@@ -110,9 +110,22 @@ def test_sizes_that_are_not_integers_are_refused_as_pytorch(make: Callable[[], n
     (lambda: nn.MaxPool1D(2.5), r"MaxPool1D: kernel must be an int or a 1-tuple, got 2\.5"),
     (lambda: nn.AvgPool2D(2, stride=True), "AvgPool2D: stride must be an int or a pair of ints, got True"),
     (lambda: nn.MaxPool2D(2, padding=2), r"MaxPool2D: padding \(2, 2\) must be at most half the kernel \(2, 2\)"),
+    (lambda: nn.Upsample(1.5), r"Upsample: scale_factor must be an int or a pair of ints, got 1\.5"),
+    (lambda: nn.AdaptiveAvgPool2D(0), "AdaptiveAvgPool2D: output_size must be at least 1, got 0"),
 ])
 def test_settings_are_refused_where_the_module_is_made(make: Callable[[], nn.Module], argument: str) -> None:
     with pytest.raises(dc.ShapeError, match=argument + LINE):
+        make()
+
+
+@pytest.mark.parametrize("make, error, argument", [
+    (lambda: nn.LeakyReLU("x"), ValueError, "LeakyReLU: negative_slope must be a number, got 'x'"),
+    (lambda: nn.Sin(None), ValueError, "Sin: omega must be a number, got None"),
+    (lambda: nn.Softmax(1.5), TypeError, r"Softmax: dim must be an int, got 1\.5"),
+])
+def test_activation_settings_are_refused_where_the_module_is_made(make, error, argument: str) -> None:
+    """LeakyReLU('x') was taken and failed at predict time as 'mul: cannot use str as an Array operand'."""
+    with pytest.raises(error, match=argument + LINE):
         make()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from descent.arguments import is_integer
 from descent.errors import at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
@@ -106,7 +107,9 @@ class Softmax(_Activation):
 
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
-        self.dim = dim
+        if not is_integer(dim):
+            raise TypeError(at_user_line(f"{type(self).__name__}: dim must be an int, got {dim!r}"))
+        self.dim = int(dim)
 
 
 class LogSoftmax(Softmax):
@@ -121,7 +124,7 @@ class LeakyReLU(_Activation):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope = real("LeakyReLU", "negative_slope", negative_slope)
 
 
 def _scaled_sin(x: Array, omega: float) -> Array:
@@ -136,4 +139,4 @@ class Sin(_Activation):
 
     def __init__(self, omega: float = 1.0) -> None:
         super().__init__()
-        self.omega = omega
+        self.omega = real("Sin", "omega", omega)

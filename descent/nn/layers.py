@@ -296,10 +296,11 @@ class _Resize(Module):
     """A module that resizes H and W by its function, given one setting (an int or a pair)."""
 
     resize = staticmethod(conv.adaptive_avg_pool2d)
+    setting = "output_size"
 
     def __init__(self, size: int | tuple[int, int]) -> None:
         super().__init__()
-        self.size = size
+        self.size = conv._sizes(size, f"{type(self).__name__}: {self.setting}", 2, 1)
 
     def forward(self, s: Scope, x: Array) -> Array:
         return self.resize(module_input(self, x, 2), self.size)
@@ -313,6 +314,7 @@ class Upsample(_Resize):
     """Nearest-neighbour upsampling of H and W by the integer scale factor given (PyTorch's default mode)."""
 
     resize = staticmethod(conv.upsample_nearest2d)
+    setting = "scale_factor"
 
 
 class BlurMaxPool2D(Module):
