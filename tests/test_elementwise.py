@@ -455,6 +455,13 @@ def test_comparisons_with_integers_beyond_the_type_answer_as_numpy(env: dc.Envir
             np.testing.assert_array_equal(result, compare(values, k), err_msg=f"{values.dtype} {k}")
 
 
+def test_clip_of_integers_by_bounds_beyond_their_type_is_numpys(env: dc.Environment) -> None:
+    """A bound no value of the type reaches is no bound (it raised OverflowError, naming `where`)."""
+    i, u = np.array([-3, 5, 2**31 - 1], np.int32), np.array([0, 3, 7], np.uint32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.clip(a, -(2**40), 2**40), i), np.clip(i, -(2**40), 2**40))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.clip(a, -1, 5), u), np.clip(u, -1, 5))
+
+
 def test_pow_with_integral_exponents_is_exact_where_the_result_is(env: dc.Environment) -> None:
     base = np.array([10.0, 3.0, 5.0, -2.0, 0.0, -0.0, 1.5, -7.0], np.float32)
     exponent = np.array([3.0, 10.0, 4.0, -3.0, -1.0, -1.0, 2.0, 5.0], np.float32)

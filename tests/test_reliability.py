@@ -215,6 +215,20 @@ def test_only_the_indices_an_op_reads_through_views_are_checked(env) -> None:
         env.run(graph, {ids: np.array([[0, 4, 0], [0, 5, 0]], np.int32)})
 
 
+def test_bool_embedding_indices_a_step_that_is_no_function_and_an_unknown_pad_mode_are_refused(env) -> None:
+    embedding = nn.Embedding(4, 2).build(env, name="bool_embedding")
+    flags = env.parameter("bool_flags", (2,), "bool")
+    with pytest.raises(dc.DTypeError, match=r"Embedding: indices must be integers, got bool.*\n  at .*test_rel"):
+        env.build_graph(lambda s: embedding(s, s.read(flags)))
+    with pytest.raises(RuntimeError, match="Expected tensor for argument #1 'indices' to have one of"):
+        torch.nn.Embedding(4, 2)(torch.tensor([True, False]))
+    target = env.parameter("update_target", (2,))
+    with pytest.raises(dc.GraphError, match=r"update: step must be a function of the value, got 3.0.*\n  at .*test_"):
+        env.build_graph(lambda s: s.update(target, 3.0))
+    with pytest.raises(ValueError, match=r"pad: mode must be 'constant' or 'reflect', not 'edge'\n  at .*test_rel"):
+        env.build_graph(lambda s: s.write(target, dc.pad(s.read(target), 1, mode="edge")[1:3]))
+
+
 def test_embedding_and_cross_entropy_refuse_indices_pytorch_refuses(env) -> None:
     """Negative Embedding indices (take would wrap them, as numpy) and labels outside the classes (a row
     of zeros in the one-hot targets) raise before the run, as PyTorch raises."""

@@ -319,6 +319,10 @@ def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Arra
     """Limit x to [lo, hi] (hi where lo > hi); either bound may be None. As PyTorch's clamp, x takes
     the gradient on the bounds themselves; NaN in x or in a bound gives NaN, as numpy (tested apart,
     since GPU compilers fold `x < lo ? lo : x` into a max that drops it)."""
+    if _outside(lo, x.dtype) and lo < 0:
+        lo = None  # below every value of x's integer type: no bound, as numpy's clip (where cannot hold it)
+    if _outside(hi, x.dtype) and hi > 0:
+        hi = None
     clipped = x
     if lo is not None:
         clipped = where(clipped < lo, lo, clipped)
@@ -513,7 +517,7 @@ def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, m
         if x.size:
             return x
     elif mode != "constant":
-        raise ValueError(f"pad: mode must be 'constant' or 'reflect', not {mode!r}")
+        raise ValueError(at_user_line(f"pad: mode must be 'constant' or 'reflect', not {mode!r}"))
     if not any(lo or hi for lo, hi in widths):
         return x
     shape = tuple(size + lo + hi for size, (lo, hi) in zip(x.shape, widths))

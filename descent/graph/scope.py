@@ -120,6 +120,9 @@ class Scope:
         """Write `step(value)`, where value is what this graph writes to the parameter so far, or its
         value when the run starts: updates chain in order, as an eager framework's do (a BatchNorm
         applied twice in one step moves its running statistics twice)."""
+        if not callable(step):
+            raise GraphError(at_user_line(f"update: step must be a function of the value, got {step!r}; "
+                                          "write(parameter, value) stores a value"))
         earlier = self.writes.pop(parameter.name, None)
         current = Array(self, earlier[1]) if earlier else self.read(parameter)
         try:

@@ -217,7 +217,7 @@ class Embedding(Module):
 
     def forward(self, s: Scope, x: Array) -> Array:
         x = module_input(self, x)
-        if x.dtype.is_float:
+        if x.dtype.is_float or x.dtype.name == "bool":
             raise DTypeError(at_user_line(
                 f"Embedding: indices must be integers, got {x.dtype.name}; pass them as int32 (x.astype(np.int32))"))
         indices = ops.astype(x, int32)
