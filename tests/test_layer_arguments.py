@@ -129,6 +129,24 @@ def test_activation_settings_are_refused_where_the_module_is_made(make, error, a
         make()
 
 
+@pytest.mark.parametrize("module, torch_module, shape", [
+    (nn.Conv2D(3, 4, 3, padding=1), torch.nn.Conv2d(3, 4, 3, padding=1), (3, 5, 6)),
+    (nn.Conv1D(2, 3, 3, stride=2), torch.nn.Conv1d(2, 3, 3, stride=2), (2, 9)),
+    (nn.ConvTranspose2D(3, 2, 2, stride=2), torch.nn.ConvTranspose2d(3, 2, 2, stride=2), (3, 4, 4)),
+])
+def test_convolutions_take_unbatched_input_as_pytorch(env: dc.Environment, module, torch_module, shape) -> None:
+    x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    out, grads, values = _output(env, module, x)
+    with torch.no_grad():
+        torch_module.weight.copy_(torch.from_numpy(values["weight"]))
+        torch_module.bias.copy_(torch.from_numpy(values["bias"]))
+    tx = torch.tensor(x, requires_grad=True)
+    expected = torch_module(tx)
+    expected.sum().backward()
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[0], tx.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_whole_float_settings_are_taken_by_1d_and_2d_modules_alike() -> None:
     assert nn.Conv1D(2, 3, 3, stride=2.0).stride == (2,)
     assert nn.Conv2D(2, 3, 3, stride=2.0).stride == (2, 2)
@@ -220,9 +238,11 @@ def test_transposed_convolutions_refuse_outputs_too_small(env: dc.Environment, m
 
 @pytest.mark.parametrize("module, shape, message", [
     (nn.Conv2D(4, 8, 3), (1, 3, 5, 5),
-     r"Conv2D\(4, 8, \(3, 3\), groups=1\): input \(1, 3, 5, 5\) must be \(N, 4, H, W\): 4-D with 4 channels"),
-    (nn.Conv2D(4, 8, 3), (4, 5, 5), r"Conv2D\(4, 8, \(3, 3\), groups=1\): input \(4, 5, 5\) must be \(N, 4, H, W\)"),
-    (nn.Conv1D(4, 8, 3), (2, 3, 7), r"Conv1D\(4, 8, 3, groups=1\): input \(2, 3, 7\) must be \(N, 4, L\)"),
+     r"Conv2D\(4, 8, \(3, 3\), groups=1\): input \(1, 3, 5, 5\) must be \(N, 4, H, W\) or \(4, H, W\): 4 "
+     "channels before the spatial axes"),
+    (nn.Conv2D(4, 8, 3), (3, 5, 5), r"Conv2D\(4, 8, \(3, 3\), groups=1\): input \(3, 5, 5\) must be \(N, 4, H, W\)"),
+    (nn.Conv2D(4, 8, 3), (5, 5), r"Conv2D\(4, 8, \(3, 3\), groups=1\): input \(5, 5\) must be \(N, 4, H, W\)"),
+    (nn.Conv1D(4, 8, 3), (2, 3, 7), r"Conv1D\(4, 8, 3, groups=1\): input \(2, 3, 7\) must be \(N, 4, L\) or \(4, L\)"),
     (nn.ConvTranspose2D(4, 8, 3), (1, 3, 5, 5),
      r"ConvTranspose2D\(4, 8, \(3, 3\), groups=1\): input \(1, 3, 5, 5\) must be \(N, 4, H, W\)"),
     (nn.ConvTranspose1D(4, 8, 3), (1, 3, 5),

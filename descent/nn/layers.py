@@ -128,17 +128,20 @@ class _Conv(Module):
 
     def forward(self, s: Scope, x: Array) -> Array:
         x = self._checked(x)
+        unbatched = x.ndim == 1 + len(self.kernel)
         bias = s.read(self.bias) if self.use_bias else None
-        return self.convolve(x, s.read(self.weight), bias, *self.settings())
+        y = self.convolve(ops.expand_dims(x, 0) if unbatched else x, s.read(self.weight), bias, *self.settings())
+        return ops.squeeze(y, 0) if unbatched else y
 
     def _checked(self, x: Any) -> Array:
-        """The input, refused by this module's name unless it is (N, inputs, *spatial), as PyTorch's batched form."""
+        """The input, refused by this module's name unless it is (N, inputs, *spatial) or, unbatched,
+        (inputs, *spatial), as PyTorch's."""
         x = module_input(self, x)
         spatial = ("L",) if len(self.kernel) == 1 else ("H", "W")
-        if x.ndim != 2 + len(spatial) or x.shape[1] != self.inputs:
-            layout = ", ".join(("N", str(self.inputs)) + spatial)
-            raise ShapeError(at_user_line(f"{self!r}: input {x.shape} must be ({layout}): {2 + len(spatial)}-D "
-                                          f"with {self.inputs} channels on axis 1"))
+        if x.ndim not in (1 + len(spatial), 2 + len(spatial)) or x.shape[x.ndim - 1 - len(spatial)] != self.inputs:
+            batched, single = ", ".join(("N", str(self.inputs)) + spatial), ", ".join((str(self.inputs),) + spatial)
+            raise ShapeError(at_user_line(f"{self!r}: input {x.shape} must be ({batched}) or ({single}): "
+                                          f"{self.inputs} channels before the spatial axes"))
         return x
 
     def __repr__(self) -> str:
