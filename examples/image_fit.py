@@ -32,7 +32,15 @@ def load_image(path: str | None, size: int) -> np.ndarray:
     """An RGB float image in [0, 1] of size x size."""
     from skimage import data, io, transform
 
-    image = data.astronaut() if path is None else io.imread(path)
+    if path is None:
+        image = data.astronaut()
+    else:
+        try:
+            image = io.imread(path)
+        except OSError:
+            raise
+        except Exception as error:  # a decoder's own errors on a damaged file (struct.error, SyntaxError, ...)
+            raise ValueError(f"cannot read {path} as an image ({type(error).__name__}: {error})") from error
     return transform.resize(rgb_unit(image), (size, size), anti_aliasing=True).astype(np.float32)
 
 
@@ -164,6 +172,9 @@ def network_list(text: str) -> list[str]:
     if unknown or not names:
         problem = f"unknown network {', '.join(map(repr, unknown))}" if unknown else "no network given"
         raise argparse.ArgumentTypeError(f"{problem}; choose from {','.join(NETWORKS)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"network {', '.join(map(repr, repeated))} given twice")
     return names
 
 

@@ -164,6 +164,17 @@ def test_image_fit_names_an_unreadable_image(monkeypatch: pytest.MonkeyPatch, ca
     missing = tmp_path / "missing.png"
     error = _refused(monkeypatch, capsys, "image_fit", "--image", str(missing), "--out", str(tmp_path / "fit"))
     assert "argument --image: " in error and str(missing) in error
+    damaged = tmp_path / "damaged.png"
+    damaged.write_text("hi\n")  # a decoder's struct.error came out as a traceback
+    error = _refused(monkeypatch, capsys, "image_fit", "--image", str(damaged), "--out", str(tmp_path / "fit"))
+    assert f"argument --image: cannot read {damaged} as an image" in error
+
+
+def test_image_fit_refuses_a_network_given_twice(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                                tmp_path: Path) -> None:
+    """relu,relu trained the first and then failed: 'parameter relu.0.weight already exists'."""
+    error = _refused(monkeypatch, capsys, "image_fit", "--networks", "relu,siren,relu", "--out", str(tmp_path / "f"))
+    assert "argument --networks: network 'relu' given twice" in error
 
 
 def test_image_fit_reads_gray_alpha_and_16_bit_images(tmp_path: Path) -> None:
