@@ -640,6 +640,10 @@ def test_trainer_and_checkpoint_errors_name_the_user_line(env: dc.Environment, t
         trainer.evaluate(x, y[:-1])
     with pytest.raises(nn.CheckpointError, match=r"does not exist\n  at .*test_nn\.py:\d+"):
         trainer.load(tmp_path / "missing.npz")
+    (tmp_path / "notes.npz").write_text("a text file")  # numpy's message offered allow_pickle, which descent has not
+    with pytest.raises(nn.CheckpointError, match=r"notes.npz is not an .npz archive \(it starts with b'a text'\); "
+                                                 r"it was not loaded(.|\n)*test_nn\.py:\d+"):
+        trainer.load(tmp_path / "notes.npz")
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(nn.CheckpointError, match=r"corrupt or truncated(.|\n)*test_nn\.py:\d+"):
         trainer.load(tmp_path / "broken.npz")

@@ -89,6 +89,12 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
         raise CheckpointError(at_user_line(f"checkpoint {path} is a directory, not a checkpoint file"))
     arrays = None
     try:
+        with open(path, "rb") as file:
+            start = file.read(6)
+        if not start.startswith((b"PK\x03\x04", b"\x93NUMPY")):  # numpy would read anything else as a pickle
+            raise CheckpointError(at_user_line(
+                f"checkpoint {path} is not an .npz archive (it starts with {start!r}); it was not loaded and the "
+                "parameters are unchanged"))
         stored = np.load(path, allow_pickle=False)
         if isinstance(stored, np.lib.npyio.NpzFile):
             with stored:
