@@ -5,6 +5,7 @@ Run with `.venv/bin/python examples/array_api.py` from the repository root (`./r
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -13,7 +14,10 @@ import descent as dc
 
 
 def main() -> None:
-    env = dc.Environment()  # DESCENT_DEVICE=index|name picks another device
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None, help="device index or name (default: DESCENT_DEVICE, else the first)")
+    args = parser.parse_args()
+    env = dc.Environment(args.device)
     print(f"device: {env.device.name} ({env.device.kind}), "
           f"storage-buffer range {env.device.limits.max_storage_buffer_range >> 20} MiB")
 

@@ -67,6 +67,7 @@ def test_image_fit_example_improves(tmp_path: Path) -> None:
 def test_array_api_tour_runs() -> None:
     result = _run("examples/array_api.py")
     assert "kernels per run: 1" in result.stdout
+    assert "usage: array_api.py" in _run("examples/array_api.py", "--help").stdout  # it ran the tour
 
 
 def test_idx_loader_checks_files(tmp_path: Path) -> None:
