@@ -21,7 +21,7 @@ from arguments import momentum_float, output_directory, positive_float, positive
 
 import descent as dc
 from descent import nn, optim
-from descent.datasets import fashion_mnist
+from descent.datasets import DatasetError, fashion_mnist
 
 
 def network(name: str) -> nn.Module:
@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
-    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="default 1e-3; with --resume, the checkpoint's rate unless given")
     parser.add_argument("--momentum", type=momentum_float, default=0.9, help="for sgd")
     parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the epochs")
     parser.add_argument("--seed", type=int, default=0, help="any integer, as torch.manual_seed")
@@ -82,21 +83,35 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
-    x_train, y_train = fashion_mnist.load("train", args.data_dir)
-    x_test, y_test = fashion_mnist.load("test", args.data_dir)
+    def refuse(option: str, error: Exception) -> None:
+        """Stop with argparse's usage line and descent's message (less the line in this script it names)."""
+        parser.error(f"argument {option}: {str(error).splitlines()[0]}")
+
+    try:
+        x_train, y_train = fashion_mnist.load("train", args.data_dir)
+        x_test, y_test = fashion_mnist.load("test", args.data_dir)
+    except DatasetError as error:
+        refuse("--data-dir", error)
     if args.limit is not None:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     if args.test_limit is not None:
         x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
-    env = dc.Environment(args.device)
+    try:
+        env = dc.Environment(args.device)
+    except dc.DeviceError as error:
+        refuse("--device", error)
     model = network(args.network).build(env, seed=args.seed)
-    optimizer = {"adam": lambda: optim.Adam(args.lr), "adamw": lambda: optim.AdamW(args.lr),
-                 "sgd": lambda: optim.SGD(args.lr, momentum=args.momentum)}[args.optimizer]()
+    lr = 1e-3 if args.lr is None else args.lr
+    optimizer = {"adam": lambda: optim.Adam(lr), "adamw": lambda: optim.AdamW(lr),
+                 "sgd": lambda: optim.SGD(lr, momentum=args.momentum)}[args.optimizer]()
     trainer = nn.Trainer(env, model, optimizer=optimizer)
     print(f"{args.network} on {env.device.name}: {sum(p.size for p in model.parameters())} parameters")
 
     if args.eval:
-        trainer.load(args.eval, model_only=True)
+        try:
+            trainer.load(args.eval, model_only=True)
+        except nn.CheckpointError as error:
+            refuse("--eval", error)
         metrics = trainer.evaluate(x_test, y_test)
         print(f"test loss {metrics['loss']:.4f}, test accuracy {100 * metrics['accuracy']:.2f}%")
         return
@@ -106,7 +121,13 @@ def main() -> None:
     checkpoint, record = out / f"{args.network}.npz", out / f"{args.network}.json"
     history, seconds = [], 0.0
     if args.resume:
-        trainer.load(checkpoint)
+        try:
+            trainer.load(checkpoint)
+        except nn.CheckpointError as error:
+            refuse("--resume", error)
+        if args.lr is not None and not args.cosine:
+            print(f"learning rate {args.lr:g} as given (the checkpoint's was {trainer.optimizer.lr:g})")
+            trainer.optimizer.set_lr(args.lr)
         if trainer.epochs_trained >= args.epochs:
             print(f"{checkpoint} has trained {trainer.epochs_trained} epochs already; ask for more with --epochs")
             return
@@ -116,6 +137,7 @@ def main() -> None:
             seconds = earlier["seconds"]
         print(f"resuming after epoch {trainer.epochs_trained} of {checkpoint}")
     start = time.perf_counter() - seconds
+    args.lr = trainer.optimizer.lr  # the rate the run trains with, for the record
 
     def report(epoch: int, logs: dict) -> None:
         """Print the epoch, and save what a resumed run needs: the checkpoint and the history so far."""

@@ -34,10 +34,12 @@ def test_fashion_mnist_example_learns_saves_and_resumes(tmp_path: Path) -> None:
     common = ("examples/fashion_mnist.py", "--network", "mlp", "--limit", "3000", "--test-limit", "2000",
               "--out", str(out), "--no-progress")
     _run(*common, "--epochs", "1")
-    resumed = _run(*common, "--epochs", "2", "--resume")
+    resumed = _run(*common, "--epochs", "2", "--resume", "--lr", "0.002")
     assert f"resuming after epoch 1 of {out / 'mlp.npz'}" in resumed.stdout and "epoch 2: " in resumed.stdout
+    assert "learning rate 0.002 as given (the checkpoint's was 0.001)" in resumed.stdout  # it was ignored
     assert "already" in _run(*common, "--epochs", "2", "--resume").stdout
     record = json.loads((out / "mlp.json").read_text())
+    assert record["args"]["lr"] == pytest.approx(0.002)
     history = record["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[-1]["loss"] < history[0]["loss"]
@@ -169,6 +171,20 @@ def test_image_fit_names_an_unreadable_image(monkeypatch: pytest.MonkeyPatch, ca
     damaged.write_text("hi\n")  # a decoder's struct.error came out as a traceback
     error = _refused(monkeypatch, capsys, "image_fit", "--image", str(damaged), "--out", str(tmp_path / "fit"))
     assert f"argument --image: cannot read {damaged} as an image" in error
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--device", "bogus", "argument --device: device='bogus': no device name contains 'bogus'"),
+    ("--eval", "missing.npz", "argument --eval: checkpoint missing.npz does not exist"),
+    ("--data-dir", "/nonexistent", "argument --data-dir: Fashion-MNIST file train-images-idx3-ubyte(.gz) is not in"),
+    ("--resume", None, "argument --resume: checkpoint"),
+])
+def test_fashion_mnist_names_the_option_at_fault(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                                tmp_path: Path, option: str, value: str | None, message: str) -> None:
+    """These stopped with a traceback."""
+    arguments = [option] if value is None else [option, value]
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(tmp_path), *arguments)
+    assert message in error
 
 
 def test_image_fit_refuses_a_network_given_twice(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
