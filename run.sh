@@ -8,8 +8,7 @@ bash scripts/setup.sh
 case "$command" in
   setup) ;;
   demo)
-    if [ $# -eq 0 ]; then set -- --network mlp --epochs 1; fi
-    .venv/bin/python examples/fashion_mnist.py "$@" ;;
+    .venv/bin/python examples/fashion_mnist.py --network mlp --epochs 1 "$@" ;;  # an option given again wins
   test)
     .venv/bin/ruff check .
     .venv/bin/python -m pytest -q "$@" ;;

@@ -523,6 +523,21 @@ def _small_trainer(env: dc.Environment, optimizer: optim.Optimizer | None = None
     return nn.Trainer(env, model, optimizer=optimizer), x, y
 
 
+def test_a_generator_used_up_by_the_first_epoch_is_named(env: dc.Environment) -> None:
+    trainer, x, y = _small_trainer(env, optim.SGD(0.1))
+    batches = ((x[k:k + 10], y[k:k + 10]) for k in range(0, 50, 10))
+    with pytest.raises(ValueError, match=r"gave no batches in this epoch \(a generator is used up by the first"):
+        trainer.fit(batches, epochs=2, progress=False)
+    assert trainer.epochs_trained == 1
+
+
+def test_modules_show_their_settings() -> None:
+    shown = repr(nn.Sequential(nn.Dropout(0.3), nn.BatchNorm(2), nn.MaxPool2D(2), nn.AvgPool1D(3, 1, 1)))
+    for part in ("Dropout(p=0.3)", "BatchNorm(2, momentum=0.1, eps=1e-05)", "MaxPool2D(2, stride=None, padding=0)",
+                 "AvgPool1D(3, stride=1, padding=1)"):
+        assert part in shown
+
+
 def _weights(env: dc.Environment, trainer: nn.Trainer) -> list[np.ndarray]:
     return [env.read(p) for p in trainer.model.parameters()]
 

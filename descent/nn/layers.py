@@ -249,6 +249,9 @@ class Dropout(Module):
         keep = ops.ge(s.random_uniform(x.shape), self.p)
         return ops.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
 
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p})"
+
 
 class _Pool(Module):
     """Pooling over the last `axes` axes by its function, of (C, *spatial) or (N, C, *spatial) input as PyTorch's."""
@@ -267,6 +270,9 @@ class _Pool(Module):
             raise ShapeError(at_user_line(f"{type(self).__name__}: input {x.shape} is {x.ndim}-D; it must be "
                                           f"{self.axes + 1}-D or {self.axes + 2}-D (channels first)"))
         return self.pool(x, self.kernel, self.stride, self.padding)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.kernel!r}, stride={self.stride!r}, padding={self.padding!r})"
 
 
 class MaxPool1D(_Pool):
@@ -389,6 +395,9 @@ class BatchNorm(Module):
             variance = ops.reshape(s.read(self.running_var), shape)
         normalised = (x - mean) * ops.rsqrt(variance + self.eps)
         return normalised * ops.reshape(s.read(self.weight), shape) + ops.reshape(s.read(self.bias), shape)
+
+    def __repr__(self) -> str:
+        return f"BatchNorm({self.channels}, momentum={self.momentum}, eps={self.eps})"
 
 
 class LayerNorm(Module):

@@ -205,7 +205,9 @@ class Trainer:
                                     samples_per_s=f"{examples / elapsed:.0f}")
             if examples == 0:
                 bar.close()
-                raise ValueError(at_user_line("fit: the iterable x gave no batches"))
+                raise ValueError(at_user_line(
+                    "fit: the iterable x gave no batches" + (" in this epoch (a generator is used up by the first: "
+                    "pass a list, or a function returning a fresh iterator)" if epoch > initial_epoch else "")))
             logs = {"epoch": epoch + 1, **self._read_metrics("train", examples), "time": time.perf_counter() - start}
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data, batch_size).items()})
