@@ -435,6 +435,10 @@ def test_global_norm_and_clipping_functions(env: dc.Environment) -> None:
     assert optim.clip_by_global_norm([], 1.0) == []
     with pytest.raises(ValueError, match="global_norm: needs at least one gradient"):
         optim.global_norm([])
+    with pytest.raises(ValueError, match=r"clip_by_global_norm: max_norm must be a positive number, got -1.0\n  at"):
+        optim.clip_by_global_norm([], -1.0)  # it flipped every gradient's sign
+    with pytest.raises(dc.DTypeError, match=r"global_norm: gradients must be Arrays of the graph .*, got ndarray"):
+        optim.clip_by_global_norm([a], 1.0)
     assert optim.Adam(max_grad_norm=np.float32(0.5)).max_grad_norm == 0.5
     for bad in (0, -1.0, "1", float("nan"), True):
         message = r"max_grad_norm must be a positive number or None, got .*\n  at .*test_nn"
