@@ -229,6 +229,12 @@ def test_bool_embedding_indices_a_step_that_is_no_function_and_an_unknown_pad_mo
         env.build_graph(lambda s: s.write(target, dc.pad(s.read(target), 1, mode="edge")[1:3]))
 
 
+def test_an_index_error_names_the_element_of_a_batch_by_its_position(env) -> None:
+    trainer = nn.Trainer(env, nn.Sequential(nn.Embedding(4, 2), nn.Flatten()).build(env, name="positions"))
+    with pytest.raises(IndexError, match=r"index 7 in 'trainer.x0' \(element \(1, 1\)\) is out of range for Embedding"):
+        trainer.predict(np.array([[0, 1], [2, 7]], np.int32))
+
+
 def test_embedding_and_cross_entropy_refuse_indices_pytorch_refuses(env) -> None:
     """Negative Embedding indices (take would wrap them, as numpy) and labels outside the classes (a row
     of zeros in the one-hot targets) raise before the run, as PyTorch raises."""

@@ -40,13 +40,14 @@ class IndexSource:
 
     def out_of_range(self, stored: np.ndarray) -> str | None:
         """Why the parameter's value `stored` gives the op an index outside its range, or None."""
-        found = stored
+        found = np.asarray(stored).reshape(self.parameter.shape)
         for chain, shape in self.chains:
             found = views.read(chain, shape, found)
         bad = np.flatnonzero((found < self.required.low) | (found >= self.required.high))
         if not bad.size:
             return None
-        element = f"element {bad[0]}" + (" of the view the op reads" if self.chains else "")
+        position = bad[0] if found.ndim <= 1 else tuple(int(k) for k in np.unravel_index(bad[0], found.shape))
+        element = f"element {position}" + (" of the view the op reads" if self.chains else "")
         return (f"index {found.ravel()[bad[0]]} in '{self.parameter.name}' ({element}) is out of range for "
                 f"{self.required.what}; used at {self.required.location}")
 
