@@ -87,9 +87,7 @@ class Module:
             raise
 
     def _modules(self) -> Iterator[Module]:
-        yield self
-        for child in self._children.values():
-            yield from child._modules()
+        return (module for _, module in self._paths(""))
 
     def _build(self, env: Any, rng: np.random.Generator, name: str) -> None:
         if self._built:
@@ -128,6 +126,7 @@ class Module:
         return found
 
     def _paths(self, path: str) -> Iterator[tuple[str, Module]]:
+        """(path from the module walked from, module) of this module and every part under it, parents first."""
         yield path, self
         for child_name, child in self._children.items():
             yield from child._paths(f"{path}.{child_name}" if path else child_name)
