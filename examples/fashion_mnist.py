@@ -85,7 +85,7 @@ def main() -> None:
 
     def refuse(option: str, error: Exception) -> None:
         """Stop with argparse's usage line and descent's message (less the line in this script it names)."""
-        parser.error(f"argument {option}: {str(error).splitlines()[0]}")
+        parser.error(f"argument {option}: {str(error).split(chr(10) + '  at ')[0]}")
 
     try:
         x_train, y_train = fashion_mnist.load("train", args.data_dir)
@@ -121,6 +121,17 @@ def main() -> None:
     checkpoint, record = out / f"{args.network}.npz", out / f"{args.network}.json"
     history, seconds = [], 0.0
     if args.resume:
+        earlier = None
+        if record.exists():
+            try:
+                earlier = json.loads(record.read_text())
+                trained_with, _, _ = earlier["args"]["optimizer"], list(earlier["history"]), float(earlier["seconds"])
+            except (ValueError, KeyError, TypeError) as error:
+                refuse("--resume", ValueError(f"{record} is damaged ({type(error).__name__}: {error}); move it "
+                                              "away to resume without the history of earlier epochs"))
+            if trained_with != args.optimizer:
+                refuse("--optimizer", ValueError(f"{checkpoint} was trained with --optimizer {trained_with}; "
+                                                 "resume with it, or train afresh into another --out"))
         try:
             trainer.load(checkpoint)
         except nn.CheckpointError as error:
@@ -131,8 +142,7 @@ def main() -> None:
         if trainer.epochs_trained >= args.epochs:
             print(f"{checkpoint} has trained {trainer.epochs_trained} epochs already; ask for more with --epochs")
             return
-        if record.exists():
-            earlier = json.loads(record.read_text())
+        if earlier is not None:
             history = [h for h in earlier["history"] if h["epoch"] <= trainer.epochs_trained]
             seconds = earlier["seconds"]
         print(f"resuming after epoch {trainer.epochs_trained} of {checkpoint}")

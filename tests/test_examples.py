@@ -187,6 +187,28 @@ def test_fashion_mnist_names_the_option_at_fault(monkeypatch: pytest.MonkeyPatch
     assert message in error
 
 
+def test_fashion_mnist_resume_names_what_does_not_fit(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                                      tmp_path: Path) -> None:
+    """A resume with another optimizer printed only 'checkpoint ... does not fit:', the problems cut off, and
+    its hint named Trainer.load, which a command-line user cannot call; a damaged record was a traceback."""
+    first = ("--epochs", "1", "--out", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *QUICK["fashion_mnist"], *first])
+    _example("fashion_mnist").main()
+    capsys.readouterr()
+    resume = (*QUICK["fashion_mnist"], "--epochs", "2", "--out", str(tmp_path), "--resume")
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *resume, "--optimizer", "sgd")
+    assert f"argument --optimizer: {tmp_path / 'linear.npz'} was trained with --optimizer adam" in error
+    record = tmp_path / "linear.json"
+    kept = record.read_text()
+    record.unlink()
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *resume, "--optimizer", "sgd")
+    assert "does not fit:\n  missing from the checkpoint: 'sgd." in error and "not in the model: 'adam.step'" in error
+    record.write_text(kept[: len(kept) // 2])
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *resume)
+    assert f"argument --resume: {record} is damaged (JSONDecodeError" in error
+    assert record.read_text() == kept[: len(kept) // 2]
+
+
 def test_image_fit_refuses_a_network_given_twice(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
                                                 tmp_path: Path) -> None:
     """relu,relu trained the first and then failed: 'parameter relu.0.weight already exists'."""
