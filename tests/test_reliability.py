@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import descent as dc
-from descent import nn
+from descent import nn, optim
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # keeps kp where it was found
@@ -229,10 +229,29 @@ def test_bool_embedding_indices_a_step_that_is_no_function_and_an_unknown_pad_mo
         env.build_graph(lambda s: s.write(target, dc.pad(s.read(target), 1, mode="edge")[1:3]))
 
 
-def test_an_index_error_names_the_element_of_a_batch_by_its_position(env) -> None:
-    trainer = nn.Trainer(env, nn.Sequential(nn.Embedding(4, 2), nn.Flatten()).build(env, name="positions"))
-    with pytest.raises(IndexError, match=r"index 7 in 'trainer\d*\.x0' \(element \(1, 1\)\) is out of range for Embed"):
-        trainer.predict(np.array([[0, 1], [2, 7]], np.int32))
+def test_an_index_error_names_the_element_by_its_position(env) -> None:
+    """A run names an N-D input's bad element by its position; a Trainer names it in the user's x, before
+    any step (the run's check named 'trainer.x0' and the element of a shuffled batch)."""
+    embedding = nn.Embedding(4, 2).build(env, name="positions")
+    tokens = env.parameter("position_tokens", (2, 2), "int32")
+    vectors = env.parameter("position_vectors", (2, 2, 2))
+    graph = env.build_graph(lambda s: s.write(vectors, embedding(s, s.read(tokens))), inputs=[tokens])
+    with pytest.raises(IndexError, match=r"index 7 in 'position_tokens' \(element \(1, 1\)\) is out of range for Emb"):
+        env.run(graph, {tokens: np.array([[0, 1], [2, 7]], np.int32)})
+    model = nn.Sequential(nn.Embedding(4, 2), nn.Flatten(), nn.Dense(4, 3)).build(env, name="trained_positions")
+    trainer = nn.Trainer(env, model, optimizer=optim.SGD(0.1))
+    x = np.array([[0, 1], [2, 3], [1, 1], [3, 0], [2, 2], [0, 7]], np.int32)
+    before = [env.read(p) for p in model.parameters()]
+    pattern = r"{}: x\[5, 1\] = 7 is out of range for Embedding\(4, 2\), which takes 0 to 3 .*\(1 of 12 elements are\)"
+    with pytest.raises(IndexError, match=pattern.format("fit")):
+        trainer.fit(x, np.zeros(6, np.int32), batch_size=2, progress=False)
+    assert all(np.array_equal(env.read(p), b) for p, b in zip(model.parameters(), before))
+    with pytest.raises(IndexError, match=pattern.format("predict")):
+        trainer.predict(x, batch_size=4)
+    with pytest.raises(IndexError, match=pattern.format("evaluate")):
+        trainer.evaluate(x, np.zeros(6, np.int32), batch_size=4)
+    with pytest.raises(IndexError, match=pattern.format("fit: validation_data")):
+        trainer.fit(x[:5], np.zeros(5, np.int32), validation_data=(x, np.zeros(6, np.int32)), progress=False)
 
 
 def test_embedding_and_cross_entropy_refuse_indices_pytorch_refuses(env) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from descent.arguments import is_integer
-from descent.errors import at_user_line
+from descent.errors import at_user_line, user_location
 from descent.graph import losses, ops, reductions
 from descent.graph.array import Array
 from descent.graph.dtype import data_dtype
@@ -110,22 +110,27 @@ class Trainer:
         self._graphs[key] = (graph, x_parameter, y_parameter, output_parameter)
         return self._graphs[key]
 
-    def _check_labels(self, where: str, kind: str, x: np.ndarray, y: np.ndarray, batch_size: int) -> None:
-        """Refuse integer class labels outside [0, classes) for softmax cross-entropy: one_hot turns
-        such a label into a row of zeros, so the loss would silently leave the example out. The
-        class count is the last axis of the model's output, from the graph the first batch uses."""
-        if not self._classifies or y.dtype.kind not in "iu" or y.size == 0:
+    def _check_examples(self, where: str, kind: str, x: np.ndarray, y: np.ndarray | None, batch_size: int) -> None:
+        """Refuse, before any step, integer class labels outside [0, classes) for softmax cross-entropy
+        (one_hot turns such a label into a row of zeros, so the loss would silently leave the example
+        out) and integer inputs outside the range an op takes them in (an Embedding's tokens), naming
+        the element of x or y; a run's own check could name only the element of a batch. The class
+        count and the ranges come from the graph the first batch uses."""
+        checks_labels = y is not None and self._classifies and y.dtype.kind in "iu" and y.size > 0
+        if not checks_labels and (x.dtype.kind not in "iu" or x.size == 0):
             return
-        first = x[: min(len(x), batch_size)], y[: min(len(y), batch_size)]
-        self._graph(kind, *first)
-        classes = self._output_shapes[self._key(kind, *first)][-1]
-        if y.min() >= 0 and y.max() < classes:
-            return
-        outside = (y < 0) | (y >= classes)
-        position = tuple(int(k) for k in np.argwhere(outside)[0])
-        raise ValueError(at_user_line(
-            f"{where}: label y[{', '.join(map(str, position))}] = {y[position]} is outside [0, {classes}) for the "
-            f"model's {classes} output classes ({int(outside.sum())} of {y.size} labels are)"))
+        first = x[: min(len(x), batch_size)], None if y is None else y[: min(len(y), batch_size)]
+        graph, x_parameter, _, _ = self._graph(kind, *first)
+        if checks_labels:
+            classes = self._output_shapes[self._key(kind, *first)][-1]
+            _refuse_outside(where, "label y", y, 0, classes, ValueError,
+                            f"is outside [0, {classes}) for the model's {classes} output classes", "labels")
+        for source in graph.index_parameters if x.size else ():
+            if source.parameter is x_parameter and not source.chains:  # read through views: the run checks them
+                required = source.required
+                used = "" if required.location == user_location() else f"; used at {required.location}"
+                _refuse_outside(where, "x", x, required.low, required.high, IndexError,
+                                f"is out of range for {required.what}{used}", "elements")
 
     # ---- loops --------------------------------------------------------------------------
 
@@ -175,7 +180,7 @@ class Trainer:
             if drop_last and len(x) < batch_size:
                 raise ValueError(at_user_line(
                     f"fit: drop_last with batch_size {batch_size} leaves no batch of the {len(x)} examples"))
-            self._check_labels("fit", "train", x, y, batch_size)
+            self._check_examples("fit", "train", x, y, batch_size)
             if len(x) % batch_size and not drop_last:  # the last, smaller batch's graph (BatchNorm refuses one example)
                 self._graph("train", x[: len(x) % batch_size], y[: len(x) % batch_size])
         if validation_data is not None:
@@ -224,7 +229,7 @@ class Trainer:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError(at_user_line("fit: validation_data must be a pair (x, y) of arrays"))
         x, y = _examples("fit: validation_data", *validation_data)
-        self._check_labels("fit: validation_data", "evaluate", x, y, batch_size)
+        self._check_examples("fit: validation_data", "evaluate", x, y, batch_size)
         return x, y
 
     def _iterated_batch(self, batch: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -233,14 +238,14 @@ class Trainer:
             raise ValueError(at_user_line(
                 f"fit: each item of the iterable x must be an (x, y) batch, not {type(batch).__name__}"))
         xb, yb = _examples("fit", *batch)
-        self._check_labels("fit", "train", xb, yb, len(xb))
+        self._check_examples("fit", "train", xb, yb, len(xb))
         return xb, yb
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> dict[str, float]:
         """Mean loss (and accuracy for classification) over (x, y) with the test graph (no dropout)."""
         _check_batch_size("evaluate", batch_size)
         x, y = _examples("evaluate", x, y)
-        self._check_labels("evaluate", "evaluate", x, y, batch_size)
+        self._check_examples("evaluate", "evaluate", x, y, batch_size)
         self._reset_metrics("evaluate")
         for xb, yb in _batches(x, y, batch_size, None, False):
             graph, x_parameter, y_parameter, _ = self._graph("evaluate", xb, yb)
@@ -257,6 +262,7 @@ class Trainer:
         if len(x) == 0:
             _, _, _, output_parameter = self._graph("predict", np.zeros((1, *x.shape[1:]), x.dtype), None)
             return np.zeros((0, *output_parameter.shape[1:]), output_parameter.dtype.numpy)
+        self._check_examples("predict", "predict", x, None, batch_size)
         outputs = []
         for index in _slices(len(x), batch_size, None, False):
             xb = x[index]
@@ -313,6 +319,18 @@ def _check_arguments(env: Any, model: Any, loss: Any, optimizer: Any) -> None:
                                      f"not the class {optimizer.__name__}"))
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(at_user_line(f"Trainer: optimizer must be a descent.optim optimiser, got {optimizer!r}"))
+
+
+def _refuse_outside(where: str, name: str, values: np.ndarray, low: int, high: int, error: type,
+                    what: str, elements: str) -> None:
+    """Raise `error` naming the first element of `values` outside [low, high), why, and how many are."""
+    if values.min() >= low and values.max() < high:
+        return
+    outside = (values < low) | (values >= high)
+    position = tuple(int(k) for k in np.argwhere(outside)[0])
+    raise error(at_user_line(
+        f"{where}: {name}[{', '.join(map(str, position))}] = {values[position]} {what} "
+        f"({int(outside.sum())} of {values.size} {elements} are)"))
 
 
 def _step_seed(seed: int, step: int) -> int:
