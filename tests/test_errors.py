@@ -273,6 +273,7 @@ def test_dump_shaders(tmp_path: Path) -> None:
     (dumped,) = (tmp_path / "dump").glob("*.comp")
     source = dumped.read_text()
     assert "float sin_" in source and source.count(";\n") > 12
+    assert source.endswith("// ops from <string>:10\n")  # the line of the sin and cos
 
 
 @pytest.mark.parametrize("value, on", [("false", False), ("off", False), ("0", False), ("yes", True), ("1", True)])

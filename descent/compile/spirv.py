@@ -48,7 +48,7 @@ def compile_glsl(source: str, label: str = "kernel", origin: str = "", probe: bo
     """SPIR-V for a compute shader; compiles only on a cache miss. `origin` names the ops for errors.
     A `probe` (descent measuring the driver, not a user's kernel) is neither dumped nor counted."""
     if not probe:
-        _dump(source, label)
+        _dump(source, label, origin)
     key = hashlib.sha256("\0".join((source, compiler_version(), *FLAGS)).encode()).hexdigest()
     cached = cache_dir() / f"{key}.spirv"
     spirv = _read_cached(cached, key)
@@ -114,14 +114,17 @@ def _warn_uncached(directory: str, reason: str) -> None:
                   RuntimeWarning, stacklevel=2)
 
 
-def _dump(source: str, label: str) -> None:
-    """With DESCENT_DUMP_SHADERS=dir, write every shader there for reading and debugging."""
+def _dump(source: str, label: str, origin: str) -> None:
+    """With DESCENT_DUMP_SHADERS=dir, write every shader there for reading and debugging, ending in a
+    comment that names the user's lines its ops come from (kept out of the compiled source, so that
+    the SPIR-V cache does not depend on where a program's lines are)."""
     directory = os.environ.get("DESCENT_DUMP_SHADERS")
     if directory:
         digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+        ending = f"// ops from {origin}\n" if origin else ""
         try:
             os.makedirs(directory, exist_ok=True)
-            Path(directory, f"{label}-{digest}.comp").write_text(source)
+            Path(directory, f"{label}-{digest}.comp").write_text(source + ending)
         except OSError as error:
             _warn_undumped(directory, str(error))
 
