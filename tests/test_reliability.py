@@ -215,6 +215,25 @@ def test_only_the_indices_an_op_reads_through_views_are_checked(env) -> None:
         env.run(graph, {ids: np.array([[0, 4, 0], [0, 5, 0]], np.int32)})
 
 
+def test_indices_are_checked_as_the_device_takes_them_through_casts_and_copies(env) -> None:
+    """The check took the raw values: a float -0.5, which truncates to index 0, was refused, and a copy
+    (contiguous) between the parameter and the op hid the indices from the check."""
+    embedding = nn.Embedding(10, 2).build(env, name="cast_embedding")
+    floats = env.parameter("cast_floats", (2,))
+    vectors = env.parameter("cast_vectors", (2, 2))
+    graph = env.build_graph(lambda s: s.write(vectors, embedding(s, dc.astype(s.read(floats), "int32"))),
+                            inputs=[floats])
+    env.run(graph, {floats: np.array([-0.5, 9.7], np.float32)})
+    np.testing.assert_array_equal(env.read(vectors), env.read(embedding.parameters()[0])[[0, 9]])
+    with pytest.raises(IndexError, match=r"index 10 \(cast from 10.5\) in 'cast_floats' \(element 1\) is out of"):
+        env.run(graph, {floats: np.array([1.0, 10.5], np.float32)})
+    tokens = env.parameter("copied_tokens", (2,), "int32")
+    graph = env.build_graph(lambda s: s.write(vectors, embedding(s, dc.contiguous(s.read(tokens)[::-1]))),
+                            inputs=[tokens])
+    with pytest.raises(IndexError, match=r"index 12 in 'copied_tokens' \(element 0 of the view the op reads\) is out"):
+        env.run(graph, {tokens: np.array([1, 12], np.int32)})
+
+
 def test_bool_embedding_indices_a_step_that_is_no_function_and_an_unknown_pad_mode_are_refused(env) -> None:
     embedding = nn.Embedding(4, 2).build(env, name="bool_embedding")
     flags = env.parameter("bool_flags", (2,), "bool")

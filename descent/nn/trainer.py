@@ -123,13 +123,13 @@ class Trainer:
         graph, x_parameter, _, _ = self._graph(kind, *first)
         if checks_labels:
             classes = self._output_shapes[self._key(kind, *first)][-1]
-            _refuse_outside(where, "label y", y, 0, classes, ValueError,
+            _refuse_outside(where, "label y", y, y, 0, classes, ValueError,
                             f"is outside [0, {classes}) for the model's {classes} output classes", "labels")
         for source in graph.index_parameters if x.size else ():
-            if source.parameter is x_parameter and not source.chains:  # read through views: the run checks them
+            if source.parameter is x_parameter and not source.viewed:  # read through views: the run checks them
                 required = source.required
                 used = "" if required.location == user_location() else f"; used at {required.location}"
-                _refuse_outside(where, "x", x, required.low, required.high, IndexError,
+                _refuse_outside(where, "x", x, source.indices(x), required.low, required.high, IndexError,
                                 f"is out of range for {required.what}{used}", "elements")
 
     # ---- loops --------------------------------------------------------------------------
@@ -321,12 +321,13 @@ def _check_arguments(env: Any, model: Any, loss: Any, optimizer: Any) -> None:
         raise TypeError(at_user_line(f"Trainer: optimizer must be a descent.optim optimiser, got {optimizer!r}"))
 
 
-def _refuse_outside(where: str, name: str, values: np.ndarray, low: int, high: int, error: type,
-                    what: str, elements: str) -> None:
-    """Raise `error` naming the first element of `values` outside [low, high), why, and how many are."""
-    if values.min() >= low and values.max() < high:
+def _refuse_outside(where: str, name: str, values: np.ndarray, taken: np.ndarray, low: int, high: int,
+                    error: type, what: str, elements: str) -> None:
+    """Raise `error` naming the first element of `values` whose value as `taken` (cast) lies outside
+    [low, high), why, and how many do."""
+    if taken.min() >= low and taken.max() < high:
         return
-    outside = (values < low) | (values >= high)
+    outside = (taken < low) | (taken >= high)
     position = tuple(int(k) for k in np.argwhere(outside)[0])
     raise error(at_user_line(
         f"{where}: {name}[{', '.join(map(str, position))}] = {values[position]} {what} "

@@ -377,14 +377,17 @@ def _wait_all(in_flight: list[Pending], spin: float) -> None:
 
 
 def _index_parameters(scope: Scope) -> list[IndexSource]:
-    """Every index range the graph requires of indices read from a parameter, with the views between."""
+    """Every index range the graph requires of indices read from a parameter, with the views and casts
+    between (an op that copies, contiguous, is passed through)."""
     found = []
     for required in scope.index_ranges:
-        source, chains = scope.node(required.node_id), []
-        while source.op in ("cast", "view"):  # a cast is left out: the raw values must be in range
+        source, steps = scope.node(required.node_id), []
+        while source.op in ("cast", "view", "contiguous"):
             if source.op == "view":
-                chains.insert(0, (source.attrs.chain, source.shape))
+                steps.insert(0, (source.attrs.chain, source.shape))
+            elif source.op == "cast":
+                steps.insert(0, np.dtype(source.dtype.numpy).name)
             source = scope.node(source.inputs[0])
         if source.op == "read":
-            found.append(IndexSource(source.attrs, tuple(chains), required))
+            found.append(IndexSource(source.attrs, tuple(steps), required))
     return found

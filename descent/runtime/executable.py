@@ -31,24 +31,44 @@ class Recording:
 
 @dataclass(frozen=True)
 class IndexSource:
-    """Indices an op reads from a parameter, through views ((chain, shape) pairs, innermost first), and
-    the range it requires of them."""
+    """Indices an op reads from a parameter, through steps from the parameter to the op (a view as a
+    (chain, shape) pair, a cast as the numpy dtype name it casts to), and the range it requires."""
 
     parameter: Any
-    chains: tuple[tuple[ViewChain, tuple[int, ...]], ...]
+    steps: tuple[tuple[ViewChain, tuple[int, ...]] | str, ...]
     required: IndexRange
+
+    @property
+    def viewed(self) -> bool:
+        """Whether a view lies between the parameter and the op, so the op may not read every element."""
+        return any(not isinstance(step, str) for step in self.steps)
+
+    def indices(self, stored: np.ndarray, casts: bool = True) -> np.ndarray:
+        """The values the op takes as indices from the parameter's value `stored` (of the parameter's
+        shape when viewed), cast as the device casts them (a float truncated, a negative int32 wrapped
+        as uint32) unless `casts` is False."""
+        found = np.asarray(stored)
+        with np.errstate(invalid="ignore", over="ignore"):
+            for step in self.steps:
+                if not isinstance(step, str):
+                    found = views.read(*step, found)
+                elif casts:
+                    found = found.astype(step)
+        return found
 
     def out_of_range(self, stored: np.ndarray) -> str | None:
         """Why the parameter's value `stored` gives the op an index outside its range, or None."""
-        found = np.asarray(stored).reshape(self.parameter.shape)
-        for chain, shape in self.chains:
-            found = views.read(chain, shape, found)
+        raw = np.asarray(stored).reshape(self.parameter.shape)
+        found = self.indices(raw)
         bad = np.flatnonzero((found < self.required.low) | (found >= self.required.high))
         if not bad.size:
             return None
         position = bad[0] if found.ndim <= 1 else tuple(int(k) for k in np.unravel_index(bad[0], found.shape))
-        element = f"element {position}" + (" of the view the op reads" if self.chains else "")
-        return (f"index {found.ravel()[bad[0]]} in '{self.parameter.name}' ({element}) is out of range for "
+        element = f"element {position}" + (" of the view the op reads" if self.viewed else "")
+        value = found.ravel()[bad[0]]
+        before = self.indices(raw, casts=False).ravel()[bad[0]]
+        cast = f" (cast from {before})" if before != value else ""
+        return (f"index {value}{cast} in '{self.parameter.name}' ({element}) is out of range for "
                 f"{self.required.what}; used at {self.required.location}")
 
 
