@@ -1,10 +1,15 @@
 """What counts as an integer or a real number among the Python values users pass as sizes, settings
-and hyperparameters: numpy's scalars do, bools do not (`Dense(True, 3)` is a mistake, not a size)."""
+and hyperparameters: numpy's scalars do, bools do not (`Dense(True, 3)` is a mistake, not a size);
+and the checks that refuse the others, naming the setting and its owner."""
 
 from __future__ import annotations
 
 import numbers
 from typing import Any
+
+import numpy as np
+
+from descent.errors import at_user_line
 
 
 def is_integer(value: Any) -> bool:
@@ -15,3 +20,21 @@ def is_integer(value: Any) -> bool:
 def is_real(value: Any) -> bool:
     """A Python or numpy real number (an integer too), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def natural(owner: str, name: str, value: Any, least: int = 0) -> int:
+    """A size or count setting as an int of at least `least`; numpy integers pass, floats and bools do
+    not (as PyTorch)."""
+    if not is_integer(value):
+        raise TypeError(at_user_line(f"{owner}: {name} must be an int, got {value!r}"))
+    if value < least:
+        raise ValueError(at_user_line(f"{owner}: {name} must be at least {least}, got {value!r}"))
+    return int(value)
+
+
+def real(owner: str, name: str, value: Any, low: float = -np.inf, high: float = np.inf) -> float:
+    """A real-valued setting (a numpy scalar too, not a bool) in [low, high], as a Python float."""
+    if not is_real(value) or not low <= value <= high:
+        within = "" if (low, high) == (-np.inf, np.inf) else f" in [{low:g}, {high:g}]"
+        raise ValueError(at_user_line(f"{owner}: {name} must be a number{within}, got {value!r}"))
+    return float(value)

@@ -399,21 +399,24 @@ def test_schedules_match_torch_lr_schedulers(ours, theirs) -> None:
         scheduler.step()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: optim.LinearLR(0.0), r"LinearLR: start_factor must be in \(0, 1\] and end_factor in \[0, 1\], got 0.0"),
-    (lambda: optim.LinearLR(1.0, 2.0, 3), "LinearLR: start_factor must be in"),
-    (lambda: optim.LinearLR(total_iters=2.5), r"LinearLR: total_iters must be an integer of at least 1, got 2\.5"),
-    (lambda: optim.StepLR(0), "StepLR: step_size must be an integer of at least 1, got 0"),
-    (lambda: optim.StepLR("2"), "StepLR: step_size must be an integer of at least 1, got '2'"),
-    (lambda: optim.StepLR(2, gamma=-0.5), "StepLR: gamma must be a finite number of at least 0, got -0.5"),
-    (lambda: optim.ExponentialLR(-0.5), "ExponentialLR: gamma must be a finite number of at least 0, got -0.5"),
-    (lambda: optim.CosineLR(minimum=-1), "CosineLR: minimum must be a finite number of at least 0, got -1"),
-    (lambda: optim.MultiStepLR((2, 4.5)), r"MultiStepLR: each milestone must be an integer of at least 0, got 4\.5"),
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: optim.LinearLR(0.0), ValueError,
+     r"LinearLR: start_factor must be in \(0, 1\] and end_factor in \[0, 1\], got 0.0"),
+    (lambda: optim.LinearLR(1.0, 2.0, 3), ValueError, "LinearLR: start_factor must be in"),
+    (lambda: optim.LinearLR(total_iters=2.5), TypeError, r"LinearLR: total_iters must be an int, got 2\.5"),
+    (lambda: optim.StepLR(0), ValueError, "StepLR: step_size must be at least 1, got 0"),
+    (lambda: optim.StepLR("2"), TypeError, "StepLR: step_size must be an int, got '2'"),
+    (lambda: optim.StepLR(2, gamma=-0.5), ValueError, "StepLR: gamma must be a finite number of at least 0, got -0.5"),
+    (lambda: optim.ExponentialLR(-0.5), ValueError,
+     "ExponentialLR: gamma must be a finite number of at least 0, got -0.5"),
+    (lambda: optim.CosineLR(minimum=-1), ValueError, "CosineLR: minimum must be a finite number of at least 0, got -1"),
+    (lambda: optim.MultiStepLR((2, 4.5)), TypeError, r"MultiStepLR: each milestone must be an int, got 4\.5"),
+    (lambda: optim.MultiStepLR((2, -1)), ValueError, "MultiStepLR: each milestone must be at least 0, got -1"),
 ])
-def test_schedules_refuse_bad_settings_where_they_are_made(make, message: str) -> None:
+def test_schedules_refuse_bad_settings_where_they_are_made(make, error: type, message: str) -> None:
     """A bad setting failed an epoch into training, under the optimiser's name ('Adam: lr must be ...'),
     or with a bare TypeError; the line named was dataclasses' generated '<string>'."""
-    with pytest.raises(ValueError, match=message + r".*\n  at .*test_nn\.py:\d+"):
+    with pytest.raises(error, match=message + r".*\n  at .*test_nn\.py:\d+"):
         make()
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from descent.arguments import is_integer
+from descent.arguments import is_integer, real
 from descent.errors import at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
 from descent.graph.scope import Scope
-from descent.nn.layers import module_input, real
+from descent.nn.layers import module_input
 from descent.nn.module import Module
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.arguments import is_integer, is_real
+from descent.arguments import natural, real
 from descent.errors import DTypeError, ShapeError, at_user_line
 from descent.graph import conv, indexing, ops, reductions
 from descent.graph.array import Array
@@ -24,23 +24,6 @@ def _uniform(rng: np.random.Generator, bound: float, shape: tuple[int, ...]) -> 
 def _bound(fan_in: int) -> float:
     """PyTorch's initialisation bound 1 / sqrt(fan_in); 0 where there are no inputs, as PyTorch's."""
     return 1.0 / np.sqrt(fan_in) if fan_in > 0 else 0.0
-
-
-def natural(module: str, name: str, value: Any, least: int = 0) -> int:
-    """A size argument as an int of at least `least`; numpy integers pass, floats and bools do not (as PyTorch)."""
-    if not is_integer(value):
-        raise TypeError(at_user_line(f"{module}: {name} must be an int, got {value!r}"))
-    if value < least:
-        raise ValueError(at_user_line(f"{module}: {name} must be at least {least}, got {value!r}"))
-    return int(value)
-
-
-def real(module: str, name: str, value: Any, low: float = -np.inf, high: float = np.inf) -> float:
-    """A real-valued setting (a numpy scalar too, not a bool) in [low, high], as a Python float."""
-    if not is_real(value) or not low <= value <= high:
-        within = "" if (low, high) == (-np.inf, np.inf) else f" in [{low:g}, {high:g}]"
-        raise ValueError(at_user_line(f"{module}: {name} must be a number{within}, got {value!r}"))
-    return float(value)
 
 
 def module_input(module: Module, x: Any, least_axes: int = 0) -> Array:

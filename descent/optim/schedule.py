@@ -5,16 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from descent.arguments import is_integer
+from descent.arguments import natural
 from descent.errors import at_user_line
 from descent.optim.optimizer import hyperparameter
-
-
-def _count(owner: str, name: str, value: object, least: int) -> int:
-    """An integer setting of at least `least`, refused by name where the schedule is made."""
-    if not is_integer(value) or value < least:
-        raise ValueError(at_user_line(f"{owner}: {name} must be an integer of at least {least}, got {value!r}"))
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -25,7 +18,7 @@ class StepLR:
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
-        _count("StepLR", "step_size", self.step_size, 1)
+        natural("StepLR", "step_size", self.step_size, 1)
         hyperparameter("StepLR", "gamma", self.gamma)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
@@ -68,7 +61,7 @@ class MultiStepLR:
     def __post_init__(self) -> None:
         if not hasattr(self.milestones, "__iter__"):
             raise ValueError(at_user_line(f"MultiStepLR: milestones must be epochs, got {self.milestones!r}"))
-        object.__setattr__(self, "milestones", tuple(_count("MultiStepLR", "each milestone", m, 0)
+        object.__setattr__(self, "milestones", tuple(natural("MultiStepLR", "each milestone", m, 0)
                                                      for m in self.milestones))
         hyperparameter("MultiStepLR", "gamma", self.gamma)
 
@@ -91,7 +84,7 @@ class LinearLR:
         if not 0 < start <= 1 or not end <= 1:
             raise ValueError(at_user_line(f"LinearLR: start_factor must be in (0, 1] and end_factor in [0, 1], "
                                           f"got {self.start_factor}, {self.end_factor}"))
-        _count("LinearLR", "total_iters", self.total_iters, 1)
+        natural("LinearLR", "total_iters", self.total_iters, 1)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         progress = min(epoch, self.total_iters) / self.total_iters
