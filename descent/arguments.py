@@ -38,3 +38,10 @@ def real(owner: str, name: str, value: Any, low: float = -np.inf, high: float = 
         within = "" if (low, high) == (-np.inf, np.inf) else f" in [{low:g}, {high:g}]"
         raise ValueError(at_user_line(f"{owner}: {name} must be a number{within}, got {value!r}"))
     return float(value)
+
+
+def seed(owner: str, value: Any) -> int:
+    """A random seed: any int (negative too, as numpy's generators take it) reduced to numpy's [0, 2**64)."""
+    if not is_integer(value):
+        raise TypeError(at_user_line(f"{owner}: seed must be an int, got {value!r}"))
+    return int(value) % 2**64

@@ -855,6 +855,12 @@ def test_trainer_arguments_and_seeds(env: dc.Environment, tmp_path) -> None:
     trainer = nn.Trainer(env, model, loss=dc.mse, optimizer=optim.SGD(0.1))
     x, y = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(6, 2)).astype(np.float32)
     trainer.fit(x, y, batch_size=3, seed=-1, progress=False)
+    with pytest.raises(TypeError, match=r"fit: seed must be an int, got 1.5\n  at .*test_nn"):  # it trained with 1
+        trainer.fit(x, y, batch_size=3, seed=1.5, progress=False)
+    with pytest.raises(TypeError, match=r"Dense.build: seed must be an int, got '1'\n  at .*test_nn"):  # int('1')
+        nn.Dense(4, 2).build(env, seed="1")
+    minus_one, wrapped = (nn.Dense(4, 2).build(env, seed=seed, name=f"seeded{seed}") for seed in (-1, 2**64 - 1))
+    assert all(np.array_equal(env.read(p), env.read(q)) for p, q in zip(minus_one.parameters(), wrapped.parameters()))
     with pytest.raises(nn.CheckpointError, match=r"the folder .*typo does not exist.*\n  at .*test_nn"):
         trainer.save(tmp_path / "typo" / "model.npz")
     assert not (tmp_path / "typo").exists()

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from descent import arguments
 from descent.errors import GraphError, at_user_line
 from descent.graph.array import Array
 from descent.graph.dtype import DType, float32
@@ -63,6 +64,7 @@ class Module:
         if foreign:
             raise GraphError(at_user_line(
                 f"{type(self).__name__}.build: its part {foreign[0].name} was built in another Environment"))
+        seed = arguments.seed(f"{type(self).__name__}.build", seed)
         try:
             self._build_or_undo(env, seed, name)
         except GraphError:
@@ -77,7 +79,7 @@ class Module:
         fresh = [module for module in self._modules() if not module._built]
         existing = set(env.parameters)
         try:
-            self._build(env, np.random.default_rng(int(seed) % 2**64), name)
+            self._build(env, np.random.default_rng(seed), name)
         except Exception:
             env.discard([parameter for parameter in env.parameters if parameter not in existing])
             for module in fresh:

@@ -11,6 +11,7 @@ import networkx as nx
 import numpy as np
 from tqdm.auto import tqdm
 
+from descent import arguments
 from descent.arguments import is_integer
 from descent.errors import at_user_line, user_location
 from descent.graph import losses, ops, reductions
@@ -172,6 +173,7 @@ class Trainer:
                 f"fit: initial_epoch {initial_epoch} must be at least 0 and below epochs {epochs}, the epoch "
                 "to stop after (as Keras: fit(epochs=10, initial_epoch=4) trains epochs 5 to 10)"))
         _check_batch_size("fit", batch_size)
+        seed = arguments.seed("fit", seed)
         if y is None and isinstance(x, np.ndarray):
             raise ValueError(at_user_line(
                 "fit: y is needed when x is an array; call fit(x, y), or pass x as an iterable of (x, y) batches"))
@@ -189,7 +191,7 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             if schedule is not None:
                 self.optimizer.set_lr(schedule(self.optimizer.initial_lr, epoch, epochs))
-            rng = np.random.default_rng((int(seed) % 2**64, self._epochs_trained)) if shuffle else None
+            rng = np.random.default_rng((seed, self._epochs_trained)) if shuffle else None
             batches = _batches(x, y, batch_size, rng, drop_last)
             self._reset_metrics("train")
             start, examples = time.perf_counter(), 0
@@ -336,7 +338,7 @@ def _refuse_outside(where: str, name: str, values: np.ndarray, taken: np.ndarray
 
 def _step_seed(seed: int, step: int) -> int:
     """The random-number seed of a training step: its own for each (seed, step)."""
-    return (int(seed) * 0x9E3779B1 + step) % 2**32
+    return (seed * 0x9E3779B1 + step) % 2**32
 
 
 def _dtype_name(array: np.ndarray) -> str:
