@@ -141,6 +141,11 @@ def test_label_smoothing_and_pos_weight_match_torch(env: dc.Environment) -> None
         (lambda x, y: dc.binary_cross_entropy_with_logits(x, y, "none", pos_weight=3.0),
          lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction="none", pos_weight=torch.tensor(3.0)),
          targets),
+        (functools.partial(dc.binary_cross_entropy_with_logits, pos_weight=weights[:1]),  # (1,): it was refused
+         lambda x, y: F.binary_cross_entropy_with_logits(x, y, pos_weight=torch.from_numpy(weights[:1])), targets),
+        (functools.partial(dc.binary_cross_entropy_with_logits, reduction="none", pos_weight=targets[:, :1] + 1),
+         lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction="none",
+                                                        pos_weight=torch.from_numpy(targets[:, :1] + 1)), targets),
     ]
     for ours, theirs, y in cases:
         tx = torch.tensor(logits, requires_grad=True)
@@ -152,7 +157,8 @@ def test_label_smoothing_and_pos_weight_match_torch(env: dc.Environment) -> None
         np.testing.assert_allclose(gradient, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\], got 1.5"):
         evaluate(env, lambda x, y: dc.softmax_cross_entropy(x, y, label_smoothing=1.5), logits, labels)
-    with pytest.raises(dc.ShapeError, match=r"pos_weight \(4,\) must be a number or hold one weight per class"):
+    with pytest.raises(dc.ShapeError, match=r"pos_weight \(4,\) must be a number, hold one weight per class, .*"
+                                            r"or broadcast to the logits' shape \(16, 5\) as PyTorch's"):
         evaluate(env, lambda x, y: dc.binary_cross_entropy_with_logits(x, y, pos_weight=y.scope.constant(weights[:4])),
                  logits, targets)
 

@@ -9,6 +9,7 @@ from descent.graph import ops, reductions
 from descent.graph.array import Array
 from descent.graph.dtype import float32
 from descent.graph.indexing import one_hot
+from descent.graph.view import broadcast_shapes
 
 
 def _reduce(loss: Array, reduction: str, examples: int) -> Array:
@@ -99,7 +100,8 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: s
                                      pos_weight: Array | float | np.ndarray | None = None) -> Array:
     """-(w t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))) = w t softplus(-x) + (1 - t) softplus(x), each
     softplus as max(., 0) + log1p(exp(-|x|)) so that neither cancels. `pos_weight` w (1 by default; a
-    number, or one per class of the last axis, also as a numpy array, which becomes a graph constant, so
+    number, or one per class of the last axis, or any shape that broadcasts to the logits' (as PyTorch's);
+    also as a numpy array, which becomes a graph constant, so
     that `functools.partial` can hand it to a Trainer) weighs the positive targets (as PyTorch's)."""
     _same_shape("binary_cross_entropy_with_logits", logits, targets)
     logits = ops.astype(logits, float32)
@@ -108,9 +110,10 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: s
         if isinstance(pos_weight, np.ndarray | list | tuple):
             pos_weight = logits.scope.constant(np.asarray(pos_weight, np.float32))
         shape = getattr(pos_weight, "shape", ())
-        if shape not in ((), logits.shape[-1:]):
-            raise ShapeError(at_user_line(f"binary_cross_entropy_with_logits: pos_weight {shape} must be a number "
-                                          f"or hold one weight per class, shape {logits.shape[-1:]}"))
+        if broadcast_shapes(shape, logits.shape) != logits.shape:
+            raise ShapeError(at_user_line(f"binary_cross_entropy_with_logits: pos_weight {shape} must be a number, "
+                                          f"hold one weight per class, shape {logits.shape[-1:]}, or broadcast "
+                                          f"to the logits' shape {logits.shape} as PyTorch's"))
         positive = pos_weight * targets
     tail = ops.log1p(ops.exp(-ops.abs(logits)))
     loss = (1.0 - targets) * (ops.maximum(logits, 0.0) + tail) + positive * (ops.maximum(-logits, 0.0) + tail)

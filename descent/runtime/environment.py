@@ -19,7 +19,7 @@ from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_u
 from descent.graph.dtype import DType, as_dtype, bool_, float32
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
-from descent.graph.view import as_shape
+from descent.graph.view import as_shape, broadcast_shapes
 from descent.runtime.device import Device, _import_kp, open_device
 from descent.runtime.executable import Executable, IndexSource
 from descent.schedule.kernel import Schedule
@@ -71,7 +71,7 @@ class Environment:
         parameter = Parameter(name, shape, as_dtype(dtype), self)
         if init is not None:
             init = np.asarray(init)
-            if not _broadcasts_to(init.shape, shape):
+            if broadcast_shapes(init.shape, shape) != shape:
                 raise ShapeError(at_user_line(
                     f"parameter '{name}': init of shape {init.shape} does not fit shape {shape}"))
         limit = self.device.limits.max_storage_buffer_range
@@ -353,13 +353,6 @@ def _flag(variable: str) -> bool:
     if value in ("1", "true", "yes", "on"):
         return True
     raise ValueError(f"{variable}={os.environ[variable]!r}: use 1 (on) or 0 (off)")
-
-
-def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
-    try:
-        return np.broadcast_shapes(shape, target) == target
-    except ValueError:
-        return False
 
 
 def _wait(sequence, spin: float) -> None:
