@@ -100,6 +100,54 @@ def test_conv_transpose2d_reads_flipped_weights_as_vectors(env: dc.Environment) 
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(16 * 9))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")  # torch's, on its copy
+@pytest.mark.parametrize("function, x, w, options", [
+    ("conv2d", (2, 3, 7, 8), (4, 3, 3, 4), dict(padding="same", dilation=(1, 2))),
+    ("conv2d", (1, 2, 5, 5), (2, 1, 2, 2), dict(padding="same", groups=2)),
+    ("conv2d", (2, 3, 9, 4), (4, 3, 5, 1), dict(padding="same", dilation=(2, 1))),
+    ("conv2d", (2, 3, 6, 6), (4, 3, 3, 3), dict(padding="valid", dilation=2)),
+    ("conv1d", (2, 3, 10), (4, 3, 4), dict(padding="same", dilation=3)),
+    ("conv1d", (2, 3, 10), (4, 3, 4), dict(padding="valid", stride=2)),
+])
+def test_same_and_valid_padding_match_torch(env: dc.Environment, function: str, x, w, options: dict) -> None:
+    """PyTorch's string paddings (they were refused): 'same' pads an odd total's extra one after. Values
+    and the gradients of input, weight and bias."""
+    x, w = rng.normal(size=x).astype(np.float32), rng.normal(size=w).astype(np.float32)
+    b = rng.normal(size=w.shape[0]).astype(np.float32)
+    tx, tw, tb = (_t(a).requires_grad_() for a in (x, w, b))
+    expected = getattr(F, function)(tx, tw, tb, **options)
+    g = rng.normal(size=expected.shape).astype(np.float32)
+    (expected * _t(g)).sum().backward()
+
+    def value_and_gradients(a, k, c, cotangent):
+        out = getattr(dc, function)(a, k, c, **options)
+        return dc.concat([out.reshape(-1), *(d.reshape(-1) for d in a.scope.grad(dc.sum(out * cotangent), [a, k, c]))])
+
+    result = evaluate(env, value_and_gradients, x, w, b, g)
+    sizes = np.cumsum([expected.numel(), x.size, w.size])
+    for ours, theirs in zip(np.split(result, sizes), (expected.detach(), tx.grad, tw.grad, tb.grad)):
+        np.testing.assert_allclose(ours, theirs.numpy().reshape(-1), rtol=1e-4, atol=2e-4 * np.sqrt(x.size))
+
+
+def test_same_padding_in_modules_and_its_errors(env: dc.Environment) -> None:
+    model = nn.Conv2D(3, 4, (2, 3), padding="same").build(env, name="same_conv")
+    x = rng.normal(size=(2, 3, 5, 6)).astype(np.float32)
+    theirs = torch.nn.Conv2d(3, 4, (2, 3), padding="same")
+    with torch.no_grad():
+        theirs.weight.copy_(_t(env.read(model.weight)))
+        theirs.bias.copy_(_t(env.read(model.bias)))
+    result = evaluate(env, lambda a: model(a.scope, a), x)
+    np.testing.assert_allclose(result, theirs(_t(x)).detach().numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"Conv1D: padding='same' needs a stride of 1, as PyTorch's, got stride \(2"):
+        nn.Conv1D(3, 4, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match="strided"):
+        torch.nn.Conv1d(3, 4, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match=r"conv2d: padding must be a number, one per axis, 'valid' or 'same', got 'fu"):
+        evaluate(env, lambda a: dc.conv2d(a, a[:1], padding="full"), x)
+    with pytest.raises(dc.ShapeError, match="ConvTranspose2D: padding must be an int or a pair of ints, got 'same'"):
+        nn.ConvTranspose2D(3, 4, 3, padding="same")
+
+
 def test_padded_conv2d_declares_only_what_it_reads(env: dc.Environment) -> None:
     """The GLSL declares no index variable (a padded input's load checks the padding through the
     index's coordinates, not the index) and no buffer or view (a CPU driver reads the weights as

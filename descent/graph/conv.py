@@ -46,6 +46,24 @@ def _single(value: Single, name: str, least: int = 1) -> int:
     return _sizes(value, name, 1, least)[0]
 
 
+def padding_mode(op: str, padding: str, stride: tuple[int, ...]) -> None:
+    """PyTorch's string paddings: 'valid' (none) and 'same' (the output keeps the input's size), which
+    it takes for a stride of 1 only."""
+    if padding not in ("valid", "same"):
+        raise ValueError(at_user_line(f"{op}: padding must be a number, one per axis, 'valid' or 'same', "
+                                      f"got {padding!r}"))
+    if padding == "same" and any(s != 1 for s in stride):
+        raise ValueError(at_user_line(f"{op}: padding='same' needs a stride of 1, as PyTorch's, got stride {stride}"))
+
+
+def _same(x: Array, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[Array, tuple[int, ...]]:
+    """padding='same' as PyTorch pads: d * (k - 1) in all on each axis, half before; where that is odd,
+    the extra one after, padded into x here. Returns x and the padding left for both sides."""
+    totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    extra = [(0, 0)] * (x.ndim - len(kernel)) + [(0, total % 2) for total in totals]
+    return ops.pad(x, extra) if any(after for _, after in extra) else x, tuple(total // 2 for total in totals)
+
+
 def _check_conv(op: str, x: Array, w: Array, bias: Array | None, groups: int, spatial: int) -> None:
     """Shapes of a convolution's operands: x (N, C, *S), w (O, C // groups, *K), bias (O,)."""
     layout = "NCL, OIK" if spatial == 1 else "NCHW, OIHW"
@@ -120,11 +138,16 @@ def _pool_settings(op: str, kernel: Pair, stride: Pair | None, padding: Pair) ->
     return kernel, stride, padding
 
 
-def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair = 0,
+def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair | str = 0,
            dilation: Pair = 1, groups: int = 1) -> Array:
-    """2-D cross-correlation as PyTorch: x (N, C, H, W), w (O, C // groups, KH, KW), bias (O,)."""
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding", 0), _pair(dilation, "dilation")
+    """2-D cross-correlation as PyTorch: x (N, C, H, W), w (O, C // groups, KH, KW), bias (O,); padding
+    a number, a pair, 'valid' or 'same'."""
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     _check_conv("conv2d", x, w, bias, groups, 2)
+    if isinstance(padding, str):
+        padding_mode("conv2d", padding, stride)
+        x, padding = _same(x, w.shape[2:], dilation) if padding == "same" else (x, (0, 0))
+    padding = _pair(padding, "padding", 0)
     _check_fits("conv2d", x, w.shape[2:], padding, dilation)
     n = x.shape[0]
     o, cg, kh, kw = w.shape
@@ -154,11 +177,16 @@ def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padd
     return out
 
 
-def conv1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, padding: Single = 0,
+def conv1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, padding: Single | str = 0,
            dilation: Single = 1, groups: int = 1) -> Array:
-    """1-D cross-correlation as PyTorch: x (N, C, L), w (O, C // groups, K), bias (O,)."""
-    stride, padding, dilation = _single(stride, "stride"), _single(padding, "padding", 0), _single(dilation, "dilation")
+    """1-D cross-correlation as PyTorch: x (N, C, L), w (O, C // groups, K), bias (O,); padding a number,
+    'valid' or 'same'."""
+    stride, dilation = _single(stride, "stride"), _single(dilation, "dilation")
     _check_conv("conv1d", x, w, bias, groups, 1)
+    if isinstance(padding, str):
+        padding_mode("conv1d", padding, (stride,))
+        x, (padding,) = _same(x, w.shape[2:], (dilation,)) if padding == "same" else (x, (0,))
+    padding = _single(padding, "padding", 0)
     _check_fits("conv1d", x, w.shape[2:], (padding,), (dilation,))
     x, w = _height_of_one(x, "conv1d"), _height_of_one(w, "conv1d")
     out = conv2d(x, w, bias, (1, stride), (0, padding), (1, dilation), groups)

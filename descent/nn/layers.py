@@ -88,12 +88,19 @@ class _Conv(Module):
                                           f"divide into {groups} group(s)"))
         self.inputs, self.outputs, self.kernel, self.groups, self.use_bias = inputs, outputs, kernel, groups, bias
         self.stride = self._setting("stride", stride)
-        self.padding = self._setting("padding", padding, 0)
+        self.padding = self._padding(padding)
         self.dilation = self._setting("dilation", dilation)
 
     def _setting(self, name: str, value: Any, least: int = 1) -> tuple[int, ...]:
         """A stride, padding or dilation checked where the module is made, one per spatial axis."""
         return conv._sizes(value, f"{type(self).__name__}: {name}", len(self.kernel), least)
+
+    def _padding(self, padding: Any) -> tuple[int, ...] | str:
+        """The padding as numbers per axis, or PyTorch's 'valid' or 'same' (stride 1), checked here."""
+        if isinstance(padding, str):
+            conv.padding_mode(type(self).__name__, padding, self.stride)
+            return padding
+        return self._setting("padding", padding, 0)
 
     def weight_shape(self) -> tuple[int, ...]:
         return (self.outputs, self.inputs // self.groups) + self.kernel
@@ -137,7 +144,7 @@ class Conv1D(_Conv):
 
     convolve = staticmethod(conv.conv1d)
 
-    def __init__(self, inputs: int, outputs: int, kernel: int, stride: int = 1, padding: int = 0,
+    def __init__(self, inputs: int, outputs: int, kernel: int, stride: int = 1, padding: int | str = 0,
                  dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
         super().__init__(inputs, outputs, _kernel(kernel, 1, "Conv1D"), stride, padding, dilation, groups, bias)
 
@@ -147,8 +154,9 @@ class Conv2D(_Conv):
 
     convolve = staticmethod(conv.conv2d)
 
-    def __init__(self, inputs: int, outputs: int, kernel: int | tuple[int, int], stride: int = 1, padding: int = 0,
-                 dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+    def __init__(self, inputs: int, outputs: int, kernel: int | tuple[int, int], stride: int = 1,
+                 padding: int | tuple[int, int] | str = 0, dilation: int = 1, groups: int = 1,
+                 bias: bool = True) -> None:
         super().__init__(inputs, outputs, _kernel(kernel, 2, "Conv2D"), stride, padding, dilation, groups, bias)
 
 
@@ -161,6 +169,10 @@ class _ConvTranspose(_Conv):
                  output_padding: Any, dilation: Any, groups: int, bias: bool) -> None:
         super().__init__(inputs, outputs, kernel, stride, padding, dilation, groups, bias)
         self.output_padding = self._setting("output_padding", output_padding, 0)
+
+    def _padding(self, padding: Any) -> tuple[int, ...]:
+        """Numbers only: PyTorch's transposed convolutions take no 'same' or 'valid'."""
+        return self._setting("padding", padding, 0)
 
     def weight_shape(self) -> tuple[int, ...]:
         return (self.inputs, self.outputs // self.groups) + self.kernel
