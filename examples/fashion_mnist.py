@@ -121,11 +121,11 @@ def main() -> None:
     checkpoint, record = out / f"{args.network}.npz", out / f"{args.network}.json"
     history, seconds = [], 0.0
     if args.resume:
-        earlier = None
         if record.exists():
             try:
-                earlier = json.loads(record.read_text())
-                trained_with, _, _ = earlier["args"]["optimizer"], list(earlier["history"]), float(earlier["seconds"])
+                saved = json.loads(record.read_text())
+                trained_with, seconds = saved["args"]["optimizer"], float(saved["seconds"])
+                history = [h for h in saved["history"] if int(h["epoch"]) >= 1]
             except (ValueError, KeyError, TypeError) as error:
                 refuse("--resume", ValueError(f"{record} is damaged ({type(error).__name__}: {error}); move it "
                                               "away to resume without the history of earlier epochs"))
@@ -142,9 +142,7 @@ def main() -> None:
         if trainer.epochs_trained >= args.epochs:
             print(f"{checkpoint} has trained {trainer.epochs_trained} epochs already; ask for more with --epochs")
             return
-        if earlier is not None:
-            history = [h for h in earlier["history"] if h["epoch"] <= trainer.epochs_trained]
-            seconds = earlier["seconds"]
+        history = [h for h in history if h["epoch"] <= trainer.epochs_trained]
         print(f"resuming after epoch {trainer.epochs_trained} of {checkpoint}")
     start = time.perf_counter() - seconds
     args.lr = trainer.optimizer.lr  # the rate the run trains with, for the record

@@ -118,7 +118,7 @@ class Trainer:
         the element of x or y; a run's own check could name only the element of a batch. The class
         count and the ranges come from the graph the first batch uses."""
         checks_labels = y is not None and self._classifies and y.dtype.kind in "iu" and y.size > 0
-        if not checks_labels and (x.dtype.kind not in "iu" or x.size == 0):
+        if not checks_labels and x.size == 0:
             return
         first = x[: min(len(x), batch_size)], None if y is None else y[: min(len(y), batch_size)]
         graph, x_parameter, _, _ = self._graph(kind, *first)
@@ -126,7 +126,7 @@ class Trainer:
             classes = self._output_shapes[self._key(kind, *first)][-1]
             _refuse_outside(where, "label y", y, y, 0, classes, ValueError,
                             f"is outside [0, {classes}) for the model's {classes} output classes", "labels")
-        for source in graph.index_parameters if x.size else ():
+        for source in graph.index_parameters if x.size else ():  # a float x may be cast to indices
             if source.parameter is x_parameter and not source.viewed:  # read through views: the run checks them
                 required = source.required
                 used = "" if required.location == user_location() else f"; used at {required.location}"
