@@ -86,7 +86,8 @@ def _write_cached(path: Path, key: str, spirv: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(partial, path)
     except OSError as error:
-        _warn_uncached(str(path.parent), str(error))
+        _warn_once(f"descent cannot cache SPIR-V in {path.parent} ({error}); shaders will be compiled again in "
+                   "every process. Set DESCENT_CACHE to a writable folder.")
 
 
 def _compile(source: str, label: str, origin: str) -> bytes:
@@ -107,11 +108,10 @@ def _compile(source: str, label: str, origin: str) -> bytes:
 
 
 @functools.cache
-def _warn_uncached(directory: str, reason: str) -> None:
-    """Once per folder: a cache that cannot be written only costs compile time on the next run."""
-    warnings.warn(at_user_line(f"descent cannot cache SPIR-V in {directory} ({reason}); shaders will be "
-                               "compiled again in every process. Set DESCENT_CACHE to a writable folder."),
-                  RuntimeWarning, stacklevel=2)
+def _warn_once(message: str) -> None:
+    """A RuntimeWarning naming the user's line, once per message: a cache or dump folder that cannot
+    be written costs time or output, not results, and warning at every shader would bury the rest."""
+    warnings.warn(at_user_line(message), RuntimeWarning, stacklevel=2)
 
 
 def _dump(source: str, label: str, origin: str) -> None:
@@ -126,10 +126,4 @@ def _dump(source: str, label: str, origin: str) -> None:
             os.makedirs(directory, exist_ok=True)
             Path(directory, f"{label}-{digest}.comp").write_text(source + ending)
         except OSError as error:
-            _warn_undumped(directory, str(error))
-
-
-@functools.cache
-def _warn_undumped(directory: str, reason: str) -> None:
-    warnings.warn(at_user_line(f"DESCENT_DUMP_SHADERS={directory}: cannot write shaders there ({reason})"),
-                  RuntimeWarning, stacklevel=2)
+            _warn_once(f"DESCENT_DUMP_SHADERS={directory}: cannot write shaders there ({error})")
