@@ -104,12 +104,9 @@ class Module:
         """(Environment name, parameter) of this module and its children, in build order, the trainable
         ones as `parameters()` (trainable_only=False adds running statistics, PyTorch's buffers); a part
         used twice (tied weights) gives its parameters once, as PyTorch's does."""
-        seen = set()
-        for module in self._modules():
-            for name, parameter in module._parameters.items():
-                if (module._trainable[name] or not trainable_only) and parameter.name not in seen:
-                    seen.add(parameter.name)
-                    yield parameter.name, parameter
+        for _, trainable, parameter in self._unique_parameters():
+            if trainable or not trainable_only:
+                yield parameter.name, parameter
 
     def parameters(self, trainable_only: bool = True) -> list[Parameter]:
         return [p for _, p in self.named_parameters(trainable_only)]
@@ -118,14 +115,17 @@ class Module:
         """Every parameter, trainable or not, by its path from this module (`0.weight`, `1.0.bias`), as
         a PyTorch state_dict's keys: the same for the same architecture however its parts were built
         and named (a part built before keeps its Environment name); a part used twice counts once."""
-        found: dict[str, Parameter] = {}
+        return {path: parameter for path, _, parameter in self._unique_parameters()}
+
+    def _unique_parameters(self) -> Iterator[tuple[str, bool, Parameter]]:
+        """(path from this module, trainable, parameter) of every parameter in build order, those of a
+        part used twice once."""
         seen: set[str] = set()
         for path, module in self._paths(""):
             for name, parameter in module._parameters.items():
                 if parameter.name not in seen:
                     seen.add(parameter.name)
-                    found[f"{path}.{name}" if path else name] = parameter
-        return found
+                    yield f"{path}.{name}" if path else name, module._trainable[name], parameter
 
     def _paths(self, path: str) -> Iterator[tuple[str, Module]]:
         """(path from the module walked from, module) of this module and every part under it, parents first."""
