@@ -85,7 +85,8 @@ def main() -> None:
 
     def refuse(option: str, error: Exception) -> None:
         """Stop with argparse's usage line and descent's message (less the line in this script it names)."""
-        parser.error(f"argument {option}: {str(error).split(chr(10) + '  at ')[0]}")
+        message = str(error).split("\n  at ")[0]
+        parser.error(f"argument {option}: {message}")
 
     try:
         x_train, y_train = fashion_mnist.load("train", args.data_dir)
