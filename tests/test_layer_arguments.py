@@ -101,20 +101,24 @@ def test_sizes_that_are_not_integers_are_refused_as_pytorch(make: Callable[[], n
         make()
 
 
-@pytest.mark.parametrize("make, argument", [
-    (lambda: nn.Conv1D(2, 3, 3, stride=2.5), r"Conv1D: stride must be an int or a 1-tuple, got 2\.5"),
-    (lambda: nn.Conv2D(2, 3, True), "Conv2D: kernel must be an int or a pair of ints, got True"),
-    (lambda: nn.Conv2D(2, 3, 3, padding=(1,)), r"Conv2D: padding must be an int or a pair of ints, got \(1,\)"),
-    (lambda: nn.Conv2D(2, 3, 3, dilation=0), "Conv2D: dilation must be at least 1, got 0"),
-    (lambda: nn.ConvTranspose1D(2, 3, 3, output_padding=-1), "ConvTranspose1D: output_padding must be at least 0"),
-    (lambda: nn.MaxPool1D(2.5), r"MaxPool1D: kernel must be an int or a 1-tuple, got 2\.5"),
-    (lambda: nn.AvgPool2D(2, stride=True), "AvgPool2D: stride must be an int or a pair of ints, got True"),
-    (lambda: nn.MaxPool2D(2, padding=2), r"MaxPool2D: padding \(2, 2\) must be at most half the kernel \(2, 2\)"),
-    (lambda: nn.Upsample(1.5), r"Upsample: scale_factor must be an int or a pair of ints, got 1\.5"),
-    (lambda: nn.AdaptiveAvgPool2D(0), "AdaptiveAvgPool2D: output_size must be at least 1, got 0"),
+@pytest.mark.parametrize("make, error, argument", [
+    (lambda: nn.Conv1D(2, 3, 3, stride=2.5), TypeError, r"Conv1D: stride must be an int or a 1-tuple, got 2\.5"),
+    (lambda: nn.Conv2D(2, 3, True), TypeError, "Conv2D: kernel must be an int or a pair of ints, got True"),
+    (lambda: nn.Conv2D(2, 3, 3, padding=(1,)), dc.ShapeError,
+     r"Conv2D: padding must be an int or a pair of ints, got \(1,\)"),
+    (lambda: nn.Conv2D(2, 3, 3, dilation=0), dc.ShapeError, "Conv2D: dilation must be at least 1, got 0"),
+    (lambda: nn.ConvTranspose1D(2, 3, 3, output_padding=-1), dc.ShapeError,
+     "ConvTranspose1D: output_padding must be at least 0"),
+    (lambda: nn.MaxPool1D(2.5), TypeError, r"MaxPool1D: kernel must be an int or a 1-tuple, got 2\.5"),
+    (lambda: nn.AvgPool2D(2, stride=True), TypeError, "AvgPool2D: stride must be an int or a pair of ints, got True"),
+    (lambda: nn.MaxPool2D(2, padding=2), dc.ShapeError,
+     r"MaxPool2D: padding \(2, 2\) must be at most half the kernel \(2, 2\)"),
+    (lambda: nn.Upsample(1.5), TypeError, r"Upsample: scale_factor must be an int or a pair of ints, got 1\.5"),
+    (lambda: nn.AdaptiveAvgPool2D(0), dc.ShapeError, "AdaptiveAvgPool2D: output_size must be at least 1, got 0"),
 ])
-def test_settings_are_refused_where_the_module_is_made(make: Callable[[], nn.Module], argument: str) -> None:
-    with pytest.raises(dc.ShapeError, match=argument + LINE):
+def test_settings_are_refused_where_the_module_is_made(make: Callable[[], nn.Module], error: type,
+                                                       argument: str) -> None:
+    with pytest.raises(error, match=argument + LINE):
         make()
 
 
@@ -147,9 +151,16 @@ def test_convolutions_take_unbatched_input_as_pytorch(env: dc.Environment, modul
     np.testing.assert_allclose(grads[0], tx.grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_whole_float_settings_are_taken_by_1d_and_2d_modules_alike() -> None:
-    assert nn.Conv1D(2, 3, 3, stride=2.0).stride == (2,)
-    assert nn.Conv2D(2, 3, 3, stride=2.0).stride == (2, 2)
+@pytest.mark.parametrize("make", [lambda: nn.Conv1D(2, 3, 3, stride=2.0), lambda: nn.Conv2D(2, 3, 3, stride=2.0),
+                                  lambda: nn.Conv2D(2, 3, 3.0), lambda: nn.MaxPool2D(2.0),
+                                  lambda: nn.Conv2D(2, 3, 3, dilation=(1, 2.0))])
+def test_float_sizes_are_refused_as_pytorch_refuses_them(make: Callable[[], nn.Module]) -> None:
+    with pytest.raises(TypeError, match=r"must be an int or a (pair of ints|1-tuple), got"):
+        make()
+
+
+def test_upsample_takes_a_whole_float_scale_as_pytorch() -> None:
+    assert nn.Upsample(2.0).size == (2, 2)
 
 
 def test_zero_sizes_build_as_pytorch_and_batchnorm_refuses_no_channels(env: dc.Environment) -> None:

@@ -20,25 +20,28 @@ Pair = int | tuple[int, int]
 Single = int | tuple[int]
 
 
-def _whole(value: Any) -> bool:
-    """An integer, or a float with an integer value (PyTorch takes scale_factor=2.0)."""
-    return is_integer(value) or (is_real(value) and float(value).is_integer())
+def _whole(value: Any, floats: bool) -> bool:
+    """An integer, or with `floats` a float with an integer value (PyTorch takes scale_factor=2.0 but
+    refuses stride=2.0)."""
+    return is_integer(value) or (floats and is_real(value) and float(value).is_integer())
 
 
-def _sizes(value: Any, name: str, count: int, least: int) -> tuple[int, ...]:
-    """One setting for all `count` axes or `count` of them, each a whole number of at least `least`."""
+def _sizes(value: Any, name: str, count: int, least: int, floats: bool = False) -> tuple[int, ...]:
+    """One setting for all `count` axes or `count` of them, each an int of at least `least` (with
+    `floats`, a whole float too)."""
     sizes = (value,) * count if isinstance(value, numbers.Real) else tuple(value) if hasattr(value, "__len__") else ()
-    if len(sizes) != count or not all(_whole(v) for v in sizes):
+    if len(sizes) != count or not all(_whole(v, floats) for v in sizes):
         form = "a pair of ints" if count == 2 else "a 1-tuple"
-        raise ShapeError(at_user_line(f"{name} must be an int or {form}, got {value!r}"))
+        error = TypeError if len(sizes) == count else ShapeError
+        raise error(at_user_line(f"{name} must be an int or {form}, got {value!r}"))
     if min(sizes) < least:
         raise ShapeError(at_user_line(f"{name} must be at least {least}, got {value!r}"))
     return tuple(int(v) for v in sizes)
 
 
-def _pair(value: Pair, name: str, least: int = 1) -> tuple[int, int]:
+def _pair(value: Pair, name: str, least: int = 1, floats: bool = False) -> tuple[int, int]:
     """(value, value) or the pair given, each at least `least` (padding 0, strides and sizes 1)."""
-    return _sizes(value, name, 2, least)
+    return _sizes(value, name, 2, least, floats)
 
 
 def _single(value: Single, name: str, least: int = 1) -> int:
@@ -287,7 +290,7 @@ def _averaging_matrix(size: int, windows: int) -> np.ndarray:
 def upsample_nearest2d(x: Array, scale: Pair) -> Array:
     """Each element of the last two axes repeated `scale` times along each (PyTorch's interpolate with
     mode 'nearest' and an integer scale_factor): a view, no copy."""
-    sh, sw = _pair(scale, "scale")
+    sh, sw = _pair(scale, "scale", floats=True)
     if x.ndim < 2:
         raise ShapeError(at_user_line(f"upsample_nearest2d: needs at least 2 axes, got shape {x.shape}"))
     lead, (h, w) = x.shape[:-2], x.shape[-2:]

@@ -301,10 +301,11 @@ class _Resize(Module):
 
     resize = staticmethod(conv.adaptive_avg_pool2d)
     setting = "output_size"
+    floats = False
 
     def __init__(self, size: int | tuple[int, int]) -> None:
         super().__init__()
-        self.size = conv._sizes(size, f"{type(self).__name__}: {self.setting}", 2, 1)
+        self.size = conv._sizes(size, f"{type(self).__name__}: {self.setting}", 2, 1, self.floats)
 
     def forward(self, s: Scope, x: Array) -> Array:
         return self.resize(module_input(self, x, 2), self.size)
@@ -319,6 +320,7 @@ class Upsample(_Resize):
 
     resize = staticmethod(conv.upsample_nearest2d)
     setting = "scale_factor"
+    floats = True
 
 
 class BlurMaxPool2D(Module):
