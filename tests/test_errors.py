@@ -64,6 +64,18 @@ def test_refused_init_leaves_no_parameter_behind(env: dc.Environment) -> None:
     np.testing.assert_array_equal(env.read(retried), np.ones((4, 3)))
 
 
+def test_an_array_given_as_a_parameter_shape_points_to_init(env: dc.Environment) -> None:
+    message = (r"parameter 'err_values': the second argument is a shape, got a int64 array of shape \(2, 3\); "
+               r"to start from its values, pass them as init: env.parameter\('err_values', \(2, 3\), 'int32', "
+               r"init=values\)\n  at .*test_errors")
+    with pytest.raises(TypeError, match=message):
+        env.parameter("err_values", np.arange(6).reshape(2, 3))
+    with pytest.raises(TypeError, match=r"\(4,\), init=values\)"):
+        env.parameter("err_values", np.zeros(4, np.float32))
+    assert "err_values" not in env.parameters
+    assert env.parameter("err_values", np.array([2, 3])).shape == (2, 3)
+
+
 @pytest.mark.parametrize("build, error, message", [
     (lambda x, w, v: dc.conv2d(x, w, stride=0), dc.ShapeError, "stride must be at least 1"),
     (lambda x, w, v: dc.conv2d(x, w, padding=(1, -1)), dc.ShapeError, "padding must be at least 0"),

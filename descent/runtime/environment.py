@@ -63,6 +63,12 @@ class Environment:
     def parameter(self, name: str, shape: tuple[int, ...] | int, dtype: DType | str = float32,
                   init: np.ndarray | float | None = None) -> Parameter:
         """Create a persistent device array (zeros unless `init` is given)."""
+        if isinstance(shape, np.ndarray) and (shape.ndim > 1 or shape.dtype.kind not in "iu") and init is None:
+            kind = {"i": "'int32', ", "u": "'uint32', ", "b": "'bool', "}.get(shape.dtype.kind, "")
+            raise TypeError(at_user_line(
+                f"parameter '{name}': the second argument is a shape, got a {shape.dtype} array of shape "
+                f"{shape.shape}; to start from its values, pass them as init: "
+                f"env.parameter({name!r}, {shape.shape}, {kind}init=values)"))
         shape = as_shape(shape, f"parameter '{name}'")
         if any(s < 0 for s in shape):
             raise ShapeError(at_user_line(f"parameter '{name}': negative size in shape {shape}"))
