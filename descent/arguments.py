@@ -40,6 +40,13 @@ def real(owner: str, name: str, value: Any, low: float = -np.inf, high: float = 
     return float(value)
 
 
+def positive(owner: str, name: str, value: Any) -> float:
+    """A real setting above zero (infinity too), such as a norm to clip to, as a Python float."""
+    if not is_real(value) or not value > 0:
+        raise ValueError(at_user_line(f"{owner}: {name} must be a positive number, got {value!r}"))
+    return float(value)
+
+
 def seed(owner: str, value: Any) -> int:
     """A random seed: any int (negative too, as numpy's generators take it) reduced to numpy's [0, 2**64)."""
     if not is_integer(value):

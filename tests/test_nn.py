@@ -444,7 +444,7 @@ def test_global_norm_and_clipping_functions(env: dc.Environment) -> None:
         optim.clip_by_global_norm([a], 1.0)
     assert optim.Adam(max_grad_norm=np.float32(0.5)).max_grad_norm == 0.5
     for bad in (0, -1.0, "1", float("nan"), True):
-        message = r"max_grad_norm must be a positive number or None, got .*\n  at .*test_nn"
+        message = r"Adam: max_grad_norm must be a positive number, got .*\n  at .*test_nn"
         with pytest.raises(ValueError, match=message):
             optim.Adam(max_grad_norm=bad)
 

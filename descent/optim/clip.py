@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from descent.arguments import is_real
+from descent.arguments import positive
 from descent.errors import DTypeError, at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
@@ -33,8 +33,7 @@ def global_norm(gradients: Sequence[Array]) -> Array:
 def clip_by_global_norm(gradients: Sequence[Array], max_norm: float) -> list[Array]:
     """The gradients scaled by max_norm / (norm + 1e-6) where their global norm exceeds max_norm, as
     PyTorch's clip_grad_norm_ (the same direction, a bounded step). No gradients, nothing to clip."""
-    if not is_real(max_norm) or not max_norm > 0:
-        raise ValueError(at_user_line(f"clip_by_global_norm: max_norm must be a positive number, got {max_norm!r}"))
+    positive("clip_by_global_norm", "max_norm", max_norm)
     if not gradients:
         return []
     scale = ops.minimum(max_norm / (global_norm(gradients) + 1e-6), 1.0)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.arguments import is_real
+from descent.arguments import is_real, positive
 from descent.errors import GraphError, at_user_line
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
@@ -33,15 +33,13 @@ class Optimizer:
     prefix = "optim"
 
     def __init__(self, lr: float, max_grad_norm: float | None = None) -> None:
-        positive = is_real(max_grad_norm) and max_grad_norm > 0
-        if max_grad_norm is not None and not positive:
-            raise ValueError(at_user_line(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}"))
         if isinstance(lr, list | tuple | Iterator):
             raise ValueError(at_user_line(
                 f"{type(self).__name__}: the first argument is the learning rate; a Trainer hands the optimiser "
                 f"the model's parameters (Trainer(env, model, optimizer={type(self).__name__}(lr=...)))"))
         self.initial_lr = hyperparameter(type(self).__name__, "lr", lr)
-        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.max_grad_norm = None if max_grad_norm is None else positive(type(self).__name__, "max_grad_norm",
+                                                                         max_grad_norm)
         self.environment: Any = None
         self.lr_parameter: Parameter | None = None
         self.state: dict[str, Parameter] = {}
