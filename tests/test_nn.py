@@ -604,12 +604,16 @@ def test_trainer_input_validation(env: dc.Environment) -> None:
     trainer, x, y = _small_trainer(env, optim.SGD(0.1))
     before = _weights(env, trainer)
     for batch_size in (0, -1):
-        with pytest.raises(ValueError, match=f"fit: batch_size must be a positive integer, not {batch_size}"):
+        with pytest.raises(ValueError, match=f"fit: batch_size must be at least 1, got {batch_size}"):
             trainer.fit(x, y, batch_size=batch_size, progress=False)
-        with pytest.raises(ValueError, match="evaluate: batch_size must be a positive integer"):
+        with pytest.raises(ValueError, match="evaluate: batch_size must be at least 1"):
             trainer.evaluate(x, y, batch_size=batch_size)
-        with pytest.raises(ValueError, match="predict: batch_size must be a positive integer"):
+        with pytest.raises(ValueError, match="predict: batch_size must be at least 1"):
             trainer.predict(x, batch_size=batch_size)
+    with pytest.raises(TypeError, match=r"fit: batch_size must be an int, got 32\.0"):
+        trainer.fit(x, y, batch_size=32.0, progress=False)
+    with pytest.raises(TypeError, match=r"fit: initial_epoch must be an int, got 1\.0"):
+        trainer.fit(x, y, epochs=3, initial_epoch=1.0, progress=False)
     with pytest.raises(ValueError, match="fit: x and y hold no examples"):
         trainer.fit(x[:0], y[:0], progress=False)
     with pytest.raises(ValueError, match="evaluate: x and y hold no examples"):

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from descent import arguments
-from descent.arguments import is_integer
+from descent.arguments import is_integer, natural
 from descent.errors import at_user_line, user_location
 from descent.graph import losses, ops, reductions
 from descent.graph.array import Array
@@ -165,14 +165,14 @@ class Trainer:
         that wrote it. Returns one dict of metrics per epoch."""
         if self.optimizer is None:
             raise ValueError(at_user_line("Trainer.fit needs an optimizer: pass optimizer=... to Trainer(...)"))
-        if not _is_count(epochs):
+        if not is_integer(epochs) or epochs < 1:
             raise ValueError(at_user_line(
                 f"fit: epochs is the epoch to stop after and must be an integer of at least 1, got {epochs!r}"))
-        if not 0 <= initial_epoch < epochs:
+        if not natural("fit", "initial_epoch", initial_epoch) < epochs:
             raise ValueError(at_user_line(
                 f"fit: initial_epoch {initial_epoch} must be at least 0 and below epochs {epochs}, the epoch "
                 "to stop after (as Keras: fit(epochs=10, initial_epoch=4) trains epochs 5 to 10)"))
-        _check_batch_size("fit", batch_size)
+        batch_size = natural("fit", "batch_size", batch_size, least=1)
         seed = arguments.seed("fit", seed)
         if y is None and isinstance(x, np.ndarray):
             raise ValueError(at_user_line(
@@ -245,7 +245,7 @@ class Trainer:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> dict[str, float]:
         """Mean loss (and accuracy for classification) over (x, y) with the test graph (no dropout)."""
-        _check_batch_size("evaluate", batch_size)
+        batch_size = natural("evaluate", "batch_size", batch_size, least=1)
         x, y = _examples("evaluate", x, y)
         self._check_examples("evaluate", "evaluate", x, y, batch_size)
         self._reset_metrics("evaluate")
@@ -257,7 +257,7 @@ class Trainer:
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """The model's outputs for x, with the test graph; an empty x gives an empty result of the
         output's trailing shape."""
-        _check_batch_size("predict", batch_size)
+        batch_size = natural("predict", "batch_size", batch_size, least=1)
         x = np.asarray(x)
         if x.ndim == 0:
             raise ValueError(at_user_line(f"predict: x must be an array of examples, not a scalar {x!r}"))
@@ -343,16 +343,6 @@ def _step_seed(seed: int, step: int) -> int:
 
 def _dtype_name(array: np.ndarray) -> str:
     return data_dtype(array.dtype).name
-
-
-def _is_count(value: Any) -> bool:
-    """An integer (Python or numpy, not a bool) of at least 1."""
-    return is_integer(value) and value >= 1
-
-
-def _check_batch_size(where: str, batch_size: int) -> None:
-    if not _is_count(batch_size):
-        raise ValueError(at_user_line(f"{where}: batch_size must be a positive integer, not {batch_size!r}"))
 
 
 def _examples(where: str, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
