@@ -341,8 +341,14 @@ def test_conv_shape_errors(env: dc.Environment) -> None:
     with pytest.raises(dc.ShapeError, match=r"avg_pool1d: kernel 9 \(dilation 1, padding 0\) does not fit"):
         env.build_graph(lambda s: dc.avg_pool1d(s.read(signal), 9))
     transposed = env.parameter("conv_err_transposed", (4, 2, 3))
-    with pytest.raises(dc.ShapeError, match="conv_transpose1d: groups must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="conv_transpose1d: groups must be at least 1, got 0"):
         env.build_graph(lambda s: dc.conv_transpose1d(s.read(signal), s.read(transposed), groups=0))
+    for groups in (2.0, True):  # PyTorch: TypeError; 2.0 reached a reshape, True became one group
+        with pytest.raises(TypeError, match=f"conv2d: groups must be an int, got {groups}"):
+            env.build_graph(lambda s, groups=groups: dc.conv2d(s.read(x), s.read(w), groups=groups))
+        with pytest.raises(TypeError, match=f"conv_transpose1d: groups must be an int, got {groups}"):
+            env.build_graph(lambda s, groups=groups: dc.conv_transpose1d(s.read(signal), s.read(transposed),
+                                                                         groups=groups))
     with pytest.raises(dc.ShapeError, match=r"conv_transpose2d: output_padding \(0, 2\) must be smaller than"):
         env.build_graph(lambda s: dc.conv_transpose2d(s.read(x), s.read(w)[:4], stride=2, output_padding=(0, 2)))
     strided = evaluate(env, lambda a, k: dc.conv1d(a, k, stride=np.int64(2)), np.ones((1, 4, 8), np.float32),

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.arguments import is_integer, is_real
+from descent.arguments import is_integer, is_real, natural
 from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
@@ -70,14 +70,15 @@ def _same(x: Array, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> tuple
 def _check_conv(op: str, x: Array, w: Array, bias: Array | None, groups: int, spatial: int) -> None:
     """Shapes of a convolution's operands: x (N, C, *S), w (O, C // groups, *K), bias (O,)."""
     layout = "NCL, OIK" if spatial == 1 else "NCHW, OIHW"
+    natural(op, "groups", groups, least=1)
     if x.ndim != 2 + spatial or w.ndim != 2 + spatial:
         raise ShapeError(at_user_line(
             f"{op}: input {x.shape} and weight {w.shape} must both be {2 + spatial}-D ({layout})"))
     c, (o, cg) = x.shape[1], w.shape[:2]
-    if groups < 1 or c != cg * groups or o % groups:
+    if c != cg * groups or o % groups:
         kernel = "K" if spatial == 1 else "KH, KW"
         raise ShapeError(at_user_line(
-            f"{op}: input {x.shape} with {groups} group(s) needs weight (O, {c // max(groups, 1)}, {kernel}) "
+            f"{op}: input {x.shape} with {groups} group(s) needs weight (O, {c // groups}, {kernel}) "
             f"with O divisible by {groups}; got weight {w.shape}"))
     _check_bias(op, bias, o)
 
@@ -101,8 +102,7 @@ def _check_fits(op: str, x: Array, kernel: tuple[int, ...], padding: tuple[int, 
 def _check_transpose_settings(op: str, groups: int, output_padding: tuple[int, ...], stride: tuple[int, ...],
                               dilation: tuple[int, ...]) -> None:
     """Groups of at least one, and output padding below the stride or the dilation, as PyTorch."""
-    if groups < 1:
-        raise ShapeError(at_user_line(f"{op}: groups must be at least 1, got {groups}"))
+    natural(op, "groups", groups, least=1)
     if any(p >= max(s, d) for p, s, d in zip(output_padding, stride, dilation)):
         raise ShapeError(at_user_line(f"{op}: output_padding {output_padding} must be smaller than the stride "
                                       f"{stride} or the dilation {dilation}"))
