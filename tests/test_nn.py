@@ -678,6 +678,59 @@ def test_trainer_and_checkpoint_errors_name_the_user_line(env: dc.Environment, t
         trainer.load(tmp_path / "other.npz")
 
 
+def test_trainer_refuses_a_model_it_cannot_train(env: dc.Environment) -> None:
+    unbuilt = nn.Sequential(nn.Dense(2, 2))
+    adam = optim.Adam(0.1)
+    with pytest.raises(dc.GraphError, match=r"the model is not built \(its Dense has no parameters yet\): call "
+                                            r"model.build\(env\) before making its Trainer\n  at .*test_nn"):
+        nn.Trainer(env, unbuilt, loss=dc.mse, optimizer=adam)  # it died in fit with KeyError: 'adam.m.0.weight'
+    nn.Trainer(env, unbuilt.build(env, name=f"late{next(_uid)}"), loss=dc.mse, optimizer=adam)  # adam is unused
+    other = nn.Sequential(nn.Dense(2, 2)).build(dc.Environment())
+    with pytest.raises(dc.GraphError, match="the model was built in another Environment than the Trainer's env"):
+        nn.Trainer(env, other, loss=dc.mse)
+
+
+def test_checkpoint_errors_say_each_thing_once_and_point_to_model_only(env: dc.Environment, tmp_path) -> None:
+    trainer, x, y = _small_trainer(env, optim.Adam(0.01))
+    (tmp_path / "notes.npz").write_text("a text file")
+    with pytest.raises(nn.CheckpointError) as info:
+        trainer.load(tmp_path / "notes.npz")
+    assert str(info.value).count("not loaded") == 1 and "corrupt" not in str(info.value)  # it was wrapped twice
+    np.savez(tmp_path / "empty.npz")  # a valid archive of nothing: its entries are missing, it is not "not an .npz"
+    with pytest.raises(nn.CheckpointError, match=r"does not fit:\n  missing from the checkpoint: '0.bias'"):
+        trainer.load(tmp_path / "empty.npz")
+    weights_only, _, _ = _small_trainer(env)
+    weights_only.save(tmp_path / "weights.npz")
+    with pytest.raises(nn.CheckpointError, match=r"missing from the checkpoint: 'adam.lr'(.|\n)*"
+                                                 r"\(Trainer.load\(path, model_only=True\) restores only"):
+        trainer.load(tmp_path / "weights.npz")
+    trainer.load(tmp_path / "weights.npz", model_only=True)
+
+
+def test_a_model_part_named_as_the_optimiser_state_is_refused_not_dropped(env: dc.Environment, tmp_path) -> None:
+    class Scaled(nn.Module):
+        def create(self, env: dc.Environment, rng: np.random.Generator) -> None:
+            self.parameter(env, "lr", np.full((2,), 5.0, np.float32))
+
+        def forward(self, s: dc.Scope, x: dc.Array) -> dc.Array:
+            return x * s.read(self.lr)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add("adam", Scaled())
+
+        def forward(self, s: dc.Scope, x: dc.Array) -> dc.Array:
+            return self._children["adam"](s, x)
+
+    model = Net().build(env, name=f"clash{next(_uid)}")
+    trainer = nn.Trainer(env, model, loss=dc.mse, optimizer=optim.Adam(0.01))
+    with pytest.raises(dc.GraphError, match=r"the model's \['adam.lr'\] would be saved under the same name\(s\) as "
+                                            r"the optimiser's state; rename the part of the model called 'adam'"):
+        trainer.save(tmp_path / "clash.npz")  # adam.lr, a (2,) parameter, was overwritten by the learning rate
+    assert not (tmp_path / "clash.npz").exists()
+
+
 def test_checkpoint_mode_npy_and_directory(env: dc.Environment, tmp_path) -> None:
     trainer, x, _ = _small_trainer(env)
     old_umask = os.umask(0o027)

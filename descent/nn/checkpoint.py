@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,13 @@ def _new_file_mode() -> int:
 
 
 def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
-         ignore_extra: bool = False, counts: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+         ignore_extra: bool = False, counts: dict[str, tuple[int, ...]] | None = None,
+         optimizer_state: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Read `path` into the parameters, after checking that names, shapes and dtypes all match
     (entries the model lacks are allowed with `ignore_extra`; metadata named in `counts` must be
     integers of that shape); on any mismatch nothing is written and the error lists every
-    difference. Returns the checkpoint's metadata entries."""
+    difference, pointing to model_only where the entries that differ are optimiser state
+    (`optimizer_state` names it) or entries the model lacks. Returns the checkpoint's metadata entries."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(at_user_line(f"checkpoint {path} does not exist"))
@@ -91,7 +94,7 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
     try:
         with open(path, "rb") as file:
             start = file.read(6)
-        if not start.startswith((b"PK\x03\x04", b"\x93NUMPY")):  # numpy would read anything else as a pickle
+        if not start.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):  # numpy reads others as pickles
             raise CheckpointError(at_user_line(
                 f"checkpoint {path} is not an .npz archive (it starts with {start!r}); it was not loaded and the "
                 "parameters are unchanged"))
@@ -99,6 +102,8 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
         if isinstance(stored, np.lib.npyio.NpzFile):
             with stored:
                 arrays = {name: stored[name] for name in stored.files}
+    except CheckpointError:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
         raise CheckpointError(at_user_line(
             f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
@@ -118,7 +123,8 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
         if name in metadata and (metadata[name].shape != shape or metadata[name].dtype.kind not in "iu"):
             problems.append(f"'{name}': checkpoint has {metadata[name].dtype} of shape {metadata[name].shape}, "
                             f"not integers of shape {shape}")
-    for name in sorted(set(parameters) - set(arrays)):
+    missing = sorted(set(parameters) - set(arrays))
+    for name in missing:
         problems.append(f"missing from the checkpoint: '{name}' {parameters[name].shape}")
     for name in sorted(set(arrays) - set(parameters)) if not ignore_extra else ():
         problems.append(f"not in the model: '{name}' {arrays[name].shape}")
@@ -129,8 +135,9 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
         elif np.dtype(arrays[name].dtype) != np.dtype(expected.dtype.numpy) and expected.dtype.name != "bool":
             problems.append(f"'{name}': checkpoint has dtype {arrays[name].dtype}, the model {expected.dtype.name}")
     if problems:
+        only_state = bool(missing) and set(missing) <= set(optimizer_state)
         hint = ("\n  (Trainer.load(path, model_only=True) restores only the model's parameters)"
-                if any(problem.startswith("not in the model") for problem in problems) else "")
+                if only_state or any(problem.startswith("not in the model") for problem in problems) else "")
         raise CheckpointError(at_user_line(f"checkpoint {path} does not fit:\n  " + "\n  ".join(problems) + hint))
     for name, parameter in parameters.items():
         env.write(parameter, arrays[name])

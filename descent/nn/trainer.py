@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from descent import arguments
 from descent.arguments import is_integer, natural
-from descent.errors import at_user_line, user_location
+from descent.errors import GraphError, at_user_line, user_location
 from descent.graph import losses, ops, reductions
 from descent.graph.array import Array
 from descent.graph.dtype import data_dtype
@@ -281,7 +281,13 @@ class Trainer:
         loads into the same architecture built under another name or from other parts."""
         named = self.model.state_parameters()
         if self.optimizer is not None and not model_only:
-            named.update(self.optimizer.named_state({p.name: path for path, p in named.items()}))
+            state = self.optimizer.named_state({p.name: path for path, p in named.items()})
+            clashes = sorted(set(named) & set(state))
+            if clashes:
+                raise GraphError(at_user_line(
+                    f"checkpoint: the model's {clashes} would be saved under the same name(s) as the optimiser's "
+                    f"state; rename the part of the model called '{clashes[0].split('.')[0]}'"))
+            named.update(state)
         return named
 
     @property
@@ -299,8 +305,9 @@ class Trainer:
         """Restore a checkpoint; `model_only` restores just the model (optimiser state and counts are
         ignored)."""
         named = self.checkpoint_parameters(model_only)
+        state = set(named) - set(self.model.state_parameters())
         metadata = checkpoint.load(self.env, named, path, ignore_extra=model_only,
-                                   counts={} if model_only else {_COUNTS: (2,)})
+                                   counts={} if model_only else {_COUNTS: (2,)}, optimizer_state=state)
         if not model_only and _COUNTS in metadata:
             self._epochs_trained, self._steps_trained = (int(count) for count in metadata[_COUNTS])
 
@@ -314,6 +321,12 @@ def _check_arguments(env: Any, model: Any, loss: Any, optimizer: Any) -> None:
         raise TypeError(at_user_line(f"Trainer: env must be a descent Environment, got {env!r}"))
     if not isinstance(model, Module):
         raise TypeError(at_user_line(f"Trainer: model must be a descent.nn Module, got {model!r}"))
+    unbuilt = [m for m in model._modules() if not m._built and type(m).create is not Module.create]
+    if unbuilt:
+        raise GraphError(at_user_line(f"Trainer: the model is not built (its {type(unbuilt[0]).__name__} has no "
+                                      "parameters yet): call model.build(env) before making its Trainer"))
+    if any(p.environment is not env for p in model.parameters()):
+        raise GraphError(at_user_line("Trainer: the model was built in another Environment than the Trainer's env"))
     if not callable(loss) or isinstance(loss, type):
         raise TypeError(at_user_line(f"Trainer: loss must be a function such as dc.mse, got {loss!r}"))
     if isinstance(optimizer, type):
