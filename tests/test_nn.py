@@ -306,6 +306,24 @@ def test_max_grad_norm_matches_torch_clip_grad_norm(factories) -> None:
         np.testing.assert_allclose(env.read(ours), theirs.detach().numpy(), rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("betas", [(0.9, 0.99999), (0.0, 0.9999), (0.99999, 0.999)])
+def test_adam_bias_correction_is_exact_for_betas_near_one(env: dc.Environment, betas: tuple[float, float]) -> None:
+    """With gradient 1 and eps 0 each Adam step moves a weight by exactly lr. The corrections were
+    1 - pow(beta, step) in float32: 7e-4 off at beta2 = 0.99999 (descent moved 1.0006785)."""
+    weight = env.parameter(f"adam_exact_{betas}", (1,))
+    adam = optim.Adam(1.0, betas=betas, eps=0.0)
+    adam.build(env, [weight])
+    graph = env.build_graph(lambda s: adam.update(s, [weight], [s.read(weight)], [s.constant(1.0, dc.float32)
+                                                                                 + s.read(weight) * 0.0]))
+    tracked = torch.zeros(1, requires_grad=True)
+    reference = torch.optim.Adam([tracked], lr=1.0, betas=betas, eps=0.0)
+    for _ in range(3):
+        env.run(graph)
+        tracked.grad = torch.ones(1)
+        reference.step()
+        np.testing.assert_allclose(env.read(weight), tracked.detach().numpy(), rtol=3e-7)
+
+
 def test_clipped_amsgrad_adamw_of_a_deep_model_matches_torch() -> None:
     """Clipping makes every update wait for the global norm, so all of a deep model's updates fall
     on one level: they must still fit the device's bindings (lavapipe allows 32) and match torch."""
