@@ -47,6 +47,13 @@ def positive(owner: str, name: str, value: Any) -> float:
     return float(value)
 
 
+def flag(owner: str, name: str, value: Any) -> bool:
+    """A switch given as True or False (a numpy bool too): a string such as "no" would switch it on."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(at_user_line(f"{owner}: {name} must be True or False, got {value!r}"))
+    return bool(value)
+
+
 def seed(owner: str, value: Any) -> int:
     """A random seed: any int (negative too, as numpy's generators take it) reduced to numpy's [0, 2**64)."""
     if not is_integer(value):

@@ -8,6 +8,7 @@ of tiny gradients)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import os
 import stat
@@ -632,6 +633,10 @@ def test_trainer_input_validation(env: dc.Environment) -> None:
         trainer.fit(x, y, batch_size=32.0, progress=False)
     with pytest.raises(TypeError, match=r"fit: initial_epoch must be an int, got 1\.0"):
         trainer.fit(x, y, epochs=3, initial_epoch=1.0, progress=False)
+    with pytest.raises(TypeError, match=r"fit: schedule must be .*; got StepLR\(...\), not the class\n  at"):
+        trainer.fit(x, y, schedule=optim.StepLR, progress=False)  # "takes from 2 to 3 positional arguments"
+    with pytest.raises(TypeError, match=r"fit: schedule must be .*; got 0\.1"):
+        trainer.fit(x, y, schedule=0.1, progress=False)
     with pytest.raises(ValueError, match="fit: x and y hold no examples"):
         trainer.fit(x[:0], y[:0], progress=False)
     with pytest.raises(ValueError, match="evaluate: x and y hold no examples"):
@@ -902,16 +907,38 @@ def test_a_second_unnamed_model_gets_a_name_and_a_failed_build_leaves_nothing(en
     (lambda: optim.SGD(0.1, momentum=0.9, dampening="x"), r"SGD: dampening must be a finite number"),
     (lambda: optim.Adam(iter([])),  # PyTorch's Adam(model.parameters())
      r"Adam: the first argument is the learning rate; a Trainer hands the optimiser the model's parameters"),
+    (lambda: optim.SGD([], lr=0.1),  # it was Python's "got multiple values for argument 'lr'"
+     r"SGD: the first argument is the learning rate; a Trainer hands the optimiser the model's parameters"),
     (lambda: optim.SGD(weight_decay=float("inf")), r"SGD: weight_decay must be"),
     (lambda: optim.RMSprop(alpha="0.9"), r"RMSprop: alpha must be"),
     (lambda: optim.Adagrad(lr_decay=-1), r"Adagrad: lr_decay must be"),
     (lambda: optim.SGD().set_lr(float("nan")), r"SGD: lr must be"),
 ], ids=["nan lr", "negative lr", "eps", "beta 1", "one beta", "momentum", "momentum before nesterov",
-        "dampening above 1", "dampening text", "parameters as lr", "decay", "alpha", "lr_decay", "set_lr"])
+        "dampening above 1", "dampening text", "parameters as lr", "parameters and lr", "decay", "alpha", "lr_decay",
+        "set_lr"])
 def test_optimiser_hyperparameters_are_checked(make, message: str) -> None:
     """As torch.optim's: Adam(lr=nan) trained to NaN and SGD(momentum=-0.5) uphill, silently."""
     with pytest.raises(ValueError, match=message + r".*\n  at .*test_nn"):
         make()
+
+
+def test_optimiser_defaults_are_pytorch_s() -> None:
+    for ours, theirs in ((optim.SGD, torch.optim.SGD), (optim.Adam, torch.optim.Adam), (optim.AdamW, torch.optim.AdamW),
+                         (optim.RMSprop, torch.optim.RMSprop), (optim.Adagrad, torch.optim.Adagrad)):
+        defaults = {name: p.default for name, p in inspect.signature(theirs).parameters.items()}
+        for name, parameter in inspect.signature(ours).parameters.items():
+            if name in defaults and name != "max_grad_norm":
+                assert parameter.default == defaults[name], (ours.__name__, name)  # SGD's lr was 0.01, not 1e-3
+
+
+def test_optimiser_switches_take_only_bools() -> None:
+    for make, name in ((lambda v: optim.Adam(amsgrad=v), "Adam: amsgrad"),
+                       (lambda v: optim.RMSprop(centered=v), "RMSprop: centered"),
+                       (lambda v: optim.SGD(0.1, momentum=0.9, nesterov=v), "SGD: nesterov")):
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got 'no'" + r"\n  at .*test_nn"):
+            make("no")  # it switched AMSGrad and centring on
+        assert make(np.True_) is not None and make(False) is not None
+    assert optim.Adam(amsgrad=np.True_).amsgrad is True
 
 
 def test_trainer_arguments_and_seeds(env: dc.Environment, tmp_path) -> None:

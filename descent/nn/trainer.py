@@ -174,6 +174,10 @@ class Trainer:
                 "to stop after (as Keras: fit(epochs=10, initial_epoch=4) trains epochs 5 to 10)"))
         batch_size = natural("fit", "batch_size", batch_size, least=1)
         seed = arguments.seed("fit", seed)
+        if isinstance(schedule, type) or not (schedule is None or callable(schedule)):
+            shown = f"{schedule.__name__}(...), not the class" if isinstance(schedule, type) else repr(schedule)
+            raise TypeError(at_user_line(f"fit: schedule must be a schedule such as optim.CosineLR(), "
+                                         f"a function (initial_lr, epoch, epochs) -> lr; got {shown}"))
         if y is None and isinstance(x, np.ndarray):
             raise ValueError(at_user_line(
                 "fit: y is needed when x is an array; call fit(x, y), or pass x as an iterable of (x, y) batches"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from descent.arguments import flag
 from descent.errors import at_user_line
 from descent.graph import ops
 from descent.graph.array import Array
@@ -27,7 +28,7 @@ class Adam(Optimizer):
         self.betas = tuple(hyperparameter(name, f"betas[{k}]", beta, high=1.0) for k, beta in enumerate(betas))
         self.eps = hyperparameter(name, "eps", eps)
         self.weight_decay = hyperparameter(name, "weight_decay", weight_decay)
-        self.amsgrad = amsgrad
+        self.amsgrad = flag(name, "amsgrad", amsgrad)
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)

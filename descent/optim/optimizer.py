@@ -32,11 +32,16 @@ class Optimizer:
 
     prefix = "optim"
 
-    def __init__(self, lr: float, max_grad_norm: float | None = None) -> None:
-        if isinstance(lr, list | tuple | Iterator):
+    def __new__(cls, *args: Any, **kwargs: Any) -> Optimizer:
+        """Refuse PyTorch's Optimizer(model.parameters(), lr=...) by name, before Python's "got multiple
+        values for argument 'lr'"."""
+        if args and isinstance(args[0], list | tuple | Iterator | dict):
             raise ValueError(at_user_line(
-                f"{type(self).__name__}: the first argument is the learning rate; a Trainer hands the optimiser "
-                f"the model's parameters (Trainer(env, model, optimizer={type(self).__name__}(lr=...)))"))
+                f"{cls.__name__}: the first argument is the learning rate; a Trainer hands the optimiser "
+                f"the model's parameters (Trainer(env, model, optimizer={cls.__name__}(lr=...)))"))
+        return super().__new__(cls)
+
+    def __init__(self, lr: float, max_grad_norm: float | None = None) -> None:
         self.initial_lr = hyperparameter(type(self).__name__, "lr", lr)
         self.max_grad_norm = None if max_grad_norm is None else positive(type(self).__name__, "max_grad_norm",
                                                                          max_grad_norm)

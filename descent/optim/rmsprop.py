@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from descent.arguments import flag
 from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
@@ -21,7 +22,8 @@ class RMSprop(Optimizer):
         super().__init__(lr, max_grad_norm)
         self.alpha, self.eps = hyperparameter("RMSprop", "alpha", alpha), hyperparameter("RMSprop", "eps", eps)
         self.weight_decay = hyperparameter("RMSprop", "weight_decay", weight_decay)
-        self.momentum, self.centered = hyperparameter("RMSprop", "momentum", momentum), centered
+        self.momentum, self.centered = hyperparameter("RMSprop", "momentum", momentum), flag("RMSprop", "centered",
+                                                                                                 centered)
 
     def create_state(self, env: Any, parameter: Parameter) -> None:
         self.state_parameter(env, "square_avg", parameter)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from descent.arguments import flag
 from descent.errors import at_user_line
 from descent.graph import ops
 from descent.graph.array import Array
@@ -16,7 +17,7 @@ from descent.optim.optimizer import Optimizer, hyperparameter
 class SGD(Optimizer):
     prefix = "sgd"
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+    def __init__(self, lr: float = 1e-3, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, dampening: float = 0.0, max_grad_norm: float | None = None) -> None:
         """`dampening` scales the gradient added to the velocity by 1 - dampening, from the second
         step on (the first step's velocity is the gradient, as PyTorch's)."""
@@ -26,8 +27,7 @@ class SGD(Optimizer):
         self.dampening = hyperparameter("SGD", "dampening", dampening)
         if self.dampening > 1:
             raise ValueError(at_user_line(f"SGD: dampening must be in [0, 1], got {dampening!r}"))
-        if not isinstance(nesterov, bool):
-            raise ValueError(at_user_line(f"SGD: nesterov must be True or False, got {nesterov!r}"))
+        nesterov = flag("SGD", "nesterov", nesterov)
         if nesterov and (self.momentum <= 0 or self.dampening):
             raise ValueError(at_user_line("SGD: Nesterov momentum needs momentum > 0 and no dampening"))
         self.nesterov = nesterov
