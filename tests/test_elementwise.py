@@ -204,6 +204,21 @@ def test_float_floor_divide_and_remainder_exactly_as_numpy(env: dc.Environment) 
     np.testing.assert_array_equal(evaluate(env, lambda x, y: x % y, a, b), a % b)
 
 
+def test_float_remainder_beyond_two_to_the_24_is_numpy_s_exact_fmod(env: dc.Environment) -> None:
+    """Where |a / b| >= 2 ** 24 the remainder comes from the mantissas in integers, exact as numpy's
+    fmod: it was a - b * floor(a / b) rounded (1e9 % 6.2831855 gave -64, 123456789 % 7 gave 8)."""
+    a = (rng.uniform(1, 2, 3000) * 10.0 ** rng.integers(7, 38, 3000) * rng.choice([-1, 1], 3000)).astype(np.float32)
+    b = (rng.uniform(1, 2, 3000) * 10.0 ** rng.integers(-30, 3, 3000) * rng.choice([-1, 1], 3000)).astype(np.float32)
+    a[:4], b[:4] = [1e9, 123456789.0, 1e20, -3e38], [6.2831855, 7.0, 1e-30, 1e-3]
+    with np.errstate(over="ignore"):
+        wide = np.abs(a / b) >= 2 ** 24
+    assert wide.mean() > 0.9
+    ours = evaluate(env, lambda x, y: x % y, a, b)
+    np.testing.assert_array_equal(ours, np.remainder(a, b))
+    np.testing.assert_array_equal(np.signbit(ours), np.signbit(np.remainder(a, b)))
+    assert np.all(np.abs(ours) < np.abs(b))
+
+
 def test_arithmetic_at_special_values_as_numpy(env: dc.Environment) -> None:
     """Every float binary op over a grid of signed zeros, infinities and NaN; `//` and `%` keep
     numpy's signs too (x % inf is x where the signs agree, inf where they differ; a zero remainder

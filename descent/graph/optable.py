@@ -131,7 +131,7 @@ uint descent_floor_divide(uint a, uint b) {
 
 float descent_rest(float a, float b, float quotient) {
     precise float product = b * quotient;
-    if (abs(quotient) > 16777216.0 || abs(b) > 1e34) {
+    if (abs(b) > 1e34) {
         return a - product;
     }
     precise float b_split = 4097.0 * b;
@@ -145,6 +145,23 @@ float descent_rest(float a, float b, float quotient) {
     return rest;
 }
 
+float descent_fmod_wide(float a, float b) {
+    int a_exponent;
+    int b_exponent;
+    float a_mantissa = frexp(abs(a), a_exponent);
+    float b_mantissa = frexp(abs(b), b_exponent);
+    uint divisor = uint(b_mantissa * 16777216.0);
+    uint rest = uint(a_mantissa * 16777216.0) % divisor;
+    int shift = a_exponent - b_exponent;
+    while (shift > 0) {
+        int step = min(shift, 8);
+        rest = (rest << uint(step)) % divisor;
+        shift -= step;
+    }
+    float magnitude = ldexp(float(rest), b_exponent - 24);
+    return a < 0.0 ? -magnitude : magnitude;
+}
+
 float descent_divmod(float a, float b, out float rest) {
     if (b == 0.0 || isinf(a) || isnan(a) || isnan(b)) {
         rest = uintBitsToFloat(0x7fc00000u);
@@ -156,6 +173,11 @@ float descent_divmod(float a, float b, out float rest) {
         return opposite ? -1.0 : a / b;
     }
     float quotient = floor(a / b);
+    if (abs(quotient) > 16777216.0) {
+        float wide = descent_fmod_wide(a, b);
+        rest = wide != 0.0 && (wide < 0.0) != (b < 0.0) ? wide + b : wide;
+        return quotient;
+    }
     rest = descent_rest(a, b, quotient);
     if (rest != 0.0 && (rest < 0.0) != (b < 0.0)) {
         quotient -= 1.0;
