@@ -339,3 +339,16 @@ def test_cpu_direct_matmul_edges(env: dc.Environment, a_shape, b_shape) -> None:
     expected = a.astype(np.float64) @ b
     assert np.isinf(expected[..., 1, :]).all() and np.isinf(expected[..., 2]).all()
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(a_shape[-1]))
+
+
+def test_products_over_an_empty_shared_axis_are_zeros_as_numpy(env: dc.Environment) -> None:
+    """x.T @ x with x (0, 3) failed in codegen (ZeroDivisionError in the transposed view's index)."""
+    x = np.zeros((0, 3), np.float32)
+    y = np.zeros((0, 2), np.float32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: a.T @ a + 1.0, x), x.T @ x + 1.0)
+    np.testing.assert_array_equal(evaluate(env, lambda a, b: a.T @ b, x, y), np.zeros((3, 2)))
+    z = np.zeros((2, 0, 3), np.float32)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.einsum("ijk,ijl->kl", a, a), z), np.zeros((3, 3)))
+    gradient = evaluate(env, lambda a, b: a.scope.grad(dc.sum((a @ b + 1.0) ** 2), [b])[0],
+                        np.ones((4, 0), np.float32), np.ones((0, 3), np.float32))
+    assert gradient.shape == (0, 3)

@@ -40,7 +40,9 @@ def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
     target = max(split.MATMUL_OUTPUTS, outputs * -(-depth // split.MATMUL_LONG_FOLD))  # chunks within the fold
     parts = split.chunks(outputs, depth, target, split.MATMUL_MIN_CHUNK, unit)
     few_outputs = outputs < split.MATMUL_SPLIT_BELOW and outputs * depth >= split.MATMUL_MIN_WORK
-    if parts > 1 and (few_outputs or depth > split.MATMUL_LONG_FOLD):
+    if depth == 0:  # a sum of nothing; a view of no elements has no index arithmetic to load through
+        result = ops.broadcast_to(scope.constant(0.0, float32), batch + (m, n))
+    elif parts > 1 and (few_outputs or depth > split.MATMUL_LONG_FOLD):
         result = _split_depth(scope, left, right, batch, parts)
     else:
         result = scope.add("matmul", batch + (m, n), float32, (left.node_id, right.node_id))
