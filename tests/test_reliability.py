@@ -201,6 +201,15 @@ def test_uploaded_index_inputs_are_checked_every_run(env) -> None:
     graph = env.build_graph(lambda s: s.write(vectors, embedding(s, s.read(tokens))), inputs=[tokens])
     with pytest.raises(IndexError, match="index 4 in 'checked_tokens'"):
         env.run(graph, {tokens: np.array([3, 4], np.uint32)})
+    rows = env.parameter("checked_rows", (2,), "uint32")  # 2**32 - 2 passed as -2 once cast to int32
+    graph = env.build_graph(lambda s: s.write(vectors, dc.take(s.read(table), s.read(rows))), inputs=[rows])
+    with pytest.raises(IndexError, match=r"index 4294967294 in 'checked_rows' \(element 1\) is out of range"):
+        env.run(graph, {rows: np.array([1, 2**32 - 2], np.uint32)})
+    sums = env.parameter("checked_sums", (5, 2))
+    graph = env.build_graph(lambda s: s.write(sums, dc.scatter_add(s.read(vectors), s.read(rows), 5)), inputs=[rows])
+    with pytest.raises(IndexError, match=r"index 4294967295 in 'checked_rows' \(element 0\) is out of range"):
+        env.run(graph, {rows: np.array([2**32 - 1, 0], np.uint32)})
+    env.run(graph, {rows: np.array([4, 0], np.uint32)})
 
 
 def test_only_the_indices_an_op_reads_through_views_are_checked(env) -> None:

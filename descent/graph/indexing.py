@@ -15,9 +15,13 @@ def _index_view(outer: tuple[int, ...], indices: tuple[int, ...], inner: tuple[i
     return View(outer + indices + inner, strides, 0)
 
 
-def _check_indices(op: str, indices: Array) -> Array:
+def _check_indices(op: str, indices: Array, low: int | None = None, high: int = 0, what: str = "") -> Array:
+    """`indices` as int32, after requiring [low, high) of them as given (a uint32 index of 2**32 - 2
+    is out of range, not -2)."""
     if indices.dtype.is_float or indices.dtype.name == "bool":
         raise DTypeError(at_user_line(f"{op}: indices must be int32 or uint32, not {indices.dtype.name}"))
+    if low is not None:
+        indices.scope.require_range(indices, low, high, what)
     return ops.astype(indices, int32)
 
 
@@ -25,16 +29,16 @@ def take(x: Array, indices: Array, axis: int | None = 0) -> Array:
     """Elements of `x` at `indices` along `axis` (numpy.take; axis None takes from x flattened);
     negative indices count from the end. The result has shape x.shape[:axis] + indices.shape +
     x.shape[axis + 1:]."""
-    indices = _check_indices("take", ops.as_array(indices, x.scope))
+    indices = ops.as_array(indices, x.scope)
     if axis is None:
         x, axis = ops.reshape(x, (x.size,)), 0
     axis = ops._axis(axis, x.ndim, "take")
     if x.shape[axis] == 0 and indices.size:
         raise IndexError(at_user_line(f"take: cannot take from axis {axis} of shape {x.shape}, which has no elements"))
+    indices = _check_indices("take", indices, -x.shape[axis], x.shape[axis], f"an axis of size {x.shape[axis]}")
     outer, inner = x.shape[:axis], x.shape[axis + 1 :]
     shape = outer + indices.shape + inner
     view = _index_view(outer, indices.shape, inner)
-    x.scope.require_range(indices, -x.shape[axis], x.shape[axis], f"an axis of size {x.shape[axis]}")
     return x.scope.add("gather", shape, x.dtype, (x.node_id, indices.node_id), {"axis": axis, "index_view": view})
 
 
@@ -44,7 +48,8 @@ gather = take
 def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Array:
     """The transpose of `take`: an array whose axis `axis` has `size` elements, where element k sums
     every slice of `values` whose index is k. Duplicate indices accumulate."""
-    indices = _check_indices("scatter_add", ops.as_array(indices, values.scope))
+    indices = ops.as_array(indices, values.scope)
+    _check_indices("scatter_add", indices)
     axis = ops._axis(axis, values.ndim - indices.ndim + 1, "scatter_add")
     outer = values.shape[:axis]
     inner = values.shape[axis + indices.ndim :]
@@ -57,7 +62,7 @@ def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Arra
     if numel(shape) == 0:
         raise ShapeError(at_user_line(f"scatter_add: empty result shape {shape}"))
     view = _index_view(outer, indices.shape, inner)
-    values.scope.require_range(indices, -int(size), int(size), f"an axis of size {int(size)}")
+    indices = _check_indices("scatter_add", indices, -int(size), int(size), f"an axis of size {int(size)}")
     values = ops.astype(values, float32)
     return values.scope.add("scatter_add", shape, float32, (values.node_id, indices.node_id),
                             {"axis": axis, "index_view": view, "count": indices.size})
