@@ -490,3 +490,8 @@ def test_training_flag_and_grad_errors(env: dc.Environment) -> None:
     assert seen == [True, False]
     with pytest.raises(dc.ShapeError, match="loss must hold one element"):
         env.build_graph(lambda s: s.grad(s.read(x) * 2.0, [s.read(x)]))
+    counts = env.parameter("flag_counts", (3,), "int32")
+    message = r"grad: array 1 of wrt is int32, which has no gradient .*\n  at .*test_auto"
+    with pytest.raises(dc.DTypeError, match=message):  # it was zeros
+        env.build_graph(lambda s: s.grad(dc.sum(s.read(x) * s.read(counts)), [s.read(x), s.read(counts)]))
+    env.build_graph(lambda s: s.grad(dc.sum(s.read(x) * s.read(counts)), [dc.astype(s.read(counts), "float32")]))

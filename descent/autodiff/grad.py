@@ -29,9 +29,13 @@ def grad(loss: Array, wrt: Sequence[Array]) -> list[Array]:
         raise ShapeError(at_user_line(f"grad: loss must hold one element, got shape {loss.shape}"))
     if not loss.dtype.is_float:
         raise DTypeError(at_user_line(f"grad: loss must be float32, got {loss.dtype.name}"))
-    for array in wrt:
+    for k, array in enumerate(wrt):
         if not isinstance(array, Array) or array.scope is not scope:
             raise GraphError(at_user_line("grad: every array must come from the loss's graph"))
+        if not array.dtype.is_float:
+            raise DTypeError(at_user_line(
+                f"grad: array {k} of wrt is {array.dtype.name}, which has no gradient (its gradient was zeros); "
+                "differentiate with respect to a float32 array, as PyTorch's requires_grad and JAX's grad need"))
     targets = {array.node_id for array in wrt}
     needed = _needed(scope, loss.node_id, targets)
     cotangents: dict[int, Array] = {loss.node_id: ops.broadcast_to(scope.constant(1.0), loss.shape)}
