@@ -131,6 +131,19 @@ def test_reflect_pad_of_an_empty_array_and_take_from_an_empty_axis(env: dc.Envir
         env.build_graph(lambda s: dc.take(s.read(empty), s.constant(np.array([0, 1], np.int32)), 0))
 
 
+def test_slices_that_select_nothing_are_empty_arrays_as_numpy(env: dc.Environment) -> None:
+    """a[2:2] was refused ('gives an empty Array'); so was a pad cropping an axis to nothing."""
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for index in [np.s_[2:2], np.s_[:, 5:], np.s_[::-1, 3:1], np.s_[1:1, None]]:
+        result = evaluate(env, lambda a, index=index: a[index] * 2.0, x)
+        assert result.shape == x[index].shape and result.dtype == np.float32
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.sum(a[1:1], 0), x), np.zeros(4))
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.concat([a[:0], a], 0), x), x)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.pad(a, [(0, 0), (-4, 2)], 7.0), x), np.full((3, 2), 7.0))
+    gradient = evaluate(env, lambda a: a.scope.grad(dc.sum(a[2:2] * 3.0) + dc.sum(a[0]), [a])[0], x)
+    np.testing.assert_array_equal(gradient, np.array([[1.0] * 4, [0.0] * 4, [0.0] * 4]))
+
+
 def test_numpy_integer_axes_bool_scalar_index_and_axis_none(env: dc.Environment) -> None:
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     axis = np.int64(1)
@@ -139,8 +152,8 @@ def test_numpy_integer_axes_bool_scalar_index_and_axis_none(env: dc.Environment)
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.expand_dims(a, axis), x), np.expand_dims(x, 1))
     np.testing.assert_array_equal(evaluate(env, lambda a: a[True], x), x[True])
     np.testing.assert_array_equal(evaluate(env, lambda a: a[:, True, 1], x), x[:, True, 1])
-    with pytest.raises(IndexError, match=r"x\[False\] would give an empty Array"):
-        evaluate(env, lambda a: a[False], x)
+    assert evaluate(env, lambda a: a[False], x).shape == x[False].shape == (0, 2, 3, 4)
+    assert evaluate(env, lambda a: a[..., False, 1], x).shape == x[..., False, 1].shape == (2, 3, 0)
     indices = np.array([23, 0, 5], np.int32)
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.take(a, a.scope.constant(indices), axis=None), x),
                                   np.take(x, indices, axis=None))

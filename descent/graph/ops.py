@@ -440,15 +440,16 @@ def squeeze(x: Array, axis: int | Sequence[int] | None = None) -> Array:
     return reshape(x, tuple(s for k, s in enumerate(x.shape) if k not in axes))
 
 
+_NO_ELEMENTS = object()  # x[False]: a new axis of size 0, as numpy
+
+
 def getitem(x: Array, index: Any) -> Array:
-    """Basic numpy indexing: integers, slices (any step), None and Ellipsis."""
+    """Basic numpy indexing: integers, slices (any step), None, True, False and Ellipsis."""
     index = index if isinstance(index, tuple) else (index,)
     if builtins.sum(1 for i in index if i is Ellipsis) > 1:
         raise IndexError(at_user_line("an index can only have a single ellipsis ('...')"))
-    if any(isinstance(i, bool | np.bool_) and not i for i in index):
-        raise IndexError(at_user_line("x[False] would give an empty Array, which descent does not make"))
-    index = tuple(None if isinstance(i, bool | np.bool_) else i for i in index)  # x[True] is x[None], as numpy
-    consumed = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
+    index = tuple((None if i else _NO_ELEMENTS) if isinstance(i, bool | np.bool_) else i for i in index)
+    consumed = builtins.sum(1 for i in index if i is not None and i is not _NO_ELEMENTS and i is not Ellipsis)
     if consumed > x.ndim:
         raise IndexError(at_user_line(f"too many indices ({consumed}) for an Array of shape {x.shape}"))
     if any(i is Ellipsis for i in index):
@@ -459,9 +460,9 @@ def getitem(x: Array, index: Any) -> Array:
     starts, steps, sizes, keep, inserted = [], [], [], [], []
     axis = 0
     for item in index:
-        if item is None:
+        if item is None or item is _NO_ELEMENTS:
             inserted.append(len(keep))
-            keep.append(None)
+            keep.append(item)
             continue
         size = x.shape[axis]
         if isinstance(item, slice):
@@ -486,12 +487,12 @@ def getitem(x: Array, index: Any) -> Array:
             raise IndexError(at_user_line(f"unsupported index {item!r}: use integers, slices, None or ..."))
         axis += 1
     sliced = tuple(sizes)
+    shape = tuple(1 if k is None else 0 if k is _NO_ELEMENTS else sizes[k] for k in keep)
+    if numel(shape) == 0 and x.size:  # no element to read: a view of none has no index arithmetic
+        return broadcast_to(x.scope.constant(0, x.dtype), shape)
     if any(sizes[k] != x.shape[k] or starts[k] != 0 or steps[k] != 1 for k in range(x.ndim)):
-        if numel(sliced) == 0:
-            raise ShapeError(at_user_line(f"indexing {x.shape} with {index} gives an empty Array"))
         x = _view(x, sliced, "window", (tuple(starts), tuple(steps)),
                   lambda chain: views.window(chain, x.shape, tuple(starts), tuple(steps), sliced))
-    shape = tuple(1 if k is None else sizes[k] for k in keep)
     return reshape(x, shape) if shape != x.shape else x
 
 
