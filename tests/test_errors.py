@@ -85,6 +85,8 @@ def test_an_array_given_as_a_parameter_shape_points_to_init(env: dc.Environment)
     (lambda x, w, v: v[0:4:0], ValueError, "slice step cannot be zero"),
     (lambda x, w, v: v[np.array([0, 2])], IndexError, "use dc.take"),
     (lambda x, w, v: v[..., ...], IndexError, "single ellipsis"),
+    (lambda x, w, v: dc.stack([v, v[:2]]), dc.ShapeError,  # it named concat and shapes with the new axis
+     r"stack: the arrays must all have one shape, as numpy's; got \(4,\), \(2,\)"),
     (lambda x, w, v: dc.pad(dc.astype(v, "int32"), 1, 2**40), OverflowError, "pad: Python integer 1099511627776"),
     (lambda x, w, v: dc.pad(v, 1.5), dc.ShapeError, "pad: widths must be an int, a .before, after. pair"),
     (lambda x, w, v: dc.scatter_add(v, dc.astype(v, "int32"), -2), dc.ShapeError, "size must not be negative"),
@@ -96,7 +98,8 @@ def test_an_array_given_as_a_parameter_shape_points_to_init(env: dc.Environment)
     (lambda x, w, v: v.astype(np.float64), TypeError, "dtype <class 'numpy.float64'>"),
     (lambda x, w, v: v.scope.random_uniform((4.7, 3)), TypeError, r"sizes must be integers, got 4.7"),
     (lambda x, w, v: v.reshape((2, 4.0)), TypeError, r"reshape: sizes must be integers, got 4.0"),
-], ids=["stride", "padding", "dilation", "kernel", "pool padding", "step", "array index", "ellipses", "pad fill",
+], ids=["stride", "padding", "dilation", "kernel", "pool padding", "step", "array index", "ellipses", "stack shapes",
+        "pad fill",
         "pad widths", "scatter size", "broadcast size", "one_hot classes", "random shape", "arange", "astype uint8",
         "astype float64", "random float shape", "reshape float"])
 def test_bad_conv_pool_and_index_arguments(env: dc.Environment, build, error, message) -> None:

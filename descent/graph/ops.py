@@ -582,6 +582,10 @@ def stack(arrays: Sequence[Array], axis: int = 0) -> Array:
     """Join arrays along a new axis (numpy.stack)."""
     if not arrays:
         raise ShapeError(at_user_line("stack: needs at least one array"))
+    shapes = [tuple(getattr(a, "shape", np.shape(a))) for a in arrays]
+    if len(set(shapes)) > 1:
+        raise ShapeError(at_user_line(f"stack: the arrays must all have one shape, as numpy's; got "
+                                      f"{', '.join(map(str, shapes))}"))
     ndim = arrays[0].ndim + 1
     return concat([expand_dims(a, _axis(axis, ndim, "stack")) for a in arrays], axis)
 
