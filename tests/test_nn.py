@@ -792,12 +792,15 @@ def test_checkpoints_with_foreign_members_or_bad_counts_load_nothing(env: dc.Env
         archive.writestr("readme.txt", "not a model")
     stored = dict(np.load(good))
     np.savez(tmp_path / "counts.npz", **{**stored, "__trainer_epochs_and_steps__": np.array([5])})
+    np.savez(tmp_path / "rate.npz", **{**stored, "__trainer_initial_lr__": np.array(np.nan)})
     saved = _weights(env, trainer)
     trainer.fit(x, y, progress=False)
     before = _weights(env, trainer)
     for name, message in (("notes.npz", r"member\(s\) \['notes.txt'\] are not arrays"),
                           ("plain.zip", r"member\(s\) \['readme.txt'\] are not arrays"),
-                          ("counts.npz", r"'__trainer_epochs_and_steps__': checkpoint has int64 of shape \(1,\)")):
+                          ("counts.npz", r"'__trainer_epochs_and_steps__': checkpoint has int64 of shape \(1,\)"),
+                          ("rate.npz", r"'__trainer_initial_lr__': checkpoint has float64 of shape \(\) \(nan\), "
+                                       r"not finite numbers of shape \(\)")):
         with pytest.raises(nn.CheckpointError, match=message):
             trainer.load(tmp_path / name, model_only=name == "plain.zip")
         _assert_unchanged(before, _weights(env, trainer))
@@ -977,9 +980,9 @@ def test_cross_entropy_with_options_still_reports_accuracy(env: dc.Environment) 
     assert logs[-1]["accuracy"] > 0.5
 
 
-def _resumable(env: dc.Environment) -> nn.Trainer:
+def _resumable(env: dc.Environment, lr: float = 1e-2) -> nn.Trainer:
     model = nn.Sequential(nn.Dense(64, 32), nn.ReLU(), nn.Dropout(0.3), nn.Dense(32, 10)).build(env, seed=1)
-    return nn.Trainer(env, model, optimizer=optim.Adam(1e-2))
+    return nn.Trainer(env, model, optimizer=optim.Adam(lr))
 
 
 def test_a_resumed_run_continues_the_uninterrupted_one(tmp_path) -> None:
@@ -1005,7 +1008,7 @@ def test_a_resumed_run_continues_the_uninterrupted_one(tmp_path) -> None:
     with pytest.raises(Stop):
         stopped.fit(x_train, y_train, on_epoch=save_then_stop, **fit)
     resumed_env = dc.Environment(seed=7)
-    resumed = _resumable(resumed_env)
+    resumed = _resumable(resumed_env, lr=1e-3)  # the schedule starts from the checkpoint's rate, 1e-2, not this
     resumed.load(tmp_path / "run.npz")
     assert resumed.epochs_trained == 1
     history = resumed.fit(x_train, y_train, initial_epoch=resumed.epochs_trained, **fit)

@@ -78,11 +78,12 @@ def _new_file_mode() -> int:
 
 
 def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
-         ignore_extra: bool = False, counts: dict[str, tuple[int, ...]] | None = None,
+         ignore_extra: bool = False, metadata_kinds: dict[str, tuple[tuple[int, ...], str]] | None = None,
          optimizer_state: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Read `path` into the parameters, after checking that names, shapes and dtypes all match
-    (entries the model lacks are allowed with `ignore_extra`; metadata named in `counts` must be
-    integers of that shape); on any mismatch nothing is written and the error lists every
+    (entries the model lacks are allowed with `ignore_extra`; metadata named in `metadata_kinds`, where
+    present, must have that shape and a numpy dtype kind among those given, finite where floats);
+    on any mismatch nothing is written and the error lists every
     difference, pointing to model_only where the entries that differ are optimiser state
     (`optimizer_state` names it) or entries the model lacks. Returns the checkpoint's metadata entries."""
     path = Path(path)
@@ -119,10 +120,13 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
             "it was not loaded and the parameters are unchanged"))
     metadata = {name: arrays.pop(name) for name in list(arrays) if is_metadata(name)}
     problems = []
-    for name, shape in (counts or {}).items():
-        if name in metadata and (metadata[name].shape != shape or metadata[name].dtype.kind not in "iu"):
-            problems.append(f"'{name}': checkpoint has {metadata[name].dtype} of shape {metadata[name].shape}, "
-                            f"not integers of shape {shape}")
+    for name, (shape, kinds) in (metadata_kinds or {}).items():
+        value = metadata.get(name)
+        if value is not None and (value.shape != shape or value.dtype.kind not in kinds
+                                  or (value.dtype.kind == "f" and not np.all(np.isfinite(value)))):
+            wanted = "integers" if kinds == "iu" else "finite numbers"
+            problems.append(f"'{name}': checkpoint has {value.dtype} of shape {value.shape} ({value}), "
+                            f"not {wanted} of shape {shape}")
     missing = sorted(set(parameters) - set(arrays))
     for name in missing:
         problems.append(f"missing from the checkpoint: '{name}' {parameters[name].shape}")

@@ -302,21 +302,27 @@ class Trainer:
     def save(self, path: str | os.PathLike) -> None:
         """Write the model, the optimiser state and the epochs and steps trained to `path` (.npz),
         atomically."""
-        counts = np.array([self._epochs_trained, self._steps_trained], np.int64)
-        checkpoint.save(self.env, self.checkpoint_parameters(), path, {_COUNTS: counts})
+        metadata = {_COUNTS: np.array([self._epochs_trained, self._steps_trained], np.int64)}
+        if self.optimizer is not None:
+            metadata[_INITIAL_LR] = np.array(self.optimizer.initial_lr, np.float64)
+        checkpoint.save(self.env, self.checkpoint_parameters(), path, metadata)
 
     def load(self, path: str | os.PathLike, model_only: bool = False) -> None:
-        """Restore a checkpoint; `model_only` restores just the model (optimiser state and counts are
-        ignored)."""
+        """Restore a checkpoint: parameters, optimiser state, counts and the rate a schedule starts
+        from; `model_only` restores just the model (optimiser state and counts are ignored)."""
         named = self.checkpoint_parameters(model_only)
         state = set(named) - set(self.model.state_parameters())
-        metadata = checkpoint.load(self.env, named, path, ignore_extra=model_only,
-                                   counts={} if model_only else {_COUNTS: (2,)}, optimizer_state=state)
+        kinds = {} if model_only else {_COUNTS: ((2,), "iu"), _INITIAL_LR: ((), "f")}
+        metadata = checkpoint.load(self.env, named, path, ignore_extra=model_only, metadata_kinds=kinds,
+                                   optimizer_state=state)
         if not model_only and _COUNTS in metadata:
             self._epochs_trained, self._steps_trained = (int(count) for count in metadata[_COUNTS])
+        if not model_only and _INITIAL_LR in metadata and self.optimizer is not None:
+            self.optimizer.initial_lr = float(metadata[_INITIAL_LR])
 
 
 _COUNTS = "__trainer_epochs_and_steps__"
+_INITIAL_LR = "__trainer_initial_lr__"  # the rate a schedule starts from, so a resumed run follows the same one
 
 
 def _check_arguments(env: Any, model: Any, loss: Any, optimizer: Any) -> None:
