@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 from pathlib import Path
 
 
@@ -24,11 +25,17 @@ def positive_float(text: str) -> float:
 
 
 def output_directory(text: str) -> str:
-    """--out: a directory, existing or to be made; refused at once when a file stands where it or a parent would be."""
+    """--out: a directory, existing or to be made; refused at once, before any training, when a file stands
+    where it or a parent would be, or when the nearest existing one cannot be written in."""
     for place in (Path(text), *Path(text).parents):
         if place.exists():
             if not place.is_dir():
                 raise argparse.ArgumentTypeError(f"{place} is a file, not a directory")
+            try:
+                with tempfile.TemporaryFile(dir=place):
+                    pass
+            except OSError as error:
+                raise argparse.ArgumentTypeError(f"cannot write in {place}: {error.strerror}") from None
             break
     return text
 

@@ -118,7 +118,6 @@ def main() -> None:
         return
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint, record = out / f"{args.network}.npz", out / f"{args.network}.json"
     history, seconds = [], 0.0
     if args.resume:
@@ -137,16 +136,20 @@ def main() -> None:
             trainer.load(checkpoint)
         except nn.CheckpointError as error:
             refuse("--resume", error)
-        if args.lr is not None and not args.cosine:
-            print(f"learning rate {args.lr:g} as given (the checkpoint's was {trainer.optimizer.lr:g})")
+        if args.lr is not None:
+            given = "the cosine schedule's starting rate" if args.cosine else "learning rate"
+            was = trainer.optimizer.initial_lr if args.cosine else trainer.optimizer.lr
+            print(f"{given} {args.lr:g} as given (the checkpoint's was {was:.7g})")
             trainer.optimizer.set_lr(args.lr)
+            trainer.optimizer.initial_lr = args.lr
         if trainer.epochs_trained >= args.epochs:
             print(f"{checkpoint} has trained {trainer.epochs_trained} epochs already; ask for more with --epochs")
             return
         history = [h for h in history if h["epoch"] <= trainer.epochs_trained]
         print(f"resuming after epoch {trainer.epochs_trained} of {checkpoint}")
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter() - seconds
-    args.lr = trainer.optimizer.lr  # the rate the run trains with, for the record
+    args.lr = trainer.optimizer.initial_lr  # the rate the run starts from (a schedule's first), for the record
 
     def report(epoch: int, logs: dict) -> None:
         """Print the epoch, and save what a resumed run needs: the checkpoint and the history so far."""
@@ -166,7 +169,7 @@ def main() -> None:
     plot(history, out / f"{args.network}.png", f"{args.network} on Fashion-MNIST ({env.device.name})")
     print(f"best test accuracy {100 * max(h['val_accuracy'] for h in history):.2f}%, "
           f"final {100 * history[-1]['val_accuracy']:.2f}%; {total:.0f} s in all")
-    print(f"wrote {checkpoint}, {out / (args.network + '.png')}")
+    print(f"wrote {checkpoint}, {record}, {out / (args.network + '.png')}")
 
 
 if __name__ == "__main__":

@@ -212,9 +212,10 @@ def main() -> None:
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="default: per network (1e-3, 1e-4 SIREN, 1e-2 hash)")
     parser.add_argument("--seed", type=int, default=0, help="any integer, as torch.manual_seed")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--out", type=output_directory, default="examples/out/image_fit")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--device", default=None, help="device index or name substring (default DESCENT_DEVICE)")
+    parser.add_argument("--out", type=output_directory, default="examples/out/image_fit",
+                        help="folder for image_fit.png and image_fit.json (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
 
     try:
@@ -224,7 +225,11 @@ def main() -> None:
     points = coordinates(args.size)
     colours = reference.reshape(-1, 3)
     grid = HashGrid()
-    env = dc.Environment(args.device)
+    try:
+        env = dc.Environment(args.device)
+    except dc.DeviceError as error:
+        message = str(error).split("\n  at ")[0]  # less the line in this script it names
+        parser.error(f"argument --device: {message}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
@@ -246,7 +251,7 @@ def main() -> None:
     summary = {name: {k: v for k, v in r.items() if k != "image"} for name, r in results.items()}
     (out / "image_fit.json").write_text(json.dumps({"args": vars(args), "device": env.device.name,
                                                     "results": summary}, indent=2))
-    print(f"wrote {out / 'image_fit.png'}")
+    print(f"wrote {out / 'image_fit.png'}, {out / 'image_fit.json'}")
 
 
 if __name__ == "__main__":

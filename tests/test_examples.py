@@ -162,6 +162,47 @@ def test_examples_refuse_a_file_as_out(monkeypatch: pytest.MonkeyPatch, capsys: 
         assert f"argument --out: {file} is a file, not a directory" in error
 
 
+@pytest.mark.parametrize("name", ["fashion_mnist", "image_fit"])
+def test_examples_refuse_an_out_they_cannot_write_in_before_training(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, name: str) -> None:
+    """/proc/... stopped with a PermissionError traceback at mkdir, and an existing folder that cannot
+    be written in (here /proc itself) only after training, when the checkpoint or figure was saved."""
+    for out in ("/proc/descent_out", "/proc"):
+        error = _refused(monkeypatch, capsys, name, *QUICK[name], "--out", out)
+        assert "argument --out: cannot write in /proc: " in error
+
+
+def test_image_fit_names_a_device_that_is_not_there(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                                    tmp_path: Path) -> None:
+    error = _refused(monkeypatch, capsys, "image_fit", *QUICK["image_fit"], "--device", "bogus",
+                     "--out", str(tmp_path / "fit"))
+    assert "argument --device: device='bogus': no device name contains 'bogus'" in error  # it was a traceback
+    assert " at " not in error.splitlines()[-1]
+
+
+def test_a_resumed_cosine_run_follows_the_uninterrupted_one(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """Resumed, the cosine schedule started from the optimiser's default rate (1e-3), not the run's 0.01,
+    and a resume with --cosine --lr changed the rate without saying so."""
+    def history(out: Path, *args: str) -> list[dict]:
+        monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *QUICK["fashion_mnist"], "--cosine", "--out", str(out),
+                                          *args])
+        _example("fashion_mnist").main()
+        return json.loads((out / "linear.json").read_text())["history"]
+
+    straight = history(tmp_path / "straight", "--lr", "0.01", "--epochs", "3")
+    history(tmp_path / "split", "--lr", "0.01", "--epochs", "1")
+    resumed = history(tmp_path / "split", "--epochs", "3", "--resume")
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight]
+    assert json.loads((tmp_path / "split" / "linear.json").read_text())["args"]["lr"] == 0.01
+    history(tmp_path / "split", "--epochs", "4", "--resume", "--lr", "0.5")
+    assert "the cosine schedule's starting rate 0.5 as given (the checkpoint's was 0.01)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "split" / "linear.json").read_text())["args"]["lr"] == 0.5
+    missing = tmp_path / "never_trained"
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(missing), "--resume")
+    assert "does not exist" in error and not missing.exists()  # an empty folder was left behind
+
+
 def test_image_fit_names_an_unreadable_image(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
                                              tmp_path: Path) -> None:
     missing = tmp_path / "missing.png"
