@@ -1,4 +1,5 @@
-"""Argument types the examples share: each refuses a value that would train on nothing or silently wreck a run."""
+"""Argument types the examples share (each refuses a value that would train on nothing or silently wreck a
+run), and the one way they stop on a bad argument."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import math
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 
 def positive_int(text: str) -> int:
@@ -38,6 +40,13 @@ def output_directory(text: str) -> str:
                 raise argparse.ArgumentTypeError(f"cannot write in {place}: {error.strerror}") from None
             break
     return text
+
+
+def refuse(parser: argparse.ArgumentParser, option: str, error: Exception) -> NoReturn:
+    """Stop with argparse's usage line and descent's message for `option`, less the line in the example
+    it names (the user's command is what was wrong, not the script)."""
+    message = str(error).split("\n  at ")[0]
+    parser.error(f"argument {option}: {message}")
 
 
 def momentum_float(text: str) -> float:

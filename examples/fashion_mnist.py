@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from arguments import momentum_float, output_directory, positive_float, positive_int
+from arguments import momentum_float, output_directory, positive_float, positive_int, refuse
 
 import descent as dc
 from descent import nn, optim
@@ -83,16 +83,11 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
-    def refuse(option: str, error: Exception) -> None:
-        """Stop with argparse's usage line and descent's message (less the line in this script it names)."""
-        message = str(error).split("\n  at ")[0]
-        parser.error(f"argument {option}: {message}")
-
     try:
         x_train, y_train = fashion_mnist.load("train", args.data_dir)
         x_test, y_test = fashion_mnist.load("test", args.data_dir)
     except DatasetError as error:
-        refuse("--data-dir", error)
+        refuse(parser, "--data-dir", error)
     if args.limit is not None:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     if args.test_limit is not None:
@@ -100,7 +95,7 @@ def main() -> None:
     try:
         env = dc.Environment(args.device)
     except dc.DeviceError as error:
-        refuse("--device", error)
+        refuse(parser, "--device", error)
     model = network(args.network).build(env, seed=args.seed)
     lr = 1e-3 if args.lr is None else args.lr
     optimizer = {"adam": lambda: optim.Adam(lr), "adamw": lambda: optim.AdamW(lr),
@@ -112,7 +107,7 @@ def main() -> None:
         try:
             trainer.load(args.eval, model_only=True)
         except nn.CheckpointError as error:
-            refuse("--eval", error)
+            refuse(parser, "--eval", error)
         metrics = trainer.evaluate(x_test, y_test)
         print(f"test loss {metrics['loss']:.4f}, test accuracy {100 * metrics['accuracy']:.2f}%")
         return
@@ -127,15 +122,16 @@ def main() -> None:
                 trained_with, seconds = saved["args"]["optimizer"], float(saved["seconds"])
                 history = [h for h in saved["history"] if int(h["epoch"]) >= 1]
             except (ValueError, KeyError, TypeError) as error:
-                refuse("--resume", ValueError(f"{record} is damaged ({type(error).__name__}: {error}); move it "
-                                              "away to resume without the history of earlier epochs"))
+                refuse(parser, "--resume", ValueError(f"{record} is damaged ({type(error).__name__}: {error}); "
+                                                      "move it away to resume without the history of earlier epochs"))
             if trained_with != args.optimizer:
-                refuse("--optimizer", ValueError(f"{checkpoint} was trained with --optimizer {trained_with}; "
-                                                 "resume with it, or train afresh into another --out"))
+                refuse(parser, "--optimizer", ValueError(f"{checkpoint} was trained with --optimizer "
+                                                         f"{trained_with}; resume with it, or train afresh into "
+                                                         "another --out"))
         try:
             trainer.load(checkpoint)
         except nn.CheckpointError as error:
-            refuse("--resume", error)
+            refuse(parser, "--resume", error)
         if args.lr is not None:
             given = "the cosine schedule's starting rate" if args.cosine else "learning rate"
             was = trainer.optimizer.initial_lr if args.cosine else trainer.optimizer.lr

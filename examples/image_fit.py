@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from arguments import output_directory, positive_float, positive_int
+from arguments import output_directory, positive_float, positive_int, refuse
 
 import descent as dc
 from descent import nn, optim
@@ -228,8 +228,7 @@ def main() -> None:
     try:
         env = dc.Environment(args.device)
     except dc.DeviceError as error:
-        message = str(error).split("\n  at ")[0]  # less the line in this script it names
-        parser.error(f"argument --device: {message}")
+        refuse(parser, "--device", error)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
