@@ -99,10 +99,10 @@ def huber(prediction: Array, target: Array, delta: float = 1.0, reduction: str =
 def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean",
                                      pos_weight: Array | float | np.ndarray | None = None) -> Array:
     """-(w t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))) = w t softplus(-x) + (1 - t) softplus(x), each
-    softplus as max(., 0) + log1p(exp(-|x|)) so that neither cancels. `pos_weight` w (1 by default; a
-    number, or one per class of the last axis, or any shape that broadcasts to the logits' (as PyTorch's);
-    also as a numpy array, which becomes a graph constant, so
-    that `functools.partial` can hand it to a Trainer) weighs the positive targets (as PyTorch's)."""
+    softplus as max(., 0) + log1p(exp(-|x|)) so that neither cancels. `pos_weight` w weighs the positive
+    targets, as PyTorch's: 1 by default, a number, one per class of the last axis, or any shape that
+    broadcasts to the logits'; a numpy array becomes a graph constant, so that `functools.partial` can
+    hand it to a Trainer."""
     _same_shape("binary_cross_entropy_with_logits", logits, targets)
     logits = ops.astype(logits, float32)
     positive = targets

@@ -82,10 +82,10 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
          optimizer_state: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Read `path` into the parameters, after checking that names, shapes and dtypes all match
     (entries the model lacks are allowed with `ignore_extra`; metadata named in `metadata_kinds`, where
-    present, must have that shape and a numpy dtype kind among those given, finite where floats);
-    on any mismatch nothing is written and the error lists every
-    difference, pointing to model_only where the entries that differ are optimiser state
-    (`optimizer_state` names it) or entries the model lacks. Returns the checkpoint's metadata entries."""
+    present, must have that shape and a numpy dtype kind among those given, finite where floats); on
+    any mismatch nothing is written and the error lists every difference, pointing to model_only where
+    the entries that differ are optimiser state (`optimizer_state` names it) or entries the model
+    lacks. Returns the checkpoint's metadata entries."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(at_user_line(f"checkpoint {path} does not exist"))

@@ -22,8 +22,8 @@ class RMSprop(Optimizer):
         super().__init__(lr, max_grad_norm)
         self.alpha, self.eps = hyperparameter("RMSprop", "alpha", alpha), hyperparameter("RMSprop", "eps", eps)
         self.weight_decay = hyperparameter("RMSprop", "weight_decay", weight_decay)
-        self.momentum, self.centered = hyperparameter("RMSprop", "momentum", momentum), flag("RMSprop", "centered",
-                                                                                                 centered)
+        self.momentum = hyperparameter("RMSprop", "momentum", momentum)
+        self.centered = flag("RMSprop", "centered", centered)
 
     def create_state(self, env: Any, parameter: Parameter) -> None:
         self.state_parameter(env, "square_avg", parameter)
