@@ -23,6 +23,8 @@ import descent as dc
 from descent import nn, optim
 from descent.datasets import DatasetError, fashion_mnist
 
+NETWORKS = ["linear", "mlp", "convnet", "convnet-blur"]
+
 
 def network(name: str) -> nn.Module:
     if name == "linear":
@@ -61,9 +63,20 @@ def plot(history: list[dict], path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def trained_network(checkpoint: Path) -> str | None:
+    """The --network a checkpoint was trained with, from the record its run wrote beside it (None without
+    one), so that --eval builds that network."""
+    try:
+        name = json.loads(checkpoint.with_suffix(".json").read_text())["args"]["network"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return name if name in NETWORKS else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--network", default="convnet", choices=["linear", "mlp", "convnet", "convnet-blur"])
+    parser.add_argument("--network", choices=NETWORKS,
+                        help="default convnet; with --eval, the network the checkpoint was trained with")
     parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
@@ -82,6 +95,14 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out up to --epochs")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
+    if args.eval and args.resume:
+        refuse(parser, "--resume", ValueError("--eval tests a checkpoint and --resume trains on from the one in "
+                                              "--out; give one of them"))
+    trained = trained_network(Path(args.eval)) if args.eval else None
+    if args.network is not None and trained not in (None, args.network):
+        refuse(parser, "--network", ValueError(f"{args.eval} was trained with --network {trained}"))
+    guessed = args.network is None and trained is None
+    args.network = args.network or trained or "convnet"
 
     try:
         x_train, y_train = fashion_mnist.load("train", args.data_dir)
@@ -107,6 +128,8 @@ def main() -> None:
         try:
             trainer.load(args.eval, model_only=True)
         except nn.CheckpointError as error:
+            if guessed:  # no record beside the checkpoint named its network
+                error = ValueError(f"built --network {args.network}, as none was given: {error}")
             refuse(parser, "--eval", error)
         metrics = trainer.evaluate(x_test, y_test)
         print(f"test loss {metrics['loss']:.4f}, test accuracy {100 * metrics['accuracy']:.2f}%")

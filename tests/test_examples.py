@@ -45,8 +45,8 @@ def test_fashion_mnist_example_learns_saves_and_resumes(tmp_path: Path) -> None:
     assert history[-1]["loss"] < history[0]["loss"]
     assert history[-1]["val_accuracy"] > 0.6
     assert (out / "mlp.png").stat().st_size > 10_000 and (out / "mlp.npz").exists()
-    evaluated = _run("examples/fashion_mnist.py", "--network", "mlp", "--eval", str(out / "mlp.npz"),
-                     "--test-limit", "2000")
+    evaluated = _run("examples/fashion_mnist.py", "--eval", str(out / "mlp.npz"), "--test-limit", "2000")
+    assert evaluated.stdout.startswith("mlp on ")  # the network its record names; it built the default convnet
     assert f"test accuracy {100 * history[-1]['val_accuracy']:.2f}%" in evaluated.stdout
 
 
@@ -226,6 +226,25 @@ def test_fashion_mnist_names_the_option_at_fault(monkeypatch: pytest.MonkeyPatch
     arguments = [option] if value is None else [option, value]
     error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(tmp_path), *arguments)
     assert message in error
+
+
+def test_fashion_mnist_eval_takes_the_network_its_checkpoint_was_trained_with(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """--eval built the default convnet whatever the checkpoint held, so a convnet-blur checkpoint loaded into
+    a convnet without a word; --eval with --resume ran the evaluation and ignored --resume."""
+    monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *QUICK["fashion_mnist"], "--out", str(tmp_path)])
+    _example("fashion_mnist").main()
+    capsys.readouterr()
+    checkpoint = tmp_path / "linear.npz"
+    error = _refused(monkeypatch, capsys, "fashion_mnist", "--eval", str(checkpoint), "--network", "mlp")
+    assert f"argument --network: {checkpoint} was trained with --network linear" in error
+    error = _refused(monkeypatch, capsys, "fashion_mnist", "--eval", str(checkpoint), "--resume")
+    assert "argument --resume: --eval tests a checkpoint and --resume trains on" in error
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(checkpoint, alone)  # without the record that names its network
+    error = _refused(monkeypatch, capsys, "fashion_mnist", "--eval", str(alone / "linear.npz"), "--test-limit", "10")
+    assert "argument --eval: built --network convnet, as none was given: checkpoint" in error
 
 
 def test_fashion_mnist_resume_names_what_does_not_fit(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
