@@ -32,11 +32,17 @@ def natural(owner: str, name: str, value: Any, least: int = 0) -> int:
     return int(value)
 
 
-def real(owner: str, name: str, value: Any, low: float = -np.inf, high: float = np.inf) -> float:
-    """A real-valued setting (a numpy scalar too, not a bool) in [low, high], as a Python float."""
-    if not is_real(value) or not low <= value <= high:
-        within = "" if (low, high) == (-np.inf, np.inf) else f" in [{low:g}, {high:g}]"
-        raise ValueError(at_user_line(f"{owner}: {name} must be a number{within}, got {value!r}"))
+def real(owner: str, name: str, value: Any, low: float = -np.inf, high: float = np.inf,
+         below_high: bool = False) -> float:
+    """A real-valued setting (a numpy scalar too, not a bool): finite, in [low, high] (or [low, high)
+    with `below_high`), as a Python float. A NaN or infinite rate, slope or epsilon would train
+    silently to NaN, as a negative rate would uphill."""
+    if not is_real(value) or not np.isfinite(value) or not low <= value <= high or (below_high and value == high):
+        if high != np.inf:
+            within = f"a number in [{low:g}, {high:g}{')' if below_high else ']'}"
+        else:
+            within = "a finite number" + ("" if low == -np.inf else f" of at least {low:g}")
+        raise ValueError(at_user_line(f"{owner}: {name} must be {within}, got {value!r}"))
     return float(value)
 
 

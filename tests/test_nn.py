@@ -902,12 +902,12 @@ def test_a_second_unnamed_model_gets_a_name_and_a_failed_build_leaves_nothing(en
     (lambda: optim.Adam(lr=float("nan")), r"Adam: lr must be a finite number of at least 0, got nan"),
     (lambda: optim.AdamW(lr=-0.01), r"AdamW: lr must be a finite number of at least 0, got -0.01"),
     (lambda: optim.Adam(eps=-1), r"Adam: eps must be"),
-    (lambda: optim.Adam(betas=(1.0, 0.999)), r"Adam: betas\[0\] must be in \[0, 1\), got 1.0"),
+    (lambda: optim.Adam(betas=(1.0, 0.999)), r"Adam: betas\[0\] must be a number in \[0, 1\), got 1.0"),
     (lambda: optim.Adam(betas=(0.9,)), r"Adam: betas must be a pair, got \(0.9,\)"),
     (lambda: optim.SGD(momentum=-0.5), r"SGD: momentum must be"),
     (lambda: optim.SGD(0.1, momentum="x", nesterov=True), r"SGD: momentum must be a finite number of at least 0"),
-    (lambda: optim.SGD(0.1, momentum=0.9, dampening=2.0), r"SGD: dampening must be in \[0, 1\], got 2.0"),
-    (lambda: optim.SGD(0.1, momentum=0.9, dampening="x"), r"SGD: dampening must be a finite number"),
+    (lambda: optim.SGD(0.1, momentum=0.9, dampening=2.0), r"SGD: dampening must be a number in \[0, 1\], got 2.0"),
+    (lambda: optim.SGD(0.1, momentum=0.9, dampening="x"), r"SGD: dampening must be a number in \[0, 1\], got 'x'"),
     (lambda: optim.Adam(iter([])),  # PyTorch's Adam(model.parameters())
      r"Adam: the first argument is the learning rate; a Trainer hands the optimiser the model's parameters"),
     (lambda: optim.SGD([], lr=0.1),  # it was Python's "got multiple values for argument 'lr'"

@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from descent.arguments import real
 from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
-from descent.optim.optimizer import Optimizer, hyperparameter
+from descent.optim.optimizer import Optimizer
 
 
 class Adagrad(Optimizer):
@@ -22,11 +23,10 @@ class Adagrad(Optimizer):
                  max_grad_norm: float | None = None) -> None:
         """`lr_decay` d: step t uses lr / (1 + (t - 1) d), counted on the device (as PyTorch's)."""
         super().__init__(lr, max_grad_norm)
-        self.lr_decay = hyperparameter("Adagrad", "lr_decay", lr_decay)
-        self.weight_decay = hyperparameter("Adagrad", "weight_decay", weight_decay)
-        self.eps = hyperparameter("Adagrad", "eps", eps)
-        self.initial_accumulator_value = hyperparameter("Adagrad", "initial_accumulator_value",
-                                                        initial_accumulator_value)
+        self.lr_decay = real("Adagrad", "lr_decay", lr_decay, 0.0)
+        self.weight_decay = real("Adagrad", "weight_decay", weight_decay, 0.0)
+        self.eps = real("Adagrad", "eps", eps, 0.0)
+        self.initial_accumulator_value = real("Adagrad", "initial_accumulator_value", initial_accumulator_value, 0.0)
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)

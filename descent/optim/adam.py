@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from descent.arguments import flag
+from descent.arguments import flag, real
 from descent.errors import at_user_line
 from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
-from descent.optim.optimizer import Optimizer, hyperparameter
+from descent.optim.optimizer import Optimizer
 
 
 class Adam(Optimizer):
@@ -25,9 +25,9 @@ class Adam(Optimizer):
         if not isinstance(betas, tuple | list) or len(betas) != 2:
             raise ValueError(at_user_line(f"{type(self).__name__}: betas must be a pair, got {betas!r}"))
         name = type(self).__name__
-        self.betas = tuple(hyperparameter(name, f"betas[{k}]", beta, high=1.0) for k, beta in enumerate(betas))
-        self.eps = hyperparameter(name, "eps", eps)
-        self.weight_decay = hyperparameter(name, "weight_decay", weight_decay)
+        self.betas = tuple(real(name, f"betas[{k}]", beta, 0.0, 1.0, below_high=True) for k, beta in enumerate(betas))
+        self.eps = real(name, "eps", eps, 0.0)
+        self.weight_decay = real(name, "weight_decay", weight_decay, 0.0)
         self.amsgrad = flag(name, "amsgrad", amsgrad)
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from descent.arguments import is_real, positive
+from descent.arguments import positive, real
 from descent.errors import GraphError, at_user_line
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 from descent.optim.clip import clip_by_global_norm
-
-
-def hyperparameter(owner: str, name: str, value: Any, high: float = math.inf) -> float:
-    """`value` as a float where it is a real number in [0, high) (or [0, inf)), else a ValueError that
-    names it, as torch.optim's: a NaN or negative rate would train silently to NaN or uphill."""
-    if not is_real(value) or not 0 <= value < high or (high == math.inf and math.isinf(value)):
-        bound = f"in [0, {high:g})" if high != math.inf else "a finite number of at least 0"
-        raise ValueError(at_user_line(f"{owner}: {name} must be {bound}, got {value!r}"))
-    return float(value)
 
 
 class Optimizer:
@@ -42,7 +32,7 @@ class Optimizer:
         return super().__new__(cls)
 
     def __init__(self, lr: float, max_grad_norm: float | None = None) -> None:
-        self.initial_lr = hyperparameter(type(self).__name__, "lr", lr)
+        self.initial_lr = real(type(self).__name__, "lr", lr, 0.0)
         self.max_grad_norm = None if max_grad_norm is None else positive(type(self).__name__, "max_grad_norm",
                                                                          max_grad_norm)
         self.environment: Any = None
@@ -107,7 +97,7 @@ class Optimizer:
     def set_lr(self, value: float) -> None:
         """Change the learning rate without rebuilding any graph: it is a device scalar (before a
         Trainer builds the optimiser, the rate it starts with)."""
-        value = hyperparameter(type(self).__name__, "lr", value)
+        value = real(type(self).__name__, "lr", value, 0.0)
         if self.lr_parameter is None:
             self.initial_lr = value
         else:

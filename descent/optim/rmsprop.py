@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from descent.arguments import flag
+from descent.arguments import flag, real
 from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
-from descent.optim.optimizer import Optimizer, hyperparameter
+from descent.optim.optimizer import Optimizer
 
 
 class RMSprop(Optimizer):
@@ -20,9 +20,9 @@ class RMSprop(Optimizer):
         """`centered`: divide by the gradients' running standard deviation instead of their root mean
         square; `momentum`: accumulate the scaled steps in a velocity (both as PyTorch's)."""
         super().__init__(lr, max_grad_norm)
-        self.alpha, self.eps = hyperparameter("RMSprop", "alpha", alpha), hyperparameter("RMSprop", "eps", eps)
-        self.weight_decay = hyperparameter("RMSprop", "weight_decay", weight_decay)
-        self.momentum = hyperparameter("RMSprop", "momentum", momentum)
+        self.alpha, self.eps = real("RMSprop", "alpha", alpha, 0.0), real("RMSprop", "eps", eps, 0.0)
+        self.weight_decay = real("RMSprop", "weight_decay", weight_decay, 0.0)
+        self.momentum = real("RMSprop", "momentum", momentum, 0.0)
         self.centered = flag("RMSprop", "centered", centered)
 
     def create_state(self, env: Any, parameter: Parameter) -> None:

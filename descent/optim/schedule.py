@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from descent.arguments import natural
+from descent.arguments import natural, real
 from descent.errors import at_user_line
-from descent.optim.optimizer import hyperparameter
 
 
 @dataclass(frozen=True)
@@ -19,7 +18,7 @@ class StepLR:
 
     def __post_init__(self) -> None:
         natural("StepLR", "step_size", self.step_size, 1)
-        hyperparameter("StepLR", "gamma", self.gamma)
+        real("StepLR", "gamma", self.gamma, 0.0)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         return initial * self.gamma ** (epoch // self.step_size)
@@ -32,7 +31,7 @@ class CosineLR:
     minimum: float = 0.0
 
     def __post_init__(self) -> None:
-        hyperparameter("CosineLR", "minimum", self.minimum)
+        real("CosineLR", "minimum", self.minimum, 0.0)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         return self.minimum + (initial - self.minimum) * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
@@ -45,7 +44,7 @@ class ExponentialLR:
     gamma: float
 
     def __post_init__(self) -> None:
-        hyperparameter("ExponentialLR", "gamma", self.gamma)
+        real("ExponentialLR", "gamma", self.gamma, 0.0)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         return initial * self.gamma**epoch
@@ -63,7 +62,7 @@ class MultiStepLR:
             raise ValueError(at_user_line(f"MultiStepLR: milestones must be epochs, got {self.milestones!r}"))
         object.__setattr__(self, "milestones", tuple(natural("MultiStepLR", "each milestone", m, 0)
                                                      for m in self.milestones))
-        hyperparameter("MultiStepLR", "gamma", self.gamma)
+        real("MultiStepLR", "gamma", self.gamma, 0.0)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
         return initial * self.gamma ** sum(epoch >= milestone for milestone in self.milestones)
@@ -79,8 +78,8 @@ class LinearLR:
     total_iters: int = 5
 
     def __post_init__(self) -> None:
-        start, end = hyperparameter("LinearLR", "start_factor", self.start_factor), hyperparameter(
-            "LinearLR", "end_factor", self.end_factor)
+        start = real("LinearLR", "start_factor", self.start_factor, 0.0)
+        end = real("LinearLR", "end_factor", self.end_factor, 0.0)
         if not 0 < start <= 1 or not end <= 1:
             raise ValueError(at_user_line(f"LinearLR: start_factor must be in (0, 1] and end_factor in [0, 1], "
                                           f"got {self.start_factor}, {self.end_factor}"))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from descent.arguments import flag
+from descent.arguments import flag, real
 from descent.errors import at_user_line
 from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
-from descent.optim.optimizer import Optimizer, hyperparameter
+from descent.optim.optimizer import Optimizer
 
 
 class SGD(Optimizer):
@@ -22,11 +22,9 @@ class SGD(Optimizer):
         """`dampening` scales the gradient added to the velocity by 1 - dampening, from the second
         step on (the first step's velocity is the gradient, as PyTorch's)."""
         super().__init__(lr, max_grad_norm)
-        self.momentum = hyperparameter("SGD", "momentum", momentum)
-        self.weight_decay = hyperparameter("SGD", "weight_decay", weight_decay)
-        self.dampening = hyperparameter("SGD", "dampening", dampening)
-        if self.dampening > 1:
-            raise ValueError(at_user_line(f"SGD: dampening must be in [0, 1], got {dampening!r}"))
+        self.momentum = real("SGD", "momentum", momentum, 0.0)
+        self.weight_decay = real("SGD", "weight_decay", weight_decay, 0.0)
+        self.dampening = real("SGD", "dampening", dampening, 0.0, 1.0)
         nesterov = flag("SGD", "nesterov", nesterov)
         if nesterov and (self.momentum <= 0 or self.dampening):
             raise ValueError(at_user_line("SGD: Nesterov momentum needs momentum > 0 and no dampening"))
