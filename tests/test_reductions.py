@@ -108,6 +108,19 @@ def test_nan_wins_max_min_and_their_args(env: dc.Environment, length: int) -> No
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.max(a, 1), integers), integers.max(1))
 
 
+def test_the_gradient_of_a_nan_max_or_min_goes_to_its_nans(env: dc.Environment) -> None:
+    """As PyTorch's max() and max(dim): split evenly between a row's NaNs, the other elements get 0. It
+    was NaN for every element of the row (no element equals a NaN max)."""
+    x = np.array([[1.0, np.nan, 3.0, np.nan], [4.0, 5.0, 5.0, 2.0]], np.float32)
+    rows = {"max": [[0, 0.5, 0, 0.5], [0, 0.5, 0.5, 0]], "min": [[0, 0.5, 0, 0.5], [0, 0, 0, 1]]}
+    for name, expected in rows.items():
+        reduce = getattr(dc, name)
+        ours = evaluate(env, lambda a, reduce=reduce: a.scope.grad(dc.sum(reduce(a, 1)), [a])[0], x)
+        np.testing.assert_array_equal(ours, expected, err_msg=name)
+    whole = evaluate(env, lambda a: a.scope.grad(dc.max(a), [a])[0], x)
+    np.testing.assert_array_equal(whole, [[0, 0.5, 0, 0.5], [0, 0, 0, 0]])
+
+
 @pytest.mark.parametrize("name", ["sum", "prod", "mean", "var", "std", "logsumexp", "int sum", "bool sum"])
 def test_reductions_over_no_elements_give_numpys_values(env: dc.Environment, name: str) -> None:
     """sum 0, prod 1, mean/var/std NaN (numpy warns), logsumexp -inf (scipy's), for every kept element."""

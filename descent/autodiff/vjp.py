@@ -171,7 +171,8 @@ def _reduce_rule(g: Array, node: Node, x: Array, y: Array) -> Array | None:
         return spread * _product_of_others(x, node.attrs["axes"])
     if kind == "logsumexp":
         return spread * ops.exp(x - ops.broadcast_to(y, x.shape))
-    hit = ops.astype(ops.eq(x, ops.broadcast_to(y, x.shape)), g.dtype)
+    extreme = ops.broadcast_to(y, x.shape)
+    hit = ops.astype(ops.logical_or(ops.eq(x, extreme), ops.logical_and(ops.isnan(x), ops.isnan(extreme))), g.dtype)
     ties = reductions.sum(hit, node.attrs["axes"], keepdims=True)
     return spread * hit / ops.broadcast_to(ties, x.shape)
 
