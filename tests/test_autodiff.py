@@ -334,6 +334,56 @@ def test_custom_gradient_replaces_the_rule_of_its_output(env: dc.Environment) ->
     np.testing.assert_allclose(env.read(out), 3.0 * 2 * np.round([0.4, -1.6, 2.5, 0.2]), rtol=1e-6)
 
 
+def test_custom_gradient_changes_only_the_use_it_returns(env: dc.Environment) -> None:
+    """The rule was attached to the output's node: on an input itself (JAX's gradient clipping idiom) it
+    was added to the ordinary gradient, 11 for 1, and it changed the output's other uses; with an input
+    made after the output, the gradient was 0."""
+    x = env.parameter("custom_use_x", (3,), init=np.array([0.4, -1.6, 2.5], np.float32))
+    outs = [env.parameter(f"custom_use_{k}", (3,)) for k in range(3)]
+
+    def build(s: dc.Scope) -> None:
+        a = s.read(x)
+        clipped = s.custom_gradient(a, [a], lambda g: [dc.clip(g, -1.0, 1.0)])
+        s.write(outs[0], s.grad(dc.sum(10.0 * clipped), [a])[0])
+        doubled = a * 2.0
+        ruled = s.custom_gradient(doubled, [a], lambda g: [g * 5.0])
+        s.write(outs[1], s.grad(dc.sum(ruled + doubled), [a])[0])
+        rounded, scaled = dc.round(a), a * 2.0
+        s.write(outs[2], s.grad(dc.sum(3.0 * s.custom_gradient(rounded, [scaled], lambda g: [g])), [a])[0])
+
+    env.run(env.build_graph(build))
+    for out, expected in zip(outs, (1.0, 5.0 + 2.0, 6.0)):
+        np.testing.assert_array_equal(env.read(out), np.full(3, expected, np.float32))
+
+
+def test_grad_takes_one_array_or_a_list_and_constants(env: dc.Environment) -> None:
+    """grad(loss, a) went through a's elements, each a new view the loss does not use: zeros. The
+    gradient of a constant the op broadcast failed: 'broadcast_to: cannot broadcast (3,) to ()'."""
+    x = env.parameter("grad_forms_x", (3,), init=np.array([1.0, 2.0, 3.0], np.float32))
+    alone, constant = env.parameter("grad_forms_alone", (3,)), env.parameter("grad_forms_constant", ())
+
+    def build(s: dc.Scope) -> None:
+        a, c = s.read(x), s.constant(0.5)
+        gradients = s.grad(dc.sum(a * a), a)
+        assert isinstance(gradients, list) and len(gradients) == 1
+        s.write(alone, gradients[0])
+        s.write(constant, s.grad(dc.sum(a * c), [c])[0])
+
+    env.run(env.build_graph(build))
+    np.testing.assert_array_equal(env.read(alone), [2.0, 4.0, 6.0])
+    assert env.read(constant) == 6.0
+    other = {}
+    env.build_graph(lambda s: other.setdefault("loss", dc.sum(s.read(x))))
+    for wrong, error, message in [
+        (lambda s: s.grad(3.0, [s.read(x)]), TypeError, "grad: loss must be an Array, got float"),
+        (lambda s: s.grad(dc.sum(s.read(x)), [np.ones(3)]), TypeError, "grad: wrt\\[0\\] is a ndarray, not an Array"),
+        (lambda s: s.grad(dc.sum(s.read(x)), np.ones(3)), TypeError, "wrt must be an Array or a list of Arrays"),
+        (lambda s: s.grad(other["loss"], [s.read(x)]), dc.GraphError, "the loss comes from another graph"),
+    ]:
+        with pytest.raises(error, match=message + r".*\n  at .*test_autodiff"):
+            env.build_graph(wrong)
+
+
 @pytest.mark.parametrize("case, rule, error, message", [
     (0, lambda g: g, dc.GraphError, r"returned Array instead of a list of 2 gradient\(s\)"),
     (1, lambda g: [g], dc.GraphError, r"returned 1 instead of a list of 2"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from descent.autodiff.vjp import vjp
+from descent.autodiff.vjp import unbroadcast, vjp
 from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import ops
 from descent.graph.array import Array
@@ -21,17 +21,27 @@ def differentiation_inputs(scope, node_id: int) -> tuple[int, ...]:
     return (node.attrs.parent,) if node.op == "view" else node.inputs
 
 
-def grad(loss: Array, wrt: Sequence[Array]) -> list[Array]:
-    """Gradients of the scalar `loss` with respect to each Array of `wrt` (zeros where it does not
-    depend on one). Arrays used several times accumulate their cotangents."""
+def grad(loss: Array, wrt: Array | Sequence[Array], scope=None) -> list[Array]:
+    """Gradients of the scalar `loss` (of `scope`'s graph, where given) with respect to each Array of
+    `wrt`, or to `wrt` alone as a list of one, as torch.autograd.grad (zeros where it does not depend
+    on one). Arrays used several times accumulate their cotangents."""
+    if not isinstance(loss, Array):
+        raise TypeError(at_user_line(f"grad: loss must be an Array, got {type(loss).__name__}"))
+    if scope is not None and loss.scope is not scope:
+        raise GraphError(at_user_line("grad: the loss comes from another graph than this one"))
     scope = loss.scope
+    wrt = [wrt] if isinstance(wrt, Array) else wrt
+    if not isinstance(wrt, list | tuple):  # a numpy array or a generator would be taken apart
+        raise TypeError(at_user_line(f"grad: wrt must be an Array or a list of Arrays, got {type(wrt).__name__}"))
     if loss.size != 1:
         raise ShapeError(at_user_line(f"grad: loss must hold one element, got shape {loss.shape}"))
     if not loss.dtype.is_float:
         raise DTypeError(at_user_line(f"grad: loss must be float32, got {loss.dtype.name}"))
     for k, array in enumerate(wrt):
-        if not isinstance(array, Array) or array.scope is not scope:
-            raise GraphError(at_user_line("grad: every array must come from the loss's graph"))
+        if not isinstance(array, Array):
+            raise TypeError(at_user_line(f"grad: wrt[{k}] is a {type(array).__name__}, not an Array"))
+        if array.scope is not scope:
+            raise GraphError(at_user_line(f"grad: wrt[{k}] comes from another graph than the loss"))
         if not array.dtype.is_float:
             raise DTypeError(at_user_line(
                 f"grad: array {k} of wrt is {array.dtype.name}, which has no gradient (its gradient was zeros); "
@@ -53,8 +63,10 @@ def grad(loss: Array, wrt: Sequence[Array]) -> list[Array]:
         for source, cotangent in zip(sources, contributions):
             if cotangent is None or source not in needed:
                 continue
-            if cotangent.shape != scope.node(source).shape:
-                cotangent = ops.broadcast_to(cotangent, scope.node(source).shape)
+            shape = scope.node(source).shape
+            if cotangent.shape != shape:  # a rule's broadcastable gradient, or a constant the op broadcast
+                fits = broadcast_shapes(cotangent.shape, shape) == shape
+                cotangent = ops.broadcast_to(cotangent, shape) if fits else unbroadcast(cotangent, shape)
             previous = cotangents.get(source)
             cotangents[source] = cotangent if previous is None else previous + cotangent
     result = []

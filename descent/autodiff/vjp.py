@@ -89,7 +89,8 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
 }
 
 
-def _unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
+def unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
+    """g summed down to `shape`, which broadcasts to g's: the cotangent of an operand that was broadcast."""
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + k for k, s in enumerate(shape) if s == 1 and g.shape[lead + k] != 1)
     return ops.reshape(reductions.sum(g, axes, keepdims=True), shape) if axes else g
@@ -147,7 +148,7 @@ def _view_rule(g: Array, node: Node, parent: Array) -> Array:
     if op.kind == "permute":
         return ops.transpose(g, tuple(int(a) for a in np.argsort(op.args)))
     if op.kind == "expand":
-        return _unbroadcast(g, parent.shape)
+        return unbroadcast(g, parent.shape)
     if op.kind == "window":
         return _window_rule(g, parent, *op.args)
     if op.kind == "pad":

@@ -70,14 +70,18 @@ class Scope:
                         rule: Callable[[Array], Sequence[Array | None]]) -> Array:
         """Differentiate `output` with respect to `inputs` by `rule(cotangent)` (one gradient or None per
         input, each of its input's shape or broadcastable to it) instead of through the ops that
-        computed it."""
+        computed it. Returns `output` as a node of its own, made after the inputs, so that the rule
+        applies to this use of it only (not to `output`'s other uses, nor to an input it is)."""
+        from descent.graph import ops
+
         for array in (output, *inputs):
             if not isinstance(array, Array) or array.scope is not self:
                 raise GraphError(at_user_line("custom_gradient: output and inputs must be Arrays of this graph"))
         if not callable(rule):
             raise GraphError(at_user_line(f"custom_gradient: rule must be a function of the cotangent, got {rule!r}"))
-        self.gradient_rules[output.node_id] = GradientRule(tuple(a.node_id for a in inputs), rule, user_location())
-        return output
+        ruled = ops.stop_gradient(output)
+        self.gradient_rules[ruled.node_id] = GradientRule(tuple(a.node_id for a in inputs), rule, user_location())
+        return ruled
 
     def require_range(self, indices: Array, low: int, high: int, what: str) -> None:
         """Require `indices` in [low, high): where they come from a parameter (an uploaded batch), the
@@ -146,11 +150,12 @@ class Scope:
         parameter = self.environment.constant_parameter(array, resolved)
         return self.read(parameter)
 
-    def grad(self, loss: Array, wrt: list[Array]) -> list[Array]:
-        """Gradients of the scalar `loss` with respect to `wrt`, as new Arrays of this graph."""
+    def grad(self, loss: Array, wrt: Array | Sequence[Array]) -> list[Array]:
+        """Gradients of the scalar `loss` with respect to each Array of `wrt` (or to one Array, as a list
+        of one), as new Arrays of this graph."""
         from descent.autodiff.grad import grad
 
-        return grad(loss, wrt)
+        return grad(loss, wrt, self)
 
     def arange(self, stop: float, dtype: DType | str = "int32") -> Array:
         """0, 1, ... below `stop` (numpy's arange(stop)): computed from the index where it is used, never stored."""
