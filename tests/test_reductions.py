@@ -302,6 +302,18 @@ def test_rows_longer_than_a_drivers_loop_limit_fold_completely(env: dc.Environme
                                np.log(np.exp(x.astype(np.float64)).sum(1)), rtol=1e-5)
 
 
+def test_loops_of_fused_powers_count_against_a_drivers_loop_limit(env: dc.Environment) -> None:
+    """A power with an array exponent loops over its bits: up to 32 iterations an int32 element, 7 a
+    float32 one. Rows of 4001 and 10007 such elements (prime lengths, which fold in one pass), one thread
+    a row, stopped at lavapipe's 65535 iterations in all: the sum of 4001 ones was 2850."""
+    ones, exponents = np.ones((64, 4001), np.int32), np.full((64, 4001), 2**20 + 1, np.int32)
+    np.testing.assert_array_equal(evaluate(env, lambda a, e: dc.sum(a**e, 1), ones, exponents), np.full(64, 4001))
+    x = rng.uniform(0.999, 1.001, size=(64, 10007)).astype(np.float32)
+    powers = np.full(10007, 64.0, np.float32)
+    expected = (x.astype(np.float64) ** 64).sum(1)
+    np.testing.assert_allclose(evaluate(env, lambda a, p: dc.sum(a**p, 1), x, powers), expected, rtol=1e-4)
+
+
 def test_kernels_keep_within_a_drivers_loop_limit() -> None:
     """With a loop limit of 200 iterations an invocation (as if measured so): long rows move to
     wider workgroups and still fold right; what no workgroup can hold is refused with the reason."""

@@ -47,6 +47,15 @@ def _called(helpers: tuple[str, ...], expression: str) -> list[str]:
     return [helper for helper in helpers if helper in called]
 
 
+def _is_literal(operand: str) -> bool:
+    """Whether an emitted operand is a number written out (a constant the driver's compiler folds)."""
+    try:
+        float(operand.strip("()").removesuffix("u"))
+    except ValueError:
+        return False
+    return True
+
+
 # division by a literal zero, given x * inf: drivers folded x / 0.0 itself to 0
 _BY_ZERO = {"div": "{0}", "floor_divide": "floor({0})", "remainder": "{nan}"}
 
@@ -162,6 +171,7 @@ class Emitter:
         self._invariants: dict[tuple[int, ViewChain], bool] = {}
         self._declared: dict[tuple[bool, str, str], str] = {}
         self.helpers: dict[str, str] = {}
+        self.loop_trips = 0  # iterations the helpers' loops may run in the code emitted so far
         self.locations: list[str] = []
         self.ops: list[str] = []
         self._values: dict[tuple[int, ViewChain], str] = {}
@@ -354,6 +364,8 @@ class Emitter:
             glsl = definition.float_glsl if definition.float_glsl and node.dtype == float32 else definition.glsl
             for helper in _called(definition.helpers, glsl):
                 self.helpers[helper] = HELPERS[helper]
+            if not (node.op == "pow" and _is_literal(operands[1])):  # the loop over a constant exponent unrolls
+                self.loop_trips += definition.loop_trips[node.dtype == float32]
             index = self.index(chain) if "{index}" in glsl else ""
             expression = glsl.format(*operands, index=index)
             if node.op in _BY_ZERO and operands[1] in ("0.0", "(-0.0)"):  # drivers fold x / 0.0 to 0

@@ -124,6 +124,7 @@ class _Kernel:
         self.aliases: dict[str, str] = {}  # vector views of buffers: storage at the same binding (read-only
         # for a loaded one, write-only for a stored one), texel at one of their own
         self.helpers: dict[str, str] = {}
+        self.call_trips: dict[str, int] = {}  # generated function -> iterations its helpers' loops may run a call
         self.locations: list[str] = []
         self.ops: list[str] = []
         self.prologue = False  # the store function reads globals that prologue() sets
@@ -208,6 +209,7 @@ class _Kernel:
             chains, result = [simplify(chain + (View((count,), (4,), e),)) for e in range(4)], _VECTORS[dtype.glsl]
         values = [emitter.value(node_id, element) for element in chains]
         self.absorb(emitter)
+        self.call_trips[name] = emitter.loop_trips
         parameters = ", ".join(f"int {axis}" for axis, _ in axes)
         return _function(f"{result} {name}({parameters})", [*emitter.lines, f"return {result}({', '.join(values)});"])
 
@@ -219,6 +221,7 @@ class _Kernel:
         emitter = self.emitter(variable("i", self.kernel.size), given, hoist)
         stores = self.store_lines(emitter)
         self.absorb(emitter)
+        self.call_trips["store_output"] = emitter.loop_trips
         return self.prologue_function(emitter) + _function(f"void store_output(int i, {parameters})",
                                                            emitter.lines + stores)
 
@@ -236,6 +239,7 @@ class _Kernel:
         `acc`, through `quad_lines` (on lavapipe a lane's fetch or store costs about the same for four
         floats as for one)."""
         lines, emitter = self.quad_lines({core: [f"acc[{e}]" for e in range(4)]}, hoist=True)
+        self.call_trips["store_quad"] = emitter.loop_trips
         store = _function("void store_quad(int i, vec4 acc)", ["int q = i / 4;", *lines])
         return self.prologue_function(emitter) + store
 
@@ -356,6 +360,14 @@ def _require_loops(parts: _Kernel, what: str, trips: int, device: DeviceShape) -
                           f"endless loops); split it into shorter steps (ops from {', '.join(parts.locations[:3])})")
 
 
+def _element_trips(parts: _Kernel, node_id: int, chain, axes: tuple[tuple[str, int], ...]) -> int:
+    """Iterations the helpers' loops may run computing one element of `node_id` (a pow with an array
+    exponent, say), which a driver's loop limit counts with the loop that goes over the elements."""
+    emitter = parts.emitter(_row_major(axes))
+    emitter.value(node_id, chain)
+    return emitter.loop_trips
+
+
 def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     kernel = parts.kernel
     (source,) = core.inputs
@@ -367,8 +379,16 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         finish = "position"
     elif op == "logsumexp":
         accumulator, lift, finish = "vec2", "vec2(x, 1.0)", "(value.x + log(value.y))"
+    given = {kernel.core: finish} | {node_id: "value" for node_id in kernel.values}
+    store = parts.store_function(f"{accumulator} value, int position", given)
+    per_element = 1 + _element_trips(parts, source, chain, (("output_index", outputs), ("element", reduced)))
+
+    def trips(threads: int) -> int:  # a thread's strided share of the elements, the tree's steps, the store
+        return -(-reduced // threads) * per_element + (threads.bit_length() if threads > 1 else 0) + \
+            parts.call_trips["store_output"]
+
     serial = (reduced <= SERIAL_REDUCTION or (device.cpu and outputs >= CPU_SERIAL_OUTPUTS)) and \
-        _fits_loops(reduced, device)
+        _fits_loops(trips(1), device)
     quads = serial and device.cpu and bool(parts.texel_elements) and reduced % 4 == 0
     if quads:
         functions = parts.load_function("load_quad", source, chain, dtype,
@@ -376,8 +396,7 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     else:
         functions = parts.load_function("load_input", source, chain, dtype,
                                         (("output_index", outputs), ("element", reduced)))
-    given = {kernel.core: finish} | {node_id: "value" for node_id in kernel.values}
-    functions += "\n" + parts.store_function(f"{accumulator} value, int position", given)
+    functions += "\n" + store
     parts.ops += [f"{op}-reduce"] + [f"{op[3:]}-reduce" for _ in kernel.values]
     parts.locations.append(core.location)
     if serial:
@@ -385,10 +404,6 @@ def _reduce(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
         workgroups = _grid(-(-outputs // local), device.max_groups)
     else:
         local = min(device.local_size, 1 << max(5, (reduced - 1).bit_length()))
-
-        def trips(threads: int) -> int:  # a lane's strided share, then the tree's steps
-            return -(-reduced // threads) + threads.bit_length()
-
         while not _fits_loops(trips(local), device) and 2 * local <= device.max_local_size:
             local *= 2
         workgroups = _grid(outputs, device.max_groups)
@@ -426,8 +441,9 @@ def _scatter_add(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer], 
     parts.ops.append("scatter_add")
     parts.locations.append(core.location)
     if deterministic:
-        _require_loops(parts, f"a deterministic scatter_add of {core.attrs['count']} indices", core.attrs["count"],
-                       device)
+        per_index = 1 + parts.call_trips["load_index"] + parts.call_trips["load_values"]
+        _require_loops(parts, f"a deterministic scatter_add of {core.attrs['count']} indices",
+                       core.attrs["count"] * per_index + parts.call_trips["store_output"], device)
     workgroups = _grid(-(-threads // device.local_size), device.max_groups)
     sources.append(parts.fill("scatter_add", workgroups, VALUES=value_count, SIZE=kernel.size, EXTENT=extent,
                               COUNT=core.attrs["count"], INNER=inner, DETERMINISTIC=int(deterministic),
@@ -515,8 +531,11 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
             functions += "\n" + _fetch_function("fetch_b", "load_b", load_b, read_b, (k, n), (4, block_n), 4)
         else:
             functions += "\n" + load_a + "\n" + load_b
-        steps = -(-k // 4) if vector else -(-k // 2)  # matmul_direct_vec4's steps of K, matmul_direct's (DEPTH)
-        _require_loops(parts, f"a matmul over K = {k}", steps, device)
+        depth = 4 if vector else 2  # matmul_direct_vec4's steps of K, matmul_direct's (DEPTH)
+        loads = depth * (block_m * parts.call_trips["load_a"] + block_n * parts.call_trips["load_b"])
+        stores = block_m * block_n // (4 if store_quads else 1) * parts.call_trips[
+            "store_quad" if store_quads else "store_output"]
+        _require_loops(parts, f"a matmul over K = {k}", -(-k // depth) * (1 + loads) + stores, device)
         blocks = batch * -(-m // block_m) * -(-n // block_n)
         # one subgroup (a CPU driver's SIMD width) per workgroup: the most workgroups to share among cores
         workgroups = _grid(-(-blocks // device.subgroup_size), device.max_groups)
@@ -594,10 +613,10 @@ def _subgroup_matmul(parts: _Kernel, a, load_a: str, vector_b: tuple[str, str], 
                                   slice_lines)
     tiles = batch * -(-m // lanes) * -(-n // (4 * lanes))
     per_group = max(1, min(SUBGROUP_TILES_PER_GROUP, tiles // CPU_MIN_WORKGROUPS))
-    slices = k // lanes + 1
-    while per_group > 1 and not _fits_loops(per_group * slices, device):  # each tile loops over K
+    tile_trips = (k // lanes + 1) * (1 + lanes * parts.call_trips["load_a"]) + lanes * parts.call_trips["store_quad"]
+    while per_group > 1 and not _fits_loops(per_group * tile_trips, device):  # each tile loops over K
         per_group //= 2
-    _require_loops(parts, f"a matmul over K = {k}", per_group * slices, device)
+    _require_loops(parts, f"a matmul over K = {k}", per_group * tile_trips, device)
     rows_first = k * 4 * lanes * 4 <= SUBGROUP_ROWS_FIRST_STRIP
     return parts.fill("matmul_subgroup", _grid(-(-tiles // per_group), device.max_groups), BATCH=batch, M=m, N=n, K=k,
                       LANES=lanes, PER_GROUP=per_group, ROWS_FIRST=int(rows_first), FUNCTIONS=functions)

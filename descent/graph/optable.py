@@ -24,6 +24,9 @@ class ElementwiseOp:
     float_only: bool = False  # integer operands are cast to float32 first
     integer_only: bool = False  # float operands are refused (bitwise ops)
     helpers: tuple[str, ...] = ()  # GLSL functions (from HELPERS) the expression calls, in dependency order
+    # the most iterations the helpers' loops run in one call, for (integer, float) operands: a driver's
+    # loop limit (lavapipe's) counts them with the kernel's own loops
+    loop_trips: tuple[int, int] = (0, 0)
     # the expression for float operands where it differs: NaN propagates. Tested with isnan and kept
     # apart from the comparison: NVIDIA's compiler turned `a > b || isnan(a)` into one unordered test
     float_glsl: str | None = None
@@ -313,11 +316,14 @@ _OPS = [
     ElementwiseOp("mul", 2, "{0} * {1}"),
     ElementwiseOp("div", 2, "{0} / {1}", float_only=True),
     ElementwiseOp("pow", 2, "descent_ipow({0}, {1})", float_glsl="descent_pow({0}, {1})",
-                  helpers=("descent_log1p", "descent_log2", "descent_pow", "descent_ipow")),
+                  helpers=("descent_log1p", "descent_log2", "descent_pow", "descent_ipow"), loop_trips=(32, 7)),
     # float a / b may be off by an ulp (NVIDIA divides by a reciprocal): descent_divmod mends the quotient by its
     # exact remainder, which % returns
-    ElementwiseOp("floor_divide", 2, "descent_floor_divide({0}, {1})", helpers=("descent_floor_divide",)),
-    ElementwiseOp("remainder", 2, "descent_remainder({0}, {1})", helpers=("descent_floor_divide", "descent_remainder")),
+    # descent_fmod_wide shifts by at most 8 bits a step, over the 276 between float32's exponents
+    ElementwiseOp("floor_divide", 2, "descent_floor_divide({0}, {1})", helpers=("descent_floor_divide",),
+                  loop_trips=(0, 35)),
+    ElementwiseOp("remainder", 2, "descent_remainder({0}, {1})", helpers=("descent_floor_divide", "descent_remainder"),
+                  loop_trips=(0, 35)),
     ElementwiseOp("maximum", 2, "max({0}, {1})", float_glsl="isnan({0}) ? {0} : isnan({1}) ? {1} : max({0}, {1})"),
     ElementwiseOp("minimum", 2, "min({0}, {1})", float_glsl="isnan({0}) ? {0} : isnan({1}) ? {1} : min({0}, {1})"),
     ElementwiseOp("lt", 2, "{0} < {1}", result="bool"),
