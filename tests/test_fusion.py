@@ -388,6 +388,21 @@ def test_outputs_sharing_a_kernel_are_split_to_fit_the_binding_limit() -> None:
         np.testing.assert_allclose(env.read(p), value * 2.0 + i, rtol=1e-6)
 
 
+def test_epilogues_folded_into_a_reduction_are_split_to_fit_the_binding_limit() -> None:
+    """Twenty row sums, each scaled into its own parameter: the scalings share an elementwise kernel,
+    folded into one of the sums' kernels as its epilogue, which bound 41 buffers of 16 and was refused."""
+    env = dc.Environment()
+    env.device = dataclasses.replace(env.device, limits=dataclasses.replace(env.device.limits, max_storage_buffers=16))
+    values = [rng.normal(size=(4, 4)).astype(np.float32) for _ in range(20)]
+    inputs = [env.parameter(f"folded_x{i}", (4, 4), init=value) for i, value in enumerate(values)]
+    outputs = [env.parameter(f"folded_y{i}", (4,)) for i in range(20)]
+    graph = env.build_graph(lambda s: [s.write(y, s.read(x).sum(axis=1) * 2.0) for x, y in zip(inputs, outputs)])
+    assert all(len(source.bindings) <= 16 for source in graph.sources)
+    env.run(graph)
+    for value, y in zip(values, outputs):
+        np.testing.assert_allclose(env.read(y), value.sum(1) * 2.0, rtol=1e-5, atol=1e-6)
+
+
 def test_a_kernel_loading_too_many_buffers_is_split() -> None:
     """A sum, stack and concat of more arrays than a kernel may bind (kernel0 bound 41 of lavapipe's 32)
     compute part of the work into a buffer in a kernel of their own; a matmul that needs more than the

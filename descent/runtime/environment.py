@@ -328,8 +328,9 @@ class Pending:
 def _within_bindings(scope: Scope, cpu: bool, shape: DeviceShape, limit: int) -> tuple[Schedule, list[KernelSource]]:
     """The schedule and its kernels' sources, each binding at most `limit` buffers. Where a kernel
     binds more, it is scheduled again: with fewer outputs a kernel where it shares many (an
-    optimiser's updates of every parameter at once), else with a part of its inline work given a
-    buffer and a kernel of its own (a concat of many arrays)."""
+    optimiser's updates of every parameter at once, or those folded into a reduction or a matmul as its
+    epilogue), else with a part of its inline work given a buffer and a kernel of its own (a concat of
+    many arrays)."""
     max_grouped, split = None, frozenset()
     while True:
         plan = schedule(scope.graph, scope.writes, computed_operands=cpu, max_grouped=max_grouped, split=split)
@@ -338,8 +339,7 @@ def _within_bindings(scope: Scope, cpu: bool, shape: DeviceShape, limit: int) ->
         wide = [(kernel, source) for kernel, source in generated if len(source.bindings) > limit]
         if not wide:
             return plan, [source for _, source in generated]
-        shared = [count for kernel, _ in wide if kernel.core is None
-                  and (count := len({node_id for node_id, _ in kernel.outputs})) > 1]
+        shared = [count for kernel, _ in wide if (count := len({node_id for node_id, _ in kernel.outputs})) > 1]
         if shared and max_grouped != 1:
             max_grouped = max(1, min(max(shared) // 2, (max_grouped or max(shared)) - 1))
             continue
