@@ -435,10 +435,12 @@ def test_a_kernel_loading_too_many_buffers_is_split() -> None:
         env.build_graph(lambda s: s.write(total, s.read(params[0]) @ s.read(params[1]).T @ s.read(params[2])))
 
 
-@pytest.mark.parametrize("name", ["q", "i", "lane", "value", "acc", "exp", "max", "texelFetch", "descent_pow", "K"])
+@pytest.mark.parametrize("name", ["q", "i", "lane", "value", "acc", "exp", "max", "texelFetch", "descent_pow", "K",
+                                  "flat", "centroid", "class", "sampler2D", "dvec2", "mat4x3", "ü", "名前"])
 def test_parameters_named_like_glsl_or_template_names(name: str) -> None:
     """A parameter's GLSL name must not hide a template's local (`q`, `lane`), a constant (`K`), a
-    built-in (`exp`) or a helper: `q` used to compile to `texelFetch(q, ...)` on the int thread index."""
+    built-in (`exp`) or a helper: `q` used to compile to `texelFetch(q, ...)` on the int thread index. GLSL's
+    qualifiers and reserved words (`flat`, `centroid` for k-means) and non-ASCII names failed to compile."""
     env = dc.Environment()
     data = rng.uniform(size=(8, 8)).astype(np.float32)
     x = env.parameter(name, (8, 8), init=data)
@@ -452,6 +454,16 @@ def test_parameters_named_like_glsl_or_template_names(name: str) -> None:
     env.run(env.build_graph(build))
     np.testing.assert_allclose(env.read(out), np.exp(data) @ data + np.pad(data[1:], ((0, 1), (0, 0))), rtol=1e-5)
     np.testing.assert_array_equal(env.read(row_max), data.max(1))
+
+
+def test_parameter_names_that_clean_up_alike() -> None:
+    """'a b' and 'a_b' both become a_b in GLSL; numbering the first two made 'a_b_1' twice."""
+    env = dc.Environment()
+    names = ("a b", "a_b", "a_b_1")
+    params = [env.parameter(name, (4,), init=np.full(4, k, np.float32)) for k, name in enumerate(names)]
+    env.run(env.build_graph(lambda s: [s.write(p, s.read(p) + 1.0) for p in params]))
+    for k, p in enumerate(params):
+        np.testing.assert_array_equal(env.read(p), np.full(4, k + 1.0))
 
 
 def test_a_parameter_named_like_a_hidden_constant() -> None:

@@ -59,10 +59,15 @@ def _is_literal(operand: str) -> bool:
 # division by a literal zero, given x * inf: drivers folded x / 0.0 itself to 0
 _BY_ZERO = {"div": "{0}", "floor_divide": "floor({0})", "remainder": "{nan}"}
 
-_GLSL_WORDS = {"input", "output", "buffer", "shared", "sample", "filter", "common", "partition", "active", "in",
-               "out", "inout", "uniform", "layout", "float", "int", "uint", "bool", "void", "main", "const",
-               "struct", "return", "if", "else", "for", "while", "do", "break", "continue", "discard", "switch",
-               "case", "default", "precise", "coherent", "volatile", "restrict", "readonly", "writeonly"}
+# GLSL 4.60's keywords and words reserved for future use (types by pattern below), and `main`
+_GLSL_WORDS = set("""
+    const uniform buffer shared attribute varying coherent volatile restrict readonly writeonly atomic_uint layout
+    centroid flat smooth noperspective patch sample invariant precise break continue do for while switch case default
+    if else subroutine in out inout int void bool true false float double discard return uint struct lowp mediump
+    highp precision demote common partition active asm class union enum typedef template this resource goto inline
+    noinline public static extern external interface long short half fixed unsigned superp input output filter sizeof
+    cast namespace using main""".split())
+_GLSL_TYPES = re.compile(r"[iudbhf]?vec[234]|d?mat[234](x[234])?|[iu]?(sampler|image|texture|subpassInput)\w*")
 
 
 # GLSL's built-in functions and types that generated code calls: a buffer of the same name would hide them
@@ -76,12 +81,13 @@ _GLSL_BUILTINS = {
 
 
 def identifier(name: str, taken: frozenset[str] = frozenset()) -> str:
-    """A valid, readable GLSL name for a buffer: no leading digit, no '__', and none a keyword, a
-    built-in, a helper of descent's or one of the `taken` names (a template's own) would shadow."""
-    text = re.sub(r"_+", "_", re.sub(r"\W", "_", name.replace("param:", "").replace("staged:", "staged_")))
+    """A valid, readable GLSL name for a buffer: ASCII letters, digits and single underscores, no
+    leading digit, and none a keyword or reserved word, a built-in, a helper of descent's or one of
+    the `taken` names (a template's own) would shadow."""
+    text = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", name.replace("param:", "").replace("staged:", "staged_")))
     text = text.strip("_") or "buffer"
-    if (text[0].isdigit() or text.startswith("gl_") or text in _GLSL_WORDS or text in _GLSL_BUILTINS
-            or text in HELPERS or text in taken):
+    if (text[0].isdigit() or text.startswith("gl_") or text in _GLSL_WORDS or _GLSL_TYPES.fullmatch(text)
+            or text in _GLSL_BUILTINS or text in HELPERS or text in taken):
         text = f"p_{text}"
     return text
 

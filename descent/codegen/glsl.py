@@ -80,6 +80,22 @@ def _grid(groups: int, max_groups: int) -> tuple[int, int, int]:
     return (-(-groups // rows), rows, 1)
 
 
+def _distinct(names: list[str]) -> list[str]:
+    """The names, those given more than once numbered by position (`a_b_1`), never as another name
+    already is: buffers "a b", "a_b" and "a_b_1" are `a_b_0`, `a_b_4` and `a_b_1`."""
+    used = {name for name in names if names.count(name) == 1}
+    distinct = []
+    for position, name in enumerate(names):
+        if names.count(name) > 1:
+            number = position
+            while f"{name}_{number}" in used:
+                number += len(names)
+            name = f"{name}_{number}"
+            used.add(name)
+        distinct.append(name)
+    return distinct
+
+
 class _Kernel:
     """Bindings, declarations and generated functions of one kernel under construction."""
 
@@ -97,8 +113,7 @@ class _Kernel:
         self.texel_bindings = [(binding, 1) for binding in range(len(texels))]
         self.texel_elements = texel_elements
         unique = texels + storage
-        names = [identifier(name, _template_names()) for name in unique]
-        names = [n if names.count(n) == 1 else f"{n}_{k}" for k, n in enumerate(names)]
+        names = _distinct([identifier(name, _template_names()) for name in unique])
         self.table = {name: (glsl_name, buffers[name].dtype, buffers[name].size)
                       for name, glsl_name in zip(unique, names)}
         self.texels = {}  # GLSL name of a buffer -> the texel buffer it is read through
