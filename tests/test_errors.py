@@ -282,6 +282,20 @@ def test_unwritable_cache_warns_and_still_runs(tmp_path: Path) -> None:
     assert "cannot cache SPIR-V" in result.stderr and "DESCENT_CACHE" in result.stderr
 
 
+def test_a_cache_entry_that_cannot_be_replaced_leaves_no_partial_file(tmp_path: Path) -> None:
+    """Where the rename into place fails (here a folder stands at an entry's path), the temporary
+    .part file was left behind, two more each run, and the warning named it, so it said so per shader."""
+    assert _run(PROGRAM, DESCENT_CACHE=str(tmp_path)).returncode == 0
+    entries = list((tmp_path / "spirv").iterdir())
+    for entry in entries:
+        entry.unlink()
+        entry.mkdir()
+    result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "kernels 1 compiled 1 cached 0" in result.stdout and "(Is a directory)" in result.stderr
+    assert sorted((tmp_path / "spirv").iterdir()) == sorted(entries)
+
+
 def test_dump_shaders(tmp_path: Path) -> None:
     result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path / "cache"), DESCENT_DUMP_SHADERS=str(tmp_path / "dump"))
     assert result.returncode == 0, result.stderr

@@ -77,6 +77,7 @@ def _read_cached(path: Path, key: str) -> bytes | None:
 
 def _write_cached(path: Path, key: str, spirv: bytes) -> None:
     """Write atomically (a reader sees the old file or the whole new one); failure only warns."""
+    partial = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(dir=path.parent, suffix=".part")
@@ -86,17 +87,20 @@ def _write_cached(path: Path, key: str, spirv: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(partial, path)
     except OSError as error:
-        _warn_once(f"descent cannot cache SPIR-V in {path.parent} ({error}); shaders will be compiled again in "
-                   "every process. Set DESCENT_CACHE to a writable folder.")
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
+        _warn_once(f"descent cannot cache SPIR-V in {path.parent} ({error.strerror}); shaders will be compiled "
+                   "again in every process. Set DESCENT_CACHE to a writable folder.")
 
 
 def _compile(source: str, label: str, origin: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="descent-") as work:
         shader = Path(work) / f"{label}.comp"
-        shader.write_text(source)
+        shader.write_text(source, encoding="utf-8")
         output = Path(work) / f"{label}.spv"
         result = subprocess.run(
-            [COMPILER, *FLAGS, "-o", str(output), str(shader)], capture_output=True, text=True, check=False
+            [COMPILER, *FLAGS, "-o", str(output), str(shader)], capture_output=True, text=True, errors="replace",
+            check=False,
         )
         if result.returncode != 0 or not output.exists():
             message = (result.stdout + result.stderr).strip()
@@ -124,6 +128,6 @@ def _dump(source: str, label: str, origin: str) -> None:
         ending = f"// ops from {origin}\n" if origin else ""
         try:
             os.makedirs(directory, exist_ok=True)
-            Path(directory, f"{label}-{digest}.comp").write_text(source + ending)
+            Path(directory, f"{label}-{digest}.comp").write_text(source + ending, encoding="utf-8")
         except OSError as error:
             _warn_once(f"DESCENT_DUMP_SHADERS={directory}: cannot write shaders there ({error})")
