@@ -47,6 +47,10 @@ def test_write_dtype_checks(env: dc.Environment) -> None:
         env.write(labels, np.array([0.5, 1, 2]))
     with pytest.raises(dc.DTypeError, match="outside the range"):
         env.write(labels, np.array([0, 1, 2**40]))
+    for edge, dtype in ((2.0**31, dc.int32), (2.0**32, dc.uint32)):  # float32 edges wrapped: numpy compared in float32
+        target = env.parameter(f"err_edge_{dtype.name}", (2,), dtype)
+        with pytest.raises(dc.DTypeError, match="outside the range"):
+            env.write(target, np.array([0.0, edge], np.float32))
     with pytest.raises(dc.DTypeError):
         env.write(labels, np.array(["a", "b", "c"]))
     env.write(labels, np.array([1.0, 2.0, 3.0]))

@@ -194,7 +194,7 @@ class Environment:
                 f"write: '{parameter.name}' holds {dtype.name}, but the array has non-integer values"))
         if not dtype.is_float and array.size:
             info = np.iinfo(dtype.numpy)
-            if array.min() < info.min or array.max() > info.max:
+            if array.min().item() < info.min or array.max().item() > info.max:  # Python compares exactly
                 raise DTypeError(at_user_line(
                     f"write: values of '{parameter.name}' lie outside the range of {dtype.name}"))
         return array.astype(dtype.numpy).ravel()
