@@ -284,15 +284,20 @@ class Trainer:
         by their paths in the model as a PyTorch state_dict is (`0.weight`, `adam.m.0.weight`), so that it
         loads into the same architecture built under another name or from other parts."""
         named = self.model.state_parameters()
-        if self.optimizer is not None and not model_only:
-            state = self.optimizer.named_state({p.name: path for path, p in named.items()})
-            clashes = sorted(set(named) & set(state))
-            if clashes:
-                raise GraphError(at_user_line(
-                    f"checkpoint: the model's {clashes} would be saved under the same name(s) as the optimiser's "
-                    f"state; rename the part of the model called '{clashes[0].split('.')[0]}'"))
-            named.update(state)
-        return named
+        return named if model_only else named | self._optimizer_state(named)
+
+    def _optimizer_state(self, model: dict[str, Parameter]) -> dict[str, Parameter]:
+        """The optimiser's state named after the `model` parameters' paths (`adam.m.0.weight`); none
+        without an optimiser."""
+        if self.optimizer is None:
+            return {}
+        state = self.optimizer.named_state({p.name: path for path, p in model.items()})
+        clashes = sorted(set(model) & set(state))
+        if clashes:
+            raise GraphError(at_user_line(
+                f"checkpoint: the model's {clashes} would be saved under the same name(s) as the optimiser's "
+                f"state; rename the part of the model called '{clashes[0].split('.')[0]}'"))
+        return state
 
     @property
     def epochs_trained(self) -> int:
@@ -310,11 +315,11 @@ class Trainer:
     def load(self, path: str | os.PathLike, model_only: bool = False) -> None:
         """Restore a checkpoint: parameters, optimiser state, counts and the rate a schedule starts
         from; `model_only` restores just the model (optimiser state and counts are ignored)."""
-        named = self.checkpoint_parameters(model_only)
-        state = set(named) - set(self.model.state_parameters())
+        model = self.model.state_parameters()
+        state = {} if model_only else self._optimizer_state(model)
         kinds = {} if model_only else {_COUNTS: ((2,), "iu"), _INITIAL_LR: ((), "f")}
-        metadata = checkpoint.load(self.env, named, path, ignore_extra=model_only, metadata_kinds=kinds,
-                                   optimizer_state=state)
+        metadata = checkpoint.load(self.env, model | state, path, ignore_extra=model_only, metadata_kinds=kinds,
+                                   optimizer_state=set(state))
         if not model_only and _COUNTS in metadata:
             self._epochs_trained, self._steps_trained = (int(count) for count in metadata[_COUNTS])
         if not model_only and _INITIAL_LR in metadata and self.optimizer is not None:
