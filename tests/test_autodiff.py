@@ -426,6 +426,7 @@ def _torch_gradients(fn, inputs: list[np.ndarray], weights: np.ndarray) -> list[
 
 
 TIES = np.array([-1.0, 0.0, 0.0, 0.5, 1.0, 1.0, 2.0, 3.0], np.float32)
+WITH_NAN = np.array([np.nan, -1.0, 0.0, 0.5, 2.0], np.float32)
 TORCH_CASES = {  # name -> (descent fn, torch fn, inputs): ties, zeros and composites, against torch's autograd
     "relu at 0": (dc.relu, torch.relu, [TIES]),
     "clip on its bounds": (lambda a: dc.clip(a, 0.0, 1.0), lambda a: torch.clamp(a, 0.0, 1.0), [TIES]),
@@ -433,6 +434,10 @@ TORCH_CASES = {  # name -> (descent fn, torch fn, inputs): ties, zeros and compo
     "clip at NaN: no gradient there": (dc.clip, torch.clamp, [np.array([np.nan, -2, 0, 0.5, 1, 3], np.float32),
                                                              np.array([0, np.nan, 0, 0, 0, 0], np.float32),
                                                              np.array([1, 1, np.nan, 1, 1, 1], np.float32)]),
+    "relu and abs at NaN": (lambda a: dc.relu(a) + dc.abs(a), lambda a: torch.relu(a) + torch.abs(a), [WITH_NAN]),
+    "softplus at NaN keeps it": (dc.nn.activations.softplus, F.softplus, [WITH_NAN]),
+    "maximum with NaN: both take it": (dc.maximum, torch.maximum, [WITH_NAN, WITH_NAN[::-1].copy()]),
+    "minimum with NaN: both take it": (dc.minimum, torch.minimum, [WITH_NAN, np.zeros(5, np.float32)]),
     "maximum ties": (dc.maximum, torch.maximum, [TIES, TIES[::-1].copy()]),
     "minimum ties": (dc.minimum, torch.minimum, [TIES, np.ones(8, np.float32)]),
     "max ties": (lambda a: a.max(axis=1), lambda a: a.amax(dim=1), [np.array([[1, 3, 3], [2, 2, 2]], np.float32)]),
@@ -518,7 +523,8 @@ TORCH_CASES = {  # name -> (descent fn, torch fn, inputs): ties, zeros and compo
 @pytest.mark.parametrize("name", sorted(TORCH_CASES))
 def test_gradient_matches_torch(env: dc.Environment, name: str) -> None:
     """Ties (the winner takes the gradient; maximum and amax split an exact tie evenly, max pooling
-    gives it to the window's first maximum, relu's is 0 at 0 and clamp passes it on its bounds), prod
+    gives it to the window's first maximum, relu's is 0 at 0 and clamp passes it on its bounds), NaN
+    inputs (relu and maximum pass the gradient to a NaN, abs's is 0 there), prod
     over zeros, and composites: float32 against torch's float64 autograd, rtol 1e-4, atol
     1e-4 * max|grad|."""
     fn, torch_fn, inputs = TORCH_CASES[name]
@@ -529,7 +535,7 @@ def test_gradient_matches_torch(env: dc.Environment, name: str) -> None:
     ours = _descent_gradients(env, fn, inputs, weights)
     theirs = _torch_gradients(torch_fn, inputs, weights)
     for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(np.abs(b).max(), 1.0))
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(np.nanmax(np.abs(b)), 1.0))
 
 
 def test_training_flag_and_grad_errors(env: dc.Environment) -> None:

@@ -22,11 +22,12 @@ NO_GRADIENT = ("lt", "le", "gt", "ge", "eq", "ne", "isnan", "isinf", "isfinite",
                "read")
 
 
-def _split_ties(g: Array, a: Array, b: Array, wins: Array, loses: Array) -> list[Array]:
-    """maximum/minimum: the winner takes the gradient, ties split it evenly (as PyTorch)."""
+def _split_ties(g: Array, a: Array, b: Array, a_loses: Array, b_loses: Array) -> list[Array]:
+    """maximum/minimum, as PyTorch: an operand takes the gradient unless it loses, ties split it evenly,
+    and where either is NaN (so neither loses) both take it."""
     tie = ops.eq(a, b)
-    left = ops.where(wins, g, ops.where(tie, g * 0.5, 0.0))
-    right = ops.where(loses, g, ops.where(tie, g * 0.5, 0.0))
+    left = ops.where(a_loses, 0.0, ops.where(tie, g * 0.5, g))
+    right = ops.where(b_loses, 0.0, ops.where(tie, g * 0.5, g))
     return [left, right]
 
 
@@ -58,12 +59,12 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "div": lambda g, n, x, y: [g / x[1], -(g * y) / x[1]],
     "remainder": lambda g, n, x, y: [g, -(g * ops.floor_divide(x[0], x[1]))],
     "pow": lambda g, n, x, y: _pow_gradients(g, x[0], x[1], y),
-    "maximum": lambda g, n, x, y: _split_ties(g, x[0], x[1], ops.gt(x[0], x[1]), ops.lt(x[0], x[1])),
-    "minimum": lambda g, n, x, y: _split_ties(g, x[0], x[1], ops.lt(x[0], x[1]), ops.gt(x[0], x[1])),
+    "maximum": lambda g, n, x, y: _split_ties(g, x[0], x[1], ops.lt(x[0], x[1]), ops.gt(x[0], x[1])),
+    "minimum": lambda g, n, x, y: _split_ties(g, x[0], x[1], ops.gt(x[0], x[1]), ops.lt(x[0], x[1])),
     "where": lambda g, n, x, y: [None, ops.where(x[0], g, 0.0), ops.where(x[0], 0.0, g)],
     "neg": lambda g, n, x, y: [-g],
     "contiguous": lambda g, n, x, y: [g],
-    "abs": lambda g, n, x, y: [g * ops.sign(x[0])],
+    "abs": lambda g, n, x, y: [g * ops.where(ops.gt(x[0], 0), 1.0, ops.where(ops.lt(x[0], 0), -1.0, 0.0))],
     "exp": lambda g, n, x, y: [g * y],
     "log": lambda g, n, x, y: [g / x[0]],
     "log1p": lambda g, n, x, y: [g / (x[0] + 1.0)],
@@ -85,7 +86,7 @@ ELEMENTWISE_RULES: dict[str, Rule] = {
     "tanh": lambda g, n, x, y: [g * (1.0 - y * y)],
     "sigmoid": lambda g, n, x, y: [g * y * (1.0 - y)],
     "erf": lambda g, n, x, y: [g * (2.0 / math.sqrt(math.pi)) * ops.exp(-(x[0] * x[0]))],
-    "relu": lambda g, n, x, y: [ops.where(ops.gt(x[0], 0), g, 0.0)],
+    "relu": lambda g, n, x, y: [ops.where(ops.le(x[0], 0), 0.0, g)],
 }
 
 

@@ -294,7 +294,7 @@ select = where
 
 
 def relu(x: Array) -> Array:
-    """max(x, 0), NaN kept; its gradient at 0 is 0, as PyTorch's. Unsigned values are their own."""
+    """max(x, 0), NaN kept; its gradient is 0 at 0 and passes at NaN, as PyTorch's. Unsigned values are their own."""
     return x if x.dtype.name == "uint32" else elementwise("relu", x)
 
 
