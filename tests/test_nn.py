@@ -778,8 +778,9 @@ def test_checkpoint_mode_npy_and_directory(env: dc.Environment, tmp_path) -> Non
 
 
 def test_checkpoints_with_foreign_members_or_bad_counts_load_nothing(env: dc.Environment, tmp_path) -> None:
-    """A text member added to the archive, a plain zip, or trainer counts that are not two integers:
-    a CheckpointError, and nothing written (the counts were unpacked after the parameters were)."""
+    """A text member added to the archive, a plain zip, trainer counts that are not two integers, or a
+    learning rate that is NaN or negative: a CheckpointError, and nothing written (the counts were
+    unpacked after the parameters were; the rate was loaded and trained to NaN)."""
     trainer, x, y = _small_trainer(env, optim.SGD(0.1))
     trainer.fit(x, y, progress=False)
     good = tmp_path / "good.npz"
@@ -793,6 +794,8 @@ def test_checkpoints_with_foreign_members_or_bad_counts_load_nothing(env: dc.Env
     stored = dict(np.load(good))
     np.savez(tmp_path / "counts.npz", **{**stored, "__trainer_epochs_and_steps__": np.array([5])})
     np.savez(tmp_path / "rate.npz", **{**stored, "__trainer_initial_lr__": np.array(np.nan)})
+    np.savez(tmp_path / "lr.npz", **{**stored, "sgd.lr": np.array(np.nan, np.float32)})
+    np.savez(tmp_path / "negative.npz", **{**stored, "sgd.lr": np.array(-0.1, np.float32)})
     saved = _weights(env, trainer)
     trainer.fit(x, y, progress=False)
     before = _weights(env, trainer)
@@ -800,7 +803,9 @@ def test_checkpoints_with_foreign_members_or_bad_counts_load_nothing(env: dc.Env
                           ("plain.zip", r"member\(s\) \['readme.txt'\] are not arrays"),
                           ("counts.npz", r"'__trainer_epochs_and_steps__': checkpoint has int64 of shape \(1,\)"),
                           ("rate.npz", r"'__trainer_initial_lr__': checkpoint has float64 of shape \(\) \(nan\), "
-                                       r"not finite numbers of shape \(\)")):
+                                       r"not finite numbers of shape \(\)"),
+                          ("lr.npz", r"'sgd.lr': checkpoint has nan, not a finite number of at least 0"),
+                          ("negative.npz", r"'sgd.lr': checkpoint has -0.1, not a finite number of at least 0")):
         with pytest.raises(nn.CheckpointError, match=message):
             trainer.load(tmp_path / name, model_only=name == "plain.zip")
         _assert_unchanged(before, _weights(env, trainer))

@@ -79,13 +79,14 @@ def _new_file_mode() -> int:
 
 def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
          ignore_extra: bool = False, metadata_kinds: dict[str, tuple[tuple[int, ...], str]] | None = None,
-         optimizer_state: Collection[str] = ()) -> dict[str, np.ndarray]:
+         optimizer_state: Collection[str] = (), nonnegative: Collection[str] = ()) -> dict[str, np.ndarray]:
     """Read `path` into the parameters, after checking that names, shapes and dtypes all match
     (entries the model lacks are allowed with `ignore_extra`; metadata named in `metadata_kinds`, where
     present, must have that shape and a numpy dtype kind among those given, finite where floats); on
     any mismatch nothing is written and the error lists every difference, pointing to model_only where
     the entries that differ are optimiser state (`optimizer_state` names it) or entries the model
-    lacks. Returns the checkpoint's metadata entries."""
+    lacks; entries named in `nonnegative` (a learning rate, a step count) must be finite and at least 0.
+    Returns the checkpoint's metadata entries."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(at_user_line(f"checkpoint {path} does not exist"))
@@ -138,6 +139,8 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
             problems.append(f"'{name}': checkpoint has shape {arrays[name].shape}, the model {expected.shape}")
         elif np.dtype(arrays[name].dtype) != np.dtype(expected.dtype.numpy) and expected.dtype.name != "bool":
             problems.append(f"'{name}': checkpoint has dtype {arrays[name].dtype}, the model {expected.dtype.name}")
+        elif name in nonnegative and not np.all(np.isfinite(arrays[name]) & (arrays[name] >= 0)):
+            problems.append(f"'{name}': checkpoint has {arrays[name][()]:g}, not a finite number of at least 0")
     if problems:
         only_state = bool(missing) and set(missing) <= set(optimizer_state)
         hint = ("\n  (Trainer.load(path, model_only=True) restores only the model's parameters)"

@@ -318,8 +318,10 @@ class Trainer:
         model = self.model.state_parameters()
         state = {} if model_only else self._optimizer_state(model)
         kinds = {} if model_only else {_COUNTS: ((2,), "iu"), _INITIAL_LR: ((), "f")}
+        counts = [] if model_only else self.optimizer.counts() if self.optimizer is not None else []
         metadata = checkpoint.load(self.env, model | state, path, ignore_extra=model_only, metadata_kinds=kinds,
-                                   optimizer_state=set(state))
+                                   optimizer_state=set(state),
+                                   nonnegative={name for name, p in state.items() if any(p is c for c in counts)})
         if not model_only and _COUNTS in metadata:
             self._epochs_trained, self._steps_trained = (int(count) for count in metadata[_COUNTS])
         if not model_only and _INITIAL_LR in metadata and self.optimizer is not None:

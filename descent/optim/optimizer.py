@@ -61,6 +61,10 @@ class Optimizer:
         self.state[counter.name] = counter
         return counter
 
+    def counts(self) -> list[Parameter]:
+        """The learning rate and the step counter, if any: the state that is never negative or NaN."""
+        return [p for p in (self.lr_parameter, self.state.get(f"{self.prefix}.step")) if p is not None]
+
     def state_parameter(self, env: Any, kind: str, parameter: Parameter, value: np.ndarray | None = None) -> Parameter:
         name = self._state_name(kind, parameter)
         created = env.parameter(name, parameter.shape if value is None else np.shape(value),
