@@ -319,10 +319,19 @@ def test_on_off_variables_read_false_as_off(value: str, on: bool) -> None:
     assert "ValueError: DESCENT_DEBUG='maybe': use 1 (on) or 0 (off)" in refused.stderr
 
 
-def test_missing_compiler_is_named(tmp_path: Path) -> None:
-    result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path), PATH=str(tmp_path))
+def test_missing_compiler_is_named_and_a_warm_cache_runs_without_it(tmp_path: Path) -> None:
+    """Without glslangValidator a shader that is not cached is a CompileError naming the user's line;
+    once a run with the compiler has filled the cache, the same program runs without it."""
+    no_compiler = str(tmp_path / "bin")
+    result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path), PATH=no_compiler)
     assert result.returncode != 0
     assert "CompileError" in result.stderr and "apt-get install glslang-tools" in result.stderr
+    assert "  at <string>:" in result.stderr
+    warm = _run(PROGRAM, DESCENT_CACHE=str(tmp_path))
+    assert warm.returncode == 0, warm.stderr
+    result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path), PATH=no_compiler)
+    assert result.returncode == 0, result.stderr
+    assert "kernels 1 compiled 0 cached 1" in result.stdout
 
 
 def test_no_vulkan_device_is_named() -> None:

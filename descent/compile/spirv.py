@@ -1,4 +1,5 @@
-"""GLSL to SPIR-V with glslangValidator, cached on disk by a hash of source and compiler version.
+"""GLSL to SPIR-V with glslangValidator, cached on disk by a hash of source and compiler version
+(without the compiler on PATH, the version that last filled the cache).
 
 A cache file holds the SPIR-V and then a SHA-256 of its key and SPIR-V, so that a truncated,
 damaged or misplaced file is compiled again instead of reaching the driver."""
@@ -29,15 +30,41 @@ def cache_dir() -> Path:
 
 
 @functools.cache
-def compiler_version() -> str:
+def compiler_version() -> str | None:
+    """glslangValidator's --version output, or None where it is not on PATH."""
     path = shutil.which(COMPILER)
     if path is None:
-        raise CompileError(
-            f"{COMPILER} was not found on PATH; descent needs it to compile shaders.\n"
-            "  install it with: sudo apt-get install glslang-tools"
-        )
+        return None
     result = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
     return result.stdout.strip()
+
+
+def _missing_compiler() -> CompileError:
+    return CompileError(at_user_line(
+        f"{COMPILER} was not found on PATH; descent needs it to compile shaders that are not in its cache "
+        f"({cache_dir()}).\n  install it with: sudo apt-get install glslang-tools"))
+
+
+def _version_record(folder: Path) -> Path:
+    """The version of the compiler that last filled the cache in `folder`: with none on PATH, cached
+    shaders are looked up under it, so that a warm cache runs without the compiler."""
+    return folder / "compiler-version"
+
+
+@functools.cache
+def _record_version(folder: Path, version: str) -> None:
+    try:
+        if _recorded_version(folder) != version:
+            _write_atomic(_version_record(folder), version.encode())
+    except OSError:
+        pass  # the SPIR-V write beside it has warned
+
+
+def _recorded_version(folder: Path) -> str | None:
+    try:
+        return _version_record(folder).read_text(encoding="utf-8")
+    except OSError:
+        return None
 
 
 def _numbered(source: str) -> str:
@@ -49,15 +76,20 @@ def compile_glsl(source: str, label: str = "kernel", origin: str = "", probe: bo
     A `probe` (descent measuring the driver, not a user's kernel) is neither dumped nor counted."""
     if not probe:
         _dump(source, label, origin)
-    key = hashlib.sha256("\0".join((source, compiler_version(), *FLAGS)).encode()).hexdigest()
+    version = compiler_version()
+    key_version = version if version is not None else _recorded_version(cache_dir())
+    key = hashlib.sha256("\0".join((source, key_version or "", *FLAGS)).encode()).hexdigest()
     cached = cache_dir() / f"{key}.spirv"
-    spirv = _read_cached(cached, key)
+    spirv = _read_cached(cached, key) if key_version is not None else None
     if spirv is not None:
         stats["cached"] += not probe
         return spirv
+    if version is None:
+        raise _missing_compiler()
     spirv = _compile(source, label, origin)
     stats["compiled"] += not probe
     _write_cached(cached, key, spirv)
+    _record_version(cache_dir(), version)
     return spirv
 
 
@@ -76,21 +108,29 @@ def _read_cached(path: Path, key: str) -> bytes | None:
 
 
 def _write_cached(path: Path, key: str, spirv: bytes) -> None:
-    """Write atomically (a reader sees the old file or the whole new one); failure only warns."""
+    """Write the SPIR-V and its digest; failure only warns."""
+    try:
+        _write_atomic(path, spirv + _digest(key, spirv))
+    except OSError as error:
+        _warn_once(f"descent cannot cache SPIR-V in {path.parent} ({error.strerror}); shaders will be compiled "
+                   "again in every process. Set DESCENT_CACHE to a writable folder.")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write so that a reader sees the old file or the whole new one, leaving no partial file."""
     partial = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(dir=path.parent, suffix=".part")
         with os.fdopen(fd, "wb") as handle:
-            handle.write(spirv + _digest(key, spirv))
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, path)
-    except OSError as error:
+    except OSError:
         if partial is not None:
             Path(partial).unlink(missing_ok=True)
-        _warn_once(f"descent cannot cache SPIR-V in {path.parent} ({error.strerror}); shaders will be compiled "
-                   "again in every process. Set DESCENT_CACHE to a writable folder.")
+        raise
 
 
 def _compile(source: str, label: str, origin: str) -> bytes:
