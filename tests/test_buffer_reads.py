@@ -93,3 +93,19 @@ def test_gpu_devices_keep_storage_buffers() -> None:
     assert graph.sources[0].texel_bindings == () and "texelFetch" not in graph.sources[0].glsl
     env.run(graph)
     np.testing.assert_array_equal(env.read(out), np.full(8, 2.0, np.float32))
+
+
+@pytest.mark.parametrize("limit", [0, 1 << 27])
+def test_padded_reads_stay_in_their_buffer(limit: int) -> None:
+    """A padded position's read is discarded, but a GPU without robust buffer access may fault on it:
+    a gather under a pad clamps its element into the source (it read at -6 / 9 * 15 + ...)."""
+    env = _with_texel_limit(limit)
+    x = env.parameter("padded_take_x", (5, 3), init=rng.normal(size=(5, 3)).astype(np.float32))
+    i = env.parameter("padded_take_i", (3,), "int32", init=np.array([4, 0, 2], np.int32))
+    out = env.parameter("padded_take_out", (7, 3))
+    graph = env.build_graph(lambda s: s.write(out, dc.pad(dc.take(s.read(x), s.read(i), 0), ((2, 2), (0, 0)), 7.0)))
+    (source,) = graph.sources
+    reads = [line for line in source.glsl.splitlines() if "padded_take_x" in line and "gather" in line]
+    assert reads and all("padded_take_x, clamp(" in line or "padded_take_x[clamp(" in line for line in reads)
+    env.run(graph)
+    np.testing.assert_array_equal(env.read(out), np.pad(env.read(x)[[4, 0, 2]], ((2, 2), (0, 0)), constant_values=7))

@@ -404,6 +404,8 @@ class Emitter:
         self.lines.append(f"int {wrapped} = clamp({wrap}, 0, {extent - 1});")
         element = render(((flat // (count * inner)) * extent + variable(wrapped, extent)) * inner + flat % inner,
                          self._variables)
-        name, dtype, _ = self.buffers[self.loads[source]]
+        name, dtype, size = self.buffers[self.loads[source]]
+        if is_masked(chain):  # a padded position's value is discarded, but its read must stay in the buffer
+            element = f"clamp({element}, 0, {max(size - 1, 0)})"
         loaded = self.element(name, dtype, element)
         return self._statement(node_id, node, chain, loaded)
