@@ -282,6 +282,22 @@ def test_cumulative_of_integers_and_bools_is_exact(env: dc.Environment) -> None:
     np.testing.assert_array_equal(counted, np.cumsum(mask))
 
 
+def test_axis_0_of_a_scalar_and_one_axis_for_arg_reductions_as_numpy(env: dc.Environment) -> None:
+    """numpy and torch take axis 0 or -1 of a 0-d array (they were a ShapeError); numpy's argmax
+    takes one axis, not a tuple (one was accepted)."""
+    scalar = np.array(3.0, np.float32)
+    for name in ("sum", "max", "argmax", "cumsum"):
+        for axis in (0, -1):
+            result = evaluate(env, lambda a, name=name, axis=axis: getattr(dc, name)(a, axis), scalar)
+            expected = getattr(np, name)(scalar, axis)
+            assert result.shape == np.shape(expected), name
+            np.testing.assert_array_equal(result, expected)
+    with pytest.raises(dc.ShapeError, match="sum: axis 1 is out of range for 0 dimensions"):
+        evaluate(env, lambda a: dc.sum(a, 1), scalar)
+    with pytest.raises(TypeError, match=r"argmax: axis must be one integer or None, as numpy's, got \(0,\)\n  at "):
+        evaluate(env, lambda a: a.argmax((0,)), np.ones((2, 3), np.float32))
+
+
 def test_cumulative_axis_errors(env: dc.Environment) -> None:
     x = env.parameter("cumsum_err", (3, 4))
     with pytest.raises(dc.ShapeError, match="cumsum: axis 2 is out of range for 2 dimensions"):

@@ -92,6 +92,24 @@ def test_0d_and_size_one(env: dc.Environment) -> None:
     np.testing.assert_array_equal(evaluate(env, lambda a: a.reshape(()), X[:1, :1, :1]), X[:1, :1, :1].reshape(()))
 
 
+def test_iteration_squeeze_concat_and_arange_refuse_or_accept_as_numpy(env: dc.Environment) -> None:
+    """Iterating a 0-d Array is a TypeError (it gave nothing); an n-d one gives its rows. squeeze
+    refuses a repeated axis, concat and stack arrays not in a list (the message blamed `if`), and
+    arange of a negative stop is empty (it was a negative-size error)."""
+    def rows(a):
+        with pytest.raises(TypeError, match="iteration over a 0-d Array"):
+            list(dc.sum(a))
+        with pytest.raises(dc.ShapeError, match=r"squeeze: repeated axis in \(0, -3\)"):
+            a[:1].squeeze((0, -3))
+        for join in (dc.concat, dc.stack):
+            with pytest.raises(TypeError, match=rf"{join.__name__}: takes a list or tuple of arrays.*\n  at .*test_"):
+                join(a, a)
+        assert a.scope.arange(-1).shape == (0,)
+        return dc.stack(list(a)[::-1])
+
+    np.testing.assert_array_equal(evaluate(env, rows, X), X[::-1])
+
+
 def test_pad_of_a_pad_with_another_fill(env: dc.Environment) -> None:
     """The view applied first decides: the outer pad's fill, then the inner's (concat and stack pad
     each part with 0, so a part padded with anything else nests two fills)."""

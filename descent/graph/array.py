@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from descent.graph.dtype import DType
@@ -48,6 +49,12 @@ class Array:
         if not self.shape:
             raise TypeError("len() of a 0-d Array")
         return self.shape[0]
+
+    def __iter__(self) -> Iterator[Array]:
+        """The sub-arrays along the first axis, as numpy's iteration (a 0-d Array has none to give)."""
+        if not self.shape:
+            raise TypeError("iteration over a 0-d Array")
+        return (self[k] for k in range(self.shape[0]))
 
     def __bool__(self) -> bool:
         raise TypeError("an Array has no value while the graph is built; use dc.where for conditions")

@@ -434,6 +434,8 @@ def squeeze(x: Array, axis: int | Sequence[int] | None = None) -> Array:
         axes = tuple(k for k, s in enumerate(x.shape) if s == 1)
     else:
         axes = tuple(_axis(a, x.ndim, "squeeze") for a in axis_tuple(axis))
+        if len(set(axes)) != len(axes):
+            raise ShapeError(at_user_line(f"squeeze: repeated axis in {axis}"))
     for a in axes:
         if x.shape[a] != 1:
             raise ShapeError(at_user_line(f"squeeze: axis {a} of {x.shape} has size {x.shape[a]}, not 1"))
@@ -550,6 +552,7 @@ def _pad_widths(widths: Any, shape: tuple[int, ...]) -> list[tuple[int, int]]:
 def concat(arrays: Sequence[Array], axis: int | None = 0) -> Array:
     """Join arrays along an existing axis (numpy.concatenate; axis None joins them flattened); each
     part is a padded view, selected where it lies."""
+    _check_sequence("concat", arrays)
     if not arrays:
         raise ShapeError(at_user_line("concat: needs at least one array"))
     scope = _scope_of("concat", arrays)
@@ -578,8 +581,14 @@ def concat(arrays: Sequence[Array], axis: int | None = 0) -> Array:
     return result
 
 
+def _check_sequence(op: str, arrays: Any) -> None:
+    if isinstance(arrays, Array) or not isinstance(arrays, Sequence):
+        raise TypeError(at_user_line(f"{op}: takes a list or tuple of arrays, as dc.{op}([a, b]), got {arrays!r}"))
+
+
 def stack(arrays: Sequence[Array], axis: int = 0) -> Array:
     """Join arrays along a new axis (numpy.stack)."""
+    _check_sequence("stack", arrays)
     if not arrays:
         raise ShapeError(at_user_line("stack: needs at least one array"))
     shapes = [tuple(getattr(a, "shape", np.shape(a))) for a in arrays]

@@ -17,6 +17,8 @@ def _axes(x: Array, axis: Axes, op: str) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(x.ndim))
     axes = ops.axis_tuple(axis)
+    if x.ndim == 0 and set(axes) <= {0, -1}:  # the one "axis" of a scalar, as numpy and torch allow
+        return ()
     normalized = tuple(sorted({ops._axis(a, x.ndim, op) for a in axes}))
     if len(normalized) != len(axes):
         raise ShapeError(at_user_line(f"{op}: repeated axis in {axis}"))
@@ -102,7 +104,7 @@ def _cumulative(op: str, x: Array, axis: int | None) -> Array:
     """A running fold as views and reductions: the axis moved last, then `_scan`."""
     ops._scope_of(f"cum{op}", (x,))
     x = ops.astype(x, int32) if x.dtype == bool_ else x
-    if axis is None:
+    if axis is None or (x.ndim == 0 and axis in (0, -1)):  # a scalar's running fold is 1-d, as numpy's
         x, axis = ops.reshape(x, (x.size,)), 0
     axis = ops._axis(axis, x.ndim, f"cum{op}")
     if x.size == 0:
@@ -175,6 +177,8 @@ def std(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
 
 
 def _arg(op: str, x: Array, axis: int | None, keepdims: bool) -> Array:
+    if axis is not None and not hasattr(axis, "__index__"):
+        raise TypeError(at_user_line(f"{op}: axis must be one integer or None, as numpy's, got {axis!r}"))
     if axis is None:
         flat = ops.reshape(x, (x.size,))
         result = reduce(op, flat, 0, keepdims=False)

@@ -161,7 +161,7 @@ class Scope:
         """0, 1, ... below `stop` (numpy's arange(stop)): computed from the index where it is used, never stored."""
         if not isinstance(stop, int | float | np.integer | np.floating) or not math.isfinite(stop):
             raise TypeError(at_user_line(f"arange: stop must be a finite number, got {stop!r}"))
-        return self.add("arange", (math.ceil(stop),), as_dtype(dtype))
+        return self.add("arange", (max(math.ceil(stop), 0),), as_dtype(dtype))
 
     def random_uniform(self, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0) -> Array:
         """Uniform float32 numbers in [low, high), a counter-based hash of the run's seed and the index."""
