@@ -459,6 +459,25 @@ def test_mixed_signedness_and_out_of_range_integers_are_refused(env: dc.Environm
     np.testing.assert_array_equal(evaluate(env, lambda x, y: x + y.astype("int32"), i, u), [-2, 8])
 
 
+def test_constants_promote_as_arrays_of_their_type_and_must_fit_it(env: dc.Environment) -> None:
+    """s.constant makes a 0-d Array of its dtype, which promotes as one (it promoted as a Python
+    scalar: an int32 constant added to uint32 wrapped, a uint32 constant minus 4 became int32 -1); a
+    value its type cannot hold is an OverflowError (it wrapped, or failed in glslangValidator)."""
+    u = np.array([0, 5], np.uint32)
+    with pytest.raises(dc.DTypeError, match=r"add: int32 and uint32 operands.*\n  at .*test_elementwise"):
+        evaluate(env, lambda y: y + y.scope.constant(-1), u)
+    result = evaluate(env, lambda y: y.scope.constant(3, "uint32") - 4 + y[:0].sum(), u)
+    assert result.dtype == np.uint32 and result == 2**32 - 1
+    assert evaluate(env, lambda y: y + y.scope.constant(np.uint32(2)), u).dtype == np.uint32
+    np.testing.assert_array_equal(evaluate(env, lambda y: y.scope.constant(-1).astype("uint32") + y, u), u - 1)
+    for value, dtype, error, message in ((-1, "uint32", OverflowError, "-1 is out of bounds for uint32"),
+                                         (2**40, None, OverflowError, "1099511627776 is out of bounds for int32"),
+                                         (2**31, "int32", OverflowError, "2147483648 is out of bounds for int32"),
+                                         (float("nan"), "int32", ValueError, "nan has no int32 value")):
+        with pytest.raises(error, match="constant: " + message + r"\n  at .*test_elementwise"):
+            evaluate(env, lambda y, value=value, dtype=dtype: y + y.scope.constant(value, dtype), u)
+
+
 @pytest.mark.parametrize("compare", [lambda a, k: a < k, lambda a, k: a <= k, lambda a, k: a > k,
                                      lambda a, k: a >= k, lambda a, k: a == k, lambda a, k: a != k,
                                      lambda a, k: k < a, lambda a, k: k >= a])

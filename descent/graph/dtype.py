@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -77,6 +78,14 @@ def data_dtype(value: np.dtype | type) -> DType:
         return _HELD_AS[np.dtype(value)]
     except (TypeError, KeyError):
         return as_dtype(value)
+
+
+def outside(x: Any, target: DType) -> bool:
+    """Whether `x` is a Python integer that the integer type `target` cannot hold."""
+    if target not in (int32, uint32) or not isinstance(x, int) or isinstance(x, bool):
+        return False
+    low, high = (-(2**31), 2**31) if target == int32 else (0, 2**32)
+    return not low <= x < high
 
 
 def promote(*dtypes: DType) -> DType:

@@ -14,7 +14,7 @@ from descent.arguments import is_integer
 from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import view as views
 from descent.graph.array import Array
-from descent.graph.dtype import DType, as_dtype, bool_, data_dtype, float32, int32, promote, uint32
+from descent.graph.dtype import DType, as_dtype, bool_, data_dtype, float32, int32, outside, promote, uint32
 from descent.graph.node import ViewOp
 from descent.graph.optable import ELEMENTWISE
 from descent.graph.view import Shape, broadcast_shapes, numel
@@ -62,28 +62,20 @@ def _check_signedness(op: str, dtypes: Sequence[DType]) -> None:
             "cast one with astype first"))
 
 
-def _outside(x: Any, target: DType) -> bool:
-    """Whether `x` is a Python integer that the integer type `target` cannot hold."""
-    if target not in (int32, uint32) or not isinstance(x, int) or isinstance(x, bool):
-        return False
-    low, high = (-(2**31), 2**31) if target == int32 else (0, 2**32)
-    return not low <= x < high
-
-
 def _check_weak_integers(op: str, operands: Sequence[Any], target: DType) -> None:
     """A Python integer must fit the integer type it takes (numpy 2 raises OverflowError too)."""
     for x in operands:
-        if _outside(x, target):
+        if outside(x, target):
             raise OverflowError(at_user_line(f"{op}: Python integer {x} is out of bounds for {target.name}"))
 
 
-def _compared_outside(op: str, operands: Sequence[Any], target: DType) -> bool | None:
+def _comparedoutside(op: str, operands: Sequence[Any], target: DType) -> bool | None:
     """numpy 2's answer to comparing an integer Array with a Python integer its type cannot hold: the
     same for every element (`a < 2**40` is all true), or None where that is not the case."""
     if op not in ("lt", "le", "gt", "ge", "eq", "ne"):
         return None
     for position, x in enumerate(operands):
-        if _outside(x, target):
+        if outside(x, target):
             left_smaller = (position == 1) == (x > 0)
             return {"lt": left_smaller, "le": left_smaller, "gt": not left_smaller, "ge": not left_smaller,
                     "eq": False, "ne": True}[op]
@@ -92,9 +84,8 @@ def _compared_outside(op: str, operands: Sequence[Any], target: DType) -> bool |
 
 def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
     """numpy-2 style promotion where Python scalars are weak: they never widen an Array's type."""
-    strong = [x.dtype for x in operands if isinstance(x, Array) and x.node.op != "const"]
-    weak = [x.dtype if isinstance(x, Array) else data_dtype(type(x)) for x in operands
-            if not (isinstance(x, Array) and x.node.op != "const")]
+    strong = [x.dtype for x in operands if isinstance(x, Array)]
+    weak = [data_dtype(type(x)) for x in operands if not isinstance(x, Array)]
     _check_signedness(op, strong)
     target = promote(*strong) if strong else promote(*weak)
     if any(d.is_float for d in weak) and not target.is_float:
@@ -137,7 +128,7 @@ def elementwise(op: str, *operands: Operand) -> Array:
         arrays = [condition] + [astype(as_array(x, scope, target), target) for x in operands[1:]]
     else:
         target = _operand_dtype(op, operands)
-        if (known := _compared_outside(op, operands, target)) is not None:
+        if (known := _comparedoutside(op, operands, target)) is not None:
             array = next(x for x in operands if isinstance(x, Array))
             return broadcast_to(scope.constant(known), array.shape)
         _check_weak_integers(op, operands, target)
@@ -319,9 +310,9 @@ def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Arra
     """Limit x to [lo, hi] (hi where lo > hi); either bound may be None. As PyTorch's clamp, x takes
     the gradient on the bounds themselves; NaN in x or in a bound gives NaN, as numpy (tested apart,
     since GPU compilers fold `x < lo ? lo : x` into a max that drops it)."""
-    if _outside(lo, x.dtype) and lo < 0:
+    if outside(lo, x.dtype) and lo < 0:
         lo = None  # below every value of x's integer type: no bound, as numpy's clip (where cannot hold it)
-    if _outside(hi, x.dtype) and hi > 0:
+    if outside(hi, x.dtype) and hi > 0:
         hi = None
     clipped = x
     if lo is not None:
@@ -342,9 +333,15 @@ def astype(x: Array, dtype: DType | str) -> Array:
     if x.dtype == target:
         return x
     node = x.node
-    if node.op == "const":
+    if node.op == "const" and (target.is_float or target == bool_ or np.isfinite(node.attrs)):
         value = node.attrs
-        converted = bool(value) if target == bool_ else float(value) if target.is_float else int(value)
+        if target == bool_:
+            converted = bool(value)
+        elif target.is_float:
+            converted = float(value)
+        else:  # wraps as numpy's astype does (int32 -1 is uint32 2**32 - 1)
+            converted = int(value) % 2**32
+            converted -= 2**32 if target == int32 and converted >= 2**31 else 0
         return broadcast_to(x.scope.constant(converted, target), x.shape)
     return x.scope.add("cast", x.shape, target, (x.node_id,))
 
