@@ -110,6 +110,20 @@ def test_iteration_squeeze_concat_and_arange_refuse_or_accept_as_numpy(env: dc.E
     np.testing.assert_array_equal(evaluate(env, rows, X), X[::-1])
 
 
+def test_views_past_32_bit_indices_are_refused(env: dc.Environment) -> None:
+    """A view of more than 2**31 - 1 elements is refused where it is made: its int32 index
+    arithmetic wrapped (a diagonal read through a padded 7e9-element view gave 0 from x[2] on)."""
+    def huge(a, width=700_000_000):
+        padded = dc.pad(a, ((0, 0), (width, width)))
+        return padded.reshape(-1)[width + 3::2 * width + 5] * 1.0
+
+    with pytest.raises(dc.ShapeError, match=r"pad: shape \(4, 1400000006\) has 5,600,000,024 elements; shaders index "
+                                            r"with 32-bit ints.*at most 2,147,483,647\n  at .*test_views"):
+        evaluate(env, huge, X[:, :, 0])
+    with pytest.raises(dc.ShapeError, match=r"expand: shape \(50000, 50000\) has 2,500,000,000 elements"):
+        evaluate(env, lambda a: dc.broadcast_to(a[0, 0, :1], (50000, 50000))[::50001, 0], X)
+
+
 def test_pad_of_a_pad_with_another_fill(env: dc.Environment) -> None:
     """The view applied first decides: the outer pad's fill, then the inner's (concat and stack pad
     each part with 0, so a part padded with anything else nests two fills)."""

@@ -59,6 +59,11 @@ class Scope:
         shape = as_shape(shape, op)
         if any(size < 0 for size in shape):
             raise ShapeError(at_user_line(f"{op}: a shape cannot have a negative size, got {shape}"))
+        if math.prod(shape) > _MOST_ELEMENTS:
+            name = attrs.kind if op == "view" else op
+            raise ShapeError(at_user_line(
+                f"{name}: shape {shape} has {math.prod(shape):,} elements; shaders index with 32-bit ints, "
+                f"so an array, or a view of one, holds at most {_MOST_ELEMENTS:,}"))
         node_id = self.graph.number_of_nodes()
         node = Node(op, shape, dtype, tuple(inputs), attrs, user_location())
         self.graph.add_node(node_id, node=node)
@@ -195,6 +200,9 @@ class Scope:
         owner = getattr(parameter, "environment", None)
         if owner is not self.environment:
             raise GraphError(at_user_line(f"parameter {parameter!r} belongs to another Environment"))
+
+
+_MOST_ELEMENTS = 2**31 - 1
 
 
 def _check_scalar(value: Any, dtype: DType) -> None:
