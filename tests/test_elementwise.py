@@ -489,6 +489,20 @@ def test_comparisons_with_integers_beyond_the_type_answer_as_numpy(env: dc.Envir
             np.testing.assert_array_equal(result, compare(values, k), err_msg=f"{values.dtype} {k}")
 
 
+@pytest.mark.parametrize("compare", [lambda a, k: a < k, lambda a, k: a <= k, lambda a, k: a > k,
+                                     lambda a, k: a >= k, lambda a, k: a == k, lambda a, k: a != k,
+                                     lambda a, k: k < a, lambda a, k: k >= a])
+def test_comparisons_of_integers_with_floats_are_exact_as_numpy(env: dc.Environment, compare) -> None:
+    """numpy compares in float64, where each int32 and uint32 is exact; in float32 16777217 == 16777216.0
+    held and 2**31 - 1 < 2**31 - 0.5 did not."""
+    for values in (np.array([16777216, 16777217, -3, 0, 2**31 - 1, -(2**31)], np.int32),
+                   np.array([16777216, 16777217, 3, 0, 2**32 - 1, 2**31], np.uint32)):
+        for k in (16777217.0, 16777216.5, 2.5, -2.5, -0.0, 2**31 - 0.5, -(2**31) - 0.5, 2**32 - 0.5, 1e30,
+                  float("inf"), float("-inf"), float("nan")):
+            result = evaluate(env, lambda a, k=k: compare(a, k), values)
+            np.testing.assert_array_equal(result, compare(values, k), err_msg=f"{values.dtype} {k}")
+
+
 def test_clip_of_integers_by_bounds_beyond_their_type_is_numpys(env: dc.Environment) -> None:
     """A bound no value of the type reaches is no bound (it raised OverflowError, naming `where`)."""
     i, u = np.array([-3, 5, 2**31 - 1], np.int32), np.array([0, 3, 7], np.uint32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import math
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,7 +70,7 @@ def _check_weak_integers(op: str, operands: Sequence[Any], target: DType) -> Non
             raise OverflowError(at_user_line(f"{op}: Python integer {x} is out of bounds for {target.name}"))
 
 
-def _comparedoutside(op: str, operands: Sequence[Any], target: DType) -> bool | None:
+def _compared_outside(op: str, operands: Sequence[Any], target: DType) -> bool | None:
     """numpy 2's answer to comparing an integer Array with a Python integer its type cannot hold: the
     same for every element (`a < 2**40` is all true), or None where that is not the case."""
     if op not in ("lt", "le", "gt", "ge", "eq", "ne"):
@@ -80,6 +81,32 @@ def _comparedoutside(op: str, operands: Sequence[Any], target: DType) -> bool | 
             return {"lt": left_smaller, "le": left_smaller, "gt": not left_smaller, "ge": not left_smaller,
                     "eq": False, "ne": True}[op]
     return None
+
+
+_MIRRORED = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le", "eq": "eq", "ne": "ne"}
+_BEYOND = 2**40  # beyond int32's and uint32's range, so compared as numpy does (_compared_outside)
+
+
+def _integer_comparison(op: str, operands: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """numpy compares an integer Array with a Python float exactly (in float64), where float32 would
+    round (16777217 == 16777216.0): the float becomes an integer that gives the same answers, one
+    beyond the type's range where none within it does (NaN, infinities, eq with 2.5)."""
+    if op not in _MIRRORED:
+        return op, operands
+    array, value, compared = *operands, op
+    if isinstance(array, float):
+        value, array, compared = array, value, _MIRRORED[op]
+    if not (isinstance(array, Array) and array.dtype in (int32, uint32) and isinstance(value, float)):
+        return op, operands
+    if math.isnan(value):
+        bound = -_BEYOND if compared in ("lt", "le") else _BEYOND
+    elif math.isinf(value):
+        bound = _BEYOND if value > 0 else -_BEYOND
+    elif compared in ("eq", "ne"):
+        bound = int(value) if value.is_integer() else _BEYOND
+    else:
+        bound = math.ceil(value) if compared in ("lt", "ge") else math.floor(value)
+    return compared, (array, bound)
 
 
 def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
@@ -115,6 +142,7 @@ def elementwise(op: str, *operands: Operand) -> Array:
     if len(operands) != ELEMENTWISE[op].arity:
         raise TypeError(f"{op} takes {ELEMENTWISE[op].arity} operands, got {len(operands)}")
     operands = tuple(_scalar_or_array(op, x) for x in operands)
+    op, operands = _integer_comparison(op, operands)
     if op in _ON_BOOLS and all(x.dtype == bool_ if isinstance(x, Array) else isinstance(x, bool) for x in operands):
         if _ON_BOOLS[op] is None:
             raise DTypeError(at_user_line(f"{op} is not defined on bools (as numpy); use ^ or ~, or astype(int32)"))
@@ -128,7 +156,7 @@ def elementwise(op: str, *operands: Operand) -> Array:
         arrays = [condition] + [astype(as_array(x, scope, target), target) for x in operands[1:]]
     else:
         target = _operand_dtype(op, operands)
-        if (known := _comparedoutside(op, operands, target)) is not None:
+        if (known := _compared_outside(op, operands, target)) is not None:
             array = next(x for x in operands if isinstance(x, Array))
             return broadcast_to(scope.constant(known), array.shape)
         _check_weak_integers(op, operands, target)
