@@ -24,22 +24,27 @@ class Array:
 
     @property
     def node(self):
+        """The graph Node this Array stands for (its op, inputs, shape and dtype), from its scope."""
         return self.scope.node(self.node_id)
 
     @property
     def shape(self) -> Shape:
+        """The size of each axis, as a tuple (() for a 0-d Array)."""
         return self.node.shape
 
     @property
     def dtype(self) -> DType:
+        """The element type (bool_, uint32, int32 or float32)."""
         return self.node.dtype
 
     @property
     def ndim(self) -> int:
+        """The number of axes."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """The number of elements: the product of the shape (1 for a 0-d Array)."""
         return numel(self.shape)
 
     def __repr__(self) -> str:
@@ -158,61 +163,79 @@ class Array:
         return linalg.matmul(other, self)
 
     def sum(self, axis: Any = None, keepdims: bool = False) -> Array:
+        """Sum over `axis` (all axes by default), as dc.sum."""
         return reductions.sum(self, axis, keepdims)
 
     def mean(self, axis: Any = None, keepdims: bool = False) -> Array:
+        """Arithmetic mean over `axis` (all axes by default), in float32, as dc.mean."""
         return reductions.mean(self, axis, keepdims)
 
     def max(self, axis: Any = None, keepdims: bool = False) -> Array:
+        """Largest element over `axis` (all axes by default), as dc.max."""
         return reductions.max(self, axis, keepdims)
 
     def min(self, axis: Any = None, keepdims: bool = False) -> Array:
+        """Smallest element over `axis` (all axes by default), as dc.min."""
         return reductions.min(self, axis, keepdims)
 
     def prod(self, axis: Any = None, keepdims: bool = False) -> Array:
+        """Product over `axis` (all axes by default), as dc.prod."""
         return reductions.prod(self, axis, keepdims)
 
     def any(self, axis: Any = None, keepdims: bool = False) -> Array:
+        """Whether any element over `axis` is true (non-zero), as dc.any."""
         return reductions.any(self, axis, keepdims)
 
     def cumsum(self, axis: int | None = None) -> Array:
+        """Running sums along `axis` (of the flattened array by default), as dc.cumsum."""
         return reductions.cumsum(self, axis)
 
     def cumprod(self, axis: int | None = None) -> Array:
+        """Running products along `axis` (of the flattened array by default), as dc.cumprod."""
         return reductions.cumprod(self, axis)
 
     def all(self, axis: Any = None, keepdims: bool = False) -> Array:
+        """Whether every element over `axis` is true (non-zero), as dc.all."""
         return reductions.all(self, axis, keepdims)
 
     def argmax(self, axis: int | None = None, keepdims: bool = False) -> Array:
+        """Index of the first largest element along `axis` (of the flattened array by default), as dc.argmax."""
         return reductions.argmax(self, axis, keepdims)
 
     def argmin(self, axis: int | None = None, keepdims: bool = False) -> Array:
+        """Index of the first smallest element along `axis` (of the flattened array by default), as dc.argmin."""
         return reductions.argmin(self, axis, keepdims)
 
     def __getitem__(self, index: Any) -> Array:
         return ops.getitem(self, index)
 
     def reshape(self, *shape: Any) -> Array:
+        """Same elements in row-major order, new shape (a tuple or separate ints; one may be -1), as dc.reshape."""
         return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape)
 
     def transpose(self, *axes: Any) -> Array:
+        """Permute the axes (a tuple or separate ints; reversed when none are given), as dc.transpose."""
         return ops.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes or None)
 
     @property
     def T(self) -> Array:
+        """The axes reversed, as transpose() with no axes (numpy's .T)."""
         return ops.transpose(self)
 
     def broadcast_to(self, shape: Shape) -> Array:
+        """Repeat size-1 and missing leading axes to `shape` without copying, as dc.broadcast_to."""
         return ops.broadcast_to(self, shape)
 
     def expand_dims(self, axis: int | tuple[int, ...]) -> Array:
+        """Insert size-1 axes at the positions `axis` of the result, as dc.expand_dims."""
         return ops.expand_dims(self, axis)
 
     def squeeze(self, axis: int | tuple[int, ...] | None = None) -> Array:
+        """Remove size-1 axes (all of them, or those in `axis`), as dc.squeeze."""
         return ops.squeeze(self, axis)
 
     def astype(self, dtype: DType | str) -> Array:
+        """Convert to `dtype` (float to int truncates toward zero), as dc.astype."""
         return ops.astype(self, dtype)
 
 

@@ -25,10 +25,12 @@ class DType:
 
     @property
     def itemsize(self) -> int:
+        """Bytes per element: 4 for every type (bool is held as a 32-bit uint)."""
         return 4
 
     @property
     def is_float(self) -> bool:
+        """Whether this is a floating-point type (float32 is the only one)."""
         return self.name == "float32"
 
 

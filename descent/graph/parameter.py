@@ -20,8 +20,10 @@ class Parameter:
 
     @property
     def size(self) -> int:
+        """The number of elements: the product of the shape."""
         return numel(self.shape)
 
     @property
     def nbytes(self) -> int:
+        """Bytes its elements take: size * dtype.itemsize."""
         return self.size * self.dtype.itemsize

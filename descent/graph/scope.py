@@ -94,6 +94,7 @@ class Scope:
         self.index_ranges.append(IndexRange(indices.node_id, low, high, what, user_location()))
 
     def node(self, node_id: int) -> Node:
+        """The Node with id `node_id` in this scope's graph."""
         return self.graph.nodes[node_id]["node"]
 
     def read(self, parameter: Parameter) -> Array:

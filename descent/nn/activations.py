@@ -54,14 +54,20 @@ class _Activation(Module):
 
 
 class ReLU(_Activation):
+    """max(x, 0), NaN kept (PyTorch's ReLU)."""
+
     function = staticmethod(ops.relu)
 
 
 class Sigmoid(_Activation):
+    """1 / (1 + exp(-x)) (PyTorch's Sigmoid)."""
+
     function = staticmethod(ops.sigmoid)
 
 
 class Tanh(_Activation):
+    """tanh(x) (PyTorch's Tanh)."""
+
     function = staticmethod(ops.tanh)
 
 
@@ -90,6 +96,8 @@ class Softplus(_Activation):
 
 
 class SiLU(_Activation):
+    """x * sigmoid(x), also called swish (PyTorch's SiLU)."""
+
     function = staticmethod(silu)
 
 
@@ -119,6 +127,8 @@ class LogSoftmax(Softmax):
 
 
 class LeakyReLU(_Activation):
+    """x where x > 0, else negative_slope * x (PyTorch's LeakyReLU)."""
+
     function = staticmethod(ops.leaky_relu)
     settings = ("negative_slope",)
 

@@ -109,6 +109,8 @@ class Module:
                 yield parameter.name, parameter
 
     def parameters(self, trainable_only: bool = True) -> list[Parameter]:
+        """The parameters of `named_parameters` without their names: the trainable ones of this module and its
+        children in build order (trainable_only=False adds running statistics)."""
         return [p for _, p in self.named_parameters(trainable_only)]
 
     def state_parameters(self) -> dict[str, Parameter]:
@@ -148,6 +150,8 @@ class Module:
         return self.forward(s, x)
 
     def forward(self, s: Scope, x: Array) -> Array:
+        """The module's output for `x` in the scope `s`; subclasses define it, callers call the module itself
+        (`module(s, x)`), which checks it is built first."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -16,6 +16,9 @@ from descent.optim.optimizer import Optimizer
 
 
 class Adagrad(Optimizer):
+    """s += g * g, then p -= lr * g / (sqrt(s) + eps), per coordinate, g the gradient plus weight_decay * p;
+    as torch.optim.Adagrad."""
+
     prefix = "adagrad"
 
     def __init__(self, lr: float = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0,

@@ -15,6 +15,9 @@ from descent.optim.optimizer import Optimizer
 
 
 class Adam(Optimizer):
+    """p -= lr * m_hat / (sqrt(v_hat) + eps), m_hat and v_hat the bias-corrected running means of the gradient
+    and its square; as torch.optim.Adam (weight_decay adds weight_decay * p to the gradient)."""
+
     prefix = "adam"
     decoupled = False
 

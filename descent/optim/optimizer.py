@@ -66,6 +66,8 @@ class Optimizer:
         return [p for p in (self.lr_parameter, self.state.get(f"{self.prefix}.step")) if p is not None]
 
     def state_parameter(self, env: Any, kind: str, parameter: Parameter, value: np.ndarray | None = None) -> Parameter:
+        """Create `parameter`'s `kind` state in `env` (zeros of its shape unless `value` is given), kept in
+        `self.state` as `<prefix>.<kind>.<parameter name>` so checkpoints carry it."""
         name = self._state_name(kind, parameter)
         created = env.parameter(name, parameter.shape if value is None else np.shape(value),
                                 init=np.zeros(parameter.shape, np.float32) if value is None else value)
@@ -120,4 +122,6 @@ class Optimizer:
         """Per-step work shared by every parameter (Adam's step counter). Default: none."""
 
     def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
+        """Write one parameter's new value (and its state's) in the graph being built, from the device learning
+        rate `lr`, its current `value` and its `gradient`. Each optimiser defines it."""
         raise NotImplementedError

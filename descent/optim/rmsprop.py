@@ -13,6 +13,9 @@ from descent.optim.optimizer import Optimizer
 
 
 class RMSprop(Optimizer):
+    """v = alpha * v + (1 - alpha) * g * g, then p -= lr * g / (sqrt(v) + eps), g the gradient plus
+    weight_decay * p; as torch.optim.RMSprop."""
+
     prefix = "rmsprop"
 
     def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,

@@ -15,6 +15,9 @@ from descent.optim.optimizer import Optimizer
 
 
 class SGD(Optimizer):
+    """v = momentum * v + g, then p -= lr * v (lr * (g + momentum * v) with Nesterov), g the gradient plus
+    weight_decay * p; as torch.optim.SGD (without momentum, p -= lr * g)."""
+
     prefix = "sgd"
 
     def __init__(self, lr: float = 1e-3, momentum: float = 0.0, nesterov: bool = False,

@@ -128,6 +128,7 @@ class Environment:
         return self._constants[key]
 
     def tensor(self, name: str):
+        """The kp tensor holding the parameter named `name` in device memory (what executables bind)."""
         return self._tensors[name]
 
     def slot(self, index: int, nbytes: int, dtype: np.dtype | type = np.float32):

@@ -274,6 +274,8 @@ class Executable:
         return [source.glsl for source in self.sources]
 
     def summary(self) -> str:
+        """A readable report: the kernel count and bytes of temporaries, then each kernel's last op, the buffers
+        it writes and the user lines of the ops fused into it."""
         lines = [f"{self.kernel_count} kernel(s), {self.memory_bytes} bytes of temporaries"]
         for source in self.sources:
             outputs = ", ".join(source.writes)
