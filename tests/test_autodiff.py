@@ -551,3 +551,24 @@ def test_training_flag_and_grad_errors(env: dc.Environment) -> None:
     with pytest.raises(dc.DTypeError, match=message):  # it was zeros
         env.build_graph(lambda s: s.grad(dc.sum(s.read(x) * s.read(counts)), [s.read(x), s.read(counts)]))
     env.build_graph(lambda s: s.grad(dc.sum(s.read(x) * s.read(counts)), [dc.astype(s.read(counts), "float32")]))
+
+
+@pytest.mark.parametrize("undo", ["T.T", "[::-1][::-1]", "reshape back"])
+def test_gradient_with_respect_to_a_view_that_a_later_view_undoes(env: dc.Environment, undo: str) -> None:
+    """x.T.T composed back to x itself, so the loss no longer depended on x.T and its gradient was 0."""
+    first, second, expected = {"T.T": (lambda a: a.T, lambda b: b.T, lambda w: w.T),
+                               "[::-1][::-1]": (lambda a: a[::-1], lambda b: b[::-1], lambda w: w[::-1]),
+                               "reshape back": (lambda a: a.reshape(6), lambda b: b.reshape(2, 3),
+                                                lambda w: w.reshape(6))}[undo]
+    value, weights = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=(2, 3)).astype(np.float32)
+    x = env.parameter(f"undone_{undo}", (2, 3), init=value)
+    holder = {}
+
+    def build(s: dc.Scope) -> None:
+        middle = first(s.read(x))
+        (gradient,) = s.grad(dc.sum(second(middle) * s.constant(weights)), middle)
+        holder["out"] = env.parameter(f"undone_out_{undo}", gradient.shape)
+        s.write(holder["out"], gradient)
+
+    env.run(env.build_graph(build))
+    np.testing.assert_array_equal(env.read(holder["out"]), expected(weights))
