@@ -14,7 +14,7 @@ from descent.errors import GraphError, ShapeError, at_user_line, user_location
 from descent.graph.array import Array
 from descent.graph.dtype import DType, as_dtype, data_dtype, outside
 from descent.graph.node import Node
-from descent.graph.view import Shape, as_shape, broadcast_shapes
+from descent.graph.view import Shape, as_shape, broadcast_shapes, numel
 
 if TYPE_CHECKING:
     from descent.graph.parameter import Parameter
@@ -59,10 +59,10 @@ class Scope:
         shape = as_shape(shape, op)
         if any(size < 0 for size in shape):
             raise ShapeError(at_user_line(f"{op}: a shape cannot have a negative size, got {shape}"))
-        if math.prod(shape) > _MOST_ELEMENTS:
+        if (elements := numel(shape)) > _MOST_ELEMENTS:
             name = attrs.kind if op == "view" else op
             raise ShapeError(at_user_line(
-                f"{name}: shape {shape} has {math.prod(shape):,} elements; shaders index with 32-bit ints, "
+                f"{name}: shape {shape} has {elements:,} elements; shaders index with 32-bit ints, "
                 f"so an array, or a view of one, holds at most {_MOST_ELEMENTS:,}"))
         node_id = self.graph.number_of_nodes()
         node = Node(op, shape, dtype, tuple(inputs), attrs, user_location())

@@ -318,7 +318,7 @@ class Trainer:
         model = self.model.state_parameters()
         state = {} if model_only else self._optimizer_state(model)
         kinds = {} if model_only else {_COUNTS: ((2,), "iu"), _INITIAL_LR: ((), "f")}
-        counts = [] if model_only else self.optimizer.counts() if self.optimizer is not None else []
+        counts = self.optimizer.counts() if state else []  # no state without an optimiser or with model_only
         metadata = checkpoint.load(self.env, model | state, path, ignore_extra=model_only, metadata_kinds=kinds,
                                    optimizer_state=set(state),
                                    nonnegative={name for name, p in state.items() if any(p is c for c in counts)})

@@ -34,7 +34,7 @@ class Adagrad(Optimizer):
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)
         if self.lr_decay:
-            self.step_parameter = self.step_counter(env)
+            self.step_counter(env)
 
     def create_state(self, env: Any, parameter: Parameter) -> None:
         start = np.full(parameter.shape, self.initial_accumulator_value, np.float32)

@@ -35,7 +35,7 @@ class Adam(Optimizer):
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)
-        self.step_parameter = self.step_counter(env)
+        self.step_counter(env)
 
     def create_state(self, env: Any, parameter: Parameter) -> None:
         self.state_parameter(env, "m", parameter)

@@ -37,6 +37,7 @@ class Optimizer:
                                                                          max_grad_norm)
         self.environment: Any = None
         self.lr_parameter: Parameter | None = None
+        self.step_parameter: Parameter | None = None
         self.state: dict[str, Parameter] = {}
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
@@ -55,15 +56,15 @@ class Optimizer:
         """Create the state one parameter needs. Default: none."""
 
     def step_counter(self, env: Any) -> Parameter:
-        """A device scalar counting the steps taken (Adam's bias correction, SGD's first step), kept in
-        the state so checkpoints carry it."""
-        counter = env.parameter(f"{self.prefix}.step", (), init=np.float32(0))
-        self.state[counter.name] = counter
-        return counter
+        """A device scalar counting the steps taken (Adam's bias correction, SGD's first step), kept as
+        `step_parameter` and in the state so checkpoints carry it."""
+        self.step_parameter = env.parameter(f"{self.prefix}.step", (), init=np.float32(0))
+        self.state[self.step_parameter.name] = self.step_parameter
+        return self.step_parameter
 
     def counts(self) -> list[Parameter]:
         """The learning rate and the step counter, if any: the state that is never negative or NaN."""
-        return [p for p in (self.lr_parameter, self.state.get(f"{self.prefix}.step")) if p is not None]
+        return [p for p in (self.lr_parameter, self.step_parameter) if p is not None]
 
     def state_parameter(self, env: Any, kind: str, parameter: Parameter, value: np.ndarray | None = None) -> Parameter:
         """Create `parameter`'s `kind` state in `env` (zeros of its shape unless `value` is given), kept in

@@ -36,7 +36,7 @@ class SGD(Optimizer):
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         super().build(env, parameters)
         if self.momentum and self.dampening:
-            self.step_parameter = self.step_counter(env)
+            self.step_counter(env)
 
     def create_state(self, env: Any, parameter: Parameter) -> None:
         if self.momentum:
