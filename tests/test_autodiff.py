@@ -572,3 +572,21 @@ def test_gradient_with_respect_to_a_view_that_a_later_view_undoes(env: dc.Enviro
 
     env.run(env.build_graph(build))
     np.testing.assert_array_equal(env.read(holder["out"]), expected(weights))
+
+
+@pytest.mark.parametrize("identity", ["reshape", "broadcast_to", "transpose", "[:]", "[...]", "sum over ()"])
+def test_gradient_with_respect_to_a_view_that_changes_nothing(env: dc.Environment, identity: str) -> None:
+    """y = x.reshape(x.shape) was x itself, so d sum(y * x) / dy counted x's other use: 2x, where torch gives x."""
+    view = {"reshape": lambda a: a.reshape(2, 3), "broadcast_to": lambda a: dc.broadcast_to(a, (2, 3)),
+            "transpose": lambda a: dc.transpose(a, (0, 1)), "[:]": lambda a: a[:], "[...]": lambda a: a[...],
+            "sum over ()": lambda a: dc.sum(a, ())}[identity]
+    value = rng.normal(size=(2, 3)).astype(np.float32)
+    x = env.parameter(f"unchanged_{identity}", (2, 3), init=value)
+    out = env.parameter(f"unchanged_out_{identity}", (2, 3))
+
+    def build(s: dc.Scope) -> None:
+        y = view(s.read(x))
+        s.write(out, s.grad(dc.sum(y * s.read(x)), y)[0])
+
+    env.run(env.build_graph(build))
+    np.testing.assert_array_equal(env.read(out), value)

@@ -379,7 +379,8 @@ def astype(x: Array, dtype: DType | str) -> Array:
 
 def _view(x: Array, shape: Shape, kind: str, args: tuple,
           transform: Callable[[views.ViewChain], views.ViewChain]) -> Array:
-    """A view of x; chained views compose into one index map onto the first non-view node."""
+    """A view of x; chained views compose into one index map onto the first non-view node. It is a
+    node of its own also where it changes nothing, so a gradient with respect to it is its own, as torch's."""
     node = x.node
     if node.op == "const" and not views.is_masked(transform(())):  # the same value at every index
         return x.scope.add("const", shape, node.dtype, attrs=node.attrs)
@@ -388,8 +389,6 @@ def _view(x: Array, shape: Shape, kind: str, args: tuple,
     else:
         source, chain = x.node_id, ()
     chain = transform(chain)
-    if not chain and source == x.node_id and x.node.shape == tuple(shape):
-        return x  # a view of x that is x; one undoing an earlier view stays a node, the gradient's path to it
     return x.scope.add("view", shape, node.dtype, (source,), ViewOp(chain, x.node_id, kind, args))
 
 
@@ -436,8 +435,6 @@ def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
         raise ShapeError(at_user_line(f"broadcast_to: a shape cannot have a negative size, got {shape}"))
     if len(shape) < x.ndim or broadcast_shapes(x.shape, shape) != shape:
         raise ShapeError(at_user_line(f"broadcast_to: cannot broadcast {x.shape} to {shape}"))
-    if shape == x.shape:
-        return x
     return _view(x, shape, "expand", (), lambda chain: views.expand(chain, x.shape, shape))
 
 
@@ -520,7 +517,9 @@ def getitem(x: Array, index: Any) -> Array:
     if any(sizes[k] != x.shape[k] or starts[k] != 0 or steps[k] != 1 for k in range(x.ndim)):
         x = _view(x, sliced, "window", (tuple(starts), tuple(steps)),
                   lambda chain: views.window(chain, x.shape, tuple(starts), tuple(steps), sliced))
-    return reshape(x, shape) if shape != x.shape else x
+        if shape == x.shape:
+            return x
+    return reshape(x, shape)  # a node of its own also where it selects everything, the gradient's path to it
 
 
 def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, mode: str = "constant") -> Array:
