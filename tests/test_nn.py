@@ -1103,3 +1103,48 @@ def test_each_epoch_a_trainer_trains_gets_its_own_order(env: dc.Environment) -> 
         trainer.fit(x, y, batch_size=1, progress=False, on_step=lambda step, t: orders.append(
             float(env.read(t._inputs[next(iter(t._inputs))][0])[0, 0])))
     assert sorted(orders[:6]) == sorted(orders[6:]) == list(range(6)) and orders[:6] != orders[6:]
+
+
+class _FrozenEncoder(nn.Module):
+    """A Dense encoder whose features pass through stop_gradient (torch's .detach()), then a head."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.add("encoder", encoder)
+        self.add("head", nn.Dense(8, 3))
+
+    def forward(self, s: dc.Scope, x: dc.Array) -> dc.Array:
+        return self._children["head"](s, dc.stop_gradient(self._children["encoder"](s, x)))
+
+
+@pytest.mark.parametrize("make", [lambda: optim.AdamW(0.01), lambda: optim.SGD(0.1, weight_decay=1e-2)],
+                         ids=["AdamW", "SGD"])
+def test_parameters_behind_stop_gradient_are_left_alone(env: dc.Environment, make) -> None:
+    """Weight decay moved an encoder frozen by stop_gradient (AdamW's default decay by 9.6e-4 in 5
+    epochs): the Trainer updated every parameter the loss was computed from. torch leaves a parameter
+    reached only through .detach() without a gradient, and its optimisers skip it. The head trains."""
+    data = np.random.default_rng(0)
+    x, y = data.normal(size=(20, 4)).astype(np.float32), data.integers(0, 3, 20)
+    encoder = nn.Dense(4, 8).build(env, seed=1, name=f"frozen{next(_uid)}")
+    model = _FrozenEncoder(encoder).build(env, seed=2, name=f"frozen{next(_uid)}")
+    before = [env.read(p).copy() for p in model.parameters()]
+    nn.Trainer(env, model, optimizer=make()).fit(x, y, epochs=2, batch_size=5, progress=False)
+    after = [env.read(p) for p in model.parameters()]
+    _assert_unchanged(before[:2], after[:2])
+    assert all(np.abs(old - new).max() > 1e-4 for old, new in zip(before[2:], after[2:]))
+
+
+def test_a_loss_or_model_output_of_the_wrong_shape_is_named(env: dc.Environment) -> None:
+    """A per-example loss (reduction='none') was refused as not fitting the internal parameter
+    'trainer.train_loss_sum'; one example given as a vector (x[0]) was predicted as an unbatched input
+    with the default batch size, giving (4,), and refused inside Dense with a smaller one."""
+    trainer, x, y = _small_trainer(env, optim.SGD(0.1))
+    unreduced = nn.Trainer(env, trainer.model, loss=functools.partial(dc.softmax_cross_entropy, reduction="none"),
+                           optimizer=optim.SGD(0.1))
+    with pytest.raises(dc.ShapeError, match=r"fit: the loss must give one number for a batch .*got shape \(10,\)"
+                                            r".*\n  at .*test_nn.py"):
+        unreduced.fit(x, y, batch_size=10, progress=False)
+    with pytest.raises(dc.ShapeError, match=r"predict: the model's output has shape \(3,\) for a batch of 4 "
+                                            r"examples of x \(shape \(4,\)\).*x\[None\]"):
+        trainer.predict(x[0])
+    assert trainer.predict(x[:1]).shape == (1, 3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from descent.autodiff.vjp import unbroadcast, vjp
+from descent.autodiff.vjp import NO_GRADIENT, unbroadcast, vjp
 from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import ops
 from descent.graph.array import Array
@@ -76,6 +76,20 @@ def grad(loss: Array, wrt: Array | Sequence[Array], scope=None) -> list[Array]:
             gradient = ops.broadcast_to(scope.constant(0.0), array.shape)
         result.append(ops.astype(gradient, float32))
     return result
+
+
+def flows(loss: Array, arrays: Sequence[Array]) -> list[bool]:
+    """Whether a gradient flows from `loss` to each of `arrays`: a path joins them that passes no op
+    without one (stop_gradient, comparisons, casts, rounding), where torch would leave `.grad` None."""
+    scope = loss.scope
+    reached, stack = set(), [loss.node_id]
+    while stack:
+        node_id = stack.pop()
+        if node_id not in reached:
+            reached.add(node_id)
+            if node_id in scope.gradient_rules or scope.node(node_id).op not in NO_GRADIENT:
+                stack.extend(differentiation_inputs(scope, node_id))
+    return [array.node_id in reached for array in arrays]
 
 
 def _custom_contributions(scope, custom, cotangent: Array) -> list[Array | None]:

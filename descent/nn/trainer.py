@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import networkx as nx
 import numpy as np
 from tqdm.auto import tqdm
 
 from descent import arguments
 from descent.arguments import is_integer, natural
-from descent.errors import GraphError, at_user_line, user_location
+from descent.autodiff.grad import flows
+from descent.errors import GraphError, ShapeError, at_user_line, user_location
 from descent.graph import losses, ops, reductions
 from descent.graph.array import Array
 from descent.graph.dtype import data_dtype
@@ -90,6 +90,10 @@ class Trainer:
         def build(s) -> None:
             nonlocal output_parameter
             output = self.model(s, s.read(x_parameter))
+            if output.ndim == 0 or output.shape[0] != x_shape[0]:
+                raise ShapeError(at_user_line(
+                    f"{_CALLS[kind]}: the model's output has shape {output.shape} for a batch of {x_shape[0]} examples "
+                    f"of x (shape {x_shape}): x's first axis must count the examples (for one example, pass x[None])"))
             self._output_shapes[key] = output.shape
             if kind == "predict":
                 output_parameter = self.env.parameter(f"{self.name}.prediction{len(self._graphs)}", output.shape,
@@ -98,11 +102,18 @@ class Trainer:
                 return
             labels = s.read(y_parameter)
             loss = self.loss(output, labels)
+            if not isinstance(loss, Array) or loss.size != 1:
+                got = f"shape {loss.shape}" if isinstance(loss, Array) else type(loss).__name__
+                raise ShapeError(at_user_line(
+                    f"{_CALLS[kind]}: the loss must give one number for a batch (a mean over its examples), got {got}; "
+                    "a loss with reduction='none' needs reducing"))
             self._metrics(s, kind, output, labels, loss)
             if kind == "train":
-                # as in torch, a parameter the loss does not depend on (no gradient) is left alone: no decay
-                used = nx.ancestors(s.graph, loss.node_id)
-                parameters = [p for p in self.model.parameters(trainable_only=True) if s.read(p).node_id in used]
+                # as in torch, a parameter no gradient reaches (unused, or used through stop_gradient) is left
+                # alone: no weight decay
+                trainable = self.model.parameters(trainable_only=True)
+                reached = flows(loss, [s.read(p) for p in trainable])
+                parameters = [p for p, flowing in zip(trainable, reached) if flowing]
                 values = [s.read(p) for p in parameters]
                 self.optimizer.update(s, parameters, values, s.grad(loss, values))
 
@@ -328,6 +339,7 @@ class Trainer:
             self.optimizer.initial_lr = float(metadata[_INITIAL_LR])
 
 
+_CALLS = {"train": "fit", "evaluate": "evaluate", "predict": "predict"}  # the method a graph's kind serves
 _COUNTS = "__trainer_epochs_and_steps__"
 _INITIAL_LR = "__trainer_initial_lr__"  # the rate a schedule starts from, so a resumed run follows the same one
 
