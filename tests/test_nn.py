@@ -778,8 +778,9 @@ def test_checkpoint_mode_npy_and_directory(env: dc.Environment, tmp_path) -> Non
 
 
 def test_checkpoints_with_foreign_members_or_bad_counts_load_nothing(env: dc.Environment, tmp_path) -> None:
-    """A text member added to the archive, a plain zip, trainer counts that are not two integers, or a
-    learning rate that is NaN or negative: a CheckpointError, and nothing written (the counts were
+    """A text member added to the archive, a plain zip, trainer counts that are not two integers of at
+    least 0, or a learning rate (the optimiser's or the one a schedule starts from) that is NaN or
+    negative: a CheckpointError, and nothing written (the counts were
     unpacked after the parameters were; the rate was loaded and trained to NaN)."""
     trainer, x, y = _small_trainer(env, optim.SGD(0.1))
     trainer.fit(x, y, progress=False)
@@ -796,6 +797,8 @@ def test_checkpoints_with_foreign_members_or_bad_counts_load_nothing(env: dc.Env
     np.savez(tmp_path / "rate.npz", **{**stored, "__trainer_initial_lr__": np.array(np.nan)})
     np.savez(tmp_path / "lr.npz", **{**stored, "sgd.lr": np.array(np.nan, np.float32)})
     np.savez(tmp_path / "negative.npz", **{**stored, "sgd.lr": np.array(-0.1, np.float32)})
+    np.savez(tmp_path / "back.npz", **{**stored, "__trainer_epochs_and_steps__": np.array([-3, 5])})
+    np.savez(tmp_path / "below.npz", **{**stored, "__trainer_initial_lr__": np.array(-0.01)})
     saved = _weights(env, trainer)
     trainer.fit(x, y, progress=False)
     before = _weights(env, trainer)
@@ -803,7 +806,11 @@ def test_checkpoints_with_foreign_members_or_bad_counts_load_nothing(env: dc.Env
                           ("plain.zip", r"member\(s\) \['readme.txt'\] are not arrays"),
                           ("counts.npz", r"'__trainer_epochs_and_steps__': checkpoint has int64 of shape \(1,\)"),
                           ("rate.npz", r"'__trainer_initial_lr__': checkpoint has float64 of shape \(\) \(nan\), "
-                                       r"not finite numbers of shape \(\)"),
+                                       r"not finite numbers of at least 0 of shape \(\)"),
+                          ("back.npz", r"'__trainer_epochs_and_steps__': checkpoint has int64 of shape \(2,\) "
+                                       r"\(\[-3  5\]\), not integers of at least 0"),  # fit then failed inside numpy
+                          ("below.npz", r"'__trainer_initial_lr__': checkpoint has float64 of shape \(\) "
+                                        r"\(-0.01\), not finite numbers of at least 0"),
                           ("lr.npz", r"'sgd.lr': checkpoint has nan, not a finite number of at least 0"),
                           ("negative.npz", r"'sgd.lr': checkpoint has -0.1, not a finite number of at least 0")):
         with pytest.raises(nn.CheckpointError, match=message):
@@ -1148,3 +1155,35 @@ def test_a_loss_or_model_output_of_the_wrong_shape_is_named(env: dc.Environment)
                                             r"examples of x \(shape \(4,\)\).*x\[None\]"):
         trainer.predict(x[0])
     assert trainer.predict(x[:1]).shape == (1, 3)
+
+
+@pytest.mark.parametrize("key", ["file", "allow_pickle"])
+def test_checkpoint_keys_that_are_savez_arguments(env: dc.Environment, tmp_path, key: str) -> None:
+    """np.savez(handle, **arrays) took a parameter named `file` as its own argument (a TypeError) and
+    one named `allow_pickle` as its flag, leaving it out of the file."""
+
+    class Named(nn.Module):
+        def create(self, env: dc.Environment, rng: np.random.Generator) -> None:
+            self.parameter(env, key, np.arange(3, dtype=np.float32))
+
+    model = Named().build(env, name=f"named{next(_uid)}")
+    trainer = nn.Trainer(env, model, optimizer=optim.SGD(0.1))
+    trainer.save(tmp_path / "named.npz")
+    assert key in np.load(tmp_path / "named.npz").files
+    env.write(getattr(model, key), np.zeros(3, np.float32))
+    trainer.load(tmp_path / "named.npz")
+    np.testing.assert_array_equal(env.read(getattr(model, key)), [0, 1, 2])
+
+
+def test_saving_through_a_link_or_over_a_private_file(env: dc.Environment, tmp_path) -> None:
+    """Saving over a symbolic link replaced the link with a file, and over a file of mode 0600 left it
+    0644 (the rename put a new file in its place); torch.save writes through the link into the file."""
+    trainer, _, _ = _small_trainer(env, optim.SGD(0.1))
+    target = tmp_path / "run1.npz"
+    trainer.save(target)
+    os.chmod(target, 0o600)
+    (tmp_path / "latest.npz").symlink_to(target.name)
+    trainer.save(tmp_path / "latest.npz")
+    assert (tmp_path / "latest.npz").is_symlink() and stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["latest.npz", "run1.npz"]
+    trainer.load(tmp_path / "latest.npz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import zipfile
 from collections.abc import Collection
@@ -50,18 +51,31 @@ def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
 
 
 def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the archive beside the file a link at `path` leads to, then rename it over that file,
+    which keeps its permissions (a new file gets open()'s)."""
+    path = Path(os.path.realpath(path))
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else _new_file_mode()
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
+            _write_npz(handle, arrays)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(partial, _new_file_mode())
+        os.chmod(partial, mode)
         os.replace(partial, path)
     except BaseException:
         if os.path.exists(partial):
             os.unlink(partial)
         raise
+
+
+def _write_npz(handle: Any, arrays: dict[str, np.ndarray]) -> None:
+    """An uncompressed .npz, as np.savez writes, whatever the names (np.savez takes them as keyword
+    arguments, so `file` and `allow_pickle` would clash with its own)."""
+    with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def _new_file_mode() -> int:
@@ -85,7 +99,8 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
     present, must have that shape and a numpy dtype kind among those given, finite where floats); on
     any mismatch nothing is written and the error lists every difference, pointing to model_only where
     the entries that differ are optimiser state (`optimizer_state` names it) or entries the model
-    lacks; entries named in `nonnegative` (a learning rate, a step count) must be finite and at least 0.
+    lacks; entries named in `nonnegative` (a learning rate, a step count, metadata too) must be finite and
+    at least 0.
     Returns the checkpoint's metadata entries."""
     path = Path(path)
     if not path.exists():
@@ -124,8 +139,10 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
     for name, (shape, kinds) in (metadata_kinds or {}).items():
         value = metadata.get(name)
         if value is not None and (value.shape != shape or value.dtype.kind not in kinds
-                                  or (value.dtype.kind == "f" and not np.all(np.isfinite(value)))):
+                                  or (value.dtype.kind == "f" and not np.all(np.isfinite(value)))
+                                  or (name in nonnegative and value.dtype.kind in "iuf" and np.any(value < 0))):
             wanted = "integers" if kinds == "iu" else "finite numbers"
+            wanted += " of at least 0" if name in nonnegative else ""
             problems.append(f"'{name}': checkpoint has {value.dtype} of shape {value.shape} ({value}), "
                             f"not {wanted} of shape {shape}")
     missing = sorted(set(parameters) - set(arrays))

@@ -332,7 +332,8 @@ class Trainer:
         counts = self.optimizer.counts() if state else []  # no state without an optimiser or with model_only
         metadata = checkpoint.load(self.env, model | state, path, ignore_extra=model_only, metadata_kinds=kinds,
                                    optimizer_state=set(state),
-                                   nonnegative={name for name, p in state.items() if any(p is c for c in counts)})
+                                   nonnegative={_COUNTS, _INITIAL_LR} | {name for name, p in state.items()
+                                                                        if any(p is c for c in counts)})
         if not model_only and _COUNTS in metadata:
             self._epochs_trained, self._steps_trained = (int(count) for count in metadata[_COUNTS])
         if not model_only and _INITIAL_LR in metadata and self.optimizer is not None:
