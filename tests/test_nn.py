@@ -1157,6 +1157,38 @@ def test_a_loss_or_model_output_of_the_wrong_shape_is_named(env: dc.Environment)
     assert trainer.predict(x[:1]).shape == (1, 3)
 
 
+def test_integer_parameters_are_not_trainable(env: dc.Environment) -> None:
+    """A module's int32 parameter was trainable by default: the optimiser made float state for it
+    and every fit failed in grad, naming neither the parameter nor trainable=False."""
+
+    class Permuted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add("dense", nn.Dense(4, 3))
+
+        def create(self, env: dc.Environment, rng: np.random.Generator) -> None:
+            self.parameter(env, "order", np.array([2, 0, 1, 3], np.int32), dc.int32)
+
+        def forward(self, s: dc.Scope, x: dc.Array) -> dc.Array:
+            return self._children["dense"](s, dc.take(x, s.read(self.order), axis=1))
+
+    model = Permuted().build(env, name=f"permuted{next(_uid)}")
+    assert [p.name.split(".", 1)[1] for p in model.parameters()] == ["dense.weight", "dense.bias"]
+    trainer = nn.Trainer(env, model, optimizer=optim.Adam(0.1))
+    data = np.random.default_rng(1)
+    trainer.fit(data.normal(size=(10, 4)).astype(np.float32), data.integers(0, 3, 10), progress=False)
+    assert not any("order" in name for name in trainer.checkpoint_parameters() if name.startswith("adam"))
+    np.testing.assert_array_equal(env.read(model.order), [2, 0, 1, 3])
+
+    class Trainable(nn.Module):
+        def create(self, env: dc.Environment, rng: np.random.Generator) -> None:
+            self.parameter(env, "table", np.zeros(3, np.int32), dc.int32, trainable=True)
+
+    with pytest.raises(dc.DTypeError, match=r"Trainable: parameter 'table' is int32, which has no gradient.*"
+                                            r"trainable=False\n  at .*test_nn.py"):
+        Trainable().build(env, name=f"trainable{next(_uid)}")
+
+
 @pytest.mark.parametrize("key", ["file", "allow_pickle"])
 def test_checkpoint_keys_that_are_savez_arguments(env: dc.Environment, tmp_path, key: str) -> None:
     """np.savez(handle, **arrays) took a parameter named `file` as its own argument (a TypeError) and

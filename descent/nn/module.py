@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from descent import arguments
-from descent.errors import GraphError, at_user_line
+from descent.errors import DTypeError, GraphError, at_user_line
 from descent.graph.array import Array
-from descent.graph.dtype import DType, float32
+from descent.graph.dtype import DType, as_dtype, float32
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 
@@ -42,8 +42,15 @@ class Module:
         """Create this module's own parameters with `self.parameter`. Default: none."""
 
     def parameter(self, env: Any, name: str, value: np.ndarray, dtype: DType = float32,
-                  trainable: bool = True) -> Parameter:
-        """Create a parameter of this module holding `value`."""
+                  trainable: bool | None = None) -> Parameter:
+        """Create a parameter of this module holding `value`; trainable unless told otherwise where it is
+        float32 (an integer or bool table has no gradient, as PyTorch's requires_grad needs a float)."""
+        dtype = as_dtype(dtype)
+        if trainable is None:
+            trainable = dtype.is_float
+        elif trainable and not dtype.is_float:
+            raise DTypeError(at_user_line(f"{type(self).__name__}: parameter '{name}' is {dtype.name}, which has "
+                                          "no gradient to train it by; make it trainable=False"))
         full = f"{self.name}.{name}" if self.name else name
         created = env.parameter(full, value.shape, dtype, init=value)
         self._parameters[name] = created
