@@ -1189,6 +1189,27 @@ def test_integer_parameters_are_not_trainable(env: dc.Environment) -> None:
         Trainable().build(env, name=f"trainable{next(_uid)}")
 
 
+def test_optimiser_update_in_a_graph_of_ones_own_names_what_is_missing(env: dc.Environment) -> None:
+    """update before build said 'parameter None belongs to another Environment'; a parameter not given
+    to build was a bare KeyError('adam.m.b')."""
+    a = env.parameter(f"own_a{next(_uid)}", (3,), init=np.ones(3, np.float32))
+    b = env.parameter(f"own_b{next(_uid)}", (2,), init=np.ones(2, np.float32))
+
+    def step(adam: optim.Adam, parameters: list) -> None:
+        def build(s: dc.Scope) -> None:
+            values = [s.read(p) for p in parameters]
+            adam.update(s, parameters, values, s.grad(sum(dc.sum(v * v) for v in values), values))
+        env.build_graph(build)
+
+    with pytest.raises(dc.GraphError, match=r"Adam.update: call build\(env, parameters\) first.*\n  at .*test_nn"):
+        step(optim.Adam(0.1), [a])
+    adam = optim.Adam(0.1)
+    adam.build(env, [a])
+    with pytest.raises(dc.GraphError, match=rf"Adam.update: parameter\(s\) \['{b.name}'\] were not given to build"):
+        step(adam, [a, b])
+    step(adam, [a])
+
+
 @pytest.mark.parametrize("key", ["file", "allow_pickle"])
 def test_checkpoint_keys_that_are_savez_arguments(env: dc.Environment, tmp_path, key: str) -> None:
     """np.savez(handle, **arrays) took a parameter named `file` as its own argument (a TypeError) and

@@ -39,6 +39,7 @@ class Optimizer:
         self.lr_parameter: Parameter | None = None
         self.step_parameter: Parameter | None = None
         self.state: dict[str, Parameter] = {}
+        self.built_for: list[Parameter] = []
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         """Create the learning-rate scalar and per-parameter state in `env`."""
@@ -49,6 +50,7 @@ class Optimizer:
         self.environment = env
         self.prefix = env.unique_name(self.prefix)
         self.lr_parameter = env.parameter(f"{self.prefix}.lr", (), init=np.float32(self.initial_lr))
+        self.built_for = list(parameters)
         for parameter in parameters:
             self.create_state(env, parameter)
 
@@ -112,6 +114,16 @@ class Optimizer:
 
     def update(self, s: Scope, parameters: list[Parameter], values: list[Array], gradients: list[Array]) -> None:
         """Write every parameter's new value (and the new state) in the graph being built."""
+        name = type(self).__name__
+        if self.environment is None:
+            raise GraphError(at_user_line(f"{name}.update: call build(env, parameters) first (a Trainer does)"))
+        unknown = [p.name for p in parameters if not any(p is built for built in self.built_for)]
+        if unknown:
+            raise GraphError(at_user_line(f"{name}.update: parameter(s) {unknown} were not given to build, "
+                                          "so it has no state for them"))
+        if not len(parameters) == len(values) == len(gradients):
+            raise ValueError(at_user_line(f"{name}.update: {len(parameters)} parameters, {len(values)} values and "
+                                          f"{len(gradients)} gradients; it takes one of each per parameter"))
         lr = s.read(self.lr_parameter)
         if self.max_grad_norm is not None:
             gradients = clip_by_global_norm(gradients, self.max_grad_norm)
