@@ -284,6 +284,22 @@ def test_adaptive_avg_pool2d_matches_torch(env: dc.Environment, shape, output_si
     np.testing.assert_allclose(gradient, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_adaptive_avg_pool2d_keeps_inf_and_nan_in_their_windows(env: dc.Environment) -> None:
+    """Uneven windows were P_h @ x @ P_w^T, so an inf met the matrices' zeros (0 * inf = NaN) and spread
+    into every window; an empty axis was a ZeroDivisionError. Values and gradients against torch."""
+    x = np.array([[[[1, 2, 3, 4, np.inf, 6], [1, np.nan, 0, 0, 0, 0], [5, 4, 3, 2, 1, 0]]]], np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    expected = torch.nn.functional.adaptive_avg_pool2d(tx, (2, 4))
+    expected.sum().backward()
+    np.testing.assert_allclose(evaluate(env, lambda a: dc.adaptive_avg_pool2d(a, (2, 4)), x),
+                               expected.detach().numpy(), rtol=1e-6)
+    gradient = evaluate(env, lambda a: a.scope.grad(dc.adaptive_avg_pool2d(a, (2, 4)).sum(), [a])[0], x)
+    np.testing.assert_allclose(gradient, tx.grad.numpy(), rtol=1e-6)
+    with pytest.raises(dc.ShapeError, match=r"adaptive_avg_pool2d: cannot pool an empty axis: the last two of "
+                                            r"\(1, 0, 6\)(.|\n)*test_conv.py"):
+        evaluate(env, lambda a: dc.adaptive_avg_pool2d(a[:, :0], 2), x[0])
+
+
 def test_upsample_nearest_and_modules_match_torch(env: dc.Environment) -> None:
     x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
     tx = torch.from_numpy(x).requires_grad_()

@@ -14,6 +14,7 @@ from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array
 from descent.graph.dtype import float32
+from descent.graph.indexing import take
 from descent.graph.linalg import matmul, matmul_in_units
 
 Pair = int | tuple[int, int]
@@ -265,26 +266,35 @@ def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair
 def adaptive_avg_pool2d(x: Array, output_size: Pair) -> Array:
     """Mean over windows that split the last two axes into `output_size` (as PyTorch's: window i of n
     over a length L spans floor(i L / n) to ceil((i + 1) L / n)). Where the sizes divide, it is
-    avg_pool2d; else the windows overlap or differ in length and it is P_h @ x @ P_w^T, with
-    constant averaging matrices."""
+    avg_pool2d; else the windows overlap or differ in length, and each axis is pooled in turn by
+    gathering its windows' elements."""
     out = _pair(output_size, "output_size")
     if x.ndim < 2:
         raise ShapeError(at_user_line(f"adaptive_avg_pool2d: needs at least 2 axes to pool, got shape {x.shape}"))
     sizes = x.shape[-2:]
+    if 0 in sizes:
+        raise ShapeError(at_user_line(f"adaptive_avg_pool2d: cannot pool an empty axis: the last two of {x.shape} "
+                                      "must have elements (PyTorch refuses them too)"))
     if sizes[0] % out[0] == 0 and sizes[1] % out[1] == 0:
         kernel = (sizes[0] // out[0], sizes[1] // out[1])
         return _avg_pool(x, kernel, kernel, (0, 0))
-    rows, columns = (x.scope.constant(_averaging_matrix(size, n)) for size, n in zip(sizes, out))
-    return matmul(matmul(rows, ops.astype(x, float32)), ops.transpose(columns, (1, 0)))
+    return _adaptive_mean(_adaptive_mean(ops.astype(x, float32), -2, out[0]), -1, out[1])
 
 
-def _averaging_matrix(size: int, windows: int) -> np.ndarray:
-    """(windows, size): row i averages PyTorch's adaptive window i over `size` elements."""
-    matrix = np.zeros((windows, size), np.float32)
-    for i in range(windows):
-        start, end = (i * size) // windows, -(-((i + 1) * size) // windows)
-        matrix[i, start:end] = 1.0 / (end - start)
-    return matrix
+def _adaptive_mean(x: Array, axis: int, windows: int) -> Array:
+    """Means over PyTorch's adaptive windows along `axis` (-2 or -1): each window's elements gathered,
+    as many as the longest window has, the extra ones selected away (a product with 0 would spread an
+    inf or NaN into every window)."""
+    size = x.shape[axis]
+    bounds = [((i * size) // windows, -(-((i + 1) * size) // windows)) for i in range(windows)]
+    offsets = np.arange(max(end - start for start, end in bounds))
+    index = np.array([np.minimum(start + offsets, end - 1) for start, end in bounds], np.int32)
+    trailing = (1,) * (-axis - 1)
+    inside = np.array([offsets < end - start for start, end in bounds]).reshape(index.shape + trailing)
+    counts = np.array([end - start for start, end in bounds], np.float32).reshape((windows,) + trailing)
+    gathered = take(x, x.scope.constant(index), axis=x.ndim + axis)
+    kept = ops.where(x.scope.constant(inside), gathered, 0.0)
+    return reductions.sum(kept, axis=axis) / x.scope.constant(counts)
 
 
 def upsample_nearest2d(x: Array, scale: Pair) -> Array:
