@@ -242,6 +242,25 @@ def test_overlapping_max_pool_with_its_gradient_in_one_graph(env: dc.Environment
     np.testing.assert_array_equal(env.read(gradient), tx.grad.numpy())
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), ((3, 2), (2, 1), (1, 1)), (2, 2, 1)])
+def test_max_pool_gradient_of_a_window_of_minus_inf_goes_to_its_first_element(env: dc.Environment, kernel,
+                                                                              stride, padding) -> None:
+    """Padding reads -inf, so a window whose elements are all -inf had its first padded position as its
+    argmax, and its gradient was lost; torch gives it to the window's first element of the input."""
+    x = rng.normal(size=(2, 1, 5, 4)).astype(np.float32)
+    x[0] = -np.inf
+    x[1, 0, :2] = -np.inf
+    tx = torch.from_numpy(x).requires_grad_()
+    expected = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
+    weights = rng.normal(size=expected.shape).astype(np.float32)
+    (expected * torch.from_numpy(weights)).sum().backward()
+    gradient = evaluate(env, lambda a: a.scope.grad((dc.max_pool2d(a, kernel, stride, padding)
+                                                     * a.scope.constant(weights)).sum(), [a])[0], x)
+    np.testing.assert_allclose(gradient, tx.grad.numpy(), rtol=1e-6)
+    pooled_1d = evaluate(env, lambda a: a.scope.grad(dc.max_pool1d(a, 3, 1, 1).sum(), [a])[0], x[:, 0, 0])
+    np.testing.assert_array_equal(pooled_1d, [[2, 1, 1, 0], [2, 1, 1, 0]])
+
+
 def test_max_pool_pads_integers_and_bools_with_their_lowest_value(env: dc.Environment) -> None:
     flags = np.array([[[True, False, False, False]]])
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.max_pool1d(a, 3, 1, 1), flags),

@@ -334,11 +334,24 @@ def _max_pool(x: Array, kernel: tuple[int, int], stride: tuple[int, int], paddin
         """The argmax shares the max's kernel (the scheduler merges them), so the forward pass reads
         each window once and the backward pass compares positions, not values."""
         first = reductions.reduce("argmax", patches, (-2, -1), keepdims=True)
+        if x.dtype == float32 and any(padding):  # a window of -inf elements: its first, never the padding
+            lowest = ops.eq(ops.reshape(pooled, pooled.shape + (1, 1)), float("-inf"))
+            first = ops.where(lowest, x.scope.constant(_first_inside(x.shape[-2:], kernel, stride, padding)), first)
         positions = ops.reshape(x.scope.arange(kernel[0] * kernel[1]), kernel)
         spread = ops.reshape(cotangent, pooled.shape + (1, 1))
         return [ops.where(ops.eq(first, positions), spread, 0.0)]
 
     return x.scope.custom_gradient(pooled, (patches,), to_first_maximum)
+
+
+def _first_inside(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                  padding: tuple[int, int]) -> np.ndarray:
+    """(OH, OW, 1, 1): the position in each padded window (row-major) of its first element inside the input."""
+    firsts = []
+    for length, k, step, pad in zip(size, kernel, stride, padding):
+        starts = np.arange(0, length + 2 * pad - k + 1, step) - pad
+        firsts.append(np.maximum(-starts, 0))
+    return (firsts[0][:, None] * kernel[1] + firsts[1][None, :]).astype(np.int32)[:, :, None, None]
 
 
 def _avg_pool(x: Array, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> Array:
