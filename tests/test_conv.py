@@ -441,3 +441,41 @@ def test_conv2d_gradients_fold_whole_images(env: dc.Environment) -> None:
     assert len(folds) == 1 and folds[0] < 16 * 900 and (900 % folds[0] == 0 or folds[0] % 900 == 0), folds
     for out, expected in zip(outputs, (tx.grad, tw.grad, tb.grad)):
         np.testing.assert_allclose(env.read(out), expected.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(16 * 900))
+
+
+def test_unbatched_input_to_the_convolution_functions_as_torch(env: dc.Environment) -> None:
+    """F.conv2d and the others take one unbatched (C, H, W) or (C, L) input; dc's refused it (the
+    modules took it). Values against torch."""
+    image, signal = rng.normal(size=(4, 6, 5)).astype(np.float32), rng.normal(size=(4, 7)).astype(np.float32)
+    w2, w1 = rng.normal(size=(6, 2, 3, 3)).astype(np.float32), rng.normal(size=(4, 3, 3)).astype(np.float32)
+    t = torch.nn.functional
+    cases = [(dc.conv2d, t.conv2d, image, w2, {"padding": 1, "groups": 2}),
+             (dc.conv1d, t.conv1d, signal, w1[:, :2], {"stride": 2, "groups": 2}),
+             (dc.conv_transpose2d, t.conv_transpose2d, image, w2[:4], {"stride": 2}),
+             (dc.conv_transpose1d, t.conv_transpose1d, signal, w1, {"dilation": 2})]
+    for ours, theirs, x, w, options in cases:
+        expected = theirs(torch.from_numpy(x), torch.from_numpy(w), **options).numpy()
+        np.testing.assert_allclose(evaluate(env, lambda a, k, f=ours, o=options: f(a, k, **o), x, w), expected,
+                                   rtol=1e-5, atol=1e-5, err_msg=ours.__name__)
+
+
+def test_convolution_and_pooling_errors_name_their_function(env: dc.Environment) -> None:
+    """A pool of a 1-D array blamed `pad`, a kernel of size 0 `windows`; a bad stride or padding named
+    no function; nn.Upsample resized the last two axes of 3-D and 5-D inputs, which PyTorch's takes as
+    (N, C, L) and (N, C, D, H, W)."""
+    x = env.parameter("named_errors_x", (1, 3, 5, 5))
+    w = env.parameter("named_errors_w", (4, 3, 0, 3))
+    for call, message in [(lambda s: dc.max_pool2d(s.read(x)[0, 0, 0], 2), r"max_pool2d: needs at least 2 axes"),
+                          (lambda s: dc.avg_pool2d(s.read(x)[0, 0, 0], 2), r"avg_pool2d: needs at least 2 axes"),
+                          (lambda s: dc.conv2d(s.read(x), s.read(w)), r"conv2d: weight \(4, 3, 0, 3\) has a kernel "
+                                                                       r"size of 0"),
+                          (lambda s: dc.conv2d(s.read(x), s.read(w)[..., :1, :], stride=0),
+                           r"conv2d: stride must be at least 1, got 0"),
+                          (lambda s: dc.conv_transpose2d(s.read(x), s.read(w)[:3, ..., :1, :], padding=-1),
+                           r"conv_transpose2d: padding must be at least 0, got -1"),
+                          (lambda s: nn.Upsample(2)(s, s.read(x)[0]), r"Upsample: input \(3, 5, 5\) must be 4-D "
+                                                                       r"\(N, C, H, W\); PyTorch's would take 3-D")]:
+        with pytest.raises(dc.ShapeError, match=message + r"(.|\n)*test_conv.py"):
+            env.build_graph(call)
+    with pytest.raises(dc.DTypeError, match=r"conv2d: cannot use float as an Array operand"):
+        env.build_graph(lambda s: dc.conv2d(s.read(x), s.read(w)[..., :1, :], 0.5))

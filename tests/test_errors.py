@@ -347,3 +347,19 @@ def test_unknown_device_lists_devices() -> None:
     assert "0: " in result.stderr and '  at <string>:4' in result.stderr
     with pytest.raises(dc.DeviceError, match=r"device=7: device index 7 does not exist; the devices are 0: .*\n  at "):
         dc.Environment(device=7)
+
+
+@pytest.mark.parametrize("call", [
+    lambda a: dc.sum(a), lambda a: dc.mean(a, 0), lambda a: dc.argmax(a), lambda a: dc.softmax(a),
+    lambda a: dc.transpose(a), lambda a: dc.squeeze(a), lambda a: dc.expand_dims(a, 0), lambda a: dc.clip(a, 0, 1),
+    lambda a: dc.take(a, [0]), lambda a: dc.one_hot(a, 3), lambda a: dc.mse(a, a), lambda a: dc.max_pool2d(a, 2),
+    lambda a: dc.conv2d(a, a), lambda a: dc.upsample_nearest2d(a, 2), lambda a: dc.adaptive_avg_pool2d(a, 1)],
+    ids=["sum", "mean", "argmax", "softmax", "transpose", "squeeze", "expand_dims", "clip", "take", "one_hot", "mse",
+         "max_pool2d", "conv2d", "upsample_nearest2d", "adaptive_avg_pool2d"])
+def test_a_numpy_array_where_an_array_goes_is_named(call) -> None:
+    """dc.sum(numpy_array) and the other functions of one array failed inside with an AttributeError
+    ('numpy.ndarray' object has no attribute 'node'), naming neither the function nor the user's line."""
+    name = call.__code__.co_names[-1]
+    with pytest.raises(dc.DTypeError, match=rf"{name}: cannot use ndarray as an Array operand; a numpy array must "
+                                            r"be a parameter or a graph constant first(.|\n)*test_errors.py"):
+        call(np.ones((1, 1, 4, 4), np.float32))

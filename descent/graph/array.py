@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from descent.errors import DTypeError, at_user_line
 from descent.graph.dtype import DType
 from descent.graph.view import Shape, numel
 
@@ -237,6 +241,26 @@ class Array:
     def astype(self, dtype: DType | str) -> Array:
         """Convert to `dtype` (float to int truncates toward zero), as dc.astype."""
         return ops.astype(self, dtype)
+
+
+def array_argument(op: str, value: Any) -> Array:
+    """`value` if it is an Array, else refused by `op`'s name: a numpy array or a number given where an
+    Array must be has no graph to join (a numpy one gets the hint to make it a parameter or constant)."""
+    if isinstance(value, Array):
+        return value
+    hint = ("; a numpy array must be a parameter or a graph constant first (s.constant(array))"
+            if isinstance(value, np.ndarray) else "")
+    raise DTypeError(at_user_line(f"{op}: cannot use {type(value).__name__} as an Array operand{hint}"))
+
+
+def takes_array(function: Callable[..., Array]) -> Callable[..., Array]:
+    """Check a function's first argument with `array_argument`, before the function reads it."""
+
+    @functools.wraps(function)
+    def checked(x: Any, *args: Any, **kwargs: Any) -> Array:
+        return function(array_argument(function.__name__, x), *args, **kwargs)
+
+    return checked
 
 
 from descent.graph import linalg, ops, reductions  # noqa: E402  (they build Arrays; Array methods call them)

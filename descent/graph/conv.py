@@ -5,6 +5,7 @@ over a height of one."""
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from descent.arguments import is_integer, is_real, natural
 from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions
-from descent.graph.array import Array
+from descent.graph.array import Array, array_argument, takes_array
 from descent.graph.dtype import float32
 from descent.graph.indexing import take
 from descent.graph.linalg import matmul, matmul_in_units
@@ -68,8 +69,22 @@ def _same(x: Array, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> tuple
     return ops.pad(x, extra) if any(after for _, after in extra) else x, tuple(total // 2 for total in totals)
 
 
+def _unbatched(function: Callable[..., Array], x: Array, *args: Any) -> Array:
+    """`function` of one unbatched input: of x[None], without the batch axis."""
+    return ops.squeeze(function(ops.expand_dims(x, 0), *args), 0)
+
+
+def _check_operands(op: str, w: Any, bias: Any) -> None:
+    """A convolution's weight and bias (if any) are Arrays."""
+    for value in (w,) if bias is None else (w, bias):
+        array_argument(op, value)
+
+
 def _check_conv(op: str, x: Array, w: Array, bias: Array | None, groups: int, spatial: int) -> None:
     """Shapes of a convolution's operands: x (N, C, *S), w (O, C // groups, *K), bias (O,)."""
+    _check_operands(op, w, bias)
+    if w.ndim == 2 + spatial and min(w.shape[2:]) < 1:
+        raise ShapeError(at_user_line(f"{op}: weight {w.shape} has a kernel size of 0; each must be at least 1"))
     layout = "NCL, OIK" if spatial == 1 else "NCHW, OIHW"
     natural(op, "groups", groups, least=1)
     if x.ndim != 2 + spatial or w.ndim != 2 + spatial:
@@ -92,7 +107,10 @@ def _check_bias(op: str, bias: Array | None, outputs: int) -> None:
 def _check_fits(op: str, x: Array, kernel: tuple[int, ...], padding: tuple[int, ...],
                 dilation: tuple[int, ...]) -> None:
     """Each window (kernel sizes over the last axes, dilated) fits inside the padded input."""
-    sizes = x.shape[x.ndim - len(kernel):] if x.ndim >= len(kernel) else ()
+    if x.ndim < len(kernel):
+        axes = "an array with a last axis" if len(kernel) == 1 else f"at least {len(kernel)} axes"
+        raise ShapeError(at_user_line(f"{op}: needs {axes} to slide along, got shape {x.shape}"))
+    sizes = x.shape[x.ndim - len(kernel):]
     for size, k, p, d in zip(sizes, kernel, padding, dilation):
         if d * (k - 1) + 1 > size + 2 * p:
             shown = kernel[0] if len(kernel) == 1 else kernel
@@ -142,16 +160,19 @@ def _pool_settings(op: str, kernel: Pair, stride: Pair | None, padding: Pair) ->
     return kernel, stride, padding
 
 
+@takes_array
 def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair | str = 0,
            dilation: Pair = 1, groups: int = 1) -> Array:
-    """2-D cross-correlation as PyTorch: x (N, C, H, W), w (O, C // groups, KH, KW), bias (O,); padding
-    a number, a pair, 'valid' or 'same'."""
-    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    """2-D cross-correlation as PyTorch: x (N, C, H, W) or unbatched (C, H, W), w (O, C // groups, KH, KW),
+    bias (O,); padding a number, a pair, 'valid' or 'same'."""
+    if x.ndim == 3 and array_argument("conv2d", w).ndim == 4:  # unbatched (C, H, W), as PyTorch's
+        return _unbatched(conv2d, x, w, bias, stride, padding, dilation, groups)
+    stride, dilation = _pair(stride, "conv2d: stride"), _pair(dilation, "conv2d: dilation")
     _check_conv("conv2d", x, w, bias, groups, 2)
     if isinstance(padding, str):
         padding_mode("conv2d", padding, stride)
         x, padding = _same(x, w.shape[2:], dilation) if padding == "same" else (x, (0, 0))
-    padding = _pair(padding, "padding", 0)
+    padding = _pair(padding, "conv2d: padding", 0)
     _check_fits("conv2d", x, w.shape[2:], padding, dilation)
     n = x.shape[0]
     o, cg, kh, kw = w.shape
@@ -181,27 +202,35 @@ def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padd
     return out
 
 
+@takes_array
 def conv1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, padding: Single | str = 0,
            dilation: Single = 1, groups: int = 1) -> Array:
-    """1-D cross-correlation as PyTorch: x (N, C, L), w (O, C // groups, K), bias (O,); padding a number,
-    'valid' or 'same'."""
-    stride, dilation = _single(stride, "stride"), _single(dilation, "dilation")
+    """1-D cross-correlation as PyTorch: x (N, C, L) or unbatched (C, L), w (O, C // groups, K), bias (O,);
+    padding a number, 'valid' or 'same'."""
+    if x.ndim == 2 and array_argument("conv1d", w).ndim == 3:  # unbatched (C, L), as PyTorch's
+        return _unbatched(conv1d, x, w, bias, stride, padding, dilation, groups)
+    stride, dilation = _single(stride, "conv1d: stride"), _single(dilation, "conv1d: dilation")
     _check_conv("conv1d", x, w, bias, groups, 1)
     if isinstance(padding, str):
         padding_mode("conv1d", padding, (stride,))
         x, (padding,) = _same(x, w.shape[2:], (dilation,)) if padding == "same" else (x, (0,))
-    padding = _single(padding, "padding", 0)
+    padding = _single(padding, "conv1d: padding", 0)
     _check_fits("conv1d", x, w.shape[2:], (padding,), (dilation,))
     x, w = _height_of_one(x, "conv1d"), _height_of_one(w, "conv1d")
     out = conv2d(x, w, bias, (1, stride), (0, padding), (1, dilation), groups)
     return ops.reshape(out, out.shape[:2] + out.shape[3:])
 
 
+@takes_array
 def conv_transpose1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, padding: Single = 0,
                      output_padding: Single = 0, dilation: Single = 1, groups: int = 1) -> Array:
-    """The transpose (gradient) of conv1d, as PyTorch: x (N, C, L), w (C, O // groups, K)."""
-    stride, padding = _single(stride, "stride"), _single(padding, "padding", 0)
-    output_padding, dilation = _single(output_padding, "output_padding", 0), _single(dilation, "dilation")
+    """The transpose (gradient) of conv1d, as PyTorch: x (N, C, L) or (C, L), w (C, O // groups, K)."""
+    if x.ndim == 2 and array_argument("conv_transpose1d", w).ndim == 3:  # unbatched (C, L), as PyTorch's
+        return _unbatched(conv_transpose1d, x, w, bias, stride, padding, output_padding, dilation, groups)
+    stride, padding = _single(stride, "conv_transpose1d: stride"), _single(padding, "conv_transpose1d: padding", 0)
+    output_padding = _single(output_padding, "conv_transpose1d: output_padding", 0)
+    dilation = _single(dilation, "conv_transpose1d: dilation")
+    _check_operands("conv_transpose1d", w, bias)
     _check_transpose_settings("conv_transpose1d", groups, (output_padding,), (stride,), (dilation,))
     if x.ndim != 3 or w.ndim != 3 or w.shape[0] != x.shape[1] or x.shape[1] % groups:
         raise ShapeError(at_user_line(f"conv_transpose1d: weight {w.shape} (C, O // groups, K) does not fit "
@@ -214,12 +243,17 @@ def conv_transpose1d(x: Array, w: Array, bias: Array | None = None, stride: Sing
     return ops.reshape(out, out.shape[:2] + out.shape[3:])
 
 
+@takes_array
 def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair = 0,
                      output_padding: Pair = 0, dilation: Pair = 1, groups: int = 1) -> Array:
-    """The transpose (gradient) of conv2d, as PyTorch: x (N, C, H, W), w (C, O // groups, KH, KW).
+    """The transpose (gradient) of conv2d, as PyTorch: x (N, C, H, W) or (C, H, W), w (C, O // groups, KH, KW).
     Computed as conv2d over the input with zeros inserted between its elements (a masked view)."""
-    stride, padding = _pair(stride, "stride"), _pair(padding, "padding", 0)
-    output_padding, dilation = _pair(output_padding, "output_padding", 0), _pair(dilation, "dilation")
+    if x.ndim == 3 and array_argument("conv_transpose2d", w).ndim == 4:  # unbatched (C, H, W), as PyTorch's
+        return _unbatched(conv_transpose2d, x, w, bias, stride, padding, output_padding, dilation, groups)
+    stride, padding = _pair(stride, "conv_transpose2d: stride"), _pair(padding, "conv_transpose2d: padding", 0)
+    output_padding = _pair(output_padding, "conv_transpose2d: output_padding", 0)
+    dilation = _pair(dilation, "conv_transpose2d: dilation")
+    _check_operands("conv_transpose2d", w, bias)
     _check_transpose_settings("conv_transpose2d", groups, output_padding, stride, dilation)
     if x.ndim != 4 or w.ndim != 4:
         raise ShapeError(at_user_line(f"conv_transpose2d: input {x.shape} and weight {w.shape} must be 4-D"))
@@ -248,6 +282,7 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
     return conv2d(ops.pad(dilated, widths), flipped, bias, 1, 0, dilation, groups)
 
 
+@takes_array
 def max_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
     """Maximum over each window of the last two axes; padding reads -inf. As in PyTorch, a window's
     gradient goes to its first largest element (not split among ties)."""
@@ -256,6 +291,7 @@ def max_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair
     return _max_pool(x, kernel, stride, padding)
 
 
+@takes_array
 def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair = 0) -> Array:
     """Mean over each window of the last two axes; zero padding counts (PyTorch's default)."""
     kernel, stride, padding = _pool_settings("avg_pool2d", kernel, stride, padding)
@@ -263,12 +299,13 @@ def avg_pool2d(x: Array, kernel: Pair, stride: Pair | None = None, padding: Pair
     return _avg_pool(x, kernel, stride, padding)
 
 
+@takes_array
 def adaptive_avg_pool2d(x: Array, output_size: Pair) -> Array:
     """Mean over windows that split the last two axes into `output_size` (as PyTorch's: window i of n
     over a length L spans floor(i L / n) to ceil((i + 1) L / n)). Where the sizes divide, it is
     avg_pool2d; else the windows overlap or differ in length, and each axis is pooled in turn by
     gathering its windows' elements."""
-    out = _pair(output_size, "output_size")
+    out = _pair(output_size, "adaptive_avg_pool2d: output_size")
     if x.ndim < 2:
         raise ShapeError(at_user_line(f"adaptive_avg_pool2d: needs at least 2 axes to pool, got shape {x.shape}"))
     sizes = x.shape[-2:]
@@ -297,10 +334,11 @@ def _adaptive_mean(x: Array, axis: int, windows: int) -> Array:
     return reductions.sum(kept, axis=axis) / x.scope.constant(counts)
 
 
+@takes_array
 def upsample_nearest2d(x: Array, scale: Pair) -> Array:
     """Each element of the last two axes repeated `scale` times along each (PyTorch's interpolate with
     mode 'nearest' and an integer scale_factor): a view, no copy."""
-    sh, sw = _pair(scale, "scale", floats=True)
+    sh, sw = _pair(scale, "upsample_nearest2d: scale", floats=True)
     if x.ndim < 2:
         raise ShapeError(at_user_line(f"upsample_nearest2d: needs at least 2 axes, got shape {x.shape}"))
     lead, (h, w) = x.shape[:-2], x.shape[-2:]
@@ -308,6 +346,7 @@ def upsample_nearest2d(x: Array, scale: Pair) -> Array:
     return ops.reshape(repeated, lead + (h * sh, w * sw))
 
 
+@takes_array
 def max_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: Single = 0) -> Array:
     """Maximum over each window of the last axis; padding reads -inf, and a window's gradient goes
     to its first largest element, as in PyTorch."""
@@ -316,6 +355,7 @@ def max_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: 
     return ops.squeeze(_max_pool(_height_of_one(x, "max_pool1d"), kernel, stride, padding), -2)
 
 
+@takes_array
 def avg_pool1d(x: Array, kernel: Single, stride: Single | None = None, padding: Single = 0) -> Array:
     """Mean over each window of the last axis; zero padding counts (PyTorch's default)."""
     kernel, stride, padding = _pool_settings("avg_pool1d", kernel, stride, padding)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from descent.errors import DTypeError, ShapeError, at_user_line
 from descent.graph import ops
-from descent.graph.array import Array
+from descent.graph.array import Array, takes_array
 from descent.graph.dtype import float32, int32
 from descent.graph.view import View, contiguous_strides, numel
 
@@ -25,6 +25,7 @@ def _check_indices(op: str, indices: Array, low: int | None = None, high: int = 
     return ops.astype(indices, int32)
 
 
+@takes_array
 def take(x: Array, indices: Array, axis: int | None = 0) -> Array:
     """Elements of `x` at `indices` along `axis` (numpy.take; axis None takes from x flattened);
     negative indices count from the end. The result has shape x.shape[:axis] + indices.shape +
@@ -45,6 +46,7 @@ def take(x: Array, indices: Array, axis: int | None = 0) -> Array:
 gather = take
 
 
+@takes_array
 def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Array:
     """The transpose of `take`: an array whose axis `axis` has `size` elements, where element k sums
     every slice of `values` whose index is k. Duplicate indices accumulate."""
@@ -68,6 +70,7 @@ def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Arra
                             {"axis": axis, "index_view": view, "count": indices.size})
 
 
+@takes_array
 def one_hot(indices: Array, classes: int, dtype=float32) -> Array:
     """1 where the last axis equals the index, else 0: shape indices.shape + (classes,)."""
     if int(classes) < 0:

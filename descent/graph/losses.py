@@ -6,7 +6,7 @@ import numpy as np
 
 from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions
-from descent.graph.array import Array
+from descent.graph.array import Array, takes_array
 from descent.graph.dtype import float32
 from descent.graph.indexing import one_hot
 from descent.graph.view import broadcast_shapes
@@ -38,6 +38,7 @@ def _same_shape(loss: str, prediction: Array, target: Array | float) -> None:
             f"would compare every prediction with every target); reshape one of them"))
 
 
+@takes_array
 def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean", label_smoothing: float = 0.0) -> Array:
     """Cross-entropy of softmax(logits) over the last axis against integer class labels (shape
     logits.shape[:-1]) or per-class target probabilities such as one-hot rows (shape logits.shape).
@@ -71,6 +72,7 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
     return _reduce(per_class, reduction, examples)
 
 
+@takes_array
 def mse(prediction: Array, target: Array, reduction: str = "mean") -> Array:
     """Mean squared error (every element counts as an example); target has the prediction's shape."""
     _same_shape("mse", prediction, target)
@@ -78,6 +80,7 @@ def mse(prediction: Array, target: Array, reduction: str = "mean") -> Array:
     return _reduce(difference * difference, reduction, difference.size)
 
 
+@takes_array
 def l1(prediction: Array, target: Array, reduction: str = "mean") -> Array:
     """Mean absolute error (as PyTorch's l1_loss); target has the prediction's shape."""
     _same_shape("l1", prediction, target)
@@ -85,6 +88,7 @@ def l1(prediction: Array, target: Array, reduction: str = "mean") -> Array:
     return _reduce(difference, reduction, difference.size)
 
 
+@takes_array
 def huber(prediction: Array, target: Array, delta: float = 1.0, reduction: str = "mean") -> Array:
     """Squared error below `delta`, linear above it (as PyTorch's huber_loss; its smooth_l1_loss with
     beta b is this with delta b, divided by b)."""
@@ -96,6 +100,7 @@ def huber(prediction: Array, target: Array, delta: float = 1.0, reduction: str =
     return _reduce(loss, reduction, loss.size)
 
 
+@takes_array
 def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean",
                                      pos_weight: Array | float | np.ndarray | None = None) -> Array:
     """-(w t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))) = w t softplus(-x) + (1 - t) softplus(x), each

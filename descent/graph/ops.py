@@ -14,7 +14,7 @@ import numpy as np
 from descent.arguments import is_integer
 from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import view as views
-from descent.graph.array import Array
+from descent.graph.array import Array, array_argument, takes_array
 from descent.graph.dtype import DType, as_dtype, bool_, data_dtype, float32, int32, outside, promote, uint32
 from descent.graph.node import ViewOp
 from descent.graph.optable import ELEMENTWISE
@@ -49,9 +49,7 @@ def _scalar_or_array(op: str, value: Any) -> Operand:
         return value.item()
     if isinstance(value, Array | bool | int | float):
         return value
-    hint = ("; a numpy array must be a parameter or a graph constant first (s.constant(array))"
-            if isinstance(value, np.ndarray) else "")
-    raise DTypeError(at_user_line(f"{op}: cannot use {type(value).__name__} as an Array operand{hint}"))
+    return array_argument(op, value)
 
 
 def _check_signedness(op: str, dtypes: Sequence[DType]) -> None:
@@ -334,6 +332,7 @@ def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
     return where(x > 0, x, x * negative_slope)
 
 
+@takes_array
 def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Array:
     """Limit x to [lo, hi] (hi where lo > hi); either bound may be None. As PyTorch's clamp, x takes
     the gradient on the bounds themselves; NaN in x or in a bound gives NaN, as numpy (tested apart,
@@ -355,6 +354,7 @@ def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Arra
     return where(nan, stop_gradient(functools.reduce(add, given)), clipped)  # no gradient there, as torch
 
 
+@takes_array
 def astype(x: Array, dtype: DType | str) -> Array:
     """Convert to `dtype` (float to int truncates toward zero, as numpy)."""
     target = as_dtype(dtype)
@@ -392,6 +392,7 @@ def _view(x: Array, shape: Shape, kind: str, args: tuple,
     return x.scope.add("view", shape, node.dtype, (source,), ViewOp(chain, x.node_id, kind, args))
 
 
+@takes_array
 def reshape(x: Array, shape: Sequence[int]) -> Array:
     """Same elements in row-major order, new shape; one axis may be -1."""
     shape = views.as_shape(shape, "reshape")
@@ -419,6 +420,7 @@ def axis_tuple(axis: int | Sequence[int]) -> tuple[int, ...]:
     return (operator.index(axis),) if hasattr(axis, "__index__") else tuple(operator.index(a) for a in axis)
 
 
+@takes_array
 def transpose(x: Array, axes: Sequence[int] | None = None) -> Array:
     """Permute the axes (reverse them by default); `.T` is transpose(x)."""
     axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(_axis(a, x.ndim, "transpose") for a in axes)
@@ -428,6 +430,7 @@ def transpose(x: Array, axes: Sequence[int] | None = None) -> Array:
     return _view(x, shape, "permute", axes, lambda chain: views.permute(chain, x.shape, axes))
 
 
+@takes_array
 def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
     """Repeat size-1 and missing leading axes to `shape` without copying."""
     shape = views.as_shape(shape, "broadcast_to")
@@ -438,6 +441,7 @@ def broadcast_to(x: Array, shape: Sequence[int]) -> Array:
     return _view(x, shape, "expand", (), lambda chain: views.expand(chain, x.shape, shape))
 
 
+@takes_array
 def expand_dims(x: Array, axis: int | Sequence[int]) -> Array:
     """Insert size-1 axes at the given positions of the result."""
     axes = axis_tuple(axis)
@@ -450,6 +454,7 @@ def expand_dims(x: Array, axis: int | Sequence[int]) -> Array:
     return reshape(x, shape)
 
 
+@takes_array
 def squeeze(x: Array, axis: int | Sequence[int] | None = None) -> Array:
     """Remove size-1 axes (all of them, or those given)."""
     if axis is None:
@@ -467,6 +472,7 @@ def squeeze(x: Array, axis: int | Sequence[int] | None = None) -> Array:
 _NO_ELEMENTS = object()  # x[False]: a new axis of size 0, as numpy
 
 
+@takes_array
 def getitem(x: Array, index: Any) -> Array:
     """Basic numpy indexing: integers, slices (any step), None, True, False and Ellipsis."""
     index = index if isinstance(index, tuple) else (index,)
@@ -522,6 +528,7 @@ def getitem(x: Array, index: Any) -> Array:
     return reshape(x, shape)  # a node of its own also where it selects everything, the gradient's path to it
 
 
+@takes_array
 def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, mode: str = "constant") -> Array:
     """Pad each axis by (before, after) elements: `value` for mode "constant", mirrored interior
     elements for "reflect" (as numpy.pad). Negative widths crop. A view: nothing is copied."""

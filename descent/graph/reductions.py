@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, split
-from descent.graph.array import Array
+from descent.graph.array import Array, takes_array
 from descent.graph.dtype import bool_, float32, int32
 from descent.graph.view import numel
 
@@ -77,21 +77,25 @@ def _two_stage_sum(x: Array, axes: tuple[int, ...], parts: int) -> Array:
     return reduce("sum", partial, -1)
 
 
+@takes_array
 def sum(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
     """Sum over `axis` (all axes by default)."""
     return reduce("sum", x, axis, keepdims)
 
 
+@takes_array
 def prod(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
     """Product over `axis`."""
     return reduce("prod", x, axis, keepdims)
 
 
+@takes_array
 def cumsum(x: Array, axis: int | None = None) -> Array:
     """Running sums along `axis` (of the flattened array by default), as numpy's; bools count as int32."""
     return _cumulative("sum", x, axis)
 
 
+@takes_array
 def cumprod(x: Array, axis: int | None = None) -> Array:
     """Running products along `axis` (of the flattened array by default), as numpy's."""
     return _cumulative("prod", x, axis)
@@ -133,26 +137,31 @@ def _scan(op: str, x: Array) -> Array:
     return ops.reshape(combined, x.shape[:-1] + (blocks * SCAN_BLOCK,))[..., :n]
 
 
+@takes_array
 def max(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
     """Largest element over `axis`."""
     return reduce("max", x, axis, keepdims)
 
 
+@takes_array
 def min(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
     """Smallest element over `axis`."""
     return reduce("min", x, axis, keepdims)
 
 
+@takes_array
 def any(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
     """Whether any element over `axis` is true (non-zero; NaN counts), as numpy: False over none."""
     return reduce("any", x, axis, keepdims)
 
 
+@takes_array
 def all(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:  # noqa: A001
     """Whether every element over `axis` is true (non-zero; NaN counts), as numpy: True over none."""
     return reduce("all", x, axis, keepdims)
 
 
+@takes_array
 def mean(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
     """Arithmetic mean over `axis`, in float32 (NaN over no elements, as numpy)."""
     count = numel(tuple(x.shape[a] for a in _axes(x, axis, "mean")))
@@ -162,12 +171,14 @@ def mean(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
     return ops.mul(total, 1.0 / count)
 
 
+@takes_array
 def var(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
     """Population variance over `axis` (numpy's default ddof=0)."""
     centred = x - mean(x, axis, keepdims=True)
     return mean(centred * centred, axis, keepdims)
 
 
+@takes_array
 def std(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
     """Population standard deviation over `axis`; its gradient is zero where it is zero (a constant
     row), as PyTorch's, not 0 * inf."""
@@ -186,16 +197,19 @@ def _arg(op: str, x: Array, axis: int | None, keepdims: bool) -> Array:
     return reduce(op, x, axis, keepdims)
 
 
+@takes_array
 def argmax(x: Array, axis: int | None = None, keepdims: bool = False) -> Array:
     """Index of the first largest element along `axis` (of the flattened array by default)."""
     return _arg("argmax", x, axis, keepdims)
 
 
+@takes_array
 def argmin(x: Array, axis: int | None = None, keepdims: bool = False) -> Array:
     """Index of the first smallest element along `axis`."""
     return _arg("argmin", x, axis, keepdims)
 
 
+@takes_array
 def logsumexp(x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
     """log(sum(exp(x))) in one pass: the reduction carries (running max, sum of exp(x - max))."""
     return reduce("logsumexp", ops.astype(x, float32), axis, keepdims)
@@ -212,12 +226,14 @@ def _shift(x: Array, axis: Axes, op: str) -> Array:
     return ops.stop_gradient(max(x, axis, keepdims=True))
 
 
+@takes_array
 def softmax(x: Array, axis: int = -1) -> Array:
     """exp(x - max) / sum(exp(x - max)) along `axis`: stable, and exact to an ulp for large x."""
     shifted = ops.exp(x - _shift(x, axis, "softmax"))
     return shifted / sum(shifted, axis, keepdims=True)
 
 
+@takes_array
 def log_softmax(x: Array, axis: int = -1) -> Array:
     """(x - max) - log(sum(exp(x - max))) along `axis`: subtracting the max first keeps large logits
     exact (x - logsumexp(x) loses their low bits: 0.02 off at 1e6)."""

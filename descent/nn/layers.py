@@ -117,11 +117,8 @@ class _Conv(Module):
         return self.stride, self.padding, self.dilation, self.groups
 
     def forward(self, s: Scope, x: Array) -> Array:
-        x = self._checked(x)
-        unbatched = x.ndim == 1 + len(self.kernel)
         bias = s.read(self.bias) if self.use_bias else None
-        y = self.convolve(ops.expand_dims(x, 0) if unbatched else x, s.read(self.weight), bias, *self.settings())
-        return ops.squeeze(y, 0) if unbatched else y
+        return self.convolve(self._checked(x), s.read(self.weight), bias, *self.settings())
 
     def _checked(self, x: Any) -> Array:
         """The input, refused by this module's name unless it is (N, inputs, *spatial) or, unbatched,
@@ -321,6 +318,14 @@ class Upsample(_Resize):
     resize = staticmethod(conv.upsample_nearest2d)
     setting = "scale_factor"
     floats = True
+
+    def forward(self, s: Scope, x: Array) -> Array:
+        x = module_input(self, x)
+        if x.ndim != 4:  # PyTorch's Upsample resizes the axes after (N, C) of 3-D to 5-D input
+            raise ShapeError(at_user_line(
+                f"Upsample: input {x.shape} must be 4-D (N, C, H, W); PyTorch's would take 3-D input as (N, C, L) "
+                "and 5-D as (N, C, D, H, W), which this one does not resize (one image (C, H, W): pass x[None])"))
+        return self.resize(x, self.size)
 
 
 class BlurMaxPool2D(Module):
