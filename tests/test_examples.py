@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import os
@@ -85,6 +86,32 @@ def test_idx_loader_checks_files(tmp_path: Path) -> None:
     bad.write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(DatasetError, match="not an IDX file"):
         read_idx(bad)
+
+
+def test_idx_errors_name_the_file_and_the_users_line(tmp_path: Path) -> None:
+    """Damaged gzip data was a bare zlib.error; a header whose sizes overflow int64 passed the size
+    check (numpy's product wrapped) and failed in a reshape; labels that are not bytes loaded (int8 -3);
+    the errors did not name the user's line."""
+    damaged = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    packed = bytearray(gzip.compress(b"\x00\x00\x08\x01" + (1000).to_bytes(4, "big") + bytes(range(250)) * 4))
+    packed[20:30] = b"\xff" * 10
+    damaged.write_bytes(bytes(packed))
+    with pytest.raises(DatasetError, match=rf"cannot read {damaged}: (.|\n)*test_examples.py"):
+        read_idx(damaged)
+    huge = tmp_path / "huge-idx3-ubyte"
+    huge.write_bytes(b"\x00\x00\x08\x03" + (2**31).to_bytes(4, "big") * 2 + (4).to_bytes(4, "big") + bytes(16))
+    with pytest.raises(DatasetError, match=r"holds 32 bytes but its header \(2147483648, 2147483648, 4\) needs "
+                                           r"18446744073709551632"):
+        read_idx(huge)
+    signed = tmp_path / "signed"
+    signed.mkdir()
+    images = b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (10000, 28, 28)) + bytes(10000 * 784)
+    (signed / "t10k-images-idx3-ubyte").write_bytes(images)
+    (signed / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x09\x01" + (10000).to_bytes(4, "big") + b"\xfd" * 10000)
+    with pytest.raises(DatasetError, match=r"hold uint8 images and int8 labels, expected unsigned bytes"):
+        fashion_mnist.load("test", signed)
+    with pytest.raises(ValueError, match=r"split must be 'train' or 'test', not 'validation'\n  at .*test_examples"):
+        fashion_mnist.load("validation")
 
 
 def _rejected(*args: str) -> str:
