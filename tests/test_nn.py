@@ -230,6 +230,43 @@ def test_dropout_only_in_training(env: dc.Environment) -> None:
     np.testing.assert_array_equal(out, x)
 
 
+def test_dropout_of_inf_and_nan_is_nan_as_pytorch(env: dc.Environment) -> None:
+    """Dropout selected 0 for a dropped element, so a NaN or inf vanished (a diverging network looked
+    healthy one layer later); PyTorch multiplies by the mask, giving NaN. p = 1 too."""
+    x = np.tile(np.array([np.nan, np.inf, 1.0], np.float32), 400)
+    out, _, _, _ = _run_module(env, nn.Dropout(0.5), x, training=True)
+    nans, infs, ones = out[0::3], out[1::3], out[2::3]
+    assert np.isnan(nans).all() and set(np.unique(ones)) == {0.0, 2.0}
+    assert set(infs[~np.isnan(infs)]) == {np.inf} and 0.4 < np.isnan(infs).mean() < 0.6
+    out, _, _, _ = _run_module(env, nn.Dropout(1.0), x, training=True)
+    assert np.isnan(out[0::3]).all() and np.isnan(out[1::3]).all() and (out[2::3] == 0).all()
+
+
+def test_batchnorm_on_an_empty_batch_keeps_its_running_statistics(env: dc.Environment) -> None:
+    """The mean of no examples is NaN: one training step on a (0, 3) batch made running_mean NaN and
+    every later output NaN. PyTorch leaves the statistics alone."""
+    norm = nn.BatchNorm(3)
+    out, _, _, _ = _run_module(env, norm, np.zeros((0, 3, 4), np.float32), training=True)
+    assert out.shape == (0, 3, 4)
+    np.testing.assert_array_equal(env.read(norm.running_mean), [0, 0, 0])
+    np.testing.assert_array_equal(env.read(norm.running_var), [1, 1, 1])
+
+
+def test_module_part_names_and_reprs(env: dc.Environment) -> None:
+    """add('') made the part's parameters share the parent's paths (state_parameters lost one, and a
+    checkpoint with it); add('a.b') failed later, blaming the Environment; LayerNorm(()) was taken;
+    reprs left out LayerNorm's shape and Dense's bias=False, and did not indent a nested Sequential."""
+    for name in ("", "a.b", 3):
+        with pytest.raises(dc.GraphError, match=rf"Sequential: a part's name must be a non-empty string without "
+                                                rf"'\.'.*got {name!r}\n  at .*test_nn.py"):
+            nn.Sequential().add(name, nn.ReLU())
+    with pytest.raises(dc.ShapeError, match=r"LayerNorm: shape must name at least one axis, got \(\)"):
+        nn.LayerNorm(())
+    model = nn.Sequential(nn.Dense(3, 4, bias=False), nn.Sequential(nn.ReLU(), nn.LayerNorm((3, 4), eps=1e-3)))
+    assert repr(model) == ("Sequential(\n  Dense(3, 4, bias=False),\n  Sequential(\n    ReLU(),\n"
+                           "    LayerNorm((3, 4), eps=0.001),\n  ),\n)")
+
+
 def test_module_initialisation_follows_pytorch(env: dc.Environment) -> None:
     dense = nn.Dense(300, 200).build(env, seed=0, name="init_dense")
     weight = env.read(dense.weight)

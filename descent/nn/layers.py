@@ -61,7 +61,7 @@ class Dense(Module):
         return y + s.read(self.bias) if self.use_bias else y
 
     def __repr__(self) -> str:
-        return f"Dense({self.inputs}, {self.outputs})"
+        return f"Dense({self.inputs}, {self.outputs}{'' if self.use_bias else ', bias=False'})"
 
 
 Linear = Dense
@@ -226,7 +226,8 @@ class Embedding(Module):
 
 class Dropout(Module):
     """Zeroes each element with probability p while training (scaling the rest by 1 / (1 - p); p = 1
-    zeroes all, as PyTorch); the identity in graphs built with training=False."""
+    zeroes all), as PyTorch's, by a product, so a dropped inf or NaN is NaN; the identity in graphs built
+    with training=False."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
@@ -236,10 +237,9 @@ class Dropout(Module):
         x = module_input(self, x)
         if not s.training or self.p == 0.0:
             return x
-        if self.p == 1.0:
-            return ops.broadcast_to(s.constant(0.0), x.shape)
-        keep = ops.ge(s.random_uniform(x.shape), self.p)
-        return ops.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
+        keep = ops.ge(s.random_uniform(x.shape), self.p)  # never where p is 1, so its scale is never taken
+        scale = 1.0 / (1.0 - self.p) if self.p < 1.0 else 1.0
+        return x * ops.where(keep, scale, 0.0)  # a product, as PyTorch's: a dropped inf or NaN gives NaN
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"
@@ -379,7 +379,7 @@ class BatchNorm(Module):
             raise ShapeError(at_user_line(f"BatchNorm(0): input {x.shape} has no channels to normalise (as PyTorch)"))
         shape = (1, self.channels) + (1,) * (x.ndim - 2)
         axes = (0,) + tuple(range(2, x.ndim))
-        if s.training:
+        if s.training and x.size:  # an empty batch leaves the running statistics alone, as PyTorch's
             count = x.size // self.channels
             if count == 1:
                 raise ShapeError(at_user_line(
@@ -409,6 +409,8 @@ class LayerNorm(Module):
     def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-5) -> None:
         super().__init__()
         sizes = tuple(shape) if isinstance(shape, Iterable) else (shape,)
+        if not sizes:
+            raise ShapeError(at_user_line("LayerNorm: shape must name at least one axis, got () (as PyTorch's)"))
         self.shape = tuple(natural("LayerNorm", "shape", n) for n in sizes)
         self.eps = real("LayerNorm", "eps", eps)
 
@@ -425,6 +427,9 @@ class LayerNorm(Module):
         variance = reductions.mean((x - mean) * (x - mean), axes, keepdims=True)
         return (x - mean) * ops.rsqrt(variance + self.eps) * s.read(self.weight) + s.read(self.bias)
 
+    def __repr__(self) -> str:
+        return f"LayerNorm({self.shape}, eps={self.eps})"
+
 
 class Sequential(Module):
     """Apply modules in order; their parameters are named by position ("0.weight", ...)."""
@@ -440,4 +445,5 @@ class Sequential(Module):
         return x
 
     def __repr__(self) -> str:
-        return "Sequential(\n" + "".join(f"  {m!r},\n" for m in self._children.values()) + ")"
+        parts = "".join(f"  {m!r},\n".replace("\n", "\n  ").rstrip(" ") for m in self._children.values())
+        return f"Sequential(\n{parts})"

@@ -35,6 +35,10 @@ class Module:
             raise GraphError(at_user_line(
                 f"{type(self).__name__}: part {name} is {module!r}, not a Module (wrap a function in a Module "
                 "subclass whose forward(s, x) calls it)"))
+        if not isinstance(name, str) or not name or "." in name:
+            raise GraphError(at_user_line(
+                f"{type(self).__name__}: a part's name must be a non-empty string without '.' (it becomes a step "
+                f"of its parameters' paths, as in PyTorch), got {name!r}"))
         self._children[name] = module
         return module
 
