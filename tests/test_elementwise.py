@@ -535,3 +535,20 @@ def test_log1p_and_the_losses_built_on_it_keep_tiny_values(env: dc.Environment) 
     targets = np.ones_like(logits)
     result = evaluate(env, lambda a, t: dc.binary_cross_entropy_with_logits(a, t, reduction="none"), logits, targets)
     np.testing.assert_allclose(result, np.log1p(np.exp(-logits.astype(np.float64))), rtol=1e-5)
+
+
+def test_odd_functions_keep_the_sign_of_zero(env: dc.Environment) -> None:
+    """tanh(-0.0) and erf(-0.0) were +0.0: their series added x * x**2 * (a negative term), +0.0, to -0.0."""
+    x = np.array([-0.0, 0.0], np.float32)
+    for name in ("tanh", "erf", "sinh", "expm1", "log1p", "atan", "asin", "sin", "tan"):
+        result = evaluate(env, getattr(dc, name), x)
+        np.testing.assert_array_equal(np.signbit(result), [True, False], err_msg=name)
+        np.testing.assert_array_equal(result, 0.0, err_msg=name)
+
+
+def test_pow_exponent_gradient_at_a_zero_base_is_zero(env: dc.Environment) -> None:
+    """At a = 0 with b < 0 the rule multiplied a**b = inf by log(1) = 0: NaN, where the README promises 0."""
+    a = np.array([0.0, -0.0, 0.0, 2.0, -2.0], np.float32)
+    b = np.array([-1.0, -1.0, 2.0, 3.0, 2.0], np.float32)
+    gradient = evaluate(env, lambda x, y: x.scope.grad(dc.sum(x**y), [y])[0], a, b)
+    np.testing.assert_allclose(gradient, [0, 0, 0, 8 * np.log(2), 0], rtol=1e-6)

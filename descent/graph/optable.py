@@ -219,7 +219,7 @@ HELPERS["descent_tanh"] = """float descent_tanh(float x) {
     if (abs(x) < 0.125) {
         float square = x * x;
 """ + _horner("series", "square", ["62.0 / 2835.0", "-17.0 / 315.0", "2.0 / 15.0", "-1.0 / 3.0"], 8) + """\
-        return x + x * square * series;
+        return x == 0.0 ? x : x + x * square * series;
     }
     return tanh(clamp(x, -15.0, 15.0));
 }"""
@@ -227,7 +227,7 @@ HELPERS["descent_erf"] = """float descent_erf(float x) {
     if (abs(x) < 0.5) {
         float square = x * x;
 """ + _horner("series", "square", ["-1.0 / 1320.0", "1.0 / 216.0", "-1.0 / 42.0", "1.0 / 10.0", "-1.0 / 3.0"], 8) + """\
-        return 1.1283791670955126 * (x + x * square * series);
+        return x == 0.0 ? x : 1.1283791670955126 * (x + x * square * series);
     }
     float t = 1.0 / (1.0 + 0.5 * abs(x));
 """ + _horner("poly", "t", ["0.17087277", "-0.82215223", "1.48851587", "-1.13520398", "0.27886807", "-0.18628806",
