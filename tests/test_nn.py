@@ -1277,3 +1277,21 @@ def test_saving_through_a_link_or_over_a_private_file(env: dc.Environment, tmp_p
     assert (tmp_path / "latest.npz").is_symlink() and stat.S_IMODE(os.stat(target).st_mode) == 0o600
     assert sorted(os.listdir(tmp_path)) == ["latest.npz", "run1.npz"]
     trainer.load(tmp_path / "latest.npz")
+
+
+def test_silu_gradient_at_the_ends_of_float32(env: dc.Environment) -> None:
+    """Through the product rule g * x overflowed to inf before meeting sigmoid's zero slope, so the
+    gradient at +-3e38 was NaN; PyTorch's rule s (1 + x (1 - s)) gives g and -0. Its second derivative
+    still matches torch's."""
+    x = np.array([3e38, -3e38, 1e30, -50.0, -1.5, 0.0, 0.7, 20.0], np.float32)
+    out, grads, _, _ = _run_module(env, nn.SiLU(), x, weights=np.full(x.shape, 1.5, np.float32))
+    tx = torch.from_numpy(x).requires_grad_()
+    (F.silu(tx) * 1.5).sum().backward()
+    np.testing.assert_allclose(grads[0], tx.grad.numpy(), rtol=1e-5, atol=1e-30)  # exp is a few ulp off at -50
+    assert np.signbit(grads[0][1])
+    smooth = x[3:]
+    second = evaluate(env, lambda a: a.scope.grad(dc.sum(a.scope.grad(dc.sum(nn.silu(a)), [a])[0]), [a])[0], smooth)
+    t64 = torch.from_numpy(smooth.astype(np.float64)).requires_grad_()
+    (first,) = torch.autograd.grad(F.silu(t64).sum(), t64, create_graph=True)
+    (expected,) = torch.autograd.grad(first.sum(), t64)
+    np.testing.assert_allclose(second, expected.numpy(), rtol=1e-5, atol=1e-6)

@@ -28,8 +28,10 @@ def _approximation(where: str, approximate: str) -> str:
 
 
 def silu(x: Array) -> Array:
-    """x * sigmoid(x) (SiLU, also called swish)."""
-    return x * ops.sigmoid(x)
+    """x * sigmoid(x) (SiLU, also called swish). Its gradient is PyTorch's s (1 + x (1 - s)): through
+    the product rule, g * x overflowed to inf before meeting sigmoid's 0 at |x| near 3e38 (NaN)."""
+    s = ops.sigmoid(x)
+    return x.scope.custom_gradient(x * s, (x,), lambda g: [g * (s * (1.0 + x * (1.0 - s)))])
 
 
 def softplus(x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
