@@ -308,6 +308,25 @@ def test_dump_shaders(tmp_path: Path) -> None:
     assert source.endswith("// ops from <string>:10\n")  # the line of the sin and cos
 
 
+def test_dump_names_every_line_of_a_kernel(tmp_path: Path) -> None:
+    """The comment ending a dumped shader named only its first three source lines."""
+    program = """
+        import numpy as np, descent as dc
+        env = dc.Environment()
+        x = env.parameter("x", (4,))
+        def step(s):
+            a = s.read(x) + 1.0
+            b = a * 2.0
+            c = b - 3.0
+            s.write(x, dc.sin(c))
+        env.run(env.build_graph(step))
+    """
+    result = _run(program, DESCENT_CACHE=str(tmp_path / "cache"), DESCENT_DUMP_SHADERS=str(tmp_path / "dump"))
+    assert result.returncode == 0, result.stderr
+    (dumped,) = (tmp_path / "dump").glob("*.comp")
+    assert dumped.read_text().endswith("// ops from <string>:6, <string>:7, <string>:8, <string>:9\n")
+
+
 @pytest.mark.parametrize("value, on", [("false", False), ("off", False), ("0", False), ("yes", True), ("1", True)])
 def test_on_off_variables_read_false_as_off(value: str, on: bool) -> None:
     """DESCENT_DEBUG=false turned debug mode on: anything but '' or '0' counted as on."""
@@ -363,3 +382,80 @@ def test_a_numpy_array_where_an_array_goes_is_named(call) -> None:
     with pytest.raises(dc.DTypeError, match=rf"{name}: cannot use ndarray as an Array operand; a numpy array must "
                                             r"be a parameter or a graph constant first(.|\n)*test_errors.py"):
         call(np.ones((1, 1, 4, 4), np.float32))
+
+
+def test_an_input_upload_counts_as_a_write_for_other_threads(env: dc.Environment) -> None:
+    """A run input is written when its run uploads it, but only kernel writes counted: another thread
+    reading it while that run was in flight was not refused, and what it read depended on timing."""
+    size = 768 if env.device.kind == "cpu" else 4096
+    a = env.parameter("upload_a", (size, size), init=np.ones((size, size), np.float32))
+    batch = env.parameter("upload_batch", (size,))
+    seen = env.parameter("upload_seen", (size,))
+    slow = env.build_graph(lambda s: s.write(a, s.read(a) @ s.read(a) @ s.read(a) + s.read(batch)), inputs=[batch])
+    reader = env.build_graph(lambda s: s.write(seen, s.read(batch) * 1.0))
+    errors: list[Exception] = []
+
+    def other_thread() -> None:
+        try:
+            env.run(reader)
+        except dc.GraphError as error:
+            errors.append(error)
+
+    env.run(slow, {batch: np.full(size, 5.0, np.float32)})
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    worker.join()
+    env.synchronize()
+    assert len(errors) == 1 and "'upload_batch'" in str(errors[0]) and "another thread" in str(errors[0])
+
+
+def test_run_and_build_arguments_are_checked(env: dc.Environment) -> None:
+    """A list for run's inputs met numpy's "truth value is ambiguous"; a function given to run was
+    "built by another Environment"; a single Parameter as build_graph's inputs was "not iterable";
+    seed=1.9 ran as seed 1 and seed=2**32 as seed 0; a name that is not a string broke later graphs."""
+    x = env.parameter("arguments_x", (3,))
+    graph = env.build_graph(lambda s: s.write(x, s.read(x) + s.random_uniform((3,))), inputs=[x])
+    for call, error, message in [
+            (lambda: env.run(graph, [np.ones(3, np.float32)]), TypeError, r"run: inputs must be a dict"),
+            (lambda: env.run(lambda s: None), TypeError, r"run: expects a graph from env.build_graph, got function"),
+            (lambda: env.build_graph(lambda s: None, inputs=x), TypeError, r"build_graph: inputs must be a list"),
+            (lambda: env.run(graph, seed=1.9), TypeError, r"run: seed must be an int, got 1.9"),
+            (lambda: env.run(graph, seed=2**32), ValueError, r"run: seed must be in \[0, 2\*\*32\)"),
+            (lambda: env.parameter(7, (2,)), TypeError, r"parameter: the name must be a non-empty string, got 7")]:
+        with pytest.raises(error, match=message + r"(.|\n)*test_errors.py"):
+            call()
+    env.run(graph, seed=2**32 - 1)
+
+
+def test_a_failed_build_leaves_no_constants_and_profile_checks_its_inputs(env: dc.Environment) -> None:
+    """Each refused build kept the numpy constants it had made as hidden parameters (20 builds, 20
+    parameters, and the name 'constant1' taken); profile() ran a graph with an index run() refuses,
+    writing a clamped result."""
+    before = dict(env.parameters)
+    table = env.parameter("failed_build_table", (4, 3))
+
+    def refused(s: dc.Scope) -> None:
+        s.read(table) + s.constant(np.arange(3, dtype=np.float32) + 0.5)
+        raise RuntimeError("the user's function fails")
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="the user's function fails"):
+            env.build_graph(refused)
+    assert set(env.parameters) - set(before) == {"failed_build_table"}
+    index = env.parameter("profile_index", (2,), dc.int32)
+    out = env.parameter("profile_out", (2, 3), init=np.full((2, 3), -1.0, np.float32))
+    graph = env.build_graph(lambda s: s.write(out, dc.take(s.read(table), s.read(index), 0)), inputs=[index])
+    env.write(index, np.array([1, 7], np.int32))
+    with pytest.raises(IndexError, match=r"index 7 in 'profile_index' \(element 1\) is out of range"):
+        graph.profile()
+    np.testing.assert_array_equal(env.read(out), -1.0)
+
+
+def test_a_temporary_over_the_buffer_range_names_the_users_line(env: dc.Environment) -> None:
+    """It was a DeviceError naming neither what it was nor the user's line."""
+    side = int(np.sqrt(env.device.limits.max_storage_buffer_range // 4)) + 64
+    x = env.parameter("temporary_x", (side,))
+    with pytest.raises(dc.DeviceError, match=r"build_graph: an intermediate array that a kernel stores takes "
+                                             r"\d+ bytes, more than the device's storage-buffer range(.|\n)*"
+                                             r"test_errors.py"):
+        env.build_graph(lambda s: s.write(x, dc.contiguous(s.read(x)[:, None] * s.read(x)[None, :]).sum(axis=0)))

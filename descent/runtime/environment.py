@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from descent import arguments
 from descent.codegen.glsl import DeviceShape, KernelSource, generate
 from descent.compile.spirv import compile_glsl
 from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line, user_location
@@ -63,6 +64,8 @@ class Environment:
     def parameter(self, name: str, shape: tuple[int, ...] | int, dtype: DType | str = float32,
                   init: np.ndarray | float | None = None) -> Parameter:
         """Create a persistent device array (zeros unless `init` is given)."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(at_user_line(f"parameter: the name must be a non-empty string, got {name!r}"))
         if isinstance(shape, np.ndarray) and (shape.ndim > 1 or shape.dtype.kind not in "iu") and init is None:
             kind = {"i": "'int32', ", "u": "'uint32', ", "b": "'bool', "}.get(shape.dtype.kind, "")
             raise TypeError(at_user_line(
@@ -267,9 +270,21 @@ class Environment:
                     inputs: Sequence[Parameter] = ()) -> Executable:
         """Trace `fn(scope)` into a graph, fuse it into kernels, compile them and record the run.
         `inputs` are parameters given new values at each `run`: their uploads are recorded into the
-        graph's command buffer, so a training step is one submission."""
+        graph's command buffer, so a training step is one submission. A build that fails leaves no
+        constant of its own behind."""
+        if not isinstance(inputs, list | tuple):
+            raise TypeError(at_user_line(f"build_graph: inputs must be a list of parameters, got {inputs!r}"))
         for parameter in inputs:
             self._check(parameter)
+        constants = dict(self._constants)
+        try:
+            return self._build(fn, training, tuple(inputs))
+        except BaseException:
+            made = [key for key in self._constants if key not in constants]
+            self.discard([self._constants.pop(key).name for key in made])
+            raise
+
+    def _build(self, fn: Callable[[Scope], Any], training: bool, inputs: tuple[Parameter, ...]) -> Executable:
         scope = Scope(self, training=training)
         fn(scope)
         cpu = self.device.kind == "cpu"
@@ -289,10 +304,12 @@ class Environment:
         plan, sources = _within_bindings(scope, cpu, shape, limits.max_storage_buffers)
         for nbytes in plan.slots:
             if nbytes > limits.max_storage_buffer_range:
-                raise DeviceError(f"a temporary of {nbytes} bytes exceeds the device's storage-buffer range "
-                                  f"of {limits.max_storage_buffer_range} bytes")
-        spirv = [compile_glsl(s.glsl, s.name, ", ".join(s.locations[:3])) for s in sources]
-        return Executable(self, plan, sources, spirv, _index_parameters(scope), tuple(inputs), user_location())
+                raise DeviceError(at_user_line(
+                    f"build_graph: an intermediate array that a kernel stores takes {nbytes} bytes, more than "
+                    f"the device's storage-buffer range of {limits.max_storage_buffer_range} bytes "
+                    f"({self.device.name}); compute it in smaller parts"))
+        spirv = [compile_glsl(s.glsl, s.name, ", ".join(dict.fromkeys(s.locations))) for s in sources]
+        return Executable(self, plan, sources, spirv, _index_parameters(scope), inputs, user_location())
 
     def run(self, graph: Executable, inputs: dict[Parameter, np.ndarray] | None = None,
             seed: int | None = None) -> None:
@@ -300,9 +317,17 @@ class Environment:
         left out keeps its current value) and submit the recorded command buffer. It returns before
         the device finishes; `read`, `write` and `synchronize` wait. Random numbers come from `seed`,
         or from a counter that advances every run when it is None."""
-        if not isinstance(graph, Executable) or graph.environment is not self:
+        if not isinstance(graph, Executable):
+            raise TypeError(at_user_line(f"run: expects a graph from env.build_graph, got {type(graph).__name__}"))
+        if graph.environment is not self:
             raise GraphError(at_user_line("run: that graph was built by another Environment"))
+        if inputs is not None and not isinstance(inputs, dict):
+            raise TypeError(at_user_line(f"run: inputs must be a dict {{parameter: values}}, "
+                                         f"got {type(inputs).__name__}"))
         inputs = inputs or {}
+        if seed is not None and not 0 <= arguments.seed("run", seed) < 2**32:
+            raise ValueError(at_user_line(f"run: seed must be in [0, 2**32) (the device's generator takes 32 bits), "
+                                          f"got {seed}"))
         for parameter in inputs:
             if parameter not in graph.inputs:
                 raise GraphError(at_user_line(

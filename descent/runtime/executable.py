@@ -87,6 +87,7 @@ class Executable:
         self.location = location  # the user's line that built it
         written = [n for source in sources for n in source.writes] + [c.target for c in schedule.copies]
         self.writes = {schedule.buffers[n].parameter for n in written if schedule.buffers[n].parameter}
+        self.writes |= {parameter.name for parameter in inputs}  # uploaded at the start of every run
         self.reads = {b.parameter for b in schedule.buffers.values() if b.parameter} - self.writes
         # a staged parameter write is copied by kp, which copies only between tensors of one element type
         copied_as = {schedule.buffers[copy.source].slot: environment.tensor(schedule.buffers[copy.target].parameter)
@@ -199,13 +200,17 @@ class Executable:
 
     def profile(self, repeats: int = 5) -> list[tuple[str, str, float]]:
         """Run the graph `repeats` times (its writes take effect; inputs keep their current values) and
-        return, per kernel, its name, its ops and the median device time in microseconds from GPU
-        timestamps."""
+        return, per kernel, its name, its ops and the median device time in microseconds (from GPU
+        timestamps). Its inputs are checked as a run's are."""
         environment = self.environment
         environment.synchronize()
+        values = {parameter.name: environment.stored(parameter) for parameter in self.uploads}
+        self._check_indices(values)
+        with environment.exclusive():
+            environment.check_other_threads(self)
         recording = self._record(environment.kp, timestamps=True)
-        for parameter in self.uploads:
-            recording.staging[parameter.name][...] = environment.stored(parameter)
+        for name, value in values.items():
+            recording.staging[name][...] = value
         period_us = environment.device.limits.timestamp_period / 1000.0
         times = []
         for _ in range(repeats):
