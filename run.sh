@@ -4,14 +4,17 @@ set -euo pipefail
 cd "$(dirname "$0")"
 command=${1:-demo}
 shift || true
+case "$command" in
+  demo|test|setup|bench) ;;
+  -h|--help) echo "usage: ./run.sh [demo|test|setup|bench] [args...]"; exit 0 ;;
+  *) echo "usage: ./run.sh [demo|test|setup|bench] [args...]" >&2; exit 2 ;;
+esac
 bash scripts/setup.sh
 case "$command" in
-  setup) ;;
-  demo)
-    .venv/bin/python examples/fashion_mnist.py --network mlp --epochs 1 "$@" ;;  # an option given again wins
+  demo)  # a demo run replaces the last one; an option given again wins
+    .venv/bin/python examples/fashion_mnist.py --network mlp --epochs 1 --overwrite "$@" ;;
   test)
     .venv/bin/ruff check .
     .venv/bin/python -m pytest -q "$@" ;;
   bench) .venv/bin/python -m benchmarks "$@" ;;
-  *) echo "usage: ./run.sh [demo|test|setup|bench] [args...]" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
-"""Run every benchmark against its peer in one process; print a table of times and ratios and write JSON.
+"""Run every benchmark against its peer in one process; print a table of times and ratios and write it
+as JSON and Markdown (by default to benchmarks/out/, which git ignores).
 
-    .venv/bin/python -m benchmarks [--quick] [--json PATH]
+    .venv/bin/python -m benchmarks [--quick] [--only ops|training|memory] [--json PATH] [--markdown PATH]
 """
 
 from __future__ import annotations
@@ -8,10 +9,28 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
+from pathlib import Path
 
 import descent as dc
 from benchmarks import memory, ops, training
+
+
+def _output_file(text: str) -> Path:
+    """A file for the results, refused before any case runs where it is a folder, or where a file or a
+    folder that cannot be written in stands in place of its folder."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a directory; give a file name")
+    for place in path.parents:
+        if place.exists():
+            if not place.is_dir():
+                raise argparse.ArgumentTypeError(f"{place} is a file, not a directory")
+            if not os.access(place, os.W_OK):
+                raise argparse.ArgumentTypeError(f"cannot write in {place}")
+            break
+    return path
 
 
 def main() -> None:
@@ -19,8 +38,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes only (lavapipe, CI smoke)")
     parser.add_argument("--profile", action="store_true", help="print each training kernel's device time")
     parser.add_argument("--only", choices=["ops", "training", "memory"], help="run one group of cases")
-    parser.add_argument("--json", default="benchmarks/results.json", help="where to write the results")
-    parser.add_argument("--markdown", help="also write the table as Markdown (for the README)")
+    parser.add_argument("--json", type=_output_file, default="benchmarks/out/results.json",
+                        help="where to write the results")
+    parser.add_argument("--markdown", type=_output_file, default="benchmarks/out/results.md",
+                        help="where to write the table as Markdown (for the README)")
     args = parser.parse_args()
 
     env = dc.Environment()
@@ -64,11 +85,10 @@ def main() -> None:
                          descent_rate=r.rate(r.descent_s), peer_rate=r.rate(r.peer_s), unit=r.unit,
                          peer_over_descent=r.ratio) for r in results],
     }
-    with open(args.json, "w") as handle:
-        json.dump(record, handle, indent=2)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(markdown(record))
+    for path, text in ((args.json, json.dumps(record, indent=2)), (args.markdown, markdown(record))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f"wrote {args.json} and {args.markdown}")
 
 
 def markdown(record: dict) -> str:

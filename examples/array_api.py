@@ -9,6 +9,7 @@ import argparse
 import time
 
 import numpy as np
+from arguments import refuse
 
 import descent as dc
 
@@ -17,7 +18,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="device index or name (default: DESCENT_DEVICE, else the first)")
     args = parser.parse_args()
-    env = dc.Environment(args.device)
+    try:
+        env = dc.Environment(args.device)
+    except dc.DeviceError as error:
+        refuse(parser, "--device", error)
     print(f"device: {env.device.name} ({env.device.kind}), "
           f"storage-buffer range {env.device.limits.max_storage_buffer_range >> 20} MiB")
 

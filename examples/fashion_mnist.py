@@ -24,6 +24,7 @@ from descent import nn, optim
 from descent.datasets import DatasetError, fashion_mnist
 
 NETWORKS = ["linear", "mlp", "convnet", "convnet-blur"]
+RESUMED_AS_TRAINED = ("optimizer", "batch_size", "seed", "cosine", "limit", "momentum")  # --lr may change
 
 
 def network(name: str) -> nn.Module:
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--out", type=output_directory, default="examples/out/fashion_mnist")
     parser.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a saved model on the test set and exit")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out up to --epochs")
+    parser.add_argument("--overwrite", action="store_true", help="train afresh over a run already in --out")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     if args.eval and args.resume:
@@ -128,7 +130,7 @@ def main() -> None:
         try:
             trainer.load(args.eval, model_only=True)
         except nn.CheckpointError as error:
-            if guessed:  # no record beside the checkpoint named its network
+            if guessed and Path(args.eval).is_file():  # no record beside the checkpoint named its network
                 error = ValueError(f"built --network {args.network}, as none was given: {error}")
             refuse(parser, "--eval", error)
         metrics = trainer.evaluate(x_test, y_test)
@@ -137,20 +139,33 @@ def main() -> None:
 
     out = Path(args.out)
     checkpoint, record = out / f"{args.network}.npz", out / f"{args.network}.json"
+    figure = out / f"{args.network}.png"
+    for path in (checkpoint, record, figure):
+        if path.is_dir():
+            refuse(parser, "--out", ValueError(f"{path} is a directory, where this run writes a file"))
+    if checkpoint.exists() and not (args.resume or args.overwrite):
+        refuse(parser, "--out", ValueError(f"{checkpoint} holds an earlier run; continue it with --resume, replace it "
+                                           "with --overwrite, or give another --out"))
     history, seconds = [], 0.0
     if args.resume:
         if record.exists():
             try:
                 saved = json.loads(record.read_text())
-                trained_with, seconds = saved["args"]["optimizer"], float(saved["seconds"])
+                settings, seconds = dict(saved["args"]), float(saved["seconds"])
                 history = [h for h in saved["history"] if int(h["epoch"]) >= 1]
+                if not all(type(h["epoch"]) is int for h in history):
+                    raise TypeError("an epoch is not a whole number")
             except (ValueError, KeyError, TypeError) as error:
                 refuse(parser, "--resume", ValueError(f"{record} is damaged ({type(error).__name__}: {error}); "
                                                       "move it away to resume without the history of earlier epochs"))
-            if trained_with != args.optimizer:
-                refuse(parser, "--optimizer", ValueError(f"{checkpoint} was trained with --optimizer "
-                                                         f"{trained_with}; resume with it, or train afresh into "
-                                                         "another --out"))
+            for name in RESUMED_AS_TRAINED:
+                if name in settings and settings[name] != getattr(args, name) and (
+                        name != "momentum" or args.optimizer == "sgd"):
+                    flag = "--" + name.replace("_", "-")
+                    was = (f"{'with' if settings[name] else 'without'} {flag}" if isinstance(settings[name], bool)
+                           else f"with {flag} {settings[name]}")
+                    refuse(parser, flag, ValueError(f"{checkpoint} was trained {was}; resume with it, or train "
+                                                    "afresh into another --out"))
         try:
             trainer.load(checkpoint)
         except nn.CheckpointError as error:
@@ -162,6 +177,8 @@ def main() -> None:
             trainer.optimizer.set_lr(args.lr)
             trainer.optimizer.initial_lr = args.lr
         if trainer.epochs_trained >= args.epochs:
+            if history and not figure.exists():
+                plot(history, figure, f"{args.network} on Fashion-MNIST ({env.device.name})")
             print(f"{checkpoint} has trained {trainer.epochs_trained} epochs already; ask for more with --epochs")
             return
         history = [h for h in history if h["epoch"] <= trainer.epochs_trained]
@@ -181,14 +198,21 @@ def main() -> None:
         print(f"epoch {epoch}: train loss {logs['loss']:.4f}, train accuracy {100 * logs['accuracy']:.2f}%, "
               f"test accuracy {100 * logs['val_accuracy']:.2f}%, {logs['time']:.1f} s", flush=True)
 
-    trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                validation_data=(x_test, y_test), on_epoch=report, progress=not args.no_progress,
-                schedule=optim.CosineLR() if args.cosine else None, initial_epoch=trainer.epochs_trained)
+    title = f"{args.network} on Fashion-MNIST ({env.device.name})"
+    try:
+        trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                    validation_data=(x_test, y_test), on_epoch=report, progress=not args.no_progress,
+                    schedule=optim.CosineLR() if args.cosine else None, initial_epoch=trainer.epochs_trained)
+    except KeyboardInterrupt:
+        if history:
+            plot(history, figure, title)
+        raise SystemExit(f"stopped after epoch {trainer.epochs_trained}; {checkpoint}, {record} and {figure} hold "
+                         "the epochs done, and --resume continues") from None
     total = time.perf_counter() - start
-    plot(history, out / f"{args.network}.png", f"{args.network} on Fashion-MNIST ({env.device.name})")
+    plot(history, figure, title)
     print(f"best test accuracy {100 * max(h['val_accuracy'] for h in history):.2f}%, "
           f"final {100 * history[-1]['val_accuracy']:.2f}%; {total:.0f} s in all")
-    print(f"wrote {checkpoint}, {record}, {out / (args.network + '.png')}")
+    print(f"wrote {checkpoint}, {record}, {figure}")
 
 
 if __name__ == "__main__":

@@ -36,12 +36,27 @@ def load_image(path: str | None, size: int) -> np.ndarray:
         image = data.astronaut()
     else:
         try:
-            image = io.imread(path)
+            image = _cmyk_as_rgb(path)
+            image = io.imread(path) if image is None else image
         except OSError:
             raise
         except Exception as error:  # a decoder's own errors on a damaged file (struct.error, SyntaxError, ...)
             raise ValueError(f"cannot read {path} as an image ({type(error).__name__}: {error})") from error
+        if image.ndim == 4 and image.shape[0] == 1:  # a one-frame GIF comes as (frames, H, W, channels)
+            image = image[0]
     return transform.resize(rgb_unit(image), (size, size), anti_aliasing=True).astype(np.float32)
+
+
+def _cmyk_as_rgb(path: str) -> np.ndarray | None:
+    """A CMYK image (a print JPEG) converted to RGB by Pillow; its four channels would pass for RGBA.
+    None for any other image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            return np.asarray(opened.convert("RGB")) if opened.mode == "CMYK" else None
+    except UnidentifiedImageError:
+        return None
 
 
 def rgb_unit(image: np.ndarray) -> np.ndarray:
@@ -230,6 +245,9 @@ def main() -> None:
     except dc.DeviceError as error:
         refuse(parser, "--device", error)
     out = Path(args.out)
+    for path in (out / "image_fit.png", out / "image_fit.json"):
+        if path.is_dir():
+            refuse(parser, "--out", ValueError(f"{path} is a directory, where this run writes a file"))
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     for name in args.networks:

@@ -16,6 +16,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from descent import nn
 from descent.datasets import DatasetError, fashion_mnist, read_idx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,3 +359,109 @@ def test_wheel_ships_the_shaders(tmp_path: Path) -> None:
                             env={**os.environ, "PYTHONPATH": path}, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(installed) and "[1.0, 3.0, 5.0]" in result.stdout
+
+
+def test_fashion_mnist_keeps_an_earlier_run_and_resumes_only_as_trained(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """A fresh run into an --out holding a run replaced it after one epoch; a resume with another
+    --batch-size, --seed, --limit or --cosine went on silently and rewrote the record's settings; an
+    entry of --out that is a directory failed after training; an --eval of a missing file blamed the
+    network guess; a record whose epochs are strings was a traceback."""
+    def main(*args: str) -> None:
+        monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *QUICK["fashion_mnist"], "--out", str(tmp_path), *args])
+        _example("fashion_mnist").main()
+
+    main("--epochs", "2")
+    record = tmp_path / "linear.json"
+    kept = record.read_text()
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(tmp_path))
+    assert f"argument --out: {tmp_path / 'linear.npz'} holds an earlier run; continue it with --resume" in error
+    assert record.read_text() == kept
+    for flag, value, was in [("--batch-size", "7", "with --batch-size 100"), ("--seed", "9", "with --seed 0"),
+                             ("--limit", "50", "with --limit 100"), ("--cosine", None, "without --cosine")]:
+        given = [flag] if value is None else [flag, value]
+        error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(tmp_path),
+                         "--resume", "--epochs", "3", *given)
+        assert f"argument {flag}: {tmp_path / 'linear.npz'} was trained {was}; resume with it" in error
+    assert record.read_text() == kept
+    damaged = json.loads(kept)
+    damaged["history"][0]["epoch"] = "1"
+    record.write_text(json.dumps(damaged))
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(tmp_path),
+                     "--resume", "--epochs", "3")
+    assert f"argument --resume: {record} is damaged (TypeError: an epoch is not a whole number)" in error
+    record.write_text(kept)
+    main("--epochs", "1", "--overwrite")
+    assert [h["epoch"] for h in json.loads(record.read_text())["history"]] == [1]
+    (tmp_path / "mlp.png").mkdir()
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(tmp_path),
+                     "--network", "mlp")
+    assert f"argument --out: {tmp_path / 'mlp.png'} is a directory, where this run writes a file" in error
+    error = _refused(monkeypatch, capsys, "fashion_mnist", "--eval", str(tmp_path / "missing.npz"))
+    assert "argument --eval: checkpoint" in error and "built --network" not in error
+
+
+def test_fashion_mnist_interrupted_draws_its_plot(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                                  tmp_path: Path) -> None:
+    """The plot was drawn after the last epoch only, so a run stopped with Ctrl-C left none, and a resume
+    that had nothing left to train did not draw it either."""
+    original = nn.Trainer.fit
+
+    def interrupted(self, *args, **kwargs):
+        original(self, *args, **{**kwargs, "epochs": 1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nn.Trainer, "fit", interrupted)
+    monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *QUICK["fashion_mnist"], "--out", str(tmp_path),
+                                      "--epochs", "3"])
+    with pytest.raises(SystemExit, match=r"stopped after epoch 1; .*--resume continues"):
+        try:
+            _example("fashion_mnist").main()
+        except KeyboardInterrupt:
+            pytest.fail("Ctrl-C came out as a traceback, and no plot was drawn")
+    assert (tmp_path / "linear.png").stat().st_size > 10_000
+    (tmp_path / "linear.png").unlink()
+    monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *QUICK["fashion_mnist"], "--out", str(tmp_path),
+                                      "--epochs", "1", "--resume"])
+    _example("fashion_mnist").main()
+    assert "trained 1 epochs already" in capsys.readouterr().out and (tmp_path / "linear.png").exists()
+
+
+def test_image_fit_reads_cmyk_and_one_frame_gifs(tmp_path: Path) -> None:
+    """A CMYK JPEG's four channels were taken as RGBA (pure red came out cyan); a one-frame GIF, which
+    scikit-image reads as (1, H, W, 3), was refused."""
+    from PIL import Image
+
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "red.jpg")
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "red.gif")
+    load = _example("image_fit").load_image
+    for name in ("red.jpg", "red.gif"):
+        np.testing.assert_allclose(load(str(tmp_path / name), 4)[0, 0], [1, 0, 0], atol=0.02, err_msg=name)
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """image_fit failed on an image_fit.png folder after training every network; the benchmarks opened
+    --json or --markdown only after running every case; array_api's --device was a traceback."""
+    (tmp_path / "image_fit.png").mkdir()
+    error = _refused(monkeypatch, capsys, "image_fit", *QUICK["image_fit"], "--out", str(tmp_path))
+    assert f"argument --out: {tmp_path / 'image_fit.png'} is a directory, where this run writes a file" in error
+    error = _refused(monkeypatch, capsys, "array_api", "--device", "bogus")
+    assert "argument --device: device='bogus': no device name contains 'bogus'" in error
+    for option in ("--json", "--markdown"):
+        result = subprocess.run([sys.executable, "-m", "benchmarks", option, str(tmp_path)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60, check=False,
+                                env={**os.environ, "PYTHONPATH": PYTHONPATH})
+        assert result.returncode == 2 and f"argument {option}: {tmp_path} is a directory" in result.stderr
+
+
+def test_run_sh_names_an_unknown_command_before_setting_up(tmp_path: Path) -> None:
+    """./run.sh bogus ran the whole set-up (apt-get, a kp build) before its usage line."""
+    copy = tmp_path / "repo"
+    (copy / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "run.sh", copy / "run.sh")
+    (copy / "scripts" / "setup.sh").write_text("echo setting up; exit 1\n")
+    result = subprocess.run(["bash", str(copy / "run.sh"), "bogus"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 2 and "usage: ./run.sh [demo|test|setup|bench]" in result.stderr
+    assert "setting up" not in result.stdout
