@@ -42,8 +42,9 @@ def _atan2_gradients(g: Array, a: Array, b: Array) -> list[Array]:
 def _pow_gradients(g: Array, a: Array, b: Array, y: Array) -> list[Array]:
     """d a**b = b a**(b-1) da + a**b log(a) db: da is zero where b = 0, as PyTorch's (not 0 * inf at
     a = 0); db is zero where a <= 0, where log(a) is undefined (PyTorch: NaN for a < 0, -inf or inf at 0)."""
+    positive = ops.gt(a, 0.0)
     return [ops.where(ops.eq(b, 0.0), 0.0, g * b * ops.pow(a, b - 1.0)),
-            ops.where(ops.gt(a, 0.0), g * y * ops.log(ops.where(ops.gt(a, 0.0), a, 1.0)), 0.0)]
+            ops.where(positive, g * y * ops.log(ops.where(positive, a, 1.0)), 0.0)]
 
 
 def _swap_last(x: Array) -> Array:

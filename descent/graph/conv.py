@@ -82,7 +82,6 @@ def _check_operands(op: str, w: Any, bias: Any) -> None:
 
 def _check_conv(op: str, x: Array, w: Array, bias: Array | None, groups: int, spatial: int) -> None:
     """Shapes of a convolution's operands: x (N, C, *S), w (O, C // groups, *K), bias (O,)."""
-    _check_operands(op, w, bias)
     if w.ndim == 2 + spatial and min(w.shape[2:]) < 1:
         raise ShapeError(at_user_line(f"{op}: weight {w.shape} has a kernel size of 0; each must be at least 1"))
     layout = "NCL, OIK" if spatial == 1 else "NCHW, OIHW"
@@ -165,7 +164,8 @@ def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padd
            dilation: Pair = 1, groups: int = 1) -> Array:
     """2-D cross-correlation as PyTorch: x (N, C, H, W) or unbatched (C, H, W), w (O, C // groups, KH, KW),
     bias (O,); padding a number, a pair, 'valid' or 'same'."""
-    if x.ndim == 3 and array_argument("conv2d", w).ndim == 4:  # unbatched (C, H, W), as PyTorch's
+    _check_operands("conv2d", w, bias)
+    if x.ndim == 3 and w.ndim == 4:  # unbatched (C, H, W), as PyTorch's
         return _unbatched(conv2d, x, w, bias, stride, padding, dilation, groups)
     stride, dilation = _pair(stride, "conv2d: stride"), _pair(dilation, "conv2d: dilation")
     _check_conv("conv2d", x, w, bias, groups, 2)
@@ -207,7 +207,8 @@ def conv1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, pa
            dilation: Single = 1, groups: int = 1) -> Array:
     """1-D cross-correlation as PyTorch: x (N, C, L) or unbatched (C, L), w (O, C // groups, K), bias (O,);
     padding a number, 'valid' or 'same'."""
-    if x.ndim == 2 and array_argument("conv1d", w).ndim == 3:  # unbatched (C, L), as PyTorch's
+    _check_operands("conv1d", w, bias)
+    if x.ndim == 2 and w.ndim == 3:  # unbatched (C, L), as PyTorch's
         return _unbatched(conv1d, x, w, bias, stride, padding, dilation, groups)
     stride, dilation = _single(stride, "conv1d: stride"), _single(dilation, "conv1d: dilation")
     _check_conv("conv1d", x, w, bias, groups, 1)
@@ -225,12 +226,12 @@ def conv1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, pa
 def conv_transpose1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, padding: Single = 0,
                      output_padding: Single = 0, dilation: Single = 1, groups: int = 1) -> Array:
     """The transpose (gradient) of conv1d, as PyTorch: x (N, C, L) or (C, L), w (C, O // groups, K)."""
-    if x.ndim == 2 and array_argument("conv_transpose1d", w).ndim == 3:  # unbatched (C, L), as PyTorch's
+    _check_operands("conv_transpose1d", w, bias)
+    if x.ndim == 2 and w.ndim == 3:  # unbatched (C, L), as PyTorch's
         return _unbatched(conv_transpose1d, x, w, bias, stride, padding, output_padding, dilation, groups)
     stride, padding = _single(stride, "conv_transpose1d: stride"), _single(padding, "conv_transpose1d: padding", 0)
     output_padding = _single(output_padding, "conv_transpose1d: output_padding", 0)
     dilation = _single(dilation, "conv_transpose1d: dilation")
-    _check_operands("conv_transpose1d", w, bias)
     _check_transpose_settings("conv_transpose1d", groups, (output_padding,), (stride,), (dilation,))
     if x.ndim != 3 or w.ndim != 3 or w.shape[0] != x.shape[1] or x.shape[1] % groups:
         raise ShapeError(at_user_line(f"conv_transpose1d: weight {w.shape} (C, O // groups, K) does not fit "
@@ -248,12 +249,12 @@ def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair
                      output_padding: Pair = 0, dilation: Pair = 1, groups: int = 1) -> Array:
     """The transpose (gradient) of conv2d, as PyTorch: x (N, C, H, W) or (C, H, W), w (C, O // groups, KH, KW).
     Computed as conv2d over the input with zeros inserted between its elements (a masked view)."""
-    if x.ndim == 3 and array_argument("conv_transpose2d", w).ndim == 4:  # unbatched (C, H, W), as PyTorch's
+    _check_operands("conv_transpose2d", w, bias)
+    if x.ndim == 3 and w.ndim == 4:  # unbatched (C, H, W), as PyTorch's
         return _unbatched(conv_transpose2d, x, w, bias, stride, padding, output_padding, dilation, groups)
     stride, padding = _pair(stride, "conv_transpose2d: stride"), _pair(padding, "conv_transpose2d: padding", 0)
     output_padding = _pair(output_padding, "conv_transpose2d: output_padding", 0)
     dilation = _pair(dilation, "conv_transpose2d: dilation")
-    _check_operands("conv_transpose2d", w, bias)
     _check_transpose_settings("conv_transpose2d", groups, output_padding, stride, dilation)
     if x.ndim != 4 or w.ndim != 4:
         raise ShapeError(at_user_line(f"conv_transpose2d: input {x.shape} and weight {w.shape} must be 4-D"))
@@ -323,12 +324,13 @@ def _adaptive_mean(x: Array, axis: int, windows: int) -> Array:
     as many as the longest window has, the extra ones selected away (a product with 0 would spread an
     inf or NaN into every window)."""
     size = x.shape[axis]
-    bounds = [((i * size) // windows, -(-((i + 1) * size) // windows)) for i in range(windows)]
-    offsets = np.arange(max(end - start for start, end in bounds))
-    index = np.array([np.minimum(start + offsets, end - 1) for start, end in bounds], np.int32)
+    starts = np.arange(windows) * size // windows
+    lengths = -(-(np.arange(1, windows + 1) * size) // windows) - starts
+    offsets = np.arange(lengths.max())
+    index = np.minimum(starts[:, None] + offsets, (starts + lengths - 1)[:, None]).astype(np.int32)
     trailing = (1,) * (-axis - 1)
-    inside = np.array([offsets < end - start for start, end in bounds]).reshape(index.shape + trailing)
-    counts = np.array([end - start for start, end in bounds], np.float32).reshape((windows,) + trailing)
+    inside = (offsets < lengths[:, None]).reshape(index.shape + trailing)
+    counts = lengths.astype(np.float32).reshape((windows,) + trailing)
     gathered = take(x, x.scope.constant(index), axis=x.ndim + axis)
     kept = ops.where(x.scope.constant(inside), gathered, 0.0)
     return reductions.sum(kept, axis=axis) / x.scope.constant(counts)
