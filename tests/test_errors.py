@@ -57,6 +57,31 @@ def test_write_dtype_checks(env: dc.Environment) -> None:
     np.testing.assert_array_equal(env.read(labels), [1, 2, 3])
 
 
+def test_float64_beyond_float32_is_refused(env: dc.Environment) -> None:
+    """1e300 written into a float32 parameter was stored as inf, with only numpy's RuntimeWarning;
+    infinities themselves and the largest float32 still store."""
+    weights = env.parameter("err_float_range", (3,), init=np.ones(3, np.float32))
+    with pytest.raises(dc.DTypeError, match=r"'err_float_range' lie outside the range of float32(.|\n)*test_errors.py"):
+        env.write(weights, np.array([1.0, -1e300, 2.0]))
+    np.testing.assert_array_equal(env.read(weights), [1, 1, 1])
+    env.write(weights, np.array([np.inf, -3.4028234663852886e38, np.nan]))
+    np.testing.assert_array_equal(env.read(weights), np.array([np.inf, -3.4028234663852886e38, np.nan], np.float32))
+
+
+@pytest.mark.parametrize("settings, error, message", [
+    (dict(deterministic="no"), TypeError, r"deterministic must be True or False, got 'no'"),
+    (dict(device=True), TypeError, r"device must be an index or a name, got True"),
+    (dict(device=0.0), TypeError, r"device must be an index or a name, got 0.0"),
+    (dict(seed=1.5), TypeError, r"seed must be an int, got 1.5"),
+    (dict(seed=2**32), ValueError, r"seed must be in \[0, 2\*\*32\)")], ids=["deterministic", "device-bool",
+                                                                           "device-float", "seed-float", "seed-big"])
+def test_environment_settings_are_checked(settings: dict, error: type, message: str) -> None:
+    """Environment(deterministic="no") switched determinism on, device=True opened device 1 and a
+    seed of 2**32 ran as 0 (run refuses it)."""
+    with pytest.raises(error, match=r"Environment: " + message + r"(.|\n)*test_errors.py"):
+        dc.Environment(**settings)
+
+
 def test_refused_init_leaves_no_parameter_behind(env: dc.Environment) -> None:
     message = r"(?s)'err_init': init of shape \(3, 4\) does not fit shape \(4, 3\).*test_errors"
     with pytest.raises(dc.ShapeError, match=message):

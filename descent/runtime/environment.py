@@ -38,11 +38,15 @@ class Environment:
         """Open `device` (index or name substring; default DESCENT_DEVICE, else the first discrete GPU).
         `seed` starts the run counter random numbers use when `run` is given none; `deterministic`
         (default DESCENT_DETERMINISTIC) avoids atomics so every result is bit-identical run to run."""
+        if device is not None and (isinstance(device, bool) or not isinstance(device, int | str | np.integer)):
+            raise TypeError(at_user_line(f"Environment: device must be an index or a name, got {device!r}"))
+        deterministic = (_flag("DESCENT_DETERMINISTIC") if deterministic is None
+                         else arguments.flag("Environment", "deterministic", deterministic))
+        if not 0 <= arguments.seed("Environment", seed) < 2**32:
+            raise ValueError(at_user_line(f"Environment: seed must be in [0, 2**32), as run's, got {seed}"))
         self.device: Device = (open_device(device) if device is not None
                                else open_device(os.environ.get("DESCENT_DEVICE"), "DESCENT_DEVICE"))
         self.kp = _import_kp()
-        if deterministic is None:
-            deterministic = _flag("DESCENT_DETERMINISTIC")
         self.deterministic = deterministic
         self.checked = _flag("DESCENT_DEBUG")
         self.parameters: dict[str, Parameter] = {}
@@ -201,7 +205,13 @@ class Environment:
             if array.min().item() < info.min or array.max().item() > info.max:  # Python compares exactly
                 raise DTypeError(at_user_line(
                     f"write: values of '{parameter.name}' lie outside the range of {dtype.name}"))
-        return array.astype(dtype.numpy).ravel()
+        with np.errstate(over="ignore"):
+            converted = array.astype(dtype.numpy)
+        if dtype.is_float and array.dtype.kind == "f" and np.any(np.isinf(converted) & np.isfinite(array)):
+            raise DTypeError(at_user_line(
+                f"write: values of '{parameter.name}' lie outside the range of {dtype.name} (its largest is "
+                f"{np.finfo(dtype.numpy).max:.7g}); they would be stored as infinity"))
+        return converted.ravel()
 
     def read(self, parameter: Parameter) -> np.ndarray:
         """Download the parameter's current value as a new numpy array (after the runs submitted so far)."""
