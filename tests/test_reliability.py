@@ -49,6 +49,30 @@ def test_checked_mode_names_the_kernel_and_line_of_the_first_nan() -> None:
     assert "log" in checked.stderr and "<string>:7" in checked.stderr
 
 
+def test_checked_mode_undoes_the_writes_of_a_refused_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped at its second kernel's NaN had already stored its first kernel's parameter
+    writes: an optimiser step half applied, with the error saying nothing of it."""
+    monkeypatch.setenv("DESCENT_DEBUG", "1")
+    env = dc.Environment()
+    w = env.parameter("w", (8, 8), init=np.ones((8, 8), np.float32))
+    count = env.parameter("count", (8, 8), "int32", init=np.ones((8, 8), np.int32))
+    out = env.parameter("out", (8, 8), init=np.full((8, 8), 7.0, np.float32))
+
+    def build(s):
+        doubled = s.read(w) * 2.0
+        s.write(w, doubled)
+        s.write(count, s.read(count) + 1)
+        s.write(out, dc.log(doubled @ doubled - 100.0))
+
+    graph = env.build_graph(build)
+    assert graph.kernel_count == 2 and "param:w" in graph.summary().splitlines()[1]
+    with pytest.raises(FloatingPointError, match=r"kernel1 stored nan.*no parameter keeps this run's writes"):
+        env.run(graph)
+    np.testing.assert_array_equal(env.read(w), np.ones((8, 8)))
+    np.testing.assert_array_equal(env.read(count), np.ones((8, 8)))
+    np.testing.assert_array_equal(env.read(out), np.full((8, 8), 7.0))
+
+
 INDEX_PROGRAM = """
     import numpy as np, descent as dc
     env = dc.Environment()

@@ -235,11 +235,25 @@ class Executable:
                 raise IndexError(at_user_line(f"run: {problem}"))
 
     def _replay_checked(self, values: dict[str, np.ndarray]) -> None:
-        """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored."""
+        """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored,
+        putting back the parameters earlier kernels wrote, so a refused run changes none."""
         environment = self.environment
         for parameter in self.uploads:
             environment.write(parameter, values[parameter.name].reshape(parameter.shape))
         self._check_indices()
+        written = {self.schedule.buffers[name].parameter for source in self.sources for name in source.writes}
+        before = {environment.parameters[name]: environment.read(environment.parameters[name])
+                  for name in written if name is not None}
+        try:
+            self._dispatch_checked()
+        except FloatingPointError:
+            for parameter, value in before.items():
+                environment.write(parameter, value)
+            raise
+
+    def _dispatch_checked(self) -> None:
+        """Dispatch the kernels one at a time, checking each one's float stores."""
+        environment = self.environment
         kp = environment.kp
         manager = environment.device.manager
         staged_targets = {copy.source: copy.target for copy in self.schedule.copies}
@@ -259,7 +273,8 @@ class Executable:
                     raise FloatingPointError(
                         f"DESCENT_DEBUG: {source.name} stored {stored[bad[0]]} at element {bad[0]} of "
                         f"{staged_targets.get(name, name)} ({bad.size} non-finite values); it computes "
-                        f"{', '.join(dict.fromkeys(source.ops))} from {', '.join(source.locations)}")
+                        f"{', '.join(dict.fromkeys(source.ops))} from {', '.join(source.locations)}; no parameter "
+                        f"keeps this run's writes")
         for copy in self.schedule.copies:
             manager.sequence().eval(kp.OpTensorCopy([self._tensor(copy.source), self._tensor(copy.target)]))
 
