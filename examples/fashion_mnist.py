@@ -188,13 +188,15 @@ def main() -> None:
     args.lr = trainer.optimizer.initial_lr  # the rate the run starts from (a schedule's first), for the record
 
     def report(epoch: int, logs: dict) -> None:
-        """Print the epoch, and save what a resumed run needs: the checkpoint and the history so far."""
+        """Print the epoch, and save what a resumed run needs: the history so far, then the checkpoint. In
+        that order a stop between the two leaves the record an epoch ahead, which a resume drops and
+        trains again; the other way round it would lose the epoch from the history."""
         history.append(logs)
-        trainer.save(checkpoint)
         partial = record.with_suffix(".json.partial")
         partial.write_text(json.dumps({"args": vars(args), "device": env.device.name, "history": history,
                                        "seconds": time.perf_counter() - start}, indent=2))
         partial.replace(record)
+        trainer.save(checkpoint)
         print(f"epoch {epoch}: train loss {logs['loss']:.4f}, train accuracy {100 * logs['accuracy']:.2f}%, "
               f"test accuracy {100 * logs['val_accuracy']:.2f}%, {logs['time']:.1f} s", flush=True)
 
@@ -206,8 +208,8 @@ def main() -> None:
     except KeyboardInterrupt:
         if history:
             plot(history, figure, title)
-        raise SystemExit(f"stopped after epoch {trainer.epochs_trained}; {checkpoint}, {record} and {figure} hold "
-                         "the epochs done, and --resume continues") from None
+        raise SystemExit(f"stopped; {checkpoint}, {record} and {figure} hold the epochs saved, and --resume "
+                         "continues") from None
     total = time.perf_counter() - start
     plot(history, figure, title)
     print(f"best test accuracy {100 * max(h['val_accuracy'] for h in history):.2f}%, "

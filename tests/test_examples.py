@@ -242,6 +242,33 @@ def test_image_fit_names_an_unreadable_image(monkeypatch: pytest.MonkeyPatch, ca
     assert f"argument --image: cannot read {damaged} as an image" in error
 
 
+@pytest.mark.parametrize("stop", ["before", "after"])
+def test_a_stop_while_saving_an_epoch_keeps_record_and_checkpoint_together(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path, stop: str) -> None:
+    """The checkpoint was saved before the record: a Ctrl-C between the two left a checkpoint of two
+    epochs with a record of one, and the resumed run's history had no epoch 2."""
+    save = nn.Trainer.save
+
+    def interrupted(trainer: nn.Trainer, path) -> None:
+        if trainer.epochs_trained == 2 and stop == "before":
+            raise KeyboardInterrupt
+        save(trainer, path)
+        if trainer.epochs_trained == 2 and stop == "after":
+            raise KeyboardInterrupt
+
+    def run(*args: str) -> list[int]:
+        monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *QUICK["fashion_mnist"], "--out", str(tmp_path), *args])
+        _example("fashion_mnist").main()
+        return [h["epoch"] for h in json.loads((tmp_path / "linear.json").read_text())["history"]]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(nn.Trainer, "save", interrupted)
+        with pytest.raises(SystemExit, match=r"stopped; .*--resume continues"):
+            run("--epochs", "3")
+    assert run("--epochs", "3", "--resume") == [1, 2, 3]
+    assert f"resuming after epoch {1 if stop == 'before' else 2}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--device", "bogus", "argument --device: device='bogus': no device name contains 'bogus'"),
     ("--eval", "missing.npz", "argument --eval: checkpoint missing.npz does not exist"),
@@ -414,7 +441,7 @@ def test_fashion_mnist_interrupted_draws_its_plot(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(nn.Trainer, "fit", interrupted)
     monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *QUICK["fashion_mnist"], "--out", str(tmp_path),
                                       "--epochs", "3"])
-    with pytest.raises(SystemExit, match=r"stopped after epoch 1; .*--resume continues"):
+    with pytest.raises(SystemExit, match=r"stopped; .*linear.npz, .*linear.json and .*png hold the epochs saved"):
         try:
             _example("fashion_mnist").main()
         except KeyboardInterrupt:
