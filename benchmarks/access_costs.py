@@ -63,7 +63,7 @@ def costs(env: dc.Environment, invocations: int = ELEMENTS // 16) -> dict[str, f
     seconds = {}
     for name, body in BODIES.items():
         spirv = compile_glsl(_kernel(body), "access_costs")
-        algorithm = env.algorithm(tensors, spirv, (invocations // LOCAL, 1, 1), formats)
+        _, algorithm = env.algorithm(tensors, spirv, (invocations // LOCAL, 1, 1), formats)
         sequence = env.device.manager.sequence()
         sequence.record(env.kp.OpAlgoDispatch(algorithm))
         seconds[name] = best_of(sequence.eval, repeats=3, min_time=0.1)
@@ -85,7 +85,7 @@ def dispatch_costs(env: dc.Environment, counts: tuple[int, ...] = (1, 14, 56)) -
     between), submission and wait included, per count."""
     values = env.parameter("access_costs_tiny", (64,))
     tensor = env.tensor(values.name)
-    algorithm = env.algorithm([tensor], compile_glsl(TINY, "access_costs_tiny"), (1, 1, 1), (0,))
+    _, algorithm = env.algorithm([tensor], compile_glsl(TINY, "access_costs_tiny"), (1, 1, 1), (0,))
     barrier = env.kp.OpMemoryBarrier([tensor], vulkan.ACCESS_SHADER_WRITE,
                                      vulkan.ACCESS_SHADER_READ | vulkan.ACCESS_SHADER_WRITE,
                                      vulkan.STAGE_COMPUTE_SHADER, vulkan.STAGE_COMPUTE_SHADER)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import numpy as np
 import pytest
@@ -284,6 +285,47 @@ def test_profile_times_each_kernel_and_runs_the_graph(env: dc.Environment) -> No
     assert all(micros >= 0 for _, _, micros in kernels)
     np.testing.assert_array_equal(env.read(counter), np.full(256, 3.0, np.float32))
     assert env.device_bytes == held
+
+
+def test_a_dropped_graph_frees_the_temporaries_and_pipelines_no_other_holds(env: dc.Environment) -> None:
+    """Temporary slots (shared only at one byte size) and pipelines were never freed: 40 graphs of
+    other batch sizes, each dropped after its run, kept 80 buffers. A live graph keeps what it binds,
+    and a graph built again while the first lives shares it; so does one built again after a first
+    that never ran (lavapipe 22.3 would keep a destroyed pipeline's memory)."""
+    w = env.parameter("freed_w", (64, 64), init=np.full((64, 64), 0.01, np.float32))
+
+    def square(s):
+        s.write(w, dc.tanh(s.read(w) @ s.read(w)) * 0.5)
+
+    kept = env.build_graph(square)
+    gc.collect()
+    held = env.device_bytes
+    made = 0
+    for batch in range(1, 21):
+        x = env.parameter(f"freed_x{batch}", (batch, 64), init=np.ones((batch, 64), np.float32))
+        y = env.parameter(f"freed_y{batch}", (batch, 1))
+        made += x.nbytes + y.nbytes
+        graph = env.build_graph(lambda s, x=x, y=y: s.write(y, dc.sum(dc.relu(s.read(x) @ s.read(w)) * 2.0, axis=1,
+                                                                           keepdims=True)))
+        assert graph.memory_bytes > 0
+        env.run(graph)
+        np.testing.assert_allclose(env.read(y), np.full((batch, 1), 2 * 64 * 64 * 0.01), rtol=1e-5)
+        del graph
+    gc.collect()
+    assert env.device_bytes == held + made
+    again = env.build_graph(square)
+    assert env.device_bytes == held + made and again._algorithms == kept._algorithms
+    env.run(kept)
+    env.run(again)
+    expected = np.full((64, 64), 0.01)
+    for _ in range(2):
+        expected = np.tanh(expected @ expected) * 0.5
+    np.testing.assert_allclose(env.read(w), expected, rtol=1e-5)
+    never_run = env.build_graph(lambda s: s.write(w, s.read(w).T @ s.read(w)))
+    pipelines = list(never_run._algorithms)
+    del never_run
+    gc.collect()
+    assert env.build_graph(lambda s: s.write(w, s.read(w).T @ s.read(w)))._algorithms == pipelines
 
 
 def test_cpu_elementwise_four_elements_a_thread(env: dc.Environment) -> None:

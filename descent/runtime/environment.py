@@ -22,7 +22,7 @@ from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 from descent.graph.view import as_shape, broadcast_shapes
 from descent.runtime.device import Device, _import_kp, open_device
-from descent.runtime.executable import Executable, IndexSource
+from descent.runtime.executable import Executable, Held, IndexSource
 from descent.schedule.kernel import Schedule
 from descent.schedule.plan import kernel_split_point, schedule
 
@@ -54,8 +54,9 @@ class Environment:
         self._transfer = self.device.manager.sequence()
         self._constants: dict[tuple, Parameter] = {}
         self._next_seed = int(seed)
-        self._slots: dict[tuple[int, int, str], Any] = {}  # (index, bytes, element type) -> kp tensor
-        self._algorithms: dict[tuple, Any] = {}
+        self._slots: dict[tuple, Any] = {}  # ("slot", index, bytes, element type) -> kp tensor
+        self._algorithms: dict[tuple, Any] = {}  # ("algorithm", SPIR-V, tensors, workgroups, formats) -> kp pipeline
+        self._users: dict[tuple, int] = {}  # a slot's or pipeline's key -> the live graphs holding it
         self._in_flight: list[Pending] = []
         self._lock = threading.RLock()  # runs may come from several threads; the queue takes one at a time
         self._spin = SPIN_SECONDS if self.device.kind != "cpu" else 0.0  # a CPU driver needs the core we'd spin on
@@ -115,7 +116,7 @@ class Environment:
         """Device memory this Environment holds: every parameter (model, optimiser state, inputs,
         constants) and the temporary slots its graphs share."""
         parameters = sum(max(p.size, 1) * p.dtype.itemsize for p in self.parameters.values())
-        return parameters + sum(max(nbytes // 4, 1) * 4 for _, nbytes, _ in self._slots)
+        return parameters + sum(max(nbytes // 4, 1) * 4 for _, _, nbytes, _ in self._slots)
 
     def unique_name(self, prefix: str) -> str:
         """`prefix`, or `prefix2`, `prefix3`... : the first that no parameter name starts with."""
@@ -138,16 +139,19 @@ class Environment:
         """The kp tensor holding the parameter named `name` in device memory (what executables bind)."""
         return self._tensors[name]
 
-    def slot(self, index: int, nbytes: int, dtype: np.dtype | type = np.float32):
-        """Device memory for a graph's temporary slot. Temporaries are dead once a run ends and runs
-        never overlap, so every graph shares the Environment's slots: rebuilding a graph allocates nothing.
-        `dtype` is the element type kp knows it by (a staged write is copied only to its own type)."""
-        key = (index, nbytes, np.dtype(dtype).str)
-        if key not in self._slots:
-            kind = self.kp.TensorTypes.device if self.checked else self.kp.TensorTypes.storage  # checked mode reads it
-            self._slots[key] = self._allocate(np.zeros(max(nbytes // np.dtype(dtype).itemsize, 1), dtype), kind,
-                                              "a temporary")
-        return self._slots[key]
+    def slot(self, index: int, nbytes: int, dtype: np.dtype | type = np.float32) -> tuple[tuple, Any]:
+        """Device memory for a graph's temporary slot, and the key to `release` it by. Temporaries are
+        dead once a run ends and runs never overlap, so live graphs share the Environment's slots:
+        rebuilding a graph allocates nothing. `dtype` is the element type kp knows it by (a staged
+        write is copied only to its own type)."""
+        key = ("slot", index, nbytes, np.dtype(dtype).str)
+        with self._lock:
+            if key not in self._slots:
+                kind = self.kp.TensorTypes.device if self.checked else self.kp.TensorTypes.storage  # read when checked
+                self._slots[key] = self._allocate(np.zeros(max(nbytes // np.dtype(dtype).itemsize, 1), dtype), kind,
+                                                  "a temporary")
+            self._users[key] = self._users.get(key, 0) + 1
+            return key, self._slots[key]
 
     def _allocate(self, storage: np.ndarray, kind, what: str):
         """A kp tensor holding `storage`; a failed allocation becomes an error naming what and how much."""
@@ -159,15 +163,29 @@ class Environment:
                 f"({self.device_bytes} bytes held already): {error}; use smaller shapes or batches")) from None
 
     def algorithm(self, tensors: list, spirv: bytes, workgroups: tuple[int, int, int],
-                  texel_formats: tuple[int, ...] = ()):
-        """A compiled pipeline bound to `tensors`, reused when the same kernel is bound to the same
-        buffers again (creating pipelines costs driver time and, on some drivers, memory never returned).
-        A non-zero VkFormat in `texel_formats` binds that tensor as a uniform texel buffer."""
-        key = (spirv, tuple(tensors), tuple(workgroups), tuple(texel_formats))
-        if key not in self._algorithms:
-            self._algorithms[key] = self.device.manager.algorithm(list(tensors), spirv, list(workgroups),
-                                                                  texel_formats=list(texel_formats))
-        return self._algorithms[key]
+                  texel_formats: tuple[int, ...] = ()) -> tuple[tuple, Any]:
+        """A compiled pipeline bound to `tensors`, and the key to `release` it by. Live graphs binding the
+        same kernel to the same buffers share it (creating pipelines costs driver time and, on some
+        drivers, memory never returned). A non-zero VkFormat in `texel_formats` binds that tensor as a
+        uniform texel buffer."""
+        key = ("algorithm", spirv, tuple(tensors), tuple(workgroups), tuple(texel_formats))
+        with self._lock:
+            if key not in self._algorithms:
+                self._algorithms[key] = self.device.manager.algorithm(list(tensors), spirv, list(workgroups),
+                                                                      texel_formats=list(texel_formats))
+            self._users[key] = self._users.get(key, 0) + 1
+            return key, self._algorithms[key]
+
+    def release(self, held: Held) -> None:
+        """A graph is gone: free the slots and pipelines no live graph holds any more (see `Held`)."""
+        if not held.ran:
+            return
+        with self._lock:
+            for key in held.keys:
+                self._users[key] -= 1
+                if not self._users[key]:
+                    del self._users[key]
+                    (self._slots if key[0] == "slot" else self._algorithms).pop(key)
 
     def _check(self, parameter: Parameter) -> None:
         if not isinstance(parameter, Parameter) or parameter.environment is not self:

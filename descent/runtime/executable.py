@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,18 @@ class IndexSource:
                 f"{self.required.what}; used at {self.required.location}")
 
 
+@dataclass
+class Held:
+    """What a graph holds of its Environment's shared slots and pipelines, and whether it has run: the
+    Environment frees them when the graph is gone, except those of a graph that never ran: lavapipe
+    22.3 never returns the memory of a pipeline destroyed before its first dispatch (80 KB for a
+    one-line kernel, 3.4 MB for a small MLP's forward graph), so building such a graph again and again
+    would leak; kept, the pipelines serve the next build."""
+
+    keys: list[tuple] = field(default_factory=list)
+    ran: bool = False
+
+
 class Executable:
     """What `env.build_graph` returns: run it with `env.run`; every run replays recorded commands."""
 
@@ -92,13 +105,19 @@ class Executable:
         # a staged parameter write is copied by kp, which copies only between tensors of one element type
         copied_as = {schedule.buffers[copy.source].slot: environment.tensor(schedule.buffers[copy.target].parameter)
                      for copy in schedule.copies}
-        self._slots = [environment.slot(k, nbytes, copied_as[k].data().dtype if k in copied_as else np.float32)
-                       for k, nbytes in enumerate(schedule.slots)]
-        self._algorithms = [
-            environment.algorithm([self._tensor(name) for name in source.bindings], code, source.workgroups,
-                                  self._texel_formats(source))
-            for source, code in zip(sources, spirv)
-        ]
+        self._held = Held()
+        weakref.finalize(self, environment.release, self._held).atexit = False
+        self._slots = []
+        for k, nbytes in enumerate(schedule.slots):
+            key, tensor = environment.slot(k, nbytes, copied_as[k].data().dtype if k in copied_as else np.float32)
+            self._held.keys.append(key)
+            self._slots.append(tensor)
+        self._algorithms = []
+        for source, code in zip(sources, spirv):
+            key, algorithm = environment.algorithm([self._tensor(name) for name in source.bindings], code,
+                                                   source.workgroups, self._texel_formats(source))
+            self._held.keys.append(key)
+            self._algorithms.append(algorithm)
         self._recordings = [] if self.checked else [self._record(environment.kp) for _ in range(RECORDINGS)]
         self._turn = 0
 
@@ -185,6 +204,7 @@ class Executable:
         """Start one run: `values` (parameter name -> array of the parameter's dtype and size) go into
         the next recording's staging memory, then its command buffer is submitted without waiting."""
         self._check_indices(values)
+        self._held.ran = True
         if self.checked:
             self._replay_checked(values)
             return
@@ -213,6 +233,7 @@ class Executable:
             recording.staging[name][...] = value
         period_us = environment.device.limits.timestamp_period / 1000.0
         times = []
+        self._held.ran = True
         for _ in range(repeats):
             recording.sequence.eval()
             stamps = np.array(recording.sequence.get_timestamps(), np.float64)
