@@ -173,7 +173,9 @@ class Trainer:
         dropout masks from (seed, steps trained), so fit called once per epoch does not repeat an
         order, and a run resumed from a checkpoint (which holds both counts) with
         `initial_epoch=trainer.epochs_trained` continues the shuffles, masks and `schedule` of the run
-        that wrote it. Returns one dict of metrics per epoch."""
+        that wrote it. Returns one dict of metrics per epoch; its loss, as evaluate's, averages the
+        batches' losses weighted by their examples (as Keras), which is the mean over examples for a
+        loss that takes a batch's mean (a reduction="sum" loss reports a batch size times larger)."""
         if self.optimizer is None:
             raise ValueError(at_user_line("Trainer.fit needs an optimizer: pass optimizer=... to Trainer(...)"))
         if not is_integer(epochs) or epochs < 1:
@@ -259,7 +261,8 @@ class Trainer:
         return xb, yb
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> dict[str, float]:
-        """Mean loss (and accuracy for classification) over (x, y) with the test graph (no dropout)."""
+        """Mean loss (and accuracy for classification) over (x, y) with the test graph (no dropout); the
+        loss is averaged as fit's."""
         batch_size = natural("evaluate", "batch_size", batch_size, least=1)
         x, y = _examples("evaluate", x, y)
         self._check_examples("evaluate", "evaluate", x, y, batch_size)
