@@ -90,6 +90,22 @@ def outside(x: Any, target: DType) -> bool:
     return not low <= x < high
 
 
+def check_scalar(owner: str, value: Any, target: DType) -> None:
+    """A number stored as `target` must be one it holds, as numpy's conversion requires: an integer
+    within range, or a float whose truncation toward zero is (NaN and infinity have none)."""
+    if target not in (int32, uint32) or isinstance(value, bool):
+        return
+    whole = value
+    if isinstance(value, float | np.floating):
+        if not np.isfinite(value):
+            raise ValueError(at_user_line(f"{owner}: {value} has no {target.name} value"))
+        whole = int(value)
+    elif isinstance(value, np.integer):
+        whole = int(value)
+    if outside(whole, target):
+        raise OverflowError(at_user_line(f"{owner}: {value} is out of bounds for {target.name}"))
+
+
 def promote(*dtypes: DType) -> DType:
     """The common type of several operands: bool < uint32 < int32 < float32."""
     return max(dtypes, key=lambda d: d.rank)

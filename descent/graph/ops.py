@@ -15,7 +15,18 @@ from descent.arguments import is_integer
 from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
 from descent.graph import view as views
 from descent.graph.array import Array, array_argument, takes_array
-from descent.graph.dtype import DType, as_dtype, bool_, data_dtype, float32, int32, outside, promote, uint32
+from descent.graph.dtype import (
+    DType,
+    as_dtype,
+    bool_,
+    check_scalar,
+    data_dtype,
+    float32,
+    int32,
+    outside,
+    promote,
+    uint32,
+)
 from descent.graph.node import ViewOp
 from descent.graph.optable import ELEMENTWISE
 from descent.graph.view import Shape, broadcast_shapes, numel
@@ -361,8 +372,10 @@ def astype(x: Array, dtype: DType | str) -> Array:
     if x.dtype == target:
         return x
     node = x.node
-    if node.op == "const" and (target.is_float or target == bool_ or np.isfinite(node.attrs)):
-        value = node.attrs
+    value = node.attrs
+    if node.op == "const" and (target.is_float or target == bool_ or not x.dtype.is_float
+                               or np.isfinite(value) and not outside(int(value), target)):
+        # a float beyond the integer type is left to the device's cast, as a parameter's would be
         if target == bool_:
             converted = bool(value)
         elif target.is_float:
@@ -533,7 +546,7 @@ def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, m
     """Pad each axis by (before, after) elements: `value` for mode "constant", mirrored interior
     elements for "reflect" (as numpy.pad). Negative widths crop. A view: nothing is copied."""
     widths = _pad_widths(widths, x.shape)
-    _check_weak_integers("pad", [value], x.dtype)
+    check_scalar("pad", value, x.dtype)
     crop = tuple(slice(max(-lo, 0), size - max(-hi, 0)) for (lo, hi), size in zip(widths, x.shape))
     x = getitem(x, crop)
     widths = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]

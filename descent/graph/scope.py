@@ -12,7 +12,7 @@ import numpy as np
 
 from descent.errors import GraphError, ShapeError, at_user_line, user_location
 from descent.graph.array import Array
-from descent.graph.dtype import DType, as_dtype, data_dtype, outside
+from descent.graph.dtype import DType, as_dtype, check_scalar, data_dtype
 from descent.graph.node import Node
 from descent.graph.view import Shape, as_shape, broadcast_shapes, numel
 
@@ -148,7 +148,7 @@ class Scope:
             typed = isinstance(value, np.ndarray | np.generic)
             scalar = value.item() if typed else value
             resolved = as_dtype(dtype) if dtype is not None else data_dtype(value.dtype if typed else type(scalar))
-            _check_scalar(scalar, resolved)
+            check_scalar("constant", scalar, resolved)
             key = (resolved.name, repr(scalar))
             if key not in self._constants:
                 self._constants[key] = self.add("const", (), resolved, attrs=scalar).node_id
@@ -206,10 +206,3 @@ class Scope:
 _MOST_ELEMENTS = 2**31 - 1
 
 
-def _check_scalar(value: Any, dtype: DType) -> None:
-    """A constant must be a value its integer type holds (numpy raises OverflowError too); a float
-    becomes an integer by truncation, which NaN and infinity have none of."""
-    if outside(value, dtype):
-        raise OverflowError(at_user_line(f"constant: {value} is out of bounds for {dtype.name}"))
-    if dtype.name in ("int32", "uint32") and isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(at_user_line(f"constant: {value} has no {dtype.name} value"))
