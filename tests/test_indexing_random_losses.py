@@ -215,3 +215,47 @@ def test_uniform_numbers_stay_below_high(env: dc.Environment) -> None:
     env.run(env.build_graph(lambda s: s.write(out, s.random_uniform((4_000_000,), 100.0, 101.0))), seed=0)
     values = env.read(out)
     assert values.min() >= 100.0 and values.max() < 101.0
+
+
+def test_losses_at_their_edges(env: dc.Environment) -> None:
+    """huber's gradient where |prediction - target| is inf was NaN (its square's branch sent back
+    0 * inf); a mean over no examples was 0 where PyTorch's and dc.mean are NaN; an integer label
+    beyond the classes in a parameter that is not a run input made a row of zeros, dropping its
+    example from a mean that still counted it, where such indices are promised clamped."""
+    prediction = np.array([np.inf, -np.inf, 3.0, 0.5], np.float32)
+    target = np.array([0.0, 0.0, np.inf, 0.0], np.float32)
+    reference = torch.from_numpy(prediction).requires_grad_()
+    F.huber_loss(reference, torch.from_numpy(target), delta=2.0, reduction="sum").backward()
+    gradient = evaluate(env, lambda p, t: p.scope.grad(dc.huber(p, t, 2.0, "sum"), [p])[0], prediction, target)
+    np.testing.assert_array_equal(gradient, reference.grad.numpy())
+    empty, labels = np.zeros((0, 3), np.float32), np.zeros(0, np.int32)
+    assert np.isnan(evaluate(env, dc.softmax_cross_entropy, empty, labels))
+    for loss in (dc.mse, dc.l1, dc.huber, dc.binary_cross_entropy_with_logits):
+        assert np.isnan(evaluate(env, loss, empty, empty)), loss.__name__
+    logits = rng.normal(size=(5, 4)).astype(np.float32)
+    beyond, clamped = np.array([0, 3, 4, 1, -2], np.int32), np.array([0, 3, 3, 1, 0], np.int32)
+    np.testing.assert_allclose(evaluate(env, dc.softmax_cross_entropy, logits, beyond),
+                               F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(clamped).long()).item(),
+                               rtol=1e-6)
+
+
+def test_softmax_of_integers_and_cross_entropy_errors(env: dc.Environment) -> None:
+    """softmax and log_softmax of integer Arrays subtracted the max in the integer type, which wraps:
+    uint32 [0, 1, 2] gave [nan, nan, 0]. Cross-entropy's numpy labels, 0-d logits and logits of no
+    classes failed inside (AttributeError, IndexError, ZeroDivisionError) without the user's line."""
+    for values in (np.array([0, 1, 2], np.uint32), np.array([-2**31, 0, 2**31 - 1], np.int32),
+                   np.array([-5, 2**31 - 1], np.int32)):
+        reference = torch.from_numpy(values.astype(np.float64))
+        np.testing.assert_allclose(evaluate(env, dc.softmax, values), torch.softmax(reference, 0).numpy(),
+                                   rtol=1e-6, atol=1e-30)
+        np.testing.assert_allclose(evaluate(env, dc.log_softmax, values), torch.log_softmax(reference, 0).numpy(),
+                                   rtol=1e-6)
+    def refused(error: type, message: str, logits: np.ndarray, labels=None) -> None:
+        with pytest.raises(error, match=rf"softmax_cross_entropy: {message}(.|\n)*test_indexing_random_losses.py"):
+            evaluate(env, lambda x: dc.softmax_cross_entropy(x, dc.astype(x, "int32") if labels is None else labels),
+                     logits)
+
+    refused(dc.DTypeError, "cannot use ndarray as an Array operand", np.zeros((3, 4), np.float32),
+            np.zeros(3, np.int32))
+    refused(dc.ShapeError, r"logits \(\) need a last axis of classes", np.float32(1.0))
+    refused(dc.ShapeError, r"logits \(3, 0\) need a last axis of classes", np.zeros((3, 0), np.float32))

@@ -6,7 +6,7 @@ import numpy as np
 
 from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions
-from descent.graph.array import Array, takes_array
+from descent.graph.array import Array, array_argument, takes_array
 from descent.graph.dtype import float32
 from descent.graph.indexing import one_hot
 from descent.graph.view import broadcast_shapes
@@ -18,8 +18,8 @@ def _reduce(loss: Array, reduction: str, examples: int) -> Array:
     total = reductions.sum(loss)
     if reduction == "sum":
         return total
-    if reduction == "mean":
-        return total * (1.0 / max(examples, 1))
+    if reduction == "mean":  # NaN over no examples, as PyTorch's and dc.mean
+        return total * (1.0 / examples) if examples else loss.scope.constant(float("nan"))
     raise ValueError(at_user_line(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"))
 
 
@@ -47,6 +47,10 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(at_user_line(
             f"softmax_cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}"))
+    labels = array_argument("softmax_cross_entropy", labels)
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise ShapeError(at_user_line(f"softmax_cross_entropy: logits {logits.shape} need a last axis of classes, "
+                                      "one at least"))
     logits = ops.astype(logits, float32)
     if labels.dtype.is_float:
         if labels.shape != logits.shape:
@@ -60,7 +64,8 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
         classes = logits.shape[-1]
         labels.scope.require_range(labels, 0, classes,
                                    f"softmax_cross_entropy's {classes} classes (0 to {classes - 1})")
-        targets = one_hot(labels, classes)
+        # clamped into range on the device, as other indices held in parameters (run inputs are checked)
+        targets = one_hot(ops.clip(ops.astype(labels, "int32"), 0, classes - 1), classes)
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
     log_probabilities = logits - reductions.logsumexp(logits, -1, keepdims=True)
@@ -96,7 +101,9 @@ def huber(prediction: Array, target: Array, delta: float = 1.0, reduction: str =
         raise ValueError(at_user_line(f"huber: delta must be positive, got {delta}"))
     _same_shape("huber", prediction, target)
     difference = ops.abs(_difference(prediction, target))
-    loss = ops.where(ops.lt(difference, delta), 0.5 * difference * difference, delta * (difference - 0.5 * delta))
+    small = ops.lt(difference, delta)
+    inside = ops.where(small, difference, 0.0)  # the square's branch sees no inf: its 0 * inf gradient would be NaN
+    loss = ops.where(small, 0.5 * inside * inside, delta * (difference - 0.5 * delta))
     return _reduce(loss, reduction, loss.size)
 
 

@@ -228,7 +228,9 @@ def _shift(x: Array, axis: Axes, op: str) -> Array:
 
 @takes_array
 def softmax(x: Array, axis: int = -1) -> Array:
-    """exp(x - max) / sum(exp(x - max)) along `axis`: stable, and exact to an ulp for large x."""
+    """exp(x - max) / sum(exp(x - max)) along `axis`: stable, and exact to an ulp for large x. Integers
+    are taken as float32 (their difference from the max would wrap)."""
+    x = ops.astype(x, float32)
     shifted = ops.exp(x - _shift(x, axis, "softmax"))
     return shifted / sum(shifted, axis, keepdims=True)
 
@@ -236,6 +238,7 @@ def softmax(x: Array, axis: int = -1) -> Array:
 @takes_array
 def log_softmax(x: Array, axis: int = -1) -> Array:
     """(x - max) - log(sum(exp(x - max))) along `axis`: subtracting the max first keeps large logits
-    exact (x - logsumexp(x) loses their low bits: 0.02 off at 1e6)."""
+    exact (x - logsumexp(x) loses their low bits: 0.02 off at 1e6). Integers are taken as float32."""
+    x = ops.astype(x, float32)
     shifted = x - _shift(x, axis, "log_softmax")
     return shifted - ops.log(sum(ops.exp(shifted), axis, keepdims=True))
