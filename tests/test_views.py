@@ -191,3 +191,34 @@ def test_numpy_integer_axes_bool_scalar_index_and_axis_none(env: dc.Environment)
                                   np.take(x, indices, axis=None))
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.concat([a, a[0]], axis=None), x),
                                   np.concatenate([x, x[0]], axis=None))
+
+
+@pytest.mark.parametrize("index", [(0, slice(None), True), (True, True), (True, False), (True, slice(None), 0),
+                                   (slice(None), True, slice(None), False), (Ellipsis, True, 1), (True, Ellipsis, 1),
+                                   (None, True, 0), (True, slice(1, 3), 2, False), (1, True, 2),
+                                   (slice(None), np.int64(1), np.bool_(True))], ids=str)
+def test_bools_among_other_scalar_indices_are_numpys(env: dc.Environment, index: tuple) -> None:
+    """Each bool was a new axis where it stood: x[0, :, True] gave (3, 1, 4) where numpy gives (1, 3, 4),
+    x[True, True] (1, 1, 2, 3, 4) where numpy gives (1, 2, 3, 4). numpy takes bools and integers
+    together as one advanced index."""
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    result = evaluate(env, lambda a: a[index] * 1.0, x)
+    assert result.shape == x[index].shape
+    np.testing.assert_array_equal(result, x[index])
+    gradient = evaluate(env, lambda a: a.scope.grad(dc.sum(a[index] * a[index]), [a])[0], x)
+    expected = np.zeros_like(x)
+    expected[index] = 2 * x[index]
+    np.testing.assert_array_equal(gradient, expected)
+
+
+def test_empty_views_padded_and_pad_arguments_numpy_refuses(env: dc.Environment) -> None:
+    """A stack of empty slices padded into a non-empty result failed in codegen (ZeroDivisionError);
+    a reflect pad's value was ignored and a crop past the axis made it empty, where numpy refuses."""
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    widths = [(0, 0), (1, 0), (0, 0)]
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.pad(dc.stack([a[:0], a[:0]]), widths), x),
+                                  np.pad(np.stack([x[:0], x[:0]]), widths))
+    with pytest.raises(ValueError, match=r"pad: value 5.0 is for mode 'constant'(.|\n)*test_views.py"):
+        evaluate(env, lambda a: dc.pad(a, 1, 5.0, mode="reflect"), x)
+    with pytest.raises(dc.ShapeError, match=r"pad: widths \(-2, -2\) crop more than the 3 elements of axis 0"):
+        evaluate(env, lambda a: dc.pad(a, (-2, -2)), x)

@@ -124,6 +124,8 @@ def view_index(view: View, flat: Index) -> Index:
 def view_valid(view: View, flat: Index, names: dict[Index, str]) -> str:
     """GLSL condition: the element at `flat` lies inside the view's mask ("true" where the ranges of
     the index variables prove it, "false" where they rule it out)."""
+    if 0 in view.shape:  # a view of no elements, padded into a result that has some
+        return "false"
     conditions = []
     for axis, ((lo, hi), size, step) in enumerate(zip(view.bounds(), view.shape, contiguous_strides(view.shape))):
         coordinate = _coordinate(flat, size, step, axis == 0) if size > 1 else Index()

@@ -491,6 +491,8 @@ def getitem(x: Array, index: Any) -> Array:
     index = index if isinstance(index, tuple) else (index,)
     if builtins.sum(1 for i in index if i is Ellipsis) > 1:
         raise IndexError(at_user_line("an index can only have a single ellipsis ('...')"))
+    if builtins.sum(1 for i in index if _is_scalar_index(i)) > 1 and any(isinstance(i, bool | np.bool_) for i in index):
+        return _with_bools(x, index)
     index = tuple((None if i else _NO_ELEMENTS) if isinstance(i, bool | np.bool_) else i for i in index)
     consumed = builtins.sum(1 for i in index if i is not None and i is not _NO_ELEMENTS and i is not Ellipsis)
     if consumed > x.ndim:
@@ -541,12 +543,41 @@ def getitem(x: Array, index: Any) -> Array:
     return reshape(x, shape)  # a node of its own also where it selects everything, the gradient's path to it
 
 
+def _is_scalar_index(item: Any) -> bool:
+    """A bool or an integer: numpy's advanced indices among basic ones, once a bool is among them."""
+    return isinstance(item, bool | np.bool_ | int) or (hasattr(item, "__index__") and not isinstance(item, Array))
+
+
+def _with_bools(x: Array, index: tuple) -> Array:
+    """numpy's indexing where a bool meets other bools or integers: together they index one axis, of
+    one element (or none, if a bool is False), in place of the first of them where they stand side by
+    side and first otherwise; each integer still takes its element of its axis."""
+    scalars = [k for k, item in enumerate(index) if _is_scalar_index(item)]
+    bools = [item for item in index if isinstance(item, bool | np.bool_)]
+    rest = tuple(item for item in index if not isinstance(item, bool | np.bool_))
+    selected = getitem(x, rest)
+    position = 0
+    if scalars == list(range(scalars[0], scalars[-1] + 1)):  # side by side
+        consumed = builtins.sum(1 for item in index if item is not None and item is not Ellipsis
+                                and not isinstance(item, bool | np.bool_))
+        position = builtins.sum(x.ndim - consumed if item is Ellipsis else 1 for item in index[: scalars[0]])
+    result = expand_dims(selected, position)
+    if not all(bools):
+        result = getitem(result, (slice(None),) * position + (slice(0, 0),))
+    return result
+
+
 @takes_array
 def pad(x: Array, widths: Sequence[tuple[int, int]] | int, value: float = 0.0, mode: str = "constant") -> Array:
     """Pad each axis by (before, after) elements: `value` for mode "constant", mirrored interior
     elements for "reflect" (as numpy.pad). Negative widths crop. A view: nothing is copied."""
     widths = _pad_widths(widths, x.shape)
     check_scalar("pad", value, x.dtype)
+    if mode == "reflect" and value != 0:
+        raise ValueError(at_user_line(f"pad: value {value} is for mode 'constant'; 'reflect' pads with x's elements"))
+    for axis, ((lo, hi), size) in enumerate(zip(widths, x.shape)):
+        if max(-lo, 0) + max(-hi, 0) > size:
+            raise ShapeError(at_user_line(f"pad: widths {(lo, hi)} crop more than the {size} elements of axis {axis}"))
     crop = tuple(slice(max(-lo, 0), size - max(-hi, 0)) for (lo, hi), size in zip(widths, x.shape))
     x = getitem(x, crop)
     widths = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
