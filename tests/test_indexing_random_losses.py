@@ -259,3 +259,27 @@ def test_softmax_of_integers_and_cross_entropy_errors(env: dc.Environment) -> No
             np.zeros(3, np.int32))
     refused(dc.ShapeError, r"logits \(\) need a last axis of classes", np.float32(1.0))
     refused(dc.ShapeError, r"logits \(3, 0\) need a last axis of classes", np.zeros((3, 0), np.float32))
+
+
+def test_index_arguments_known_when_the_graph_is_built(env: dc.Environment) -> None:
+    """take(x, 5) on an axis of 3 returned x[2] (a number known at build time, checked nowhere);
+    one_hot registered no range, so out-of-range run inputs gave rows of zeros unchecked, and took
+    classes=3.5 as 4 columns; scatter_add took size=3.7 as 3; a numpy operand of @ was not named."""
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for index in (5, -4):
+        with pytest.raises(IndexError, match=rf"take: index {index} is out of range for an axis of size 3"):
+            evaluate(env, lambda a, i=index: dc.take(a, i, 0), x)
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.take(a, -3, 0), x), x[0])
+    labels = env.parameter("one_hot_labels", (3,), "int32")
+    out = env.parameter("one_hot_out", (3, 3))
+    graph = env.build_graph(lambda s: s.write(out, dc.one_hot(s.read(labels), 3)), inputs=[labels])
+    with pytest.raises(IndexError, match=r"index 5 in 'one_hot_labels' \(element 1\) is out of range for one_hot's 3"):
+        env.run(graph, {labels: np.array([0, 5, 1], np.int32)})
+    env.run(graph, {labels: np.array([0, 2, 1], np.int32)})
+    np.testing.assert_array_equal(env.read(out), np.eye(3)[[0, 2, 1]])
+    with pytest.raises(TypeError, match=r"one_hot: classes must be an int, got 3.5"):
+        evaluate(env, lambda a: dc.one_hot(dc.astype(a, "int32"), 3.5), x)
+    with pytest.raises(TypeError, match=r"scatter_add: size must be an int, got 3.7"):
+        evaluate(env, lambda a: dc.scatter_add(a, a.scope.constant(np.array([0, 1, 2], np.int32)), 3.7), x)
+    with pytest.raises(dc.DTypeError, match=r"matmul: cannot use ndarray as an Array operand(.|\n)*test_indexing_rand"):
+        evaluate(env, lambda a: a @ np.ones((4, 2), np.float32), x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from descent.arguments import natural
 from descent.errors import DTypeError, ShapeError, at_user_line
 from descent.graph import ops
 from descent.graph.array import Array, takes_array
@@ -21,6 +22,8 @@ def _check_indices(op: str, indices: Array, low: int | None = None, high: int = 
     if indices.dtype.is_float or indices.dtype.name == "bool":
         raise DTypeError(at_user_line(f"{op}: indices must be int32 or uint32, not {indices.dtype.name}"))
     if low is not None:
+        if indices.node.op == "const" and not low <= indices.node.attrs < high:  # a number known now
+            raise IndexError(at_user_line(f"{op}: index {indices.node.attrs} is out of range for {what}"))
         indices.scope.require_range(indices, low, high, what)
     return ops.astype(indices, int32)
 
@@ -58,13 +61,12 @@ def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Arra
     if values.shape[axis : axis + indices.ndim] != indices.shape:
         raise ShapeError(at_user_line(
             f"scatter_add: values {values.shape} need the indices' shape {indices.shape} at axis {axis}"))
-    shape = outer + (int(size),) + inner
-    if int(size) < 0:
-        raise ShapeError(at_user_line(f"scatter_add: size must not be negative, got {size}"))
+    size = natural("scatter_add", "size", size)
+    shape = outer + (size,) + inner
     if numel(shape) == 0:
         raise ShapeError(at_user_line(f"scatter_add: empty result shape {shape}"))
     view = _index_view(outer, indices.shape, inner)
-    indices = _check_indices("scatter_add", indices, -int(size), int(size), f"an axis of size {int(size)}")
+    indices = _check_indices("scatter_add", indices, -size, size, f"an axis of size {size}")
     values = ops.astype(values, float32)
     return values.scope.add("scatter_add", shape, float32, (values.node_id, indices.node_id),
                             {"axis": axis, "index_view": view, "count": indices.size})
@@ -72,9 +74,9 @@ def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Arra
 
 @takes_array
 def one_hot(indices: Array, classes: int, dtype=float32) -> Array:
-    """1 where the last axis equals the index, else 0: shape indices.shape + (classes,)."""
-    if int(classes) < 0:
-        raise ShapeError(at_user_line(f"one_hot: classes must not be negative, got {classes}"))
-    indices = _check_indices("one_hot", indices)
+    """1 where the last axis equals the index, else 0: shape indices.shape + (classes,). Indices are
+    checked as take's; one computed in the graph outside [0, classes) gives a row of zeros, as JAX's."""
+    classes = natural("one_hot", "classes", classes)
+    indices = _check_indices("one_hot", indices, 0, classes, f"one_hot's {classes} classes (0 to {classes - 1})")
     positions = indices.scope.arange(classes)
     return ops.astype(ops.eq(ops.expand_dims(indices, -1), positions), dtype)

@@ -20,6 +20,7 @@ def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
     few outputs and much work, or a long shared axis, is split into partial products and their sum,
     between runs where that leaves enough parts, keeping each run's index arithmetic whole (conv2d's
     weight gradient, a run per image)."""
+    a, b = ops._scalar_or_array("matmul", a), ops._scalar_or_array("matmul", b)
     scope = ops._scope_of("matmul", (a, b))
     a, b = ops.as_array(a, scope), ops.as_array(b, scope)
     if a.ndim == 0 or b.ndim == 0:
