@@ -10,6 +10,7 @@ import numpy as np
 
 from descent.compile.spirv import compile_glsl
 from descent.errors import DeviceError, at_user_line
+from descent.runtime import vulkan
 from descent.runtime.probe import count_devices
 
 SUBGROUP_FEATURE_SHUFFLE = 0x10  # VK_SUBGROUP_FEATURE_SHUFFLE_BIT
@@ -144,6 +145,9 @@ def _loop_trips(kp, manager) -> int:
     algorithm = manager.algorithm([tensor], compile_glsl(LOOP_PROBE, "loop_probe", probe=True), [1, 1, 1])
     sequence = manager.sequence()
     sequence.record(kp.OpTensorSyncDevice([tensor]))
+    sequence.record(kp.OpMemoryBarrier([tensor], vulkan.ACCESS_TRANSFER_WRITE,
+                                       vulkan.ACCESS_SHADER_READ | vulkan.ACCESS_SHADER_WRITE,
+                                       vulkan.STAGE_TRANSFER, vulkan.STAGE_COMPUTE_SHADER))
     sequence.record(kp.OpAlgoDispatch(algorithm))
     sequence.record(kp.OpTensorSyncLocal([tensor]))
     sequence.eval()

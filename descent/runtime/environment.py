@@ -54,7 +54,7 @@ class Environment:
         self._transfer = self.device.manager.sequence()
         self._constants: dict[tuple, Parameter] = {}
         self._next_seed = int(seed)
-        self._slots: dict[tuple, Any] = {}  # ("slot", index, bytes, element type) -> kp tensor
+        self._slots: dict[tuple, Any] = {}  # ("slot", index, bytes, element type, copied) -> kp tensor
         self._algorithms: dict[tuple, Any] = {}  # ("algorithm", SPIR-V, tensors, workgroups, formats) -> kp pipeline
         self._users: dict[tuple, int] = {}  # a slot's or pipeline's key -> the live graphs holding it
         self._in_flight: list[Pending] = []
@@ -116,7 +116,7 @@ class Environment:
         """Device memory this Environment holds: every parameter (model, optimiser state, inputs,
         constants) and the temporary slots its graphs share."""
         parameters = sum(max(p.size, 1) * p.dtype.itemsize for p in self.parameters.values())
-        return parameters + sum(max(nbytes // 4, 1) * 4 for _, _, nbytes, _ in self._slots)
+        return parameters + sum(max(key[2] // 4, 1) * 4 for key in self._slots)
 
     def unique_name(self, prefix: str) -> str:
         """`prefix`, or `prefix2`, `prefix3`... : the first that no parameter name starts with."""
@@ -139,15 +139,18 @@ class Environment:
         """The kp tensor holding the parameter named `name` in device memory (what executables bind)."""
         return self._tensors[name]
 
-    def slot(self, index: int, nbytes: int, dtype: np.dtype | type = np.float32) -> tuple[tuple, Any]:
+    def slot(self, index: int, nbytes: int, dtype: np.dtype | type = np.float32,
+             copied: bool = False) -> tuple[tuple, Any]:
         """Device memory for a graph's temporary slot, and the key to `release` it by. Temporaries are
         dead once a run ends and runs never overlap, so live graphs share the Environment's slots:
         rebuilding a graph allocates nothing. `dtype` is the element type kp knows it by (a staged
-        write is copied only to its own type)."""
-        key = ("slot", index, nbytes, np.dtype(dtype).str)
+        write is copied only to its own type); a `copied` slot is a copy's source, which Vulkan
+        requires a buffer made for (kp's storage-only kind is not)."""
+        key = ("slot", index, nbytes, np.dtype(dtype).str, copied)
         with self._lock:
             if key not in self._slots:
-                kind = self.kp.TensorTypes.device if self.checked else self.kp.TensorTypes.storage  # read when checked
+                # checked mode reads every slot back
+                kind = self.kp.TensorTypes.device if self.checked or copied else self.kp.TensorTypes.storage
                 self._slots[key] = self._allocate(np.zeros(max(nbytes // np.dtype(dtype).itemsize, 1), dtype), kind,
                                                   "a temporary")
             self._users[key] = self._users.get(key, 0) + 1

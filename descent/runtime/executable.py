@@ -109,7 +109,8 @@ class Executable:
         weakref.finalize(self, environment.release, self._held).atexit = False
         self._slots = []
         for k, nbytes in enumerate(schedule.slots):
-            key, tensor = environment.slot(k, nbytes, copied_as[k].data().dtype if k in copied_as else np.float32)
+            key, tensor = environment.slot(k, nbytes, copied_as[k].data().dtype if k in copied_as else np.float32,
+                                           copied=k in copied_as)
             self._held.keys.append(key)
             self._slots.append(tensor)
         self._algorithms = []
@@ -141,6 +142,11 @@ class Executable:
         """Parameters copied from host memory to the device at the start of every run."""
         seed = [self.environment.seed_parameter] if self.uses_seed else []
         return list(dict.fromkeys([*self.inputs, *seed]))
+
+    @property
+    def commands(self) -> bool:
+        """Whether a run records anything: a kernel, an upload or a copy."""
+        return bool(self.sources or self.uploads or self.schedule.copies)
 
     @property
     def uses_seed(self) -> bool:
@@ -211,6 +217,8 @@ class Executable:
         environment = self.environment
         with environment.exclusive():
             environment.check_other_threads(self)
+            if not self.commands:  # nothing to do; Vulkan does not allow submitting an empty command buffer
+                return
             recording = self._recordings[self._turn]
             self._turn = (self._turn + 1) % len(self._recordings)
             environment.wait_for(recording.sequence)
@@ -228,6 +236,8 @@ class Executable:
         self._check_indices(values)
         with environment.exclusive():
             environment.check_other_threads(self)
+        if not self.commands:
+            return []
         recording = self._record(environment.kp, timestamps=True)
         for name, value in values.items():
             recording.staging[name][...] = value
@@ -259,15 +269,16 @@ class Executable:
         """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored,
         putting back the parameters earlier kernels wrote, so a refused run changes none."""
         environment = self.environment
-        for parameter in self.uploads:
-            environment.write(parameter, values[parameter.name].reshape(parameter.shape))
-        self._check_indices()
         written = {self.schedule.buffers[name].parameter for source in self.sources for name in source.writes}
+        written |= {parameter.name for parameter in self.uploads}
         before = {environment.parameters[name]: environment.read(environment.parameters[name])
                   for name in written if name is not None}
         try:
+            for parameter in self.uploads:
+                environment.write(parameter, values[parameter.name].reshape(parameter.shape))
+            self._check_indices()
             self._dispatch_checked()
-        except FloatingPointError:
+        except (FloatingPointError, IndexError):
             for parameter, value in before.items():
                 environment.write(parameter, value)
             raise
