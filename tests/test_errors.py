@@ -139,7 +139,7 @@ def test_an_array_given_as_a_parameter_shape_points_to_init(env: dc.Environment)
     (lambda x, w, v: v[..., ...], IndexError, "single ellipsis"),
     (lambda x, w, v: dc.stack([v, v[:2]]), dc.ShapeError,  # it named concat and shapes with the new axis
      r"stack: the arrays must all have one shape, as numpy's; got \(8,\), \(2,\)"),
-    (lambda x, w, v: dc.pad(dc.astype(v, "int32"), 1, 2**40), OverflowError, "pad: Python integer 1099511627776"),
+    (lambda x, w, v: dc.pad(dc.astype(v, "int32"), 1, 2**40), OverflowError, "pad: 1099511627776 is out of bounds"),
     (lambda x, w, v: dc.pad(v, 1.5), dc.ShapeError, "pad: widths must be an int, a .before, after. pair"),
     (lambda x, w, v: dc.scatter_add(v, dc.astype(v, "int32"), -2), dc.ShapeError, "size must not be negative"),
     (lambda x, w, v: dc.broadcast_to(v, (-2, 8)), dc.ShapeError, "broadcast_to: a shape cannot have a negative"),

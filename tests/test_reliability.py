@@ -118,8 +118,9 @@ def test_command_buffers_pass_vulkan_validation(tmp_path: Path) -> None:
     loop probe wrote a buffer after a copy with no barrier, profile's timestamp queries were never
     reset and kp recorded sequences again from a pool that does not allow it. lavapipe forgave all
     five; the Vulkan spec leaves them undefined."""
-    layers = [Path(d) / "VkLayer_khronos_validation.json"
-              for d in ("/usr/share/vulkan/explicit_layer.d", "/etc/vulkan/explicit_layer.d")]
+    folders = [*filter(None, os.environ.get("VK_LAYER_PATH", "").split(os.pathsep)),
+               "/usr/share/vulkan/explicit_layer.d", "/etc/vulkan/explicit_layer.d"]
+    layers = [Path(folder) / "VkLayer_khronos_validation.json" for folder in folders]
     if not any(layer.exists() for layer in layers):
         pytest.skip("the Khronos validation layer is not installed (Debian: vulkan-validationlayers)")
     (tmp_path / "vk_layer_settings.txt").write_text(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from descent.arguments import natural
+from descent.arguments import is_integer
 from descent.errors import DTypeError, ShapeError, at_user_line
 from descent.graph import ops
 from descent.graph.array import Array, takes_array
@@ -26,6 +26,15 @@ def _check_indices(op: str, indices: Array, low: int | None = None, high: int = 
             raise IndexError(at_user_line(f"{op}: index {indices.node.attrs} is out of range for {what}"))
         indices.scope.require_range(indices, low, high, what)
     return ops.astype(indices, int32)
+
+
+def _size(op: str, name: str, value: object) -> int:
+    """A size argument: an int (3.7 is not one), not negative."""
+    if not is_integer(value):
+        raise TypeError(at_user_line(f"{op}: {name} must be an int, got {value!r}"))
+    if value < 0:
+        raise ShapeError(at_user_line(f"{op}: {name} must not be negative, got {value}"))
+    return int(value)
 
 
 @takes_array
@@ -61,7 +70,7 @@ def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Arra
     if values.shape[axis : axis + indices.ndim] != indices.shape:
         raise ShapeError(at_user_line(
             f"scatter_add: values {values.shape} need the indices' shape {indices.shape} at axis {axis}"))
-    size = natural("scatter_add", "size", size)
+    size = _size("scatter_add", "size", size)
     shape = outer + (size,) + inner
     if numel(shape) == 0:
         raise ShapeError(at_user_line(f"scatter_add: empty result shape {shape}"))
@@ -76,7 +85,7 @@ def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Arra
 def one_hot(indices: Array, classes: int, dtype=float32) -> Array:
     """1 where the last axis equals the index, else 0: shape indices.shape + (classes,). Indices are
     checked as take's; one computed in the graph outside [0, classes) gives a row of zeros, as JAX's."""
-    classes = natural("one_hot", "classes", classes)
+    classes = _size("one_hot", "classes", classes)
     indices = _check_indices("one_hot", indices, 0, classes, f"one_hot's {classes} classes (0 to {classes - 1})")
     positions = indices.scope.arange(classes)
     return ops.astype(ops.eq(ops.expand_dims(indices, -1), positions), dtype)
