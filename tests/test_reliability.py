@@ -65,7 +65,7 @@ def test_checked_mode_undoes_the_writes_of_a_refused_run(monkeypatch: pytest.Mon
         s.write(out, dc.log(doubled @ doubled - 100.0))
 
     graph = env.build_graph(build)
-    assert graph.kernel_count == 2 and "param:w" in graph.summary().splitlines()[1]
+    assert graph.kernel_count == 2 and "param:" in graph.summary().splitlines()[1]  # w or count, by device
     with pytest.raises(FloatingPointError, match=r"kernel1 stored nan.*no parameter keeps this run's writes"):
         env.run(graph)
     np.testing.assert_array_equal(env.read(w), np.ones((8, 8)))
