@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 import descent as dc
 from descent.codegen import glsl
@@ -51,6 +52,27 @@ def test_a_long_shared_axis_is_split(env: dc.Environment) -> None:
 
     result = evaluate(env, weight_gradient, x, g)
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=2e-3)
+
+
+def test_a_long_shared_axis_of_prime_length_is_split(env: dc.Environment) -> None:
+    """K = 131,071 (a prime) had no divisor to split at, so the product was one kernel, refused on
+    lavapipe; zeros added to its operands make it split. Values and both gradients against torch."""
+    k = 131_071
+    a = rng.normal(size=(2, k)).astype(np.float32)
+    b = rng.normal(size=(k, 3)).astype(np.float32)
+    weights = rng.normal(size=(2, 3)).astype(np.float32)
+    ta, tb = torch.from_numpy(a).double().requires_grad_(), torch.from_numpy(b).double().requires_grad_()
+    product = ta @ tb
+    (product * torch.from_numpy(weights).double()).sum().backward()
+    np.testing.assert_allclose(evaluate(env, lambda x, y: x @ y, a, b), product.detach().numpy(), rtol=1e-4,
+                               atol=2e-3)
+
+    def gradients(x: dc.Array, y: dc.Array, w: dc.Array) -> dc.Array:
+        gx, gy = x.scope.grad(dc.sum((x @ y) * w), [x, y])
+        return dc.concat([dc.reshape(gx, (-1,)), dc.reshape(gy, (-1,))], 0)
+
+    expected = np.concatenate([ta.grad.numpy().ravel(), tb.grad.numpy().ravel()])
+    np.testing.assert_allclose(evaluate(env, gradients, a, b, weights), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_transposed_operands_are_views(env: dc.Environment) -> None:

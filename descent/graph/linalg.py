@@ -40,6 +40,9 @@ def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
     outputs = m * n * (left.size // max(m * depth, 1))
     target = max(split.MATMUL_OUTPUTS, outputs * -(-depth // split.MATMUL_LONG_FOLD))  # chunks within the fold
     parts = split.chunks(outputs, depth, target, split.MATMUL_MIN_CHUNK, unit)
+    if depth > split.MATMUL_LONG_FOLD and parts == 1:  # no divisor to split a long fold at: zeros make one
+        left, right, parts = _padded_depth(left, right, unit)
+        depth = left.shape[-1]
     few_outputs = outputs < split.MATMUL_SPLIT_BELOW and outputs * depth >= split.MATMUL_MIN_WORK
     if depth == 0:  # a sum of nothing; a view of no elements has no index arithmetic to load through
         result = ops.broadcast_to(scope.constant(0.0, float32), batch + (m, n))
@@ -52,6 +55,18 @@ def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
     if b.ndim == 1:
         result = ops.squeeze(result, -1)
     return result
+
+
+def _padded_depth(left: Array, right: Array, unit: int) -> tuple[Array, Array, int]:
+    """left and right with zeros added along the shared axis, to a length that splits into parts of
+    at most MATMUL_LONG_FOLD (whole runs of `unit`), and that number of parts."""
+    depth = left.shape[-1]
+    parts = -(-depth // split.MATMUL_LONG_FOLD)
+    chunk = -(-depth // (parts * unit)) * unit
+    extra = parts * chunk - depth
+    left = ops.pad(left, [(0, 0)] * (left.ndim - 1) + [(0, extra)])
+    right = ops.pad(right, [(0, 0)] * (right.ndim - 2) + [(0, extra), (0, 0)])
+    return left, right, parts
 
 
 def _split_depth(scope, left: Array, right: Array, batch: tuple[int, ...], parts: int) -> Array:
