@@ -210,7 +210,6 @@ class Executable:
         """Start one run: `values` (parameter name -> array of the parameter's dtype and size) go into
         the next recording's staging memory, then its command buffer is submitted without waiting."""
         self._check_indices(values)
-        self._held.ran = True
         if self.checked:
             self._replay_checked(values)
             return
@@ -224,6 +223,7 @@ class Executable:
             environment.wait_for(recording.sequence)
             for name, view in recording.staging.items():
                 view[...] = values[name]
+            self._held.ran = True
             environment.submit(recording.sequence, self)
 
     def profile(self, repeats: int = 5) -> list[tuple[str, str, float]]:
@@ -285,6 +285,7 @@ class Executable:
 
     def _dispatch_checked(self) -> None:
         """Dispatch the kernels one at a time, checking each one's float stores."""
+        self._held.ran = True
         environment = self.environment
         kp = environment.kp
         manager = environment.device.manager
