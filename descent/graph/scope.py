@@ -204,5 +204,3 @@ class Scope:
 
 
 _MOST_ELEMENTS = 2**31 - 1
-
-
