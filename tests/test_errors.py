@@ -92,8 +92,9 @@ def test_float64_beyond_float32_is_refused(env: dc.Environment) -> None:
     (dict(device=True), TypeError, r"device must be an index or a name, got True"),
     (dict(device=0.0), TypeError, r"device must be an index or a name, got 0.0"),
     (dict(seed=1.5), TypeError, r"seed must be an int, got 1.5"),
-    (dict(seed=2**32), ValueError, r"seed must be in \[0, 2\*\*32\)")], ids=["deterministic", "device-bool",
-                                                                           "device-float", "seed-float", "seed-big"])
+    (dict(seed=2**32), ValueError, r"seed must be in \[0, 2\*\*32\)"),
+    (dict(seed=2**64 + 3), ValueError, r"seed must be in \[0, 2\*\*32\)")],
+    ids=["deterministic", "device-bool", "device-float", "seed-float", "seed-big", "seed-2**64"])
 def test_environment_settings_are_checked(settings: dict, error: type, message: str) -> None:
     """Environment(deterministic="no") switched determinism on, device=True opened device 1 and a
     seed of 2**32 ran as 0 (run refuses it)."""
@@ -458,6 +459,7 @@ def test_run_and_build_arguments_are_checked(env: dc.Environment) -> None:
             (lambda: env.build_graph(lambda s: None, inputs=x), TypeError, r"build_graph: inputs must be a list"),
             (lambda: env.run(graph, seed=1.9), TypeError, r"run: seed must be an int, got 1.9"),
             (lambda: env.run(graph, seed=2**32), ValueError, r"run: seed must be in \[0, 2\*\*32\)"),
+            (lambda: env.run(graph, seed=2**64 + 3), ValueError, r"run: seed must be in \[0, 2\*\*32\)"),
             (lambda: env.parameter(7, (2,)), TypeError, r"parameter: the name must be a non-empty string, got 7")]:
         with pytest.raises(error, match=message + r"(.|\n)*test_errors.py"):
             call()

@@ -287,11 +287,13 @@ def test_profile_times_each_kernel_and_runs_the_graph(env: dc.Environment) -> No
     assert env.device_bytes == held
 
 
-def test_a_dropped_graph_frees_the_temporaries_and_pipelines_no_other_holds(env: dc.Environment) -> None:
+def test_a_dropped_graph_frees_the_temporaries_and_pipelines_no_other_holds(env: dc.Environment,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Temporary slots (shared only at one byte size) and pipelines were never freed: 40 graphs of
     other batch sizes, each dropped after its run, kept 80 buffers. A live graph keeps what it binds,
     and a graph built again while the first lives shares it; so does one built again after a first
-    that never ran (lavapipe 22.3 would keep a destroyed pipeline's memory)."""
+    that never ran (lavapipe 22.3 would keep a destroyed pipeline's memory). A build that fails
+    partway (out of memory, say) gives back what it took."""
     w = env.parameter("freed_w", (64, 64), init=np.full((64, 64), 0.01, np.float32))
 
     def square(s):
@@ -299,7 +301,7 @@ def test_a_dropped_graph_frees_the_temporaries_and_pipelines_no_other_holds(env:
 
     kept = env.build_graph(square)
     gc.collect()
-    held = env.device_bytes
+    held, pipelines = env.device_bytes, len(env._algorithms)
     made = 0
     for batch in range(1, 21):
         x = env.parameter(f"freed_x{batch}", (batch, 64), init=np.ones((batch, 64), np.float32))
@@ -312,7 +314,7 @@ def test_a_dropped_graph_frees_the_temporaries_and_pipelines_no_other_holds(env:
         np.testing.assert_allclose(env.read(y), np.full((batch, 1), 2 * 64 * 64 * 0.01), rtol=1e-5)
         del graph
     gc.collect()
-    assert env.device_bytes == held + made
+    assert env.device_bytes == held + made and len(env._algorithms) == pipelines
     again = env.build_graph(square)
     assert env.device_bytes == held + made and again._algorithms == kept._algorithms
     env.run(kept)
@@ -326,6 +328,16 @@ def test_a_dropped_graph_frees_the_temporaries_and_pipelines_no_other_holds(env:
     del never_run
     gc.collect()
     assert env.build_graph(lambda s: s.write(w, s.read(w).T @ s.read(w)))._algorithms == pipelines
+
+    def out_of_memory(*args, **kwargs):
+        raise dc.DeviceError("could not allocate")
+
+    before = (env.device_bytes, len(env._algorithms), dict(env._users))
+    monkeypatch.setattr(env, "algorithm", out_of_memory)  # the graph's temporaries are taken by then
+    with pytest.raises(dc.DeviceError, match="could not allocate"):
+        env.build_graph(lambda s: s.write(w, dc.exp(s.read(w) @ s.read(w)) @ s.read(w)))
+    gc.collect()
+    assert (env.device_bytes, len(env._algorithms), dict(env._users)) == before
 
 
 def test_cpu_elementwise_four_elements_a_thread(env: dc.Environment) -> None:

@@ -105,10 +105,15 @@ VALIDATED_PROGRAM = """
         env.run(env.build_graph(build))
     staged.profile(repeats=2)
     print("sum", env.read(w).sum())
-    # a copy from a storage-only buffer, on purpose: the layer must name it, or it is not looking
-    manager = env.device.manager
-    source = manager.tensor_t(np.zeros(4, np.float32), env.kp.TensorTypes.storage)
-    manager.sequence().eval(env.kp.OpTensorCopy([source, manager.tensor_t(np.zeros(4, np.float32))]))
+"""
+
+WRONG_ON_PURPOSE = """
+    import numpy as np, descent as dc
+    from descent.runtime import vulkan
+    env = dc.Environment()
+    barrier = env.kp.OpMemoryBarrier([env.device.manager.tensor_t(np.zeros(4, np.float32))], vulkan.ACCESS_SHADER_WRITE,
+                                     vulkan.ACCESS_SHADER_READ, vulkan.STAGE_TRANSFER, vulkan.STAGE_TRANSFER)
+    env.device.manager.sequence().eval(barrier)
 """
 
 
@@ -128,13 +133,17 @@ def test_command_buffers_pass_vulkan_validation(tmp_path: Path) -> None:
         "khronos_validation.report_flags = error,warn\n"
         "khronos_validation.log_filename = stdout\n"
         "khronos_validation.enables = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT\n")
-    result = _python(VALIDATED_PROGRAM, VK_INSTANCE_LAYERS="VK_LAYER_KHRONOS_validation",
-                     VK_LAYER_SETTINGS_PATH=str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert "sum 4.92" in result.stdout
-    messages = [line for line in result.stdout.splitlines() if "Validation" in line or "SYNC-HAZARD" in line]
-    assert messages and "VUID-vkCmdCopyBuffer-srcBuffer-00118" in messages[-1], "the layer reported nothing"
-    assert len(messages) == 1, "\n".join(messages[:5])
+
+    def messages(program: str) -> list[str]:
+        result = _python(program, VK_INSTANCE_LAYERS="VK_LAYER_KHRONOS_validation",
+                         VK_LAYER_SETTINGS_PATH=str(tmp_path))
+        assert result.returncode == 0, result.stderr
+        return [line for line in result.stdout.splitlines() if "Validation" in line or "SYNC-HAZARD" in line]
+
+    assert any("VUID-vkCmdPipelineBarrier-srcAccessMask" in line for line in messages(WRONG_ON_PURPOSE)), \
+        "the layer did not report a barrier made wrong on purpose: it is not looking"
+    reported = messages(VALIDATED_PROGRAM)
+    assert not reported, "\n".join(reported[:5])
 
 
 INDEX_PROGRAM = """

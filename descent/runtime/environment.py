@@ -42,7 +42,7 @@ class Environment:
             raise TypeError(at_user_line(f"Environment: device must be an index or a name, got {device!r}"))
         deterministic = (_flag("DESCENT_DETERMINISTIC") if deterministic is None
                          else arguments.flag("Environment", "deterministic", deterministic))
-        if not 0 <= arguments.seed("Environment", seed) < 2**32:
+        if not 0 <= _checked_seed("Environment", seed) < 2**32:
             raise ValueError(at_user_line(f"Environment: seed must be in [0, 2**32), as run's, got {seed}"))
         self.device: Device = (open_device(device) if device is not None
                                else open_device(os.environ.get("DESCENT_DEVICE"), "DESCENT_DEVICE"))
@@ -54,7 +54,7 @@ class Environment:
         self._transfer = self.device.manager.sequence()
         self._constants: dict[tuple, Parameter] = {}
         self._next_seed = int(seed)
-        self._slots: dict[tuple, Any] = {}  # ("slot", index, bytes, element type, copied) -> kp tensor
+        self._slots: dict[tuple, Any] = {}  # ("slot", index, bytes, element type) -> kp tensor
         self._algorithms: dict[tuple, Any] = {}  # ("algorithm", SPIR-V, tensors, workgroups, formats) -> kp pipeline
         self._users: dict[tuple, int] = {}  # a slot's or pipeline's key -> the live graphs holding it
         self._in_flight: list[Pending] = []
@@ -116,7 +116,8 @@ class Environment:
         """Device memory this Environment holds: every parameter (model, optimiser state, inputs,
         constants) and the temporary slots its graphs share."""
         parameters = sum(max(p.size, 1) * p.dtype.itemsize for p in self.parameters.values())
-        return parameters + sum(max(key[2] // 4, 1) * 4 for key in self._slots)
+        with self._lock:  # a graph dropped in another thread may free slots meanwhile
+            return parameters + sum(max(key[2] // 4, 1) * 4 for key in self._slots)
 
     def unique_name(self, prefix: str) -> str:
         """`prefix`, or `prefix2`, `prefix3`... : the first that no parameter name starts with."""
@@ -139,18 +140,15 @@ class Environment:
         """The kp tensor holding the parameter named `name` in device memory (what executables bind)."""
         return self._tensors[name]
 
-    def slot(self, index: int, nbytes: int, dtype: np.dtype | type = np.float32,
-             copied: bool = False) -> tuple[tuple, Any]:
+    def slot(self, index: int, nbytes: int, dtype: np.dtype | type = np.float32) -> tuple[tuple, Any]:
         """Device memory for a graph's temporary slot, and the key to `release` it by. Temporaries are
         dead once a run ends and runs never overlap, so live graphs share the Environment's slots:
         rebuilding a graph allocates nothing. `dtype` is the element type kp knows it by (a staged
-        write is copied only to its own type); a `copied` slot is a copy's source, which Vulkan
-        requires a buffer made for (kp's storage-only kind is not)."""
-        key = ("slot", index, nbytes, np.dtype(dtype).str, copied)
+        write is copied only to its own type)."""
+        key = ("slot", index, nbytes, np.dtype(dtype).str)
         with self._lock:
             if key not in self._slots:
-                # checked mode reads every slot back
-                kind = self.kp.TensorTypes.device if self.checked or copied else self.kp.TensorTypes.storage
+                kind = self.kp.TensorTypes.device if self.checked else self.kp.TensorTypes.storage  # read when checked
                 self._slots[key] = self._allocate(np.zeros(max(nbytes // np.dtype(dtype).itemsize, 1), dtype), kind,
                                                   "a temporary")
             self._users[key] = self._users.get(key, 0) + 1
@@ -179,9 +177,10 @@ class Environment:
             self._users[key] = self._users.get(key, 0) + 1
             return key, self._algorithms[key]
 
-    def release(self, held: Held) -> None:
-        """A graph is gone: free the slots and pipelines no live graph holds any more (see `Held`)."""
-        if not held.ran:
+    def release(self, held: Held, failed: bool = False) -> None:
+        """A graph is gone, or `failed` to build: free the slots and pipelines no live graph holds any
+        more (see `Held`)."""
+        if not (held.ran or failed):
             return
         with self._lock:
             for key in held.keys:
@@ -189,6 +188,7 @@ class Environment:
                 if not self._users[key]:
                     del self._users[key]
                     (self._slots if key[0] == "slot" else self._algorithms).pop(key)
+            held.keys.clear()
 
     def _check(self, parameter: Parameter) -> None:
         if not isinstance(parameter, Parameter) or parameter.environment is not self:
@@ -356,7 +356,7 @@ class Environment:
             raise TypeError(at_user_line(f"run: inputs must be a dict {{parameter: values}}, "
                                          f"got {type(inputs).__name__}"))
         inputs = inputs or {}
-        if seed is not None and not 0 <= arguments.seed("run", seed) < 2**32:
+        if seed is not None and not 0 <= _checked_seed("run", seed) < 2**32:
             raise ValueError(at_user_line(f"run: seed must be in [0, 2**32) (the device's generator takes 32 bits), "
                                           f"got {seed}"))
         for parameter in inputs:
@@ -406,6 +406,13 @@ def _within_bindings(scope: Scope, cpu: bool, shape: DeviceShape, limit: int) ->
                 raise DeviceError(f"{source.name} binds {len(source.bindings)} buffers; this device allows {limit} "
                                   f"(ops from {', '.join(source.locations[:3])})")
         split |= {point for point, _ in points}
+
+
+def _checked_seed(owner: str, seed: Any) -> int:
+    """`seed` as an int, refused if it is not one; not reduced, so that the caller's range check sees
+    2**64 as the value it is (the device's generator takes 32 bits)."""
+    arguments.seed(owner, seed)
+    return int(seed)
 
 
 def _flag(variable: str) -> bool:

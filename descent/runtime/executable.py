@@ -107,19 +107,22 @@ class Executable:
                      for copy in schedule.copies}
         self._held = Held()
         weakref.finalize(self, environment.release, self._held).atexit = False
-        self._slots = []
-        for k, nbytes in enumerate(schedule.slots):
-            key, tensor = environment.slot(k, nbytes, copied_as[k].data().dtype if k in copied_as else np.float32,
-                                           copied=k in copied_as)
-            self._held.keys.append(key)
-            self._slots.append(tensor)
-        self._algorithms = []
-        for source, code in zip(sources, spirv):
-            key, algorithm = environment.algorithm([self._tensor(name) for name in source.bindings], code,
-                                                   source.workgroups, self._texel_formats(source))
-            self._held.keys.append(key)
-            self._algorithms.append(algorithm)
-        self._recordings = [] if self.checked else [self._record(environment.kp) for _ in range(RECORDINGS)]
+        try:
+            self._slots = []
+            for k, nbytes in enumerate(schedule.slots):
+                key, tensor = environment.slot(k, nbytes, copied_as[k].data().dtype if k in copied_as else np.float32)
+                self._held.keys.append(key)
+                self._slots.append(tensor)
+            self._algorithms = []
+            for source, code in zip(sources, spirv):
+                key, algorithm = environment.algorithm([self._tensor(name) for name in source.bindings], code,
+                                                       source.workgroups, self._texel_formats(source))
+                self._held.keys.append(key)
+                self._algorithms.append(algorithm)
+            self._recordings = [] if self.checked else [self._record(environment.kp) for _ in range(RECORDINGS)]
+        except BaseException:  # out of device memory, say: what this graph took goes back
+            environment.release(self._held, failed=True)
+            raise
         self._turn = 0
 
     def _texel_formats(self, source: KernelSource) -> tuple[int, ...]:
@@ -243,9 +246,9 @@ class Executable:
             recording.staging[name][...] = value
         period_us = environment.device.limits.timestamp_period / 1000.0
         times = []
-        self._held.ran = True
         for _ in range(repeats):
             recording.sequence.eval()
+            self._held.ran = True
             stamps = np.array(recording.sequence.get_timestamps(), np.float64)
             times.append([(stamps[k + 1] - stamps[k]) * period_us for k in recording.kernels])
         median = np.median(np.array(times), axis=0) if times else []
@@ -269,10 +272,8 @@ class Executable:
         """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored,
         putting back the parameters earlier kernels wrote, so a refused run changes none."""
         environment = self.environment
-        written = {self.schedule.buffers[name].parameter for source in self.sources for name in source.writes}
-        written |= {parameter.name for parameter in self.uploads}
-        before = {environment.parameters[name]: environment.read(environment.parameters[name])
-                  for name in written if name is not None}
+        written = self.writes | {parameter.name for parameter in self.uploads}  # the seed too
+        before = {environment.parameters[name]: environment.read(environment.parameters[name]) for name in written}
         try:
             for parameter in self.uploads:
                 environment.write(parameter, values[parameter.name].reshape(parameter.shape))
@@ -284,8 +285,8 @@ class Executable:
             raise
 
     def _dispatch_checked(self) -> None:
-        """Dispatch the kernels one at a time, checking each one's float stores."""
-        self._held.ran = True
+        """Dispatch the kernels one at a time, checking each one's float stores; a run that gets
+        through them all has dispatched every pipeline (see `Held`)."""
         environment = self.environment
         kp = environment.kp
         manager = environment.device.manager
@@ -308,6 +309,7 @@ class Executable:
                         f"{staged_targets.get(name, name)} ({bad.size} non-finite values); it computes "
                         f"{', '.join(dict.fromkeys(source.ops))} from {', '.join(source.locations)}; no parameter "
                         f"keeps this run's writes")
+        self._held.ran = True
         for copy in self.schedule.copies:
             manager.sequence().eval(kp.OpTensorCopy([self._tensor(copy.source), self._tensor(copy.target)]))
 
