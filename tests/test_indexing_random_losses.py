@@ -233,10 +233,12 @@ def test_losses_at_their_edges(env: dc.Environment) -> None:
     for loss in (dc.mse, dc.l1, dc.huber, dc.binary_cross_entropy_with_logits):
         assert np.isnan(evaluate(env, loss, empty, empty)), loss.__name__
     logits = rng.normal(size=(5, 4)).astype(np.float32)
-    beyond, clamped = np.array([0, 3, 4, 1, -2], np.int32), np.array([0, 3, 3, 1, 0], np.int32)
-    np.testing.assert_allclose(evaluate(env, dc.softmax_cross_entropy, logits, beyond),
-                               F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(clamped).long()).item(),
-                               rtol=1e-6)
+    for beyond, clamped in [(np.array([0, 3, 4, 1, -2], np.int32), [0, 3, 3, 1, 0]),
+                            (np.array([0, 3, 2**32 - 1, 1, 2**31], np.uint32), [0, 3, 3, 1, 3])]:
+        reference = F.cross_entropy(torch.from_numpy(logits), torch.tensor(clamped)).item()
+        np.testing.assert_allclose(evaluate(env, dc.softmax_cross_entropy, logits, beyond), reference, rtol=1e-6)
+    with pytest.raises(dc.DTypeError, match=r"softmax_cross_entropy: class labels must be int32 or uint32, not bool"):
+        evaluate(env, dc.softmax_cross_entropy, logits, np.array([True, False, True, True, False]))
 
 
 def test_softmax_of_integers_and_cross_entropy_errors(env: dc.Environment) -> None:
@@ -250,6 +252,7 @@ def test_softmax_of_integers_and_cross_entropy_errors(env: dc.Environment) -> No
                                    rtol=1e-6, atol=1e-30)
         np.testing.assert_allclose(evaluate(env, dc.log_softmax, values), torch.log_softmax(reference, 0).numpy(),
                                    rtol=1e-6)
+
     def refused(error: type, message: str, logits: np.ndarray, labels=None) -> None:
         with pytest.raises(error, match=rf"softmax_cross_entropy: {message}(.|\n)*test_indexing_random_losses.py"):
             evaluate(env, lambda x: dc.softmax_cross_entropy(x, dc.astype(x, "int32") if labels is None else labels),
@@ -270,6 +273,7 @@ def test_index_arguments_known_when_the_graph_is_built(env: dc.Environment) -> N
         with pytest.raises(IndexError, match=rf"take: index {index} is out of range for an axis of size 3"):
             evaluate(env, lambda a, i=index: dc.take(a, i, 0), x)
     np.testing.assert_array_equal(evaluate(env, lambda a: dc.take(a, -3, 0), x), x[0])
+    np.testing.assert_array_equal(evaluate(env, lambda a: dc.take(a, a.scope.constant(-3.5, "int32"), 0), x), x[0])
     labels = env.parameter("one_hot_labels", (3,), "int32")
     out = env.parameter("one_hot_out", (3, 3))
     graph = env.build_graph(lambda s: s.write(out, dc.one_hot(s.read(labels), 3)), inputs=[labels])
@@ -277,6 +281,8 @@ def test_index_arguments_known_when_the_graph_is_built(env: dc.Environment) -> N
         env.run(graph, {labels: np.array([0, 5, 1], np.int32)})
     env.run(graph, {labels: np.array([0, 2, 1], np.int32)})
     np.testing.assert_array_equal(env.read(out), np.eye(3)[[0, 2, 1]])
+    none = evaluate(env, lambda a: dc.one_hot(dc.astype(a[0], "int32"), 0) + 1.0, x)  # no classes, no check
+    assert none.shape == (4, 0)
     with pytest.raises(TypeError, match=r"one_hot: classes must be an int, got 3.5"):
         evaluate(env, lambda a: dc.one_hot(dc.astype(a, "int32"), 3.5), x)
     with pytest.raises(TypeError, match=r"scatter_add: size must be an int, got 3.7"):

@@ -22,8 +22,8 @@ def _check_indices(op: str, indices: Array, low: int | None = None, high: int = 
     if indices.dtype.is_float or indices.dtype.name == "bool":
         raise DTypeError(at_user_line(f"{op}: indices must be int32 or uint32, not {indices.dtype.name}"))
     if low is not None:
-        if indices.node.op == "const" and not low <= indices.node.attrs < high:  # a number known now
-            raise IndexError(at_user_line(f"{op}: index {indices.node.attrs} is out of range for {what}"))
+        if indices.node.op == "const" and not low <= int(indices.node.attrs) < high:  # a number known now
+            raise IndexError(at_user_line(f"{op}: index {int(indices.node.attrs)} is out of range for {what}"))
         indices.scope.require_range(indices, low, high, what)
     return ops.astype(indices, int32)
 
@@ -86,6 +86,7 @@ def one_hot(indices: Array, classes: int, dtype=float32) -> Array:
     """1 where the last axis equals the index, else 0: shape indices.shape + (classes,). Indices are
     checked as take's; one computed in the graph outside [0, classes) gives a row of zeros, as JAX's."""
     classes = _size("one_hot", "classes", classes)
-    indices = _check_indices("one_hot", indices, 0, classes, f"one_hot's {classes} classes (0 to {classes - 1})")
+    indices = (_check_indices("one_hot", indices, 0, classes, f"one_hot's {classes} classes (0 to {classes - 1})")
+               if classes else _check_indices("one_hot", indices))  # no classes: no element for an index to name
     positions = indices.scope.arange(classes)
     return ops.astype(ops.eq(ops.expand_dims(indices, -1), positions), dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from descent.errors import ShapeError, at_user_line
+from descent.errors import DTypeError, ShapeError, at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array, array_argument, takes_array
 from descent.graph.dtype import float32
@@ -58,6 +58,8 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
                 f"softmax_cross_entropy: probability labels {labels.shape} must match logits {logits.shape}"))
         targets = labels
     else:
+        if labels.dtype.name == "bool":
+            raise DTypeError(at_user_line("softmax_cross_entropy: class labels must be int32 or uint32, not bool"))
         if labels.shape != logits.shape[:-1]:
             raise ShapeError(at_user_line(
                 f"softmax_cross_entropy: integer labels {labels.shape} must have shape {logits.shape[:-1]}"))
@@ -65,7 +67,7 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
         labels.scope.require_range(labels, 0, classes,
                                    f"softmax_cross_entropy's {classes} classes (0 to {classes - 1})")
         # clamped into range on the device, as other indices held in parameters (run inputs are checked)
-        targets = one_hot(ops.clip(ops.astype(labels, "int32"), 0, classes - 1), classes)
+        targets = one_hot(ops.clip(labels, 0, classes - 1), classes)
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
     log_probabilities = logits - reductions.logsumexp(logits, -1, keepdims=True)
