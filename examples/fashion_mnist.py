@@ -155,6 +155,8 @@ def main() -> None:
                 history = [h for h in saved["history"] if int(h["epoch"]) >= 1]
                 if not all(type(h["epoch"]) is int for h in history):
                     raise TypeError("an epoch is not a whole number")
+                if not all(isinstance(h.get("time", 0.0), int | float) for h in history):
+                    raise TypeError("an epoch's time is not a number")
             except (ValueError, KeyError, TypeError) as error:
                 refuse(parser, "--resume", ValueError(f"{record} is damaged ({type(error).__name__}: {error}); "
                                                       "move it away to resume without the history of earlier epochs"))
@@ -181,6 +183,7 @@ def main() -> None:
                 plot(history, figure, f"{args.network} on Fashion-MNIST ({env.device.name})")
             print(f"{checkpoint} has trained {trainer.epochs_trained} epochs already; ask for more with --epochs")
             return
+        seconds -= sum(h.get("time", 0.0) for h in history if h["epoch"] > trainer.epochs_trained)  # trained again
         history = [h for h in history if h["epoch"] <= trainer.epochs_trained]
         print(f"resuming after epoch {trainer.epochs_trained} of {checkpoint}")
     out.mkdir(parents=True, exist_ok=True)
@@ -208,6 +211,8 @@ def main() -> None:
     except KeyboardInterrupt:
         if history:
             plot(history, figure, title)
+        if not checkpoint.exists():
+            raise SystemExit("stopped before the first epoch was saved; nothing to resume") from None
         raise SystemExit(f"stopped; {checkpoint}, {record} and {figure} hold the epochs saved, and --resume "
                          "continues") from None
     total = time.perf_counter() - start

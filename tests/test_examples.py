@@ -265,8 +265,26 @@ def test_a_stop_while_saving_an_epoch_keeps_record_and_checkpoint_together(
         patch.setattr(nn.Trainer, "save", interrupted)
         with pytest.raises(SystemExit, match=r"stopped; .*--resume continues"):
             run("--epochs", "3")
+    record = json.loads((tmp_path / "linear.json").read_text())
+    record["history"][-1]["time"] = record["seconds"] = 1000.0  # an epoch of 1000 s that the resume trains again
+    (tmp_path / "linear.json").write_text(json.dumps(record))
     assert run("--epochs", "3", "--resume") == [1, 2, 3]
     assert f"resuming after epoch {1 if stop == 'before' else 2}" in capsys.readouterr().out
+    seconds = json.loads((tmp_path / "linear.json").read_text())["seconds"]
+    assert (seconds < 1000) == (stop == "before")  # a dropped epoch's time was counted as well as its retraining
+
+
+def test_a_stop_before_the_first_save_says_there_is_nothing_to_resume(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The stop message said the checkpoint held the epochs saved and --resume continued, where no
+    checkpoint had been written yet and --resume was refused."""
+    def interrupted(trainer: nn.Trainer, path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nn.Trainer, "save", interrupted)
+    monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *QUICK["fashion_mnist"], "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"stopped before the first epoch was saved; nothing to resume"):
+        _example("fashion_mnist").main()
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
