@@ -42,9 +42,9 @@ if ! $VPY -c "import kp, importlib.metadata as m; assert m.version('kp') == '$KP
     $VPY -m pip download -q --no-deps --no-binary :all: -d "$work" "kp==$KP_VERSION"
     tar xzf "$work/kp-$KP_VERSION.tar.gz" -C "$work"
     # adds OpMemoryBarrier, device limits, uniform texel-buffer bindings and a non-blocking completion
-    # check to the bindings, makes eval_async() asynchronous, reuses one fence per sequence, resets
-    # timestamp queries and lets command buffers be recorded again (as Vulkan requires), fixes
-    # setup.py's cmake arguments
+    # check to the bindings, makes eval_async() asynchronous, reuses one fence per sequence, lets
+    # copies use storage buffers, resets timestamp queries and lets command buffers be recorded again
+    # (as Vulkan requires), fixes setup.py's cmake arguments
     patch -s -p1 -d "$work/kp-$KP_VERSION" < scripts/kp-$KP_VERSION-descent.patch
     export KOMPUTE_OPT_INSTALL=OFF KOMPUTE_OPT_USE_BUILT_IN_VULKAN_HEADER=OFF \
       KOMPUTE_OPT_USE_BUILT_IN_FMT=OFF KOMPUTE_OPT_USE_BUILT_IN_PYBIND11=OFF \
