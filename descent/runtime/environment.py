@@ -366,11 +366,14 @@ class Environment:
                     "with build_graph(..., inputs=[...]) or use env.write"))
         values = {p.name: self._convert(p, inputs[p]) if p in inputs else self.stored(p) for p in graph.inputs}
         if graph.uses_seed:
-            if seed is None:
-                seed = self._next_seed
-                self._next_seed += 1
-            values[self.seed_parameter.name] = np.array([int(seed) % 2**32], np.uint32)
+            values[self.seed_parameter.name] = self.next_seed() if seed is None else np.array([seed], np.uint32)
         graph.submit(values)
+
+    def next_seed(self) -> np.ndarray:
+        """The seed of a run given none: the counter `seed` started, advanced by one for every such run."""
+        seed = np.array([self._next_seed % 2**32], np.uint32)
+        self._next_seed += 1
+        return seed
 
 
 @dataclass

@@ -230,23 +230,25 @@ class Executable:
             environment.submit(recording.sequence, self)
 
     def profile(self, repeats: int = 5) -> list[tuple[str, str, float]]:
-        """Run the graph `repeats` times (its writes take effect; inputs keep their current values) and
-        return, per kernel, its name, its ops and the median device time in microseconds (from GPU
-        timestamps). Its inputs are checked as a run's are."""
+        """Run the graph `repeats` times, as `repeats` calls of env.run(graph) would (its writes take
+        effect, each run uploads its inputs' current values and takes the next seed), and return, per
+        kernel, its name, its ops and the median device time in microseconds (from GPU timestamps)."""
         environment = self.environment
         environment.synchronize()
-        values = {parameter.name: environment.stored(parameter) for parameter in self.uploads}
-        self._check_indices(values)
         with environment.exclusive():
             environment.check_other_threads(self)
         if not self.commands:
             return []
         recording = self._record(environment.kp, timestamps=True)
-        for name, value in values.items():
-            recording.staging[name][...] = value
         period_us = environment.device.limits.timestamp_period / 1000.0
         times = []
         for _ in range(repeats):
+            values = {parameter.name: environment.stored(parameter) for parameter in self.inputs}
+            if self.uses_seed:
+                values[environment.seed_parameter.name] = environment.next_seed()
+            self._check_indices(values)
+            for name, value in values.items():
+                recording.staging[name][...] = value
             recording.sequence.eval()
             self._held.ran = True
             stamps = np.array(recording.sequence.get_timestamps(), np.float64)
