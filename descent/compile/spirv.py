@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from descent.errors import CompileError, at_user_line
+from descent.files import write_atomically
 
 COMPILER = "glslangValidator"
 FLAGS = ("-V", "--target-env", "vulkan1.1", "-S", "comp")
@@ -55,7 +56,7 @@ def _version_record(folder: Path) -> Path:
 def _record_version(folder: Path, version: str) -> None:
     try:
         if _recorded_version(folder) != version:
-            _write_atomic(_version_record(folder), version.encode())
+            _write_bytes(_version_record(folder), version.encode())
     except OSError:
         pass  # the SPIR-V write beside it has warned
 
@@ -110,27 +111,16 @@ def _read_cached(path: Path, key: str) -> bytes | None:
 def _write_cached(path: Path, key: str, spirv: bytes) -> None:
     """Write the SPIR-V and its digest; failure only warns."""
     try:
-        _write_atomic(path, spirv + _digest(key, spirv))
+        _write_bytes(path, spirv + _digest(key, spirv))
     except OSError as error:
         _warn_once(f"descent cannot cache SPIR-V in {path.parent} ({error.strerror}); shaders will be compiled "
                    "again in every process. Set DESCENT_CACHE to a writable folder.")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write so that a reader sees the old file or the whole new one, leaving no partial file."""
-    partial = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=path.parent, suffix=".part")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except OSError:
-        if partial is not None:
-            Path(partial).unlink(missing_ok=True)
-        raise
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write a cache file atomically, making its folder first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda handle: handle.write(data))
 
 
 def _compile(source: str, label: str, origin: str) -> bytes:

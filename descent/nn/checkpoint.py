@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
-import tempfile
 import zipfile
 from collections.abc import Collection
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from descent.errors import DescentError, at_user_line
+from descent.files import write_atomically
 from descent.graph.parameter import Parameter
 
 
@@ -44,29 +43,10 @@ def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
     arrays = {name: env.read(parameter) for name, parameter in parameters.items()}
     arrays.update(metadata or {})
     try:
-        _write_atomically(path, arrays)
+        write_atomically(path, lambda handle: _write_npz(handle, arrays))
     except OSError as error:
         raise CheckpointError(at_user_line(f"cannot save a checkpoint to {path}: {error.strerror or error} "
                                            "(a file already there is left untouched)")) from error
-
-
-def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write the archive beside the file a link at `path` leads to, then rename it over that file,
-    which keeps its permissions (a new file gets open()'s)."""
-    path = Path(os.path.realpath(path))
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else _new_file_mode()
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            _write_npz(handle, arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(partial, mode)
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.unlink(partial)
-        raise
 
 
 def _write_npz(handle: Any, arrays: dict[str, np.ndarray]) -> None:
@@ -76,19 +56,6 @@ def _write_npz(handle: Any, arrays: dict[str, np.ndarray]) -> None:
         for name, value in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-
-
-def _new_file_mode() -> int:
-    """The mode open() gives a new file (0o666 less the umask); mkstemp's 0o600 would hide the
-    checkpoint from the user's group and from other tools. Linux reports the umask in
-    /proc/self/status; elsewhere it is read by setting it, which races with other threads."""
-    try:
-        with open("/proc/self/status") as status:
-            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return 0o666 & ~umask
 
 
 def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
