@@ -11,7 +11,7 @@ import numpy as np
 from descent.arguments import natural, real
 from descent.errors import DTypeError, ShapeError, at_user_line
 from descent.graph import conv, indexing, ops, reductions
-from descent.graph.array import Array
+from descent.graph.array import Array, array_argument
 from descent.graph.dtype import int32
 from descent.graph.scope import Scope
 from descent.nn.module import Module
@@ -30,9 +30,7 @@ def module_input(module: Module, x: Any, least_axes: int = 0) -> Array:
     """A module's input: a graph Array with at least `least_axes` axes, refused by the module's name
     otherwise (a numpy array with the hint ops give) before some op deep inside trips on it."""
     name = type(module).__name__
-    if not isinstance(x, Array):
-        ops._scalar_or_array(name, x)
-        raise DTypeError(at_user_line(f"{name}: input must be an Array, got {type(x).__name__} {x!r}"))
+    x = array_argument(name, x)
     if x.ndim < least_axes:
         raise ShapeError(at_user_line(f"{name}: input {x.shape} is {x.ndim}-D; it needs at least {least_axes}-D"))
     return x
