@@ -42,8 +42,7 @@ class Environment:
             raise TypeError(at_user_line(f"Environment: device must be an index or a name, got {device!r}"))
         deterministic = (_flag("DESCENT_DETERMINISTIC") if deterministic is None
                          else arguments.flag("Environment", "deterministic", deterministic))
-        if not 0 <= _checked_seed("Environment", seed) < 2**32:
-            raise ValueError(at_user_line(f"Environment: seed must be in [0, 2**32), as run's, got {seed}"))
+        _device_seed("Environment", seed)
         self.device: Device = (open_device(device) if device is not None
                                else open_device(os.environ.get("DESCENT_DEVICE"), "DESCENT_DEVICE"))
         self.kp = _import_kp()
@@ -356,24 +355,28 @@ class Environment:
             raise TypeError(at_user_line(f"run: inputs must be a dict {{parameter: values}}, "
                                          f"got {type(inputs).__name__}"))
         inputs = inputs or {}
-        if seed is not None and not 0 <= _checked_seed("run", seed) < 2**32:
-            raise ValueError(at_user_line(f"run: seed must be in [0, 2**32) (the device's generator takes 32 bits), "
-                                          f"got {seed}"))
+        if seed is not None:
+            _device_seed("run", seed)
         for parameter in inputs:
             if parameter not in graph.inputs:
                 raise GraphError(at_user_line(
                     f"run: '{getattr(parameter, 'name', parameter)}' is not an input of this graph; declare it "
                     "with build_graph(..., inputs=[...]) or use env.write"))
+        graph.submit(self.run_values(graph, inputs, seed))
+
+    def run_values(self, graph: Executable, inputs: dict[Parameter, np.ndarray] | None = None,
+                   seed: int | None = None) -> dict[str, np.ndarray]:
+        """What a run of `graph` uploads, by parameter name: `inputs` (checked), the current values of
+        inputs not given, and the seed, from the counter `seed` started when none is given (each such
+        run advances it)."""
+        inputs = inputs or {}
         values = {p.name: self._convert(p, inputs[p]) if p in inputs else self.stored(p) for p in graph.inputs}
         if graph.uses_seed:
-            values[self.seed_parameter.name] = self.next_seed() if seed is None else np.array([seed], np.uint32)
-        graph.submit(values)
-
-    def next_seed(self) -> np.ndarray:
-        """The seed of a run given none: the counter `seed` started, advanced by one for every such run."""
-        seed = np.array([self._next_seed % 2**32], np.uint32)
-        self._next_seed += 1
-        return seed
+            if seed is None:
+                seed = self._next_seed % 2**32
+                self._next_seed += 1
+            values[self.seed_parameter.name] = np.array([seed], np.uint32)
+        return values
 
 
 @dataclass
@@ -411,11 +414,13 @@ def _within_bindings(scope: Scope, cpu: bool, shape: DeviceShape, limit: int) ->
         split |= {point for point, _ in points}
 
 
-def _checked_seed(owner: str, seed: Any) -> int:
-    """`seed` as an int, refused if it is not one; not reduced, so that the caller's range check sees
-    2**64 as the value it is (the device's generator takes 32 bits)."""
+def _device_seed(owner: str, seed: Any) -> None:
+    """Refuse a seed that is not an int in [0, 2**32): the device's generator takes 32 bits, and a
+    larger one (2**64 too) would run as another."""
     arguments.seed(owner, seed)
-    return int(seed)
+    if not 0 <= seed < 2**32:
+        raise ValueError(at_user_line(f"{owner}: seed must be in [0, 2**32) (the device's generator takes 32 bits), "
+                                      f"got {seed}"))
 
 
 def _flag(variable: str) -> bool:

@@ -243,9 +243,7 @@ class Executable:
         period_us = environment.device.limits.timestamp_period / 1000.0
         times = []
         for _ in range(repeats):
-            values = {parameter.name: environment.stored(parameter) for parameter in self.inputs}
-            if self.uses_seed:
-                values[environment.seed_parameter.name] = environment.next_seed()
+            values = environment.run_values(self)
             self._check_indices(values)
             for name, value in values.items():
                 recording.staging[name][...] = value
