@@ -49,6 +49,13 @@ def refuse(parser: argparse.ArgumentParser, option: str, error: Exception) -> No
     parser.error(f"argument {option}: {message}")
 
 
+def refuse_folders(parser: argparse.ArgumentParser, paths: tuple[Path, ...]) -> None:
+    """Stop, before any training, where a folder stands at a file the run writes in --out."""
+    for path in paths:
+        if path.is_dir():
+            refuse(parser, "--out", ValueError(f"{path} is a directory, where this run writes a file"))
+
+
 def momentum_float(text: str) -> float:
     """SGD's momentum: in [0, 1), where 1 or more never lets old gradients decay."""
     value = float(text)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from arguments import momentum_float, output_directory, positive_float, positive_int, refuse
+from arguments import momentum_float, output_directory, positive_float, positive_int, refuse, refuse_folders
 
 import descent as dc
 from descent import nn, optim
@@ -140,9 +140,8 @@ def main() -> None:
     out = Path(args.out)
     checkpoint, record = out / f"{args.network}.npz", out / f"{args.network}.json"
     figure = out / f"{args.network}.png"
-    for path in (checkpoint, record, figure):
-        if path.is_dir():
-            refuse(parser, "--out", ValueError(f"{path} is a directory, where this run writes a file"))
+    refuse_folders(parser, (checkpoint, record, figure))
+    title = f"{args.network} on Fashion-MNIST ({env.device.name})"
     if checkpoint.exists() and not (args.resume or args.overwrite):
         refuse(parser, "--out", ValueError(f"{checkpoint} holds an earlier run; continue it with --resume, replace it "
                                            "with --overwrite, or give another --out"))
@@ -180,7 +179,7 @@ def main() -> None:
             trainer.optimizer.initial_lr = args.lr
         if trainer.epochs_trained >= args.epochs:
             if history and not figure.exists():
-                plot(history, figure, f"{args.network} on Fashion-MNIST ({env.device.name})")
+                plot(history, figure, title)
             print(f"{checkpoint} has trained {trainer.epochs_trained} epochs already; ask for more with --epochs")
             return
         seconds -= sum(h.get("time", 0.0) for h in history if h["epoch"] > trainer.epochs_trained)  # trained again
@@ -203,7 +202,6 @@ def main() -> None:
         print(f"epoch {epoch}: train loss {logs['loss']:.4f}, train accuracy {100 * logs['accuracy']:.2f}%, "
               f"test accuracy {100 * logs['val_accuracy']:.2f}%, {logs['time']:.1f} s", flush=True)
 
-    title = f"{args.network} on Fashion-MNIST ({env.device.name})"
     try:
         trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                     validation_data=(x_test, y_test), on_epoch=report, progress=not args.no_progress,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from arguments import output_directory, positive_float, positive_int, refuse
+from arguments import output_directory, positive_float, positive_int, refuse, refuse_folders
 
 import descent as dc
 from descent import nn, optim
@@ -245,9 +245,7 @@ def main() -> None:
     except dc.DeviceError as error:
         refuse(parser, "--device", error)
     out = Path(args.out)
-    for path in (out / "image_fit.png", out / "image_fit.json"):
-        if path.is_dir():
-            refuse(parser, "--out", ValueError(f"{path} is a directory, where this run writes a file"))
+    refuse_folders(parser, (out / "image_fit.png", out / "image_fit.json"))
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     for name in args.networks:

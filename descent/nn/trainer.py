@@ -125,9 +125,9 @@ class Trainer:
     def _check_examples(self, where: str, kind: str, x: np.ndarray, y: np.ndarray | None, batch_size: int) -> None:
         """Refuse, before any step, integer class labels outside [0, classes) for softmax cross-entropy
         (the device would clamp such a label to a class it does not name) and integer inputs outside
-        the range an op takes them in (an Embedding's tokens), naming
-        the element of x or y; a run's own check could name only the element of a batch. The class
-        count and the ranges come from the graph the first batch uses."""
+        the range an op takes them in (an Embedding's tokens), naming the element of x or y; a run's
+        own check could name only the element of a batch. The class count and the ranges come from
+        the graph the first batch uses."""
         checks_labels = y is not None and self._classifies and y.dtype.kind in "iu" and y.size > 0
         if not checks_labels and x.size == 0:
             return
