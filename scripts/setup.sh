@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 CACHE=${DESCENT_CACHE:-$HOME/.cache/descent}
 KP_VERSION=0.9.0
-KP_BUILD=descent6  # bump with scripts/kp-0.9.0-descent.patch so cached wheels are rebuilt
+KP_BUILD=descent7  # bump with scripts/kp-0.9.0-descent.patch so cached wheels are rebuilt
 DEBS="python3 python3-dev python3-venv g++ make patch mesa-vulkan-drivers glslang-tools libvulkan-dev libfmt-dev pybind11-dev cmake dataset-fashion-mnist vulkan-validationlayers"
 
 missing=""
@@ -44,7 +44,8 @@ if ! $VPY -c "import kp, importlib.metadata as m; assert m.version('kp') == '$KP
     # adds OpMemoryBarrier, device limits, uniform texel-buffer bindings and a non-blocking completion
     # check to the bindings, makes eval_async() asynchronous, reuses one fence per sequence, lets
     # copies use storage buffers, resets timestamp queries and lets command buffers be recorded again
-    # (as Vulkan requires), fixes setup.py's cmake arguments
+    # (as Vulkan requires), reports a failed buffer or memory allocation as an error (it crashed),
+    # fixes setup.py's cmake arguments
     patch -s -p1 -d "$work/kp-$KP_VERSION" < scripts/kp-$KP_VERSION-descent.patch
     export KOMPUTE_OPT_INSTALL=OFF KOMPUTE_OPT_USE_BUILT_IN_VULKAN_HEADER=OFF \
       KOMPUTE_OPT_USE_BUILT_IN_FMT=OFF KOMPUTE_OPT_USE_BUILT_IN_PYBIND11=OFF \

@@ -251,6 +251,42 @@ def test_long_runs_keep_memory_flat() -> None:
     print(result.stdout)
 
 
+OUT_OF_MEMORY_PROGRAM = """
+    import resource, numpy as np, descent as dc
+    env = dc.Environment()
+    x = env.parameter("x", (4,), init=np.arange(4, dtype=np.float32))
+    y = env.parameter("y", (4,))
+    graph = env.build_graph(lambda s: s.write(y, s.read(x) * 2.0))
+    size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
+    names = []
+    try:
+        for k in range(64):
+            env.parameter(f"big{k}", (16 << 20,))
+            names.append(f"big{k}")
+        print("never refused")
+    except dc.DeviceError as error:
+        print("refused", len(names), str(error).replace(chr(10), " "))
+    env.discard(names)
+    env.run(graph)
+    print("after", env.read(y).tolist())
+"""
+
+
+def test_running_out_of_memory_is_an_error_that_leaves_the_environment_working() -> None:
+    """Parameters of 64 MiB made under an address-space limit 1 GiB above the process's size: the one
+    that does not fit is refused with DeviceError naming it (Kompute bound a failed allocation and
+    lavapipe crashed), and after freeing the others a graph built before still runs."""
+    result = _python(OUT_OF_MEMORY_PROGRAM)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    made, message = lines["refused"].split(" ", 1)
+    assert 1 <= int(made) < 16, result.stdout
+    assert f"could not allocate 67108864 bytes of device memory for parameter 'big{made}'" in message, message
+    assert "<string>:12" in message, message
+    assert lines["after"] == "[0.0, 2.0, 4.0, 6.0]"
+
+
 SAVE_PROGRAM = """
     import sys, numpy as np, descent as dc
     from descent.nn import checkpoint

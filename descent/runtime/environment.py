@@ -92,8 +92,8 @@ class Environment:
             raise DeviceError(at_user_line(
                 f"parameter '{name}' needs {parameter.nbytes} bytes, more than this device's storage-buffer "
                 f"range of {limit} bytes ({self.device.name}); use a smaller shape"))
-        storage = np.zeros(max(parameter.size, 1), parameter.dtype.numpy)
-        self._tensors[name] = self._allocate(storage, self.kp.TensorTypes.device, f"parameter '{name}'")
+        self._tensors[name] = self.allocate(parameter.size, parameter.dtype.numpy, self.kp.TensorTypes.device,
+                                            f"parameter '{name}'")
         self.parameters[name] = parameter
         try:
             if init is not None:
@@ -148,19 +148,21 @@ class Environment:
         with self._lock:
             if key not in self._slots:
                 kind = self.kp.TensorTypes.device if self.checked else self.kp.TensorTypes.storage  # read when checked
-                self._slots[key] = self._allocate(np.zeros(max(nbytes // np.dtype(dtype).itemsize, 1), dtype), kind,
-                                                  "a temporary")
+                self._slots[key] = self.allocate(nbytes // np.dtype(dtype).itemsize, dtype, kind, "a temporary")
             self._users[key] = self._users.get(key, 0) + 1
             return key, self._slots[key]
 
-    def _allocate(self, storage: np.ndarray, kind, what: str):
-        """A kp tensor holding `storage`; a failed allocation becomes an error naming what and how much."""
+    def allocate(self, size: int, dtype: np.dtype | type, kind, what: str):
+        """A kp tensor of `size` zeros (at least one) of `kind`; a failed allocation, on the device or of
+        the host array that fills it, becomes an error naming what and how much."""
+        nbytes = max(size, 1) * np.dtype(dtype).itemsize
         try:
-            return self.device.manager.tensor_t(storage, kind)
-        except RuntimeError as error:
+            return self.device.manager.tensor_t(np.zeros(max(size, 1), dtype), kind)
+        except (RuntimeError, MemoryError) as error:
             raise DeviceError(at_user_line(
-                f"could not allocate {storage.nbytes} bytes of device memory for {what} on {self.device.name} "
-                f"({self.device_bytes} bytes held already): {error}; use smaller shapes or batches")) from None
+                f"could not allocate {nbytes} bytes of device memory for {what} on {self.device.name} "
+                f"({self.device_bytes} bytes held already): {error or type(error).__name__}; use smaller "
+                f"shapes or batches")) from None
 
     def algorithm(self, tensors: list, spirv: bytes, workgroups: tuple[int, int, int],
                   texel_formats: tuple[int, ...] = ()) -> tuple[tuple, Any]:

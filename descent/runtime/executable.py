@@ -179,8 +179,8 @@ class Executable:
                                       any_access, both_stages, both_stages))
         staging, buffers = {}, []
         for parameter, device_tensor in zip(self.uploads, uploads):
-            host = environment.device.manager.tensor_t(
-                np.zeros(max(parameter.size, 1), parameter.dtype.numpy), kp.TensorTypes.host)
+            host = environment.allocate(parameter.size, parameter.dtype.numpy, kp.TensorTypes.host,
+                                        f"the staging copy of run input '{parameter.name}'")
             buffers.append(host)
             staging[parameter.name] = host.data()[: parameter.size]
             record(kp.OpTensorCopy([host, device_tensor]))
