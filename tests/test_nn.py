@@ -974,6 +974,22 @@ def test_optimiser_hyperparameters_are_checked(make, message: str) -> None:
         make()
 
 
+def test_optimisers_take_betas_as_numpy_and_train_float_parameters_only(env: dc.Environment) -> None:
+    """Adam took betas as a tuple or list only, and an int32 parameter given to build was updated
+    with truncation (Adam(1.0) turned [5, 5, 5] into [3, 5, 4]); torch never steps an int tensor."""
+    assert optim.Adam(betas=np.array([0.8, 0.99])).betas == (0.8, 0.99)
+    with pytest.raises(ValueError, match=r"Adam: betas must be a pair"):
+        optim.Adam(betas=np.array([[0.8, 0.99]]))
+    counts = env.parameter("opt_counts", (3,), "int32", init=np.array([5, 5, 5], np.int32))
+    weight = env.parameter("opt_weight", (3,))
+    adam = optim.Adam(1.0)
+    with pytest.raises(TypeError, match=r"Adam.build: parameter\(s\) \['opt_counts'\] are not float32; an "
+                                        r"optimiser trains float parameters only\n  at .*test_nn"):
+        adam.build(env, [weight, counts])
+    adam.build(env, [weight])  # the refused build left it unbuilt
+    assert adam.built_for == [weight]
+
+
 def test_optimiser_defaults_are_pytorch_s() -> None:
     for ours, theirs in ((optim.SGD, torch.optim.SGD), (optim.Adam, torch.optim.Adam), (optim.AdamW, torch.optim.AdamW),
                          (optim.RMSprop, torch.optim.RMSprop), (optim.Adagrad, torch.optim.Adagrad)):

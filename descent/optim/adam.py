@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from descent.arguments import flag, real
 from descent.errors import at_user_line
 from descent.graph import ops
@@ -25,7 +27,7 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0, amsgrad: bool = False, max_grad_norm: float | None = None) -> None:
         """`amsgrad`: divide by the largest second moment seen so far (AMSGrad, as PyTorch's flag)."""
         super().__init__(lr, max_grad_norm)
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
+        if not isinstance(betas, tuple | list | np.ndarray) or np.ndim(betas) != 1 or len(betas) != 2:
             raise ValueError(at_user_line(f"{type(self).__name__}: betas must be a pair, got {betas!r}"))
         name = type(self).__name__
         self.betas = tuple(real(name, f"betas[{k}]", beta, 0.0, 1.0, below_high=True) for k, beta in enumerate(betas))

@@ -43,6 +43,11 @@ class Optimizer:
 
     def build(self, env: Any, parameters: list[Parameter]) -> None:
         """Create the learning-rate scalar and per-parameter state in `env`."""
+        not_float = [p.name for p in parameters if not p.dtype.is_float]
+        if not_float:  # they never have a gradient; an update would truncate into them
+            raise TypeError(at_user_line(
+                f"{type(self).__name__}.build: parameter(s) {not_float} are not float32; an optimiser trains "
+                "float parameters only"))
         if self.environment is not None:
             raise GraphError(at_user_line(
                 f"{type(self).__name__}: this optimiser already holds the state of another Trainer's parameters; "
