@@ -545,7 +545,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path) -> None:
                        optimizer=optim.Adam(1e-2))
     fresh.load(path)
     np.testing.assert_array_equal(fresh.predict(x_test), trainer.predict(x_test))
-    np.testing.assert_array_equal(fresh_env.read(fresh.optimizer.step_parameter), 15.0)
+    assert [float(fresh_env.read(counter)) for counter in fresh.optimizer.counts()[1:]] == [15.0] * 4
 
     original = path.read_bytes()
     truncated = tmp_path / "truncated.npz"
@@ -888,7 +888,7 @@ def test_checkpoint_of_a_second_trainer_loads_into_a_fresh_script(tmp_path) -> N
                        optimizer=optim.Adam(1e-2))
     fresh.load(tmp_path / "big.npz")
     np.testing.assert_array_equal(fresh.predict(x_test), trainer.predict(x_test))
-    np.testing.assert_array_equal(fresh_env.read(fresh.optimizer.step_parameter), 2.0)
+    assert [float(fresh_env.read(counter)) for counter in fresh.optimizer.counts()[1:]] == [2.0] * 2
 
 
 def test_a_checkpoint_loads_into_the_model_built_under_another_name(tmp_path) -> None:
@@ -988,6 +988,57 @@ def test_optimisers_take_betas_as_numpy_and_train_float_parameters_only(env: dc.
         adam.build(env, [weight, counts])
     adam.build(env, [weight])  # the refused build left it unbuilt
     assert adam.built_for == [weight]
+
+
+@pytest.mark.parametrize("make, make_torch", [
+    (lambda: optim.Adam(0.1), lambda p: torch.optim.Adam(p, 0.1)),
+    (lambda: optim.AdamW(0.1), lambda p: torch.optim.AdamW(p, 0.1)),
+    (lambda: optim.SGD(0.1, momentum=0.9, dampening=0.5),
+     lambda p: torch.optim.SGD(p, 0.1, momentum=0.9, dampening=0.5)),
+    (lambda: optim.Adagrad(0.1, lr_decay=0.5), lambda p: torch.optim.Adagrad(p, 0.1, lr_decay=0.5)),
+], ids=["adam", "adamw", "sgd dampening", "adagrad lr_decay"])
+def test_each_parameter_counts_its_own_steps_as_pytorch(env: dc.Environment, make, make_torch) -> None:
+    """One optimiser, two graphs: one updates w1 and w2, the other w1 alone (w2's .grad is None in
+    torch). Run three of the second, then the first: w2's first update is its step 1, as torch's. With
+    one counter for the optimiser, Adam moved w2 by 0.058 where torch moves it by lr, 0.1."""
+    start1, start2 = np.float32([1.0, -2.0]), np.float32([0.5, 3.0])
+    gradient1, gradient2 = np.float32([0.3, -0.1]), np.float32([0.2, 0.4])
+    uid = next(_uid)
+    w1 = env.parameter(f"steps{uid}.w1", (2,), init=start1)
+    w2 = env.parameter(f"steps{uid}.w2", (2,), init=start2)
+    optimiser = make()
+    optimiser.build(env, [w1, w2])
+    both = env.build_graph(lambda s: optimiser.update(s, [w1, w2], [s.read(w1), s.read(w2)],
+                                                      [s.constant(gradient1), s.constant(gradient2)]))
+    first_only = env.build_graph(lambda s: optimiser.update(s, [w1], [s.read(w1)], [s.constant(gradient1)]))
+    t1, t2 = torch.tensor(start1, requires_grad=True), torch.tensor(start2, requires_grad=True)
+    reference = make_torch([t1, t2])
+    for graph in (first_only, first_only, first_only, both, both):
+        env.run(graph)
+        t1.grad, t2.grad = torch.tensor(gradient1), torch.tensor(gradient2) if graph is both else None
+        reference.step()
+    np.testing.assert_allclose(env.read(w1), t1.detach().numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(env.read(w2), t2.detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_checkpoint_with_one_step_counter_for_all_parameters_still_loads(env: dc.Environment, tmp_path) -> None:
+    """Checkpoints written while an optimiser kept one step counter (`adam.step`) load into each
+    parameter's counter."""
+    model = nn.Sequential(nn.Dense(3, 2)).build(env, name=f"old{next(_uid)}", seed=0)
+    trainer = nn.Trainer(env, model, optimizer=optim.Adam(1e-2))
+    x, y = np.ones((4, 3), np.float32), np.zeros(4, np.int32)
+    trainer.fit(x, y, batch_size=4, progress=False)
+    trainer.save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    assert sorted(name for name in arrays if ".step" in name) == ["adam.step.0.bias", "adam.step.0.weight"]
+    old = {name: value for name, value in arrays.items() if ".step" not in name} | {"adam.step": np.float32(7)}
+    np.savez(tmp_path / "old.npz", **old)
+    trainer.load(tmp_path / "old.npz")
+    assert [float(env.read(counter)) for counter in trainer.optimizer.counts()[1:]] == [7.0, 7.0]
+    np.savez(tmp_path / "negative.npz", **(old | {"adam.step": np.float32(-1)}))
+    with pytest.raises(nn.CheckpointError, match=r"'adam.step.0.weight': checkpoint has -1, not a finite number"):
+        trainer.load(tmp_path / "negative.npz")
 
 
 def test_optimiser_defaults_are_pytorch_s() -> None:

@@ -60,14 +60,16 @@ def _write_npz(handle: Any, arrays: dict[str, np.ndarray]) -> None:
 
 def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
          ignore_extra: bool = False, metadata_kinds: dict[str, tuple[tuple[int, ...], str]] | None = None,
-         optimizer_state: Collection[str] = (), nonnegative: Collection[str] = ()) -> dict[str, np.ndarray]:
+         optimizer_state: Collection[str] = (), nonnegative: Collection[str] = (),
+         fallbacks: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """Read `path` into the parameters, after checking that names, shapes and dtypes all match
     (entries the model lacks are allowed with `ignore_extra`; metadata named in `metadata_kinds`, where
     present, must have that shape and a numpy dtype kind among those given, finite where floats); on
     any mismatch nothing is written and the error lists every difference, pointing to model_only where
     the entries that differ are optimiser state (`optimizer_state` names it) or entries the model
     lacks; entries named in `nonnegative` (a learning rate, a step count, metadata too) must be finite and
-    at least 0.
+    at least 0; `fallbacks` maps a name the checkpoint may lack to an older entry that stands in for it
+    (the one step counter an optimiser kept for all its parameters).
     Returns the checkpoint's metadata entries."""
     path = Path(path)
     if not path.exists():
@@ -102,6 +104,10 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
             f"{path} is not a checkpoint: its member(s) {not_arrays} are not arrays (.npy); "
             "it was not loaded and the parameters are unchanged"))
     metadata = {name: arrays.pop(name) for name in list(arrays) if is_metadata(name)}
+    stood_in = {old for name, old in (fallbacks or {}).items() if name not in arrays and old in arrays}
+    arrays |= {name: arrays[old] for name, old in (fallbacks or {}).items() if old in stood_in}
+    for old in stood_in - set(parameters):
+        del arrays[old]
     problems = []
     for name, (shape, kinds) in (metadata_kinds or {}).items():
         value = metadata.get(name)

@@ -31,20 +31,11 @@ class Adagrad(Optimizer):
         self.eps = real("Adagrad", "eps", eps, 0.0)
         self.initial_accumulator_value = real("Adagrad", "initial_accumulator_value", initial_accumulator_value, 0.0)
 
-    def build(self, env: Any, parameters: list[Parameter]) -> None:
-        super().build(env, parameters)
-        if self.lr_decay:
-            self.step_counter(env)
-
     def create_state(self, env: Any, parameter: Parameter) -> None:
         start = np.full(parameter.shape, self.initial_accumulator_value, np.float32)
         self.state_parameter(env, "sum", parameter, start)
-
-    def begin(self, s: Scope) -> None:
         if self.lr_decay:
-            step = s.read(self.step_parameter)
-            self.decay = 1.0 / (step * self.lr_decay + 1.0)
-            s.write(self.step_parameter, step + 1.0)
+            self.step_counter(env, parameter)
 
     def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
         if self.weight_decay:
@@ -52,5 +43,5 @@ class Adagrad(Optimizer):
         sum_parameter = self.state_of("sum", parameter)
         total = s.read(sum_parameter) + gradient * gradient
         s.write(sum_parameter, total)
-        rate = lr * self.decay if self.lr_decay else lr
+        rate = lr / (self.count_step(s, parameter) * self.lr_decay + 1.0) if self.lr_decay else lr
         s.write(parameter, value - rate * gradient / (ops.sqrt(total) + self.eps))

@@ -35,19 +35,12 @@ class Adam(Optimizer):
         self.weight_decay = real(name, "weight_decay", weight_decay, 0.0)
         self.amsgrad = flag(name, "amsgrad", amsgrad)
 
-    def build(self, env: Any, parameters: list[Parameter]) -> None:
-        super().build(env, parameters)
-        self.step_counter(env)
-
     def create_state(self, env: Any, parameter: Parameter) -> None:
         self.state_parameter(env, "m", parameter)
         self.state_parameter(env, "v", parameter)
         if self.amsgrad:
             self.state_parameter(env, "v_max", parameter)
-
-    def begin(self, s: Scope) -> None:
-        self.step = s.read(self.step_parameter) + 1.0
-        s.write(self.step_parameter, self.step)
+        self.step_counter(env, parameter)
 
     def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
         beta1, beta2 = self.betas
@@ -65,7 +58,8 @@ class Adam(Optimizer):
             v_max_parameter = self.state_of("v_max", parameter)
             v = ops.maximum(s.read(v_max_parameter), v)
             s.write(v_max_parameter, v)
-        correction1, correction2 = _correction(beta1, self.step), _correction(beta2, self.step)
+        step = self.count_step(s, parameter) + 1.0
+        correction1, correction2 = _correction(beta1, step), _correction(beta2, step)
         denominator = ops.sqrt(v) / ops.sqrt(correction2) + self.eps
         s.write(parameter, value - (lr / correction1) * m / denominator)
 

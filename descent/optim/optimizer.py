@@ -37,7 +37,6 @@ class Optimizer:
                                                                          max_grad_norm)
         self.environment: Any = None
         self.lr_parameter: Parameter | None = None
-        self.step_parameter: Parameter | None = None
         self.state: dict[str, Parameter] = {}
         self.built_for: list[Parameter] = []
 
@@ -62,16 +61,22 @@ class Optimizer:
     def create_state(self, env: Any, parameter: Parameter) -> None:
         """Create the state one parameter needs. Default: none."""
 
-    def step_counter(self, env: Any) -> Parameter:
-        """A device scalar counting the steps taken (Adam's bias correction, SGD's first step), kept as
-        `step_parameter` and in the state so checkpoints carry it."""
-        self.step_parameter = env.parameter(f"{self.prefix}.step", (), init=np.float32(0))
-        self.state[self.step_parameter.name] = self.step_parameter
-        return self.step_parameter
+    def step_counter(self, env: Any, parameter: Parameter) -> Parameter:
+        """A device scalar counting `parameter`'s steps (Adam's bias correction, SGD's first step,
+        Adagrad's decay): one per parameter, as PyTorch's, so a parameter that first gets a gradient
+        later starts at step 1; kept in the state so checkpoints carry it."""
+        return self.state_parameter(env, "step", parameter, np.float32(0))
+
+    def count_step(self, s: Scope, parameter: Parameter) -> Array:
+        """`parameter`'s steps before this one; the graph writes the count with this one."""
+        counter = self.state_of("step", parameter)
+        taken = s.read(counter)
+        s.write(counter, taken + 1.0)
+        return taken
 
     def counts(self) -> list[Parameter]:
-        """The learning rate and the step counter, if any: the state that is never negative or NaN."""
-        return [p for p in (self.lr_parameter, self.step_parameter) if p is not None]
+        """The learning rate and the step counters: the state that is never negative or NaN."""
+        return [self.lr_parameter, *(p for name, p in self.state.items() if name.startswith(f"{self.prefix}.step."))]
 
     def state_parameter(self, env: Any, kind: str, parameter: Parameter, value: np.ndarray | None = None) -> Parameter:
         """Create `parameter`'s `kind` state in `env` (zeros of its shape unless `value` is given), kept in
@@ -132,12 +137,8 @@ class Optimizer:
         lr = s.read(self.lr_parameter)
         if self.max_grad_norm is not None:
             gradients = clip_by_global_norm(gradients, self.max_grad_norm)
-        self.begin(s)
         for parameter, value, gradient in zip(parameters, values, gradients):
             self.apply(s, lr, parameter, value, gradient)
-
-    def begin(self, s: Scope) -> None:
-        """Per-step work shared by every parameter (Adam's step counter). Default: none."""
 
     def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
         """Write one parameter's new value (and its state's) in the graph being built, from the device learning

@@ -33,20 +33,11 @@ class SGD(Optimizer):
             raise ValueError(at_user_line("SGD: Nesterov momentum needs momentum > 0 and no dampening"))
         self.nesterov = nesterov
 
-    def build(self, env: Any, parameters: list[Parameter]) -> None:
-        super().build(env, parameters)
-        if self.momentum and self.dampening:
-            self.step_counter(env)
-
     def create_state(self, env: Any, parameter: Parameter) -> None:
         if self.momentum:
             self.state_parameter(env, "velocity", parameter)
-
-    def begin(self, s: Scope) -> None:
         if self.momentum and self.dampening:
-            step = s.read(self.step_parameter)
-            self.first = ops.eq(step, 0.0)
-            s.write(self.step_parameter, step + 1.0)
+            self.step_counter(env, parameter)
 
     def apply(self, s: Scope, lr: Array, parameter: Parameter, value: Array, gradient: Array) -> None:
         step = gradient + value * self.weight_decay if self.weight_decay else gradient
@@ -54,7 +45,8 @@ class SGD(Optimizer):
             velocity_parameter = self.state_of("velocity", parameter)
             velocity = s.read(velocity_parameter) * self.momentum
             if self.dampening:
-                velocity = ops.where(self.first, step, velocity + step * (1.0 - self.dampening))
+                first = ops.eq(self.count_step(s, parameter), 0.0)
+                velocity = ops.where(first, step, velocity + step * (1.0 - self.dampening))
             else:
                 velocity = velocity + step
             s.write(velocity_parameter, velocity)
