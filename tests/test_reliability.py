@@ -273,10 +273,13 @@ OUT_OF_MEMORY_PROGRAM = """
 """
 
 
-def test_running_out_of_memory_is_an_error_that_leaves_the_environment_working() -> None:
+def test_running_out_of_memory_is_an_error_that_leaves_the_environment_working(env) -> None:
     """Parameters of 64 MiB made under an address-space limit 1 GiB above the process's size: the one
     that does not fit is refused with DeviceError naming it (Kompute bound a failed allocation and
-    lavapipe crashed), and after freeing the others a graph built before still runs."""
+    lavapipe crashed), and after freeing the others a graph built before still runs. A CPU driver's
+    device memory is the process's; under such a limit NVIDIA's driver itself crashed (H100, 2026-11-24)."""
+    if env.device.kind != "cpu":
+        pytest.skip("an address-space limit runs out the memory of a CPU driver only")
     result = _python(OUT_OF_MEMORY_PROGRAM)
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
     lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
