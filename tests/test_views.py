@@ -222,3 +222,19 @@ def test_empty_views_padded_and_pad_arguments_numpy_refuses(env: dc.Environment)
         evaluate(env, lambda a: dc.pad(a, 1, 5.0, mode="reflect"), x)
     with pytest.raises(dc.ShapeError, match=r"pad: widths \(-2, -2\) crop more than the 3 elements of axis 0"):
         evaluate(env, lambda a: dc.pad(a, (-2, -2)), x)
+
+
+def test_empty_parts_of_non_empty_kernels_as_numpy(env: dc.Environment) -> None:
+    """Found by a fuzzer: an empty product concatenated to an array (ZeroDivisionError in the matmul's
+    codegen), and a pad of a softmax over a sum with an empty stack (ZeroDivisionError in the index)."""
+    a, b, c = np.zeros((0, 3), np.float32), np.ones((3, 2), np.float32), np.full((1, 2), 2.0, np.float32)
+    np.testing.assert_array_equal(evaluate(env, lambda p, q, r: dc.concat([p @ q, r], 0), a, b, c),
+                                  np.concatenate([a @ b, c], 0))
+    x = np.zeros((0, 1, 7, 5), np.float32)
+    widths = [(1, 2), (2, 2), (0, 1), (0, 0), (2, 2)]
+
+    def padded(p: dc.Array) -> dc.Array:
+        stacked = dc.stack([p, p, p + p], 3)[:, 2:0:2, :, ::3]
+        return dc.pad(dc.softmax(p + p + stacked[::-1], 4), widths, 0.5)
+
+    np.testing.assert_array_equal(evaluate(env, padded, x), np.full((3, 4, 8, 7, 9), 0.5, np.float32))

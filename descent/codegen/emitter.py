@@ -114,6 +114,8 @@ def _merged_axes(view: View) -> list[tuple[int, int, int, bool]]:
 
 def view_index(view: View, flat: Index) -> Index:
     """Flat index in the source of `view` for the element at `flat`."""
+    if 0 in view.shape:  # it has no elements: a mask outside it keeps every read from using this index
+        return Index((), 0)
     result = Index((), view.offset)
     for size, step, stride, outermost in _merged_axes(view):
         if stride:

@@ -44,7 +44,7 @@ def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
         left, right, parts = _padded_depth(left, right, unit)
         depth = left.shape[-1]
     few_outputs = outputs < split.MATMUL_SPLIT_BELOW and outputs * depth >= split.MATMUL_MIN_WORK
-    if depth == 0:  # a sum of nothing; a view of no elements has no index arithmetic to load through
+    if depth == 0 or outputs == 0:  # a sum of nothing, or no sums: no kernel to index through empty axes
         result = ops.broadcast_to(scope.constant(0.0, float32), batch + (m, n))
     elif parts > 1 and (few_outputs or depth > split.MATMUL_LONG_FOLD):
         result = _split_depth(scope, left, right, batch, parts)
