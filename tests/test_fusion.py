@@ -273,6 +273,15 @@ def test_contiguous_computes_a_fused_expression_once(env: dc.Environment) -> Non
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-5)  # the suite's tolerance for sin
 
 
+def test_contiguous_and_stop_gradient_keep_a_bool_a_bool(env: dc.Environment) -> None:
+    """As every other identity: they made bool arrays int32 (found by a differential fuzzer)."""
+    x = np.array([True, False, True])
+    for identity in (dc.contiguous, dc.stop_gradient):
+        result = evaluate(env, lambda a, f=identity: f(a & a), x)  # a computed bool, stored by a kernel of its own
+        assert result.dtype == np.bool_ and result.tolist() == [True, False, True]
+        np.testing.assert_array_equal(evaluate(env, lambda a, f=identity: f(a) | ~a, x), [True, True, True])
+
+
 def test_profile_times_each_kernel_and_runs_the_graph(env: dc.Environment) -> None:
     counter = env.parameter("profile_counter", (256,))
     total = env.parameter("profile_total", ())
