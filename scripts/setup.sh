@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 CACHE=${DESCENT_CACHE:-$HOME/.cache/descent}
 KP_VERSION=0.9.0
-KP_BUILD=descent7  # bump with scripts/kp-0.9.0-descent.patch so cached wheels are rebuilt
+KP_BUILD=descent8  # bump with scripts/kp-0.9.0-descent.patch so cached wheels are rebuilt
 DEBS="python3 python3-dev python3-venv g++ make patch mesa-vulkan-drivers glslang-tools libvulkan-dev libfmt-dev pybind11-dev cmake dataset-fashion-mnist vulkan-validationlayers"
 
 missing=""

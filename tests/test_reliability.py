@@ -267,6 +267,13 @@ OUT_OF_MEMORY_PROGRAM = """
         print("never refused")
     except dc.DeviceError as error:
         print("refused", len(names), str(error).replace(chr(10), " "))
+    size, refusals = 16 << 20, 0
+    while refusals < 40:  # smaller ones, made until refused too: each refusal gives back what it made
+        try:
+            env.parameter(f"smaller{len(names)}", (size,))
+            names.append(f"smaller{len(names)}")
+        except dc.DeviceError:
+            refusals, size = refusals + 1, size * 93 // 100
     env.discard(names)
     env.run(graph)
     print("after", env.read(y).tolist())
@@ -276,7 +283,8 @@ OUT_OF_MEMORY_PROGRAM = """
 def test_running_out_of_memory_is_an_error_that_leaves_the_environment_working(env) -> None:
     """Parameters of 64 MiB made under an address-space limit 1 GiB above the process's size: the one
     that does not fit is refused with DeviceError naming it (Kompute bound a failed allocation and
-    lavapipe crashed), and after freeing the others a graph built before still runs. A CPU driver's
+    lavapipe crashed), and so are smaller ones after it (a refused tensor gave back memory it had not
+    mapped and crashed); after freeing the others a graph built before still runs. A CPU driver's
     device memory is the process's; under such a limit NVIDIA's driver itself crashed (H100, 2026-11-24)."""
     if env.device.kind != "cpu":
         pytest.skip("an address-space limit runs out the memory of a CPU driver only")
@@ -286,6 +294,7 @@ def test_running_out_of_memory_is_an_error_that_leaves_the_environment_working(e
     made, message = lines["refused"].split(" ", 1)
     assert 1 <= int(made) < 16, result.stdout
     assert f"could not allocate 67108864 bytes of device memory for parameter 'big{made}'" in message, message
+    assert "Kompute Tensor could not allocate 67108864 bytes of device memory: ErrorOutOfDeviceMemory" in message
     assert "<string>:12" in message, message
     assert lines["after"] == "[0.0, 2.0, 4.0, 6.0]"
 
