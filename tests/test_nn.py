@@ -1021,6 +1021,17 @@ def test_each_parameter_counts_its_own_steps_as_pytorch(env: dc.Environment, mak
     np.testing.assert_allclose(env.read(w2), t2.detach().numpy(), rtol=1e-6, atol=1e-7)
 
 
+def test_step_counters_are_written_in_place_by_one_kernel(env: dc.Environment) -> None:
+    """The updates read each counter's new value from the kernel that writes it: recomputed in each
+    update from the old value, every counter was staged and copied after the run (4 copies a step)."""
+    model = nn.Sequential(nn.Dense(6, 5), nn.ReLU(), nn.Dense(5, 3)).build(env, name=f"counted{next(_uid)}", seed=0)
+    for optimiser in (optim.Adam(1e-2), optim.SGD(0.1, momentum=0.9, dampening=0.5), optim.Adagrad(lr_decay=0.1)):
+        trainer = nn.Trainer(env, model, optimizer=optimiser)
+        graph, *_ = trainer._graph("train", np.ones((4, 6), np.float32), np.zeros(4, np.int32))
+        assert not [copy.target for copy in graph.schedule.copies if ".step." in copy.target]
+        assert sum(any(".step." in name for name in source.writes) for source in graph.sources) == 1
+
+
 def test_a_checkpoint_with_one_step_counter_for_all_parameters_still_loads(env: dc.Environment, tmp_path) -> None:
     """Checkpoints written while an optimiser kept one step counter (`adam.step`) load into each
     parameter's counter."""
@@ -1036,8 +1047,12 @@ def test_a_checkpoint_with_one_step_counter_for_all_parameters_still_loads(env: 
     np.savez(tmp_path / "old.npz", **old)
     trainer.load(tmp_path / "old.npz")
     assert [float(env.read(counter)) for counter in trainer.optimizer.counts()[1:]] == [7.0, 7.0]
+    np.savez(tmp_path / "mixed.npz", **old, **{"adam.step.0.weight": np.float32(3)})
+    trainer.load(tmp_path / "mixed.npz")  # an entry of its own is kept
+    assert [float(env.read(counter)) for counter in trainer.optimizer.counts()[1:]] == [3.0, 7.0]
     np.savez(tmp_path / "negative.npz", **(old | {"adam.step": np.float32(-1)}))
-    with pytest.raises(nn.CheckpointError, match=r"'adam.step.0.weight': checkpoint has -1, not a finite number"):
+    with pytest.raises(nn.CheckpointError, match=r"fit:\n  'adam.step': checkpoint has -1, not a finite number "
+                                                 r"of at least 0\n  at "):
         trainer.load(tmp_path / "negative.npz")
 
 

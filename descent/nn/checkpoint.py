@@ -104,9 +104,9 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
             f"{path} is not a checkpoint: its member(s) {not_arrays} are not arrays (.npy); "
             "it was not loaded and the parameters are unchanged"))
     metadata = {name: arrays.pop(name) for name in list(arrays) if is_metadata(name)}
-    stood_in = {old for name, old in (fallbacks or {}).items() if name not in arrays and old in arrays}
-    arrays |= {name: arrays[old] for name, old in (fallbacks or {}).items() if old in stood_in}
-    for old in stood_in - set(parameters):
+    stand_ins = {name: old for name, old in (fallbacks or {}).items() if name not in arrays and old in arrays}
+    arrays |= {name: arrays[old] for name, old in stand_ins.items()}
+    for old in set(stand_ins.values()) - set(parameters):
         del arrays[old]
     problems = []
     for name, (shape, kinds) in (metadata_kinds or {}).items():
@@ -124,13 +124,14 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
     for name in sorted(set(arrays) - set(parameters)) if not ignore_extra else ():
         problems.append(f"not in the model: '{name}' {arrays[name].shape}")
     for name in sorted(set(arrays) & set(parameters)):
-        expected = parameters[name]
+        expected, entry = parameters[name], stand_ins.get(name, name)  # an entry standing in is named once
         if arrays[name].shape != expected.shape:
-            problems.append(f"'{name}': checkpoint has shape {arrays[name].shape}, the model {expected.shape}")
+            problems.append(f"'{entry}': checkpoint has shape {arrays[name].shape}, the model {expected.shape}")
         elif np.dtype(arrays[name].dtype) != np.dtype(expected.dtype.numpy) and expected.dtype.name != "bool":
-            problems.append(f"'{name}': checkpoint has dtype {arrays[name].dtype}, the model {expected.dtype.name}")
+            problems.append(f"'{entry}': checkpoint has dtype {arrays[name].dtype}, the model {expected.dtype.name}")
         elif name in nonnegative and not np.all(np.isfinite(arrays[name]) & (arrays[name] >= 0)):
-            problems.append(f"'{name}': checkpoint has {arrays[name][()]:g}, not a finite number of at least 0")
+            problems.append(f"'{entry}': checkpoint has {arrays[name][()]:g}, not a finite number of at least 0")
+    problems = list(dict.fromkeys(problems))
     if problems:
         only_state = bool(missing) and set(missing) <= set(optimizer_state)
         hint = ("\n  (Trainer.load(path, model_only=True) restores only the model's parameters)"

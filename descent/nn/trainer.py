@@ -333,8 +333,10 @@ class Trainer:
         state = {} if model_only else self._optimizer_state(model)
         kinds = {} if model_only else {_COUNTS: ((2,), "iu"), _INITIAL_LR: ((), "f")}
         counts = self.optimizer.counts() if state else []  # no state without an optimiser or with model_only
-        shared = f"{type(self.optimizer).prefix}.step" if state else ""  # the one counter of older checkpoints
-        fallbacks = {name: shared for name in state if name.startswith(f"{shared}.")}
+        counters = self.optimizer.step_counters() if state else []
+        # checkpoints from before each parameter had a step counter of its own hold one for all
+        fallbacks = {name: f"{type(self.optimizer).prefix}.step" for name, p in state.items()
+                     if any(p is c for c in counters)}
         metadata = checkpoint.load(self.env, model | state, path, ignore_extra=model_only, metadata_kinds=kinds,
                                    optimizer_state=set(state), fallbacks=fallbacks,
                                    nonnegative={_COUNTS, _INITIAL_LR} | {name for name, p in state.items()

@@ -43,5 +43,5 @@ class Adagrad(Optimizer):
         sum_parameter = self.state_of("sum", parameter)
         total = s.read(sum_parameter) + gradient * gradient
         s.write(sum_parameter, total)
-        rate = lr / (self.count_step(s, parameter) * self.lr_decay + 1.0) if self.lr_decay else lr
+        rate = lr / ((self.take_step(s, parameter) - 1.0) * self.lr_decay + 1.0) if self.lr_decay else lr
         s.write(parameter, value - rate * gradient / (ops.sqrt(total) + self.eps))

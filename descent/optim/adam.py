@@ -58,7 +58,7 @@ class Adam(Optimizer):
             v_max_parameter = self.state_of("v_max", parameter)
             v = ops.maximum(s.read(v_max_parameter), v)
             s.write(v_max_parameter, v)
-        step = self.count_step(s, parameter) + 1.0
+        step = self.take_step(s, parameter)
         correction1, correction2 = _correction(beta1, step), _correction(beta2, step)
         denominator = ops.sqrt(v) / ops.sqrt(correction2) + self.eps
         s.write(parameter, value - (lr / correction1) * m / denominator)

@@ -9,6 +9,7 @@ import numpy as np
 
 from descent.arguments import positive, real
 from descent.errors import GraphError, at_user_line
+from descent.graph import ops
 from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
@@ -67,16 +68,22 @@ class Optimizer:
         later starts at step 1; kept in the state so checkpoints carry it."""
         return self.state_parameter(env, "step", parameter, np.float32(0))
 
-    def count_step(self, s: Scope, parameter: Parameter) -> Array:
-        """`parameter`'s steps before this one; the graph writes the count with this one."""
+    def take_step(self, s: Scope, parameter: Parameter) -> Array:
+        """Count a step of `parameter` in the graph being built; returns its steps with this one. The count
+        is computed once into a buffer the updates read: recomputed in each from the counter's old value,
+        the counter's new value would have to be staged and copied after every run."""
         counter = self.state_of("step", parameter)
-        taken = s.read(counter)
-        s.write(counter, taken + 1.0)
-        return taken
+        taken = s.read(counter) + 1.0
+        s.write(counter, taken)
+        return ops.contiguous(taken)
+
+    def step_counters(self) -> list[Parameter]:
+        """The step counters `step_counter` made, in the order of the parameters they count."""
+        return [self.state[name] for p in self.built_for if (name := self._state_name("step", p)) in self.state]
 
     def counts(self) -> list[Parameter]:
         """The learning rate and the step counters: the state that is never negative or NaN."""
-        return [self.lr_parameter, *(p for name, p in self.state.items() if name.startswith(f"{self.prefix}.step."))]
+        return [p for p in (self.lr_parameter, *self.step_counters()) if p is not None]
 
     def state_parameter(self, env: Any, kind: str, parameter: Parameter, value: np.ndarray | None = None) -> Parameter:
         """Create `parameter`'s `kind` state in `env` (zeros of its shape unless `value` is given), kept in

@@ -45,7 +45,7 @@ class SGD(Optimizer):
             velocity_parameter = self.state_of("velocity", parameter)
             velocity = s.read(velocity_parameter) * self.momentum
             if self.dampening:
-                first = ops.eq(self.count_step(s, parameter), 0.0)
+                first = ops.eq(self.take_step(s, parameter), 1.0)
                 velocity = ops.where(first, step, velocity + step * (1.0 - self.dampening))
             else:
                 velocity = velocity + step
