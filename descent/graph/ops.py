@@ -131,7 +131,7 @@ def _operand_dtype(op: str, operands: Sequence[Any]) -> DType:
     definition = ELEMENTWISE[op]
     if op in ("logical_and", "logical_or", "logical_not"):
         return bool_
-    if target == bool_ and op not in ("eq", "ne", "where", "stop_gradient", "contiguous"):
+    if target == bool_ and not definition.keeps_bool:
         target = int32
     if definition.float_only:
         target = float32

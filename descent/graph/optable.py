@@ -23,6 +23,7 @@ class ElementwiseOp:
     result: str = "same"  # "same": the promoted operand type; "bool": a predicate; "float": float32
     float_only: bool = False  # integer operands are cast to float32 first
     integer_only: bool = False  # float operands are refused (bitwise ops)
+    keeps_bool: bool = False  # bool operands stay bool (comparisons, selection, identities), not int32 as arithmetic's
     helpers: tuple[str, ...] = ()  # GLSL functions (from HELPERS) the expression calls, in dependency order
     # the most iterations the helpers' loops run in one call, for (integer, float) operands: a driver's
     # loop limit (lavapipe's) counts them with the kernel's own loops
@@ -330,8 +331,8 @@ _OPS = [
     ElementwiseOp("le", 2, "{0} <= {1}", result="bool"),
     ElementwiseOp("gt", 2, "{0} > {1}", result="bool"),
     ElementwiseOp("ge", 2, "{0} >= {1}", result="bool"),
-    ElementwiseOp("eq", 2, "{0} == {1}", result="bool"),
-    ElementwiseOp("ne", 2, "{0} != {1}", result="bool"),
+    ElementwiseOp("eq", 2, "{0} == {1}", result="bool", keeps_bool=True),
+    ElementwiseOp("ne", 2, "{0} != {1}", result="bool", keeps_bool=True),
     ElementwiseOp("isnan", 1, "isnan({0})", result="bool", float_only=True),
     ElementwiseOp("isinf", 1, "isinf({0})", result="bool", float_only=True),
     ElementwiseOp("isfinite", 1, "!isnan({0}) && !isinf({0})", result="bool", float_only=True),
@@ -342,10 +343,10 @@ _OPS = [
     ElementwiseOp("bitwise_or", 2, "{0} | {1}", integer_only=True),
     ElementwiseOp("bitwise_xor", 2, "{0} ^ {1}", integer_only=True),
     ElementwiseOp("bitwise_not", 1, "~{0}", integer_only=True),
-    ElementwiseOp("where", 3, "{0} ? {1} : {2}"),
+    ElementwiseOp("where", 3, "{0} ? {1} : {2}", keeps_bool=True),
     ElementwiseOp("neg", 1, "-{0}"),
-    ElementwiseOp("stop_gradient", 1, "{0}"),
-    ElementwiseOp("contiguous", 1, "{0}"),
+    ElementwiseOp("stop_gradient", 1, "{0}", keeps_bool=True),
+    ElementwiseOp("contiguous", 1, "{0}", keeps_bool=True),
     ElementwiseOp("abs", 1, "abs({0})"),
     ElementwiseOp("sign", 1, "sign({0})", float_glsl="isnan({0}) ? {0} : sign({0})"),
     ElementwiseOp("exp", 1, "exp({0})", float_only=True),
