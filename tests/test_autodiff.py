@@ -590,3 +590,39 @@ def test_gradient_with_respect_to_a_view_that_changes_nothing(env: dc.Environmen
 
     env.run(env.build_graph(build))
     np.testing.assert_array_equal(env.read(out), value)
+
+
+def test_gradient_with_respect_to_a_constant_is_its_own(env: dc.Environment) -> None:
+    """Equal constants were one node (scalars) or one read (numpy arrays): d(sum(x * 2) + c * c)/dc for
+    c = constant(2.0) counted x's factor 2 too, 10 where torch gives 4; equal arrays likewise."""
+    x = env.parameter("own_constant_x", (3,), init=np.array([1.0, 2.0, 3.0], np.float32))
+    scalar, array = env.parameter("own_constant_scalar", ()), env.parameter("own_constant_array", (3,))
+
+    def build(s: dc.Scope) -> None:
+        c = s.constant(2.0)
+        s.write(scalar, s.grad(dc.sum(s.read(x) * 2.0) + c * c, [c])[0])
+        a, b = s.constant(np.ones(3, np.float32)), s.constant(np.ones(3, np.float32))
+        s.write(array, s.grad(dc.sum(s.read(x) * b) + dc.sum(a * a), [a])[0])
+
+    env.run(env.build_graph(build))
+    assert env.read(scalar) == 4.0
+    np.testing.assert_array_equal(env.read(array), [2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize("view", ["[()]", "[None]", "reshape(1, 1)", "broadcast_to(3)", "[...]"])
+def test_gradient_through_a_view_of_a_scalar_constant(env: dc.Environment, view: str) -> None:
+    """A view of a constant was folded into a new constant, which cut the gradient: 0 where torch gives
+    d sum(sigmoid(view(c)))/dc = n * sigmoid'(c), n the view's size (torch.sigmoid's float64 value, 1e-6)."""
+    make = {"[()]": lambda c: c[()], "[None]": lambda c: c[None], "reshape(1, 1)": lambda c: c.reshape(1, 1),
+            "broadcast_to(3)": lambda c: dc.broadcast_to(c, (3,)), "[...]": lambda c: c[...]}[view]
+    out = env.parameter(f"constant_view_{view}", ())
+
+    def build(s: dc.Scope) -> None:
+        c = s.constant(0.5)
+        s.write(out, s.grad(dc.sum(dc.sigmoid(make(c))), [c])[0])
+
+    env.run(env.build_graph(build))
+    c = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    size = 3 if view == "broadcast_to(3)" else 1
+    (size * torch.sigmoid(c)).backward()
+    np.testing.assert_allclose(env.read(out), c.grad.item(), rtol=1e-6)

@@ -395,8 +395,6 @@ def _view(x: Array, shape: Shape, kind: str, args: tuple,
     """A view of x; chained views compose into one index map onto the first non-view node. It is a
     node of its own also where it changes nothing, so a gradient with respect to it is its own, as torch's."""
     node = x.node
-    if node.op == "const" and not views.is_masked(transform(())):  # the same value at every index
-        return x.scope.add("const", shape, node.dtype, attrs=node.attrs)
     if node.op == "view":
         source, chain = node.inputs[0], node.attrs.chain
     else:

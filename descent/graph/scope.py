@@ -49,7 +49,6 @@ class Scope:
         self.training = training
         self.writes: dict[str, tuple[Parameter, int]] = {}
         self._reads: dict[str, int] = {}
-        self._constants: dict[tuple, int] = {}
         self._streams = 0
         self.gradient_rules: dict[int, GradientRule] = {}
         self.index_ranges: list[IndexRange] = []
@@ -143,20 +142,21 @@ class Scope:
             raise
 
     def constant(self, value: Any, dtype: DType | str | None = None) -> Array:
-        """A constant: Python scalars are inlined into shaders, numpy arrays uploaded once at build."""
+        """A constant: Python scalars are inlined into shaders, numpy arrays uploaded once at build. Each
+        call makes a node of its own, so a gradient with respect to it is its own (equal numpy constants
+        share a buffer, not a gradient)."""
+        from descent.graph import ops
+
         if np.isscalar(value) or (isinstance(value, np.ndarray) and value.ndim == 0):
             typed = isinstance(value, np.ndarray | np.generic)
             scalar = value.item() if typed else value
             resolved = as_dtype(dtype) if dtype is not None else data_dtype(value.dtype if typed else type(scalar))
             check_scalar("constant", scalar, resolved)
-            key = (resolved.name, repr(scalar))
-            if key not in self._constants:
-                self._constants[key] = self.add("const", (), resolved, attrs=scalar).node_id
-            return Array(self, self._constants[key])
+            return self.add("const", (), resolved, attrs=scalar)
         array = np.asarray(value)
         resolved = as_dtype(dtype) if dtype is not None else data_dtype(array.dtype)
         parameter = self.environment.constant_parameter(array, resolved)
-        return self.read(parameter)
+        return ops.reshape(self.read(parameter), array.shape)
 
     def grad(self, loss: Array, wrt: Array | Sequence[Array]) -> list[Array]:
         """Gradients of the scalar `loss` with respect to each Array of `wrt` (or to one Array, as a list
