@@ -470,9 +470,11 @@ def test_constants_promote_as_arrays_of_their_type_and_must_fit_it(env: dc.Envir
     assert result.dtype == np.uint32 and result == 2**32 - 1
     assert evaluate(env, lambda y: y + y.scope.constant(np.uint32(2)), u).dtype == np.uint32
     np.testing.assert_array_equal(evaluate(env, lambda y: y.scope.constant(-1).astype("uint32") + y, u), u - 1)
-    for value, dtype, error, message in ((-1, "uint32", OverflowError, "-1 is out of bounds for uint32"),
-                                         (2**40, None, OverflowError, "1099511627776 is out of bounds for int32"),
-                                         (2**31, "int32", OverflowError, "2147483648 is out of bounds for int32"),
+    for value, dtype, error, message in ((-1, "uint32", OverflowError, "Python integer -1 is out of bounds for uint32"),
+                                         (2**40, None, OverflowError,
+                                          "Python integer 1099511627776 is out of bounds for int32"),
+                                         (2**31, "int32", OverflowError,
+                                          "Python integer 2147483648 is out of bounds for int32"),
                                          (float("nan"), "int32", ValueError, "nan has no int32 value")):
         with pytest.raises(error, match="constant: " + message + r"\n  at .*test_elementwise"):
             evaluate(env, lambda y, value=value, dtype=dtype: y + y.scope.constant(value, dtype), u)

@@ -66,7 +66,7 @@ def test_a_float_for_an_integer_constant_or_pad_must_fit(env: dc.Environment) ->
     for build, error, message in [
             (lambda s: s.constant(3e9, "int32"), OverflowError, r"constant: 3000000000.0 is out of bounds for int32"),
             (lambda s: s.constant(-2.5, "uint32"), OverflowError, r"constant: -2.5 is out of bounds for uint32"),
-            (lambda s: s.constant(np.int64(2**40), "int32"), OverflowError, r"constant: 1099511627776 is out"),
+            (lambda s: s.constant(np.int64(2**40), "int32"), OverflowError, r"constant: Python integer 1099511627776"),
             (lambda s: dc.pad(s.constant(ints), 1, 3e9), OverflowError, r"pad: 3000000000.0 is out of bounds"),
             (lambda s: dc.pad(s.constant(ints), 1, float("nan")), ValueError, r"pad: nan has no int32 value")]:
         with pytest.raises(error, match=message + r"(.|\n)*test_errors.py"):
@@ -136,7 +136,7 @@ def test_an_array_given_as_a_parameter_shape_points_to_init(env: dc.Environment)
     (lambda x, w, v: v[..., ...], IndexError, "single ellipsis"),
     (lambda x, w, v: dc.stack([v, v[:2]]), dc.ShapeError,  # it named concat and shapes with the new axis
      r"stack: the arrays must all have one shape, as numpy's; got \(8,\), \(2,\)"),
-    (lambda x, w, v: dc.pad(dc.astype(v, "int32"), 1, 2**40), OverflowError, "pad: 1099511627776 is out of bounds"),
+    (lambda x, w, v: dc.pad(dc.astype(v, "int32"), 1, 2**40), OverflowError, "pad: Python integer 1099511627776 is"),
     (lambda x, w, v: dc.pad(v, 1.5), dc.ShapeError, "pad: widths must be an int, a .before, after. pair"),
     (lambda x, w, v: dc.scatter_add(v, dc.astype(v, "int32"), -2), dc.ShapeError, "size must not be negative"),
     (lambda x, w, v: dc.broadcast_to(v, (-2, 8)), dc.ShapeError, "broadcast_to: a shape cannot have a negative"),

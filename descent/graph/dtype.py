@@ -103,7 +103,8 @@ def check_scalar(owner: str, value: Any, target: DType) -> None:
     elif isinstance(value, np.integer):
         whole = int(value)
     if outside(whole, target):
-        raise OverflowError(at_user_line(f"{owner}: {value} is out of bounds for {target.name}"))
+        shown = f"Python integer {value}" if type(value) is int else value  # numpy's words
+        raise OverflowError(at_user_line(f"{owner}: {shown} is out of bounds for {target.name}"))
 
 
 def promote(*dtypes: DType) -> DType:

@@ -76,7 +76,7 @@ def _check_weak_integers(op: str, operands: Sequence[Any], target: DType) -> Non
     """A Python integer must fit the integer type it takes (numpy 2 raises OverflowError too)."""
     for x in operands:
         if outside(x, target):
-            raise OverflowError(at_user_line(f"{op}: Python integer {x} is out of bounds for {target.name}"))
+            check_scalar(op, x, target)
 
 
 def _compared_outside(op: str, operands: Sequence[Any], target: DType) -> bool | None:
