@@ -207,7 +207,9 @@ class Trainer:
         history, step = [], 0
         for epoch in range(initial_epoch, epochs):
             if schedule is not None:
-                self.optimizer.set_lr(schedule(self.optimizer.initial_lr, epoch, epochs))
+                rate = schedule(self.optimizer.initial_lr, epoch, epochs)
+                named = getattr(schedule, "__name__", None) or repr(schedule)
+                self.optimizer.set_lr(arguments.real("fit", f"schedule {named}'s rate for epoch {epoch}", rate, 0.0))
             rng = np.random.default_rng((seed, self._epochs_trained)) if shuffle else None
             batches = _batches(x, y, batch_size, rng, drop_last)
             self._reset_metrics("train")
