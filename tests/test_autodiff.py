@@ -626,3 +626,72 @@ def test_gradient_through_a_view_of_a_scalar_constant(env: dc.Environment, view:
     size = 3 if view == "broadcast_to(3)" else 1
     (size * torch.sigmoid(c)).backward()
     np.testing.assert_allclose(env.read(out), c.grad.item(), rtol=1e-6)
+
+
+def _hessian_vector_products(env: dc.Environment, name: str, fn, torch_fn, inputs: list[np.ndarray],
+                             v: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """d/dx_k of sum(v * d fn / dx_0) for each input x_k, by descent (fn) and by torch in float64 (torch_fn)."""
+    parameters = [env.parameter(f"{name}_in{k}", x.shape, init=x) for k, x in enumerate(inputs)]
+    outputs = [env.parameter(f"{name}_out{k}", x.shape) for k, x in enumerate(inputs)]
+
+    def build(s: dc.Scope) -> None:
+        arrays = [s.read(p) for p in parameters]
+        (first,) = s.grad(fn(*arrays), [arrays[0]])
+        for out, second in zip(outputs, s.grad(dc.sum(first * s.constant(v)), arrays)):
+            s.write(out, second)
+
+    env.run(env.build_graph(build))
+    tensors = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in inputs]
+    (first,) = torch.autograd.grad(torch_fn(*tensors), [tensors[0]], create_graph=True)
+    theirs = torch.autograd.grad((first * torch.from_numpy(v.astype(np.float64))).sum(), tensors, allow_unused=True)
+    return ([env.read(out) for out in outputs],
+            [np.zeros(x.shape) if t is None else t.numpy() for x, t in zip(inputs, theirs)])
+
+
+_AT_ZERO = np.array([0.0, 2.0, -3.0, 0.5], np.float32)
+_KINKS = {  # descent's function, torch's, and the inputs: each has an exact zero where a rule had a kink
+    "prod": (dc.prod, torch.prod, [_AT_ZERO]),
+    "cumprod": (lambda x: dc.sum(dc.cumprod(x, 0)), lambda x: torch.cumprod(x, 0).sum(), [_AT_ZERO]),
+    "softplus": (lambda x: dc.sum(dc.nn.softplus(x)), lambda x: torch.nn.functional.softplus(x).sum(), [_AT_ZERO]),
+    "softplus beta 2": (lambda x: dc.sum(dc.nn.softplus(x, 2.0)),
+                        lambda x: torch.nn.functional.softplus(x, 2.0).sum(), [_AT_ZERO]),
+    "bce with logits": (lambda x, t: dc.binary_cross_entropy_with_logits(x, t, "sum"),
+                        lambda x, t: torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="sum"),
+                        [_AT_ZERO, np.array([1.0, 0.0, 0.3, 1.0], np.float32)]),
+    "huber": (lambda x, t: dc.huber(x, t, 1.0, "sum"),
+              lambda x, t: torch.nn.functional.huber_loss(x, t, reduction="sum", delta=1.0),
+              [_AT_ZERO, np.array([0.0, 1.7, 0.0, 0.5], np.float32)]),
+}
+
+
+@pytest.mark.parametrize("name", list(_KINKS))
+def test_second_order_at_an_exact_zero_matches_torch(env: dc.Environment, name: str) -> None:
+    """Hessian-vector products where an input is exactly 0 (float64 torch, 1e-5): prod's rule gave the
+    nonzero elements a constant 0 (their derivative by the zero was lost: [0, 15, 10, 6] for prod of
+    [0, 2, 3, 5], torch [31, 15, 10, 6]); softplus, BCE and huber were built on |x|, whose gradient at 0
+    is 0, so their second derivative there was 0 (torch 0.25, 0.25 and 1)."""
+    ours, theirs_fn, inputs = _KINKS[name]
+    v = np.array([1.0, -0.5, 2.0, 0.25], np.float32)
+    mine, theirs = _hessian_vector_products(env, "kink_" + name.replace(" ", "_"), ours, theirs_fn, inputs, v)
+    for a, b in zip(mine, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_softmax_cross_entropy_gradient_with_respect_to_probability_labels(env: dc.Environment) -> None:
+    """d loss / d labels is -log_softmax(logits), as torch's; it was 0 wherever a label was 0 (the
+    guard that keeps 0 * -inf from making NaN cut it). A logit of -inf with a 0 label still adds 0."""
+    logits = np.array([[2.0, -1.0, 0.5], [0.3, 0.1, -0.2]], np.float32)
+    labels = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]], np.float32)
+    weights = np.ones(1, np.float32)
+    ours = _descent_gradients(env, lambda z, t: dc.reshape(dc.softmax_cross_entropy(z, t, "sum"), (1,)),
+                              [logits, labels], weights)
+    theirs = _torch_gradients(lambda z, t: torch.nn.functional.cross_entropy(z, t, reduction="sum").reshape(1),
+                              [logits, labels], weights)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    masked = np.array([[0.0, -np.inf, 1.0]], np.float32)
+    loss = env.parameter("ce_masked_loss", ())
+    env.run(env.build_graph(lambda s: s.write(loss, dc.softmax_cross_entropy(
+        s.constant(masked), s.constant(np.array([[0.5, 0.0, 0.5]], np.float32)), "sum"))))
+    expected = -0.5 * (np.log(1 / (1 + np.e)) + np.log(np.e / (1 + np.e)))
+    np.testing.assert_allclose(env.read(loss), expected, rtol=1e-6)

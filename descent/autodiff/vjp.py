@@ -171,7 +171,7 @@ def _reduce_rule(g: Array, node: Node, x: Array, y: Array) -> Array | None:
     if kind == "sum":
         return spread
     if kind == "prod":
-        return spread * _product_of_others(x, node.attrs["axes"])
+        return spread * _product_of_others(x, node.attrs["axes"], ops.broadcast_to(y, x.shape))
     if kind == "logsumexp":
         return spread * ops.exp(x - ops.broadcast_to(y, x.shape))
     extreme = ops.broadcast_to(y, x.shape)
@@ -180,15 +180,15 @@ def _reduce_rule(g: Array, node: Node, x: Array, y: Array) -> Array | None:
     return spread * hit / ops.broadcast_to(ties, x.shape)
 
 
-def _product_of_others(x: Array, axes: tuple[int, ...]) -> Array:
-    """For each element, the product of the other elements it is reduced with: y / x where x is not
-    zero; where it is, the product of the nonzero others if it is the only zero, else 0."""
+def _product_of_others(x: Array, axes: tuple[int, ...], product: Array) -> Array:
+    """For each element, the product of the other elements it is reduced with: product / x where x is
+    not zero (0 where another element is, and through `product` its derivative with respect to that
+    zero, for second order); where it is, the product of the nonzero others if it is the only zero, else 0."""
     zero = ops.eq(x, 0.0)
     ones_for_zeros = ops.where(zero, 1.0, x)
     zeros = ops.broadcast_to(reductions.sum(ops.astype(zero, x.dtype), axes, keepdims=True), x.shape)
     nonzero = ops.broadcast_to(reductions.prod(ones_for_zeros, axes, keepdims=True), x.shape)
-    return ops.where(zero, ops.where(ops.eq(zeros, 1.0), nonzero, 0.0),
-                     ops.where(ops.eq(zeros, 0.0), nonzero / ones_for_zeros, 0.0))
+    return ops.where(zero, ops.where(ops.eq(zeros, 1.0), nonzero, 0.0), product / ones_for_zeros)
 
 
 def vjp(g: Array, node: Node, inputs: list[Array], output: Array) -> list[Array | None]:

@@ -71,8 +71,10 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
     log_probabilities = logits - reductions.logsumexp(logits, -1, keepdims=True)
-    # a class with no target weight adds nothing, also where its logit is -inf (0 * -inf would be NaN)
-    per_class = -ops.where(ops.eq(targets, 0.0), 0.0, targets * log_probabilities)
+    # a class with no target weight adds nothing, also where its logit is -inf (0 * -inf would be NaN);
+    # elsewhere a target's gradient is -log_probability, also where the target is 0
+    unused = ops.logical_and(ops.eq(targets, 0.0), ops.isinf(log_probabilities))
+    per_class = -targets * ops.where(unused, 0.0, log_probabilities)
     examples = logits.size // logits.shape[-1]
     if reduction == "none":
         return reductions.sum(per_class, -1)
@@ -102,9 +104,12 @@ def huber(prediction: Array, target: Array, delta: float = 1.0, reduction: str =
     if not delta > 0:
         raise ValueError(at_user_line(f"huber: delta must be positive, got {delta}"))
     _same_shape("huber", prediction, target)
-    difference = ops.abs(_difference(prediction, target))
+    signed = _difference(prediction, target)
+    difference = ops.abs(signed)
     small = ops.lt(difference, delta)
-    inside = ops.where(small, difference, 0.0)  # the square's branch sees no inf: its 0 * inf gradient would be NaN
+    # the square's branch sees no inf (its 0 * inf gradient would be NaN), and squares the signed
+    # difference: |d|'s gradient at 0 is 0, which made the second derivative there 0, not 1
+    inside = ops.where(small, signed, 0.0)
     loss = ops.where(small, 0.5 * inside * inside, delta * (difference - 0.5 * delta))
     return _reduce(loss, reduction, loss.size)
 
@@ -113,7 +118,7 @@ def huber(prediction: Array, target: Array, delta: float = 1.0, reduction: str =
 def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: str = "mean",
                                      pos_weight: Array | float | np.ndarray | None = None) -> Array:
     """-(w t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))) = w t softplus(-x) + (1 - t) softplus(x), each
-    softplus as max(., 0) + log1p(exp(-|x|)) so that neither cancels. `pos_weight` w weighs the positive
+    softplus as `ops.log1p_exp` so that neither cancels. `pos_weight` w weighs the positive
     targets, as PyTorch's: 1 by default, a number, one per class of the last axis, or any shape that
     broadcasts to the logits'; a numpy array becomes a graph constant, so that `functools.partial` can
     hand it to a Trainer."""
@@ -129,6 +134,5 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array, reduction: s
                                           f"hold one weight per class, shape {logits.shape[-1:]}, or broadcast "
                                           f"to the logits' shape {logits.shape} as PyTorch's"))
         positive = pos_weight * targets
-    tail = ops.log1p(ops.exp(-ops.abs(logits)))
-    loss = (1.0 - targets) * (ops.maximum(logits, 0.0) + tail) + positive * (ops.maximum(-logits, 0.0) + tail)
+    loss = (1.0 - targets) * ops.log1p_exp(logits) + positive * ops.log1p_exp(-logits)
     return _reduce(loss, reduction, loss.size)

@@ -331,6 +331,14 @@ def abs(x: Array) -> Array:  # noqa: A001
     return x if x.dtype.name in ("uint32", "bool") else elementwise("abs", x)
 
 
+@takes_array
+def log1p_exp(x: Array) -> Array:
+    """log(1 + exp(x)) (softplus) as max(x, 0) + log1p(exp(-|x|)), which neither overflows nor cancels;
+    its gradient is sigmoid(x), so its second derivative at 0 is sigmoid's (|x|'s gradient there is 0)."""
+    value = maximum(x, 0.0) + log1p(exp(-abs(x)))
+    return x.scope.custom_gradient(value, [x], lambda g: [g * sigmoid(x)])
+
+
 def sign(x: Array) -> Array:
     """-1, 0 or 1 by the sign of x."""
     if x.dtype.name in ("uint32", "bool"):

@@ -37,7 +37,7 @@ def silu(x: Array) -> Array:
 def softplus(x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
     """log(1 + exp(beta x)) / beta, stable for large |x|, and x itself where beta x > threshold (PyTorch's)."""
     scaled = x * beta
-    smooth = (ops.maximum(scaled, 0.0) + ops.log1p(ops.exp(-ops.abs(scaled)))) * (1.0 / beta)
+    smooth = ops.log1p_exp(scaled) * (1.0 / beta)
     return ops.where(ops.gt(scaled, threshold), x, smooth)
 
 
