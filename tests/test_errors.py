@@ -132,7 +132,12 @@ def test_an_array_given_as_a_parameter_shape_points_to_init(env: dc.Environment)
     (lambda x, w, v: dc.max_pool2d(x, 0), dc.ShapeError, "kernel must be at least 1"),
     (lambda x, w, v: dc.avg_pool2d(x, 2, padding=2), dc.ShapeError, r"padding \(2, 2\) must be at most half"),
     (lambda x, w, v: v[0:4:0], ValueError, "slice step cannot be zero"),
-    (lambda x, w, v: v[np.array([0, 2])], IndexError, "use dc.take"),
+    (lambda x, w, v: v[[0, 1], [1, 2]], IndexError, r"with other arrays or integers .* dc.take\(x, indices, axis\)"),
+    (lambda x, w, v: x[0, :, [1, 2]], IndexError, "numpy's advanced indexing, which moves axes"),
+    (lambda x, w, v: v[v > 1.0], IndexError, "a bool Array: how many elements it selects is known only when"),
+    (lambda x, w, v: v[[1.5]], IndexError, "array indices must be integers or bools, not float64"),
+    (lambda x, w, v: v[[0, 8]], IndexError, "index 8 is out of bounds for axis 0 with size 8"),
+    (lambda x, w, v: v[np.array([True, False])], IndexError, r"bool mask of shape \(2,\) does not match axis 0"),
     (lambda x, w, v: v[..., ...], IndexError, "single ellipsis"),
     (lambda x, w, v: dc.stack([v, v[:2]]), dc.ShapeError,  # it named concat and shapes with the new axis
      r"stack: the arrays must all have one shape, as numpy's; got \(8,\), \(2,\)"),
@@ -146,8 +151,8 @@ def test_an_array_given_as_a_parameter_shape_points_to_init(env: dc.Environment)
     (lambda x, w, v: v.astype(np.float64), TypeError, "dtype <class 'numpy.float64'>"),
     (lambda x, w, v: v.scope.random_uniform((4.7, 3)), TypeError, r"sizes must be integers, got 4.7"),
     (lambda x, w, v: v.reshape((2, 4.0)), TypeError, r"reshape: sizes must be integers, got 4.0"),
-], ids=["stride", "padding", "dilation", "kernel", "pool padding", "step", "array index", "ellipses", "stack shapes",
-        "pad fill",
+], ids=["stride", "padding", "dilation", "kernel", "pool padding", "step", "two arrays", "array and integer",
+        "bool Array", "float list", "list out of range", "mask length", "ellipses", "stack shapes", "pad fill",
         "pad widths", "scatter size", "broadcast size", "one_hot classes", "random shape", "astype uint8",
         "astype float64", "random float shape", "reshape float"])
 def test_bad_conv_pool_and_index_arguments(env: dc.Environment, build, error, message) -> None:

@@ -211,6 +211,35 @@ def test_bools_among_other_scalar_indices_are_numpys(env: dc.Environment, index:
     np.testing.assert_array_equal(gradient, expected)
 
 
+_MASK = np.array([True, False, True])
+_ARRAY_INDICES = {  # x of shape (2, 3, 4) indexed as numpy; True: the int32 numpy array goes in as a graph Array
+    "[:, [2, 0, 2]]": ((slice(None), [2, 0, 2]), False), "[..., list]": ((Ellipsis, [3, -1]), False),
+    "[[1]]": (([1],), False), "[0-d numpy]": ((np.array(1),), False), "[:, []]": ((slice(None), []), False),
+    "[None, :, mask, ::-1]": ((None, slice(None), _MASK, slice(None, None, -1)), False),
+    "[:, Array 2-d]": ((slice(None), np.array([[0, 2], [-1, 1]], np.int32)), True),
+    "[..., Array 0-d]": ((Ellipsis, np.array(2, np.int32)), True),
+}
+
+
+@pytest.mark.parametrize("name", list(_ARRAY_INDICES))
+def test_one_array_index_among_slices_as_numpy(env: dc.Environment, name: str) -> None:
+    """x[:, indices] takes along the axis as numpy (values, and gradients that add up repeated indices);
+    it was refused as 'not basic indexing', also for a 0-d numpy integer numpy takes as an integer."""
+    index, as_array = _ARRAY_INDICES[name]
+
+    def make(a: dc.Array) -> tuple:
+        return tuple(a.scope.constant(i) if as_array and isinstance(i, np.ndarray) else i for i in index)
+
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    result = evaluate(env, lambda a: a[make(a)] * 1.0, x)
+    assert result.shape == x[index].shape
+    np.testing.assert_array_equal(result, x[index])
+    gradient = evaluate(env, lambda a: a.scope.grad(dc.sum(a[make(a)] * a[make(a)]), [a])[0], x)
+    expected = np.zeros_like(x)
+    np.add.at(expected, index, 2 * x[index])
+    np.testing.assert_array_equal(gradient, expected)
+
+
 def test_empty_views_padded_and_pad_arguments_numpy_refuses(env: dc.Environment) -> None:
     """A stack of empty slices padded into a non-empty result failed in codegen (ZeroDivisionError);
     a reflect pad's value was ignored and a crop past the axis made it empty, where numpy refuses."""

@@ -493,8 +493,14 @@ _NO_ELEMENTS = object()  # x[False]: a new axis of size 0, as numpy
 
 @takes_array
 def getitem(x: Array, index: Any) -> Array:
-    """Basic numpy indexing: integers, slices (any step), None, True, False and Ellipsis."""
+    """numpy indexing: integers, slices (any step), None, True, False and Ellipsis, and one array of
+    integer indices (an int Array, a list or numpy array, or a numpy bool mask) among slices, which
+    takes along its axis as `take` does."""
     index = index if isinstance(index, tuple) else (index,)
+    index = tuple(i[()] if isinstance(i, np.ndarray) and i.ndim == 0 else i for i in index)  # numpy's scalars
+    arrays = [k for k, i in enumerate(index) if isinstance(i, Array | list | np.ndarray)]
+    if arrays:
+        return _with_array(x, index, arrays)
     if builtins.sum(1 for i in index if i is Ellipsis) > 1:
         raise IndexError(at_user_line("an index can only have a single ellipsis ('...')"))
     if builtins.sum(1 for i in index if _is_scalar_index(i)) > 1 and any(isinstance(i, bool | np.bool_) for i in index):
@@ -524,9 +530,6 @@ def getitem(x: Array, index: Any) -> Array:
             steps.append(step)
             sizes.append(len(range(start, stop, step)))
             keep.append(axis)
-        elif isinstance(item, np.ndarray | list | Array):
-            raise IndexError(at_user_line(
-                f"indexing with an array (axis {axis}) is not basic indexing: use dc.take(x, indices, axis)"))
         elif isinstance(item, int) or hasattr(item, "__index__"):
             position = int(item)
             if not -size <= position < size:
@@ -547,6 +550,47 @@ def getitem(x: Array, index: Any) -> Array:
         if shape == x.shape:
             return x
     return reshape(x, shape)  # a node of its own also where it selects everything, the gradient's path to it
+
+
+def _with_array(x: Array, index: tuple, arrays: list[int]) -> Array:
+    """x[index] where index holds one array among slices, None and Ellipsis: `take` along the axis the
+    array stands for, then the rest of the index, with the array's axes kept where it stood (numpy's
+    rule for a single array index). Masks known only when the graph runs have no static shape."""
+    from descent.graph import indexing
+
+    item = index[arrays[0]]
+    if len(arrays) > 1 or any(_is_scalar_index(i) for k, i in enumerate(index) if k not in arrays):
+        raise IndexError(at_user_line(
+            "indexing with an array together with other arrays or integers (numpy's advanced indexing, "
+            "which moves axes) is not supported: index one axis at a time with dc.take(x, indices, axis)"))
+    if isinstance(item, Array) and item.dtype == bool_:
+        raise IndexError(at_user_line(
+            "indexing with a bool Array: how many elements it selects is known only when the graph runs, and "
+            "a graph's shapes are fixed when it is built; use dc.where(mask, x, 0) or weight a sum by the mask"))
+    consuming = [k for k, i in enumerate(index) if i is not None and i is not Ellipsis]
+    if len(consuming) > x.ndim:
+        raise IndexError(at_user_line(f"too many indices ({len(consuming)}) for an Array of shape {x.shape}"))
+    after = builtins.sum(1 for k in consuming if k > arrays[0])
+    ellipsis_before = any(i is Ellipsis for i in index[: arrays[0]])
+    axis = x.ndim - 1 - after if ellipsis_before else builtins.sum(1 for k in consuming if k < arrays[0])
+    if not isinstance(item, Array):
+        given = np.asarray(item)
+        if given.dtype == np.bool_:
+            if given.shape != (x.shape[axis],):
+                raise IndexError(at_user_line(f"a bool mask of shape {given.shape} does not match axis {axis} "
+                                              f"of {x.shape} (a mask indexes one axis here)"))
+            given = np.flatnonzero(given)
+        elif given.size == 0:
+            given = given.astype(np.int32)
+        if given.dtype.kind not in "iu":
+            raise IndexError(at_user_line(f"array indices must be integers or bools, not {given.dtype}"))
+        if given.size and not (-x.shape[axis] <= given.min() and given.max() < x.shape[axis]):
+            bad = given[(given < -x.shape[axis]) | (given >= x.shape[axis])][0]
+            raise IndexError(at_user_line(f"index {bad} is out of bounds for axis {axis} with size {x.shape[axis]}"))
+        item = x.scope.constant(given.astype(np.int32))
+    taken = indexing.take(x, item, axis)
+    rest = index[: arrays[0]] + (slice(None),) * item.ndim + index[arrays[0] + 1 :]
+    return getitem(taken, rest)
 
 
 def _is_scalar_index(item: Any) -> bool:
