@@ -587,6 +587,19 @@ def _small_trainer(env: dc.Environment, optimizer: optim.Optimizer | None = None
     return nn.Trainer(env, model, optimizer=optimizer), x, y
 
 
+def test_the_progress_bar_ends_each_epoch_with_its_metrics(env: dc.Environment, capsys) -> None:
+    """The epoch's loss, accuracy and validation metrics were set on a bar tqdm had closed when the
+    batches ended, so none was shown (the returned history had them)."""
+    trainer, x, y = _small_trainer(env, optim.SGD(0.1))
+    history = trainer.fit(x, y, batch_size=10, epochs=2, validation_data=(x, y), progress=True)
+    shown = capsys.readouterr().err
+    for epoch, logs in enumerate(history, 1):
+        last = [line for line in shown.replace("\r", "\n").splitlines() if line.startswith(f"epoch {epoch}/2")][-1]
+        assert "5/5" in last
+        for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert f"{name}={logs[name]:.4f}" in last, (name, last)
+
+
 def test_a_generator_used_up_by_the_first_epoch_is_named(env: dc.Environment) -> None:
     trainer, x, y = _small_trainer(env, optim.SGD(0.1))
     batches = ((x[k:k + 10], y[k:k + 10]) for k in range(0, 50, 10))

@@ -214,15 +214,17 @@ class Trainer:
             batches = _batches(x, y, batch_size, rng, drop_last)
             self._reset_metrics("train")
             start, examples = time.perf_counter(), 0
-            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=True,
+            # advanced by hand: a tqdm iterated over closes when the batches end, before the epoch's metrics
+            bar = tqdm(desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=True,
                        total=_count(x, y, batch_size, drop_last), unit="batch")
-            for batch in bar:
+            for batch in batches:
                 xb, yb = batch if y is not None else self._iterated_batch(batch)
                 graph, x_parameter, y_parameter, _ = self._graph("train", xb, yb)
                 self.env.run(graph, {x_parameter: xb, y_parameter: yb}, seed=_step_seed(seed, self._steps_trained))
                 self._steps_trained += 1
                 examples += len(xb)
                 step += 1
+                bar.update()
                 if on_step is not None:
                     on_step(step, self)
                 if progress and step % 20 == 0:
