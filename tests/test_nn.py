@@ -587,6 +587,16 @@ def _small_trainer(env: dc.Environment, optimizer: optim.Optimizer | None = None
     return nn.Trainer(env, model, optimizer=optimizer), x, y
 
 
+def test_a_module_called_as_pytorch_s_is_told_how_to_apply_it(env: dc.Environment) -> None:
+    """model(x) on numpy data said 'Module.__call__() missing 1 required positional argument: x'."""
+    model = nn.Sequential(nn.Dense(4, 3)).build(env, name=f"called{next(_uid)}")
+    message = r"Sequential is applied inside a graph as module\(s, x\), .*\(got ndarray\); on numpy data, "
+    with pytest.raises(TypeError, match=message + r"nn.Trainer\(env, model\).predict\(x\) runs it\n  at .*test_nn"):
+        model(np.zeros((2, 4), np.float32))
+    with pytest.raises(TypeError, match=r"\(got Scope, ndarray, int\)"):
+        env.build_graph(lambda s: model(s, np.zeros((2, 4), np.float32), 3))
+
+
 def test_the_progress_bar_ends_each_epoch_with_its_metrics(env: dc.Environment, capsys) -> None:
     """The epoch's loss, accuracy and validation metrics were set on a bar tqdm had closed when the
     batches ended, so none was shown (the returned history had them)."""

@@ -152,7 +152,13 @@ class Module:
             return parameters[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r} (is it built?)")
 
-    def __call__(self, s: Scope, x: Array) -> Array:
+    def __call__(self, s: Scope, x: Array | None = None, *rest: Any) -> Array:
+        if not isinstance(s, Scope) or x is None or rest:
+            given = ", ".join(type(a).__name__ for a in (s, *([] if x is None else [x]), *rest))
+            raise TypeError(at_user_line(
+                f"{type(self).__name__} is applied inside a graph as module(s, x), s the Scope env.build_graph "
+                f"hands your function and x an Array of it (got {given}); on numpy data, "
+                "nn.Trainer(env, model).predict(x) runs it"))
         if self.__dict__.get("_children") is None:
             raise GraphError(at_user_line(f"{type(self).__name__}.__init__ must call super().__init__()"))
         if not self._built and type(self).create is not Module.create:
