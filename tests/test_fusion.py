@@ -257,8 +257,8 @@ def test_inputs_are_uploaded_inside_the_recorded_run(env: dc.Environment) -> Non
         np.testing.assert_array_equal(env.read(y), data * 2 + 1)
     with pytest.raises(dc.GraphError, match="'inputs_other' is not an input of this graph"):
         env.run(graph, {other: np.zeros((3, 4), np.float32)})
-    with pytest.raises(dc.ShapeError, match="does not fit parameter 'inputs_x'"):
-        env.run(graph, {x: np.zeros((2, 2), np.float32)})
+    with pytest.raises(dc.ShapeError, match=r"run: array of shape \(2, 2\) does not fit parameter 'inputs_x'"):
+        env.run(graph, {x: np.zeros((2, 2), np.float32)})  # it said 'write:', though the user called run
 
 
 def test_contiguous_computes_a_fused_expression_once(env: dc.Environment) -> None:

@@ -203,16 +203,16 @@ class Environment:
             self._tensors[parameter.name].data()[: parameter.size] = converted
         self._sync([self._tensors[parameter.name]], to_device=True)
 
-    def _convert(self, parameter: Parameter, value: np.ndarray | float | int) -> np.ndarray:
-        """Check `value` against the parameter and return it flat, in the parameter's dtype."""
+    def _convert(self, parameter: Parameter, value: np.ndarray | float | int, where: str = "write") -> np.ndarray:
+        """Check `value` against the parameter and return it flat, in the parameter's dtype (errors name `where`)."""
         self._check(parameter)
         array = np.asarray(value)
         if array.shape != parameter.shape:
             raise ShapeError(at_user_line(
-                f"write: array of shape {array.shape} does not fit parameter '{parameter.name}' "
+                f"{where}: array of shape {array.shape} does not fit parameter '{parameter.name}' "
                 f"of shape {parameter.shape}"))
         if array.dtype.kind not in "biuf":
-            raise DTypeError(at_user_line(f"write: cannot store {array.dtype} data in '{parameter.name}'"))
+            raise DTypeError(at_user_line(f"{where}: cannot store {array.dtype} data in '{parameter.name}'"))
         dtype = parameter.dtype
         if dtype == bool_:
             return array.astype(bool).astype(np.uint32).ravel()
@@ -221,17 +221,17 @@ class Environment:
         integral = np.isfinite(array) & (array == np.round(array)) if array.dtype.kind == "f" else True
         if not dtype.is_float and not np.all(integral):
             raise DTypeError(at_user_line(
-                f"write: '{parameter.name}' holds {dtype.name}, but the array has non-integer values"))
+                f"{where}: '{parameter.name}' holds {dtype.name}, but the array has non-integer values"))
         if not dtype.is_float and array.size:
             info = np.iinfo(dtype.numpy)
             if array.min().item() < info.min or array.max().item() > info.max:  # Python compares exactly
                 raise DTypeError(at_user_line(
-                    f"write: values of '{parameter.name}' lie outside the range of {dtype.name}"))
+                    f"{where}: values of '{parameter.name}' lie outside the range of {dtype.name}"))
         with np.errstate(over="ignore"):
             converted = array.astype(dtype.numpy)
         if dtype.is_float and array.dtype.kind == "f" and np.any(np.isinf(converted) & np.isfinite(array)):
             raise DTypeError(at_user_line(
-                f"write: values of '{parameter.name}' lie outside the range of {dtype.name} (its largest is "
+                f"{where}: values of '{parameter.name}' lie outside the range of {dtype.name} (its largest is "
                 f"{np.finfo(dtype.numpy).max:.7g}); they would be stored as infinity"))
         return converted.ravel()
 
@@ -372,7 +372,7 @@ class Environment:
         inputs not given, and the seed, from the counter `seed` started when none is given (each such
         run advances it)."""
         inputs = inputs or {}
-        values = {p.name: self._convert(p, inputs[p]) if p in inputs else self.stored(p) for p in graph.inputs}
+        values = {p.name: self._convert(p, inputs[p], "run") if p in inputs else self.stored(p) for p in graph.inputs}
         if graph.uses_seed:
             if seed is None:
                 seed = self._next_seed % 2**32
