@@ -373,7 +373,7 @@ def test_grad_takes_one_array_or_a_list_and_constants(env: dc.Environment) -> No
     np.testing.assert_array_equal(env.read(alone), [2.0, 4.0, 6.0])
     assert env.read(constant) == 6.0
     other = {}
-    env.build_graph(lambda s: other.setdefault("loss", dc.sum(s.read(x))))
+    env.build_graph(lambda s: other.update(loss=dc.sum(s.read(x))))
     for wrong, error, message in [
         (lambda s: s.grad(3.0, [s.read(x)]), TypeError, "grad: loss must be an Array, got float"),
         (lambda s: s.grad(dc.sum(s.read(x)), [np.ones(3)]), TypeError, "grad: wrt\\[0\\] is a ndarray, not an Array"),

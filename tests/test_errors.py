@@ -181,10 +181,13 @@ def test_types_and_sizes_descent_does_not_have(env: dc.Environment) -> None:
 
 def test_graph_misuse(env: dc.Environment) -> None:
     x = env.parameter("err_twice", (2,))
+    with pytest.raises(dc.GraphError, match=r"build_graph: the function returned an Array and writes no parameter; "
+                                            r"a graph keeps only what it writes: store .*\n  at .*test_errors"):
+        env.build_graph(lambda s: dc.sin(s.read(x)))  # as a JAX function; it built a graph that did nothing
     with pytest.raises(dc.GraphError, match="written twice"):
         env.build_graph(lambda s: (s.write(x, 1.0), s.write(x, 2.0)))
     kept = {}
-    env.build_graph(lambda s: kept.setdefault("a", s.read(x)))
+    env.build_graph(lambda s: kept.update(a=s.read(x)))
     with pytest.raises(dc.GraphError, match="different graphs"):
         env.build_graph(lambda s: s.write(x, s.read(x) + kept["a"]))
     with pytest.raises(dc.GraphError, match="already exists"):

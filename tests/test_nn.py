@@ -1213,7 +1213,8 @@ def test_module_build_once_and_use_after_build(env: dc.Environment) -> None:
     assert reused.parameters() == [last.weight, last.bias] and last.weight.name == "once.2.weight"
     with pytest.raises(dc.GraphError, match="Sequential.build: its part once.2 was built in another Environment"):
         nn.Sequential(last).build(dc.Environment())
-    env.build_graph(lambda s: model(s, s.read(x)))
+    out = env.parameter("unbuilt_out", (5, 2))
+    env.build_graph(lambda s: s.write(out, model(s, s.read(x))))
     with pytest.raises(ValueError, match=r"Dropout: p must be a number in \[0, 1\], got 1.5\n  at .*test_nn\.py:\d+"):
         nn.Dropout(1.5)
 
@@ -1229,7 +1230,7 @@ def test_normalisation_and_embedding_refuse_what_pytorch_refuses(env: dc.Environ
     wide = nn.BatchNorm(4).build(env, name="refuse_bn4")
     with pytest.raises(dc.ShapeError, match=r"more than one value per channel, got input \(1, 4\).*drop_last"):
         env.build_graph(lambda s: wide(s, s.read(one)), training=True)
-    env.build_graph(lambda s: wide(s, s.read(one)))
+    env.build_graph(lambda s: s.write(one, wide(s, s.read(one))))
     with pytest.raises(TypeError, match="BatchNorm: momentum must be a number, got None"):
         nn.BatchNorm(4, momentum=None)
     layer = nn.LayerNorm(5).build(env, name="refuse_ln")

@@ -17,6 +17,7 @@ from descent import arguments
 from descent.codegen.glsl import DeviceShape, KernelSource, generate
 from descent.compile.spirv import compile_glsl
 from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line, user_location
+from descent.graph.array import Array
 from descent.graph.dtype import DType, as_dtype, bool_, float32
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
@@ -318,7 +319,11 @@ class Environment:
 
     def _build(self, fn: Callable[[Scope], Any], training: bool, inputs: tuple[Parameter, ...]) -> Executable:
         scope = Scope(self, training=training)
-        fn(scope)
+        returned = fn(scope)
+        if isinstance(returned, Array) and not scope.writes:
+            raise GraphError(at_user_line(
+                "build_graph: the function returned an Array and writes no parameter; a graph keeps only what "
+                "it writes: store the result with s.write(parameter, value) and read it with env.read(parameter)"))
         cpu = self.device.kind == "cpu"
         limits = self.device.limits
         shape = DeviceShape(
