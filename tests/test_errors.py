@@ -390,7 +390,7 @@ def test_on_off_variables_read_false_as_off(value: str, on: bool) -> None:
                   DESCENT_DEBUG=value, DESCENT_DETERMINISTIC=value)
     assert result.stdout.split() == [str(on), str(on)], result.stderr
     refused = _run("import descent as dc; dc.Environment()", DESCENT_DEBUG="maybe")
-    assert "ValueError: DESCENT_DEBUG='maybe': use 1 (on) or 0 (off)" in refused.stderr
+    assert "ValueError: DESCENT_DEBUG='maybe': use 1 (on) or 0 (off)\n  at <string>:1" in refused.stderr
 
 
 def test_missing_compiler_is_named_and_a_warm_cache_runs_without_it(tmp_path: Path) -> None:

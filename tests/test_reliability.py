@@ -87,6 +87,28 @@ def test_checked_mode_undoes_the_writes_of_a_refused_run(monkeypatch: pytest.Mon
     np.testing.assert_array_equal(env.read(table), [5.0, 5.0])
 
 
+def test_checked_mode_says_a_nan_came_in_with_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN in a run's batch or in a weight was blamed on the first kernel that passed it on, as if
+    its arithmetic had made it."""
+    monkeypatch.setenv("DESCENT_DEBUG", "1")
+    env = dc.Environment()
+    x = env.parameter("batch_x", (2, 3))
+    w = env.parameter("weight", (3,), init=np.array([1.0, np.inf, 2.0], np.float32))
+    y = env.parameter("batch_y", (2,))
+    scaled = env.build_graph(lambda s: s.write(y, dc.sum(s.read(x) * 2.0, axis=1)), inputs=[x])
+    with pytest.raises(FloatingPointError, match=r"kernel0 stored nan at element 1 of param:batch_y .*"
+                       r"its run input 'batch_x' already held nan at element 4 \(1 non-finite value\): "
+                       r"the values came in with it, not from this kernel"):
+        env.run(scaled, {x: np.array([[1, 2, 3], [4, np.nan, 6]], np.float32)})
+    weighted = env.build_graph(lambda s: s.write(y, dc.sum(s.read(x) * s.read(w), axis=1)), inputs=[x])
+    with pytest.raises(FloatingPointError, match=r"its parameter 'weight' already held inf at element 1"):
+        env.run(weighted, {x: np.ones((2, 3), np.float32)})
+    logs = env.build_graph(lambda s: s.write(y, dc.sum(dc.log(s.read(x)), axis=1)), inputs=[x])
+    with pytest.raises(FloatingPointError, match=r"kernel0 stored nan") as refused:
+        env.run(logs, {x: -np.ones((2, 3), np.float32)})
+    assert "already held" not in str(refused.value)
+
+
 VALIDATED_PROGRAM = """
     import numpy as np, descent as dc
     from descent import nn, optim

@@ -437,7 +437,7 @@ def _flag(variable: str) -> bool:
         return False
     if value in ("1", "true", "yes", "on"):
         return True
-    raise ValueError(f"{variable}={os.environ[variable]!r}: use 1 (on) or 0 (off)")
+    raise ValueError(at_user_line(f"{variable}={os.environ[variable]!r}: use 1 (on) or 0 (off)"))
 
 
 def _wait(sequence, spin: float) -> None:

@@ -296,22 +296,44 @@ class Executable:
             sequence.record(kp.OpAlgoDispatch(algorithm))
             sequence.eval()
             for name in source.writes:
-                buffer = self.schedule.buffers[name]
-                if not buffer.dtype.is_float:
+                if (found := self._non_finite(name)) is None:
                     continue
-                tensor = self._tensor(name)
-                manager.sequence().eval(kp.OpTensorSyncLocal([tensor]))
-                stored = np.asarray(tensor.data()[: buffer.size])
-                bad = np.flatnonzero(~np.isfinite(stored))
-                if bad.size:
-                    raise FloatingPointError(
-                        f"DESCENT_DEBUG: {source.name} stored {stored[bad[0]]} at element {bad[0]} of "
-                        f"{staged_targets.get(name, name)} ({bad.size} non-finite values); it computes "
-                        f"{', '.join(dict.fromkeys(source.ops))} from {', '.join(source.locations)}; no parameter "
-                        f"keeps this run's writes")
+                value, position, count = found
+                raise FloatingPointError(
+                    f"DESCENT_DEBUG: {source.name} stored {value} at element {position} of "
+                    f"{staged_targets.get(name, name)} ({_count(count)}); it computes "
+                    f"{', '.join(dict.fromkeys(source.ops))} from {', '.join(source.locations)}"
+                    f"{self._non_finite_inputs(source)}; no parameter keeps this run's writes")
         self._held.ran = True
         for copy in self.schedule.copies:
             manager.sequence().eval(kp.OpTensorCopy([self._tensor(copy.source), self._tensor(copy.target)]))
+
+    def _non_finite(self, name: str) -> tuple[float, int, int] | None:
+        """The first NaN or infinity in float buffer `name` as the device holds it now (value, element,
+        count of them), or None."""
+        buffer = self.schedule.buffers[name]
+        if not buffer.dtype.is_float:
+            return None
+        tensor = self._tensor(name)
+        self.environment.device.manager.sequence().eval(self.environment.kp.OpTensorSyncLocal([tensor]))
+        stored = np.asarray(tensor.data()[: buffer.size])
+        bad = np.flatnonzero(~np.isfinite(stored))
+        return (stored[bad[0]], int(bad[0]), bad.size) if bad.size else None
+
+    def _non_finite_inputs(self, source: KernelSource) -> str:
+        """The parameters `source` reads that already held a NaN or infinity (a run input, a weight), as a
+        clause for its error: the kernel passed them on rather than making them."""
+        clauses = []
+        for name in dict.fromkeys(source.bindings):
+            parameter = self.schedule.buffers[name].parameter
+            if parameter is None or name in source.writes or (found := self._non_finite(name)) is None:
+                continue
+            value, position, count = found
+            kind = "run input" if parameter in {p.name for p in self.inputs} else "parameter"
+            clauses.append(f"{kind} '{parameter}' already held {value} at element {position} ({_count(count)})")
+        if not clauses:
+            return ""
+        return f"; its {'; its '.join(clauses)}: the values came in with it, not from this kernel"
 
     @property
     def kernel_count(self) -> int:
@@ -337,3 +359,7 @@ class Executable:
             lines.append(f"  {source.name}: {'+'.join(source.ops[-1:])} -> {outputs}; ops from "
                          f"{', '.join(source.locations)}")
         return "\n".join(lines)
+
+
+def _count(non_finite: int) -> str:
+    return f"{non_finite} non-finite value{'s' * (non_finite != 1)}"
