@@ -198,6 +198,18 @@ def test_graph_misuse(env: dc.Environment) -> None:
         env.build_graph(lambda s: s.read(x)[2])
     with pytest.raises(TypeError, match="no value while the graph is built"):
         env.build_graph(lambda s: bool(s.read(x) > 0))
+    # numpy made an object array of an Array, and np.sin said only "does not support ufuncs"
+    for convert in (np.asarray, np.sin, float):
+        with pytest.raises(TypeError, match=r"no value while the graph is built. Use descent's ops \(dc.sin.*\n"
+                                            r"  at .*test_errors"):
+            env.build_graph(lambda s, convert=convert: s.write(x, convert(s.read(x)[0])))
+
+    def numpy_operands(s: dc.Scope) -> None:  # numpy scalars on the left still make Arrays
+        scaled = np.float32(2) * s.read(x) + np.float64(1.0)
+        assert isinstance(scaled, dc.Array) and scaled.dtype == dc.float32
+        s.write(x, scaled)
+
+    env.build_graph(numpy_operands)
 
 
 def _refusals_in_another_thread(env: dc.Environment, graph) -> list[dc.GraphError]:

@@ -16,11 +16,15 @@ if TYPE_CHECKING:
     from descent.graph.scope import Scope
 
 
+_NO_VALUE = ("it has no value while the graph is built. Use descent's ops (dc.sin, dc.sum, ...) inside the graph, "
+             "and env.read(parameter) for a value after env.run")
+
+
 class Array:
     """A value that will exist when the graph runs; building it only records an op."""
 
     __slots__ = ("scope", "node_id")
-    __array_ufunc__ = None  # numpy defers to Array's operators: np.float32(2) * a is an Array
+    __array_priority__ = 1000  # numpy defers to Array's operators: np.float32(2) * a is an Array
 
     def __init__(self, scope: Scope, node_id: int) -> None:
         self.scope = scope
@@ -67,6 +71,16 @@ class Array:
 
     def __bool__(self) -> bool:
         raise TypeError("an Array has no value while the graph is built; use dc.where for conditions")
+
+    def __float__(self) -> float:
+        raise TypeError(at_user_line(f"float() of an Array: {_NO_VALUE}"))
+
+    def __int__(self) -> int:
+        raise TypeError(at_user_line(f"int() of an Array: {_NO_VALUE}"))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """Refused: numpy would make an object array of it, or fail inside a ufunc such as np.sin(a)."""
+        raise TypeError(at_user_line(f"numpy cannot take a descent Array: {_NO_VALUE}"))
 
     __hash__ = object.__hash__
 
