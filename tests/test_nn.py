@@ -1316,6 +1316,11 @@ def test_a_loss_or_model_output_of_the_wrong_shape_is_named(env: dc.Environment)
                                             r"examples of x \(shape \(4,\)\).*x\[None\]"):
         trainer.predict(x[0])
     assert trainer.predict(x[:1]).shape == (1, 3)
+    # 1-D x was blamed on Dense alone, with the batch size given as the features
+    with pytest.raises(dc.ShapeError, match=r"Dense\(4, 3\): input \(10,\) has 10 features on its last axis, where "
+                                            r"it takes 4\n  at .*test_nn.py.*\nfit: x is 1-D, a single number per "
+                                            r"example .*pass x\[:, None\]"):
+        trainer.fit(x[:, 0], y, batch_size=10, progress=False)
 
 
 def test_integer_parameters_are_not_trainable(env: dc.Environment) -> None:

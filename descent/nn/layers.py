@@ -54,7 +54,7 @@ class Dense(Module):
         x = module_input(self, x, 1)
         if x.shape[-1] != self.inputs:
             raise ShapeError(at_user_line(f"Dense({self.inputs}, {self.outputs}): input {x.shape} has "
-                                          f"{x.shape[-1]} features"))
+                                          f"{x.shape[-1]} features on its last axis, where it takes {self.inputs}"))
         y = x @ s.read(self.weight)
         return y + s.read(self.bias) if self.use_bias else y
 

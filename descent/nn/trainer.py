@@ -89,7 +89,13 @@ class Trainer:
 
         def build(s) -> None:
             nonlocal output_parameter
-            output = self.model(s, s.read(x_parameter))
+            try:
+                output = self.model(s, s.read(x_parameter))
+            except ShapeError as error:
+                if len(x_shape) != 1:
+                    raise
+                raise ShapeError(f"{error}\n{_CALLS[kind]}: x is 1-D, a single number per example (a batch of "
+                                 f"{x_shape[0]} has shape {x_shape}); for one feature each, pass x[:, None]") from error
             if output.ndim == 0 or output.shape[0] != x_shape[0]:
                 raise ShapeError(at_user_line(
                     f"{_CALLS[kind]}: the model's output has shape {output.shape} for a batch of {x_shape[0]} examples "
