@@ -30,14 +30,13 @@ HIDDEN = (256, 128, 64, 32)
 
 def load_image(path: str | None, size: int) -> np.ndarray:
     """An RGB float image in [0, 1] of size x size."""
-    from skimage import data, io, transform
+    from skimage import data, transform
 
     if path is None:
         image = data.astronaut()
     else:
         try:
-            image = _cmyk_as_rgb(path)
-            image = io.imread(path) if image is None else image
+            image = _read(path)
         except OSError:
             raise
         except Exception as error:  # a decoder's own errors on a damaged file (struct.error, SyntaxError, ...)
@@ -47,16 +46,23 @@ def load_image(path: str | None, size: int) -> np.ndarray:
     return transform.resize(rgb_unit(image), (size, size), anti_aliasing=True).astype(np.float32)
 
 
-def _cmyk_as_rgb(path: str) -> np.ndarray | None:
-    """A CMYK image (a print JPEG) converted to RGB by Pillow; its four channels would pass for RGBA.
-    None for any other image."""
+def _read(path: str) -> np.ndarray:
+    """The pixels of the image file at `path`. A CMYK image (a print JPEG) is converted to RGB by Pillow:
+    its four channels would pass for RGBA. A file Pillow does not know goes to imageio's other readers;
+    where none knows it either, the error says so instead of suggesting imageio plugins to install."""
     from PIL import Image, UnidentifiedImageError
+    from skimage import io
 
     try:
         with Image.open(path) as opened:
-            return np.asarray(opened.convert("RGB")) if opened.mode == "CMYK" else None
+            if opened.mode == "CMYK":
+                return np.asarray(opened.convert("RGB"))
     except UnidentifiedImageError:
-        return None
+        try:
+            return io.imread(path)
+        except Exception as error:
+            raise ValueError("neither Pillow nor imageio knows its format") from error
+    return io.imread(path)
 
 
 def rgb_unit(image: np.ndarray) -> np.ndarray:
