@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="default 1e-3; with --resume, the checkpoint's rate unless given")
-    parser.add_argument("--momentum", type=momentum_float, default=0.9, help="for sgd")
+    parser.add_argument("--momentum", type=momentum_float, default=None, help="for sgd (default 0.9)")
     parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the epochs")
     parser.add_argument("--seed", type=int, default=0, help="any integer, as torch.manual_seed")
     parser.add_argument("--device", default=None, help="device index or name substring (default DESCENT_DEVICE)")
@@ -100,6 +100,14 @@ def main() -> None:
     if args.eval and args.resume:
         refuse(parser, "--resume", ValueError("--eval tests a checkpoint and --resume trains on from the one in "
                                               "--out; give one of them"))
+    if args.resume and args.overwrite:
+        refuse(parser, "--overwrite", ValueError("--resume continues the run in --out and --overwrite replaces it; "
+                                                 "give one of them"))
+    if args.momentum is not None and args.optimizer != "sgd":
+        refuse(parser, "--momentum", ValueError(f"--momentum is for --optimizer sgd; {args.optimizer} keeps moving "
+                                                "averages of its own (its betas)"))
+    if args.optimizer == "sgd" and args.momentum is None:
+        args.momentum = 0.9
     trained = trained_network(Path(args.eval)) if args.eval else None
     if args.network is not None and trained not in (None, args.network):
         refuse(parser, "--network", ValueError(f"{args.eval} was trained with --network {trained}"))
@@ -177,7 +185,10 @@ def main() -> None:
             print(f"{given} {args.lr:g} as given (the checkpoint's was {was:.7g})")
             trainer.optimizer.set_lr(args.lr)
             trainer.optimizer.initial_lr = args.lr
-        if trainer.epochs_trained >= args.epochs:
+        if trainer.epochs_trained > args.epochs:
+            refuse(parser, "--epochs", ValueError(f"{checkpoint} has trained {trainer.epochs_trained} epochs, more "
+                                                  f"than {args.epochs}; --resume trains on up to --epochs"))
+        if trainer.epochs_trained == args.epochs:
             if history and not figure.exists():
                 plot(history, figure, title)
             print(f"{checkpoint} has trained {trainer.epochs_trained} epochs already; ask for more with --epochs")

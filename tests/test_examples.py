@@ -430,6 +430,13 @@ def test_fashion_mnist_keeps_an_earlier_run_and_resumes_only_as_trained(
         error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(tmp_path),
                          "--resume", "--epochs", "3", *given)
         assert f"argument {flag}: {tmp_path / 'linear.npz'} was trained {was}; resume with it" in error
+    # a resume asking for fewer epochs than trained exited 0; --momentum with adam and --resume with
+    # --overwrite were taken silently, the one ignored, the other overwriting
+    for given, flag, message in [(("--resume", "--epochs", "1"), "--epochs", "has trained 2 epochs, more than 1"),
+                                 (("--resume", "--overwrite"), "--overwrite", "give one of them"),
+                                 (("--resume", "--momentum", "0.5"), "--momentum", "is for --optimizer sgd; adam")]:
+        error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(tmp_path), *given)
+        assert f"argument {flag}: " in error and message in error
     assert record.read_text() == kept
     damaged = json.loads(kept)
     damaged["history"][0]["epoch"] = "1"
