@@ -6,6 +6,7 @@ import gzip
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -519,3 +520,15 @@ def test_run_sh_names_an_unknown_command_before_setting_up(tmp_path: Path) -> No
                             check=False)
     assert result.returncode == 2 and "usage: ./run.sh [demo|test|setup|bench]" in result.stderr
     assert "setting up" not in result.stdout
+
+
+def test_the_readme_s_python_runs(tmp_path: Path) -> None:
+    """Each Python block of the README runs as shown, and prints what its `# prints` comments say."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+        assert result.returncode == 0, block + result.stderr
+        for shown in re.findall(r"^print\(.*\)\s+# prints (.*)$", block, re.M):
+            assert shown in result.stdout.splitlines(), (shown, result.stdout)
