@@ -82,14 +82,15 @@ def test_strided_conv_transpose_of_an_empty_batch(env: dc.Environment) -> None:
 
 def test_conv_transpose2d_reads_flipped_weights_as_vectors(env: dc.Environment) -> None:
     """The flipped weights of a transposed convolution (conv2d's input gradient) are copied on a CPU
-    driver, so its matmul fetches them four at a time instead of one by one."""
+    driver, so its matmul fetches them four at a time instead of one by one. (Rows 40 wide: narrower
+    ones go to the direct convolution, which fetches weights one by one.)"""
     if env.device.kind != "cpu" or not env.device.limits.max_texel_buffer_elements:
         pytest.skip("the copy pays on CPU drivers, which read operands through texel buffers")
-    x = rng.normal(size=(2, 16, 6, 6)).astype(np.float32)
+    x = rng.normal(size=(2, 16, 3, 40)).astype(np.float32)
     w = rng.normal(size=(16, 4, 3, 3)).astype(np.float32)
     weights = env.parameter("flip_w", w.shape, init=w)
     inputs = env.parameter("flip_x", x.shape, init=x)
-    out = env.parameter("flip_out", (2, 8, 6, 6))
+    out = env.parameter("flip_out", (2, 8, 3, 40))
     graph = env.build_graph(lambda s: s.write(out, dc.conv_transpose2d(s.read(inputs), s.read(weights), padding=1,
                                                                         groups=2)))
     env.run(graph)
@@ -479,3 +480,97 @@ def test_convolution_and_pooling_errors_name_their_function(env: dc.Environment)
             env.build_graph(call)
     with pytest.raises(dc.DTypeError, match=r"conv2d: cannot use float as an Array operand"):
         env.build_graph(lambda s: dc.conv2d(s.read(x), s.read(w)[..., :1, :], 0.5))
+
+
+def _direct(env: dc.Environment, graph) -> list[str]:
+    """The headers (first lines after #version) of a graph's matmul kernels that are direct convolutions."""
+    return [source.glsl.split("\n")[1] for source in graph.sources
+            if "matmul" in source.ops and "float load_input(int batch, int channel, int y, int x)" in source.glsl]
+
+
+def test_convnet_convolutions_run_as_direct_convolutions_on_a_cpu_driver(env: dc.Environment) -> None:
+    """On a CPU driver, the example ConvNet's convolutions (conv1 and conv2 forward, conv2's input
+    gradient, which is a convolution too) run as direct convolutions (shaders/conv_direct.comp),
+    not as matmuls over their windows; the weight gradients stay matmuls. Gradients match torch's.
+    Tolerance: rtol 1e-4, atol 1e-4 * sqrt(longest fold)."""
+    if env.device.kind != "cpu":
+        pytest.skip("the direct convolution is a CPU driver's kernel")
+    model = nn.Sequential(nn.Conv2D(1, 16, 3, padding=1), nn.LeakyReLU(0.01), nn.MaxPool2D(2),
+                          nn.Conv2D(16, 32, 3, padding=1, groups=2), nn.LeakyReLU(0.01)).build(env, name="direct_net")
+    x = rng.normal(size=(4, 1, 28, 28)).astype(np.float32)
+    g = rng.normal(size=(4, 32, 14, 14)).astype(np.float32)
+    xp, gp = env.parameter("direct_net_x", x.shape, init=x), env.parameter("direct_net_g", g.shape, init=g)
+    parameters = model.parameters()
+    outputs = [env.parameter(f"direct_net_d{k}", p.shape) for k, p in enumerate(parameters)]
+
+    def step(s: dc.Scope) -> None:
+        loss = dc.sum(model(s, s.read(xp)) * s.read(gp))
+        for out, gradient in zip(outputs, s.grad(loss, [s.read(p) for p in parameters])):
+            s.write(out, gradient)
+
+    graph = env.build_graph(step)
+    env.run(graph)
+    headers = _direct(env, graph)
+    for shape in ("4 x (16 x 9) @ (9 x 784)", "8 x (16 x 72) @ (72 x 196)", "8 x (8 x 144) @ (144 x 196)"):
+        assert any(shape in header for header in headers), (shape, headers)
+    assert len(headers) == 3, headers
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.LeakyReLU(0.01), torch.nn.MaxPool2d(2),
+                                 torch.nn.Conv2d(16, 32, 3, padding=1, groups=2), torch.nn.LeakyReLU(0.01))
+    with torch.no_grad():
+        for mine, their in zip(parameters, theirs.parameters()):
+            their.copy_(_t(env.read(mine)))
+    (theirs(_t(x)) * _t(g)).sum().backward()
+    for out, their in zip(outputs, theirs.parameters()):
+        np.testing.assert_allclose(env.read(out), their.grad.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(4 * 28 * 28))
+
+
+DIRECT = [  # x, w, options, whether conv2d's forward runs as a direct convolution on a CPU driver
+    ((1, 3, 7, 9), (5, 3, 3, 3), dict(padding=1), True),  # batch 1, 5 output channels, odd sizes
+    ((3, 4, 11, 6), (6, 2, 5, 5), dict(padding=2, groups=2), True),
+    ((2, 8, 9, 13), (20, 2, 1, 1), dict(groups=4), True),  # 1 x 1, 5 output channels a group
+    ((2, 6, 10, 7), (12, 6, 3, 5), dict(padding="same"), True),  # non-square
+    ((2, 3, 8, 5), (4, 3, 2, 3), dict(), True),  # valid, even kernel height
+    ((2, 4, 7, 8), (8, 4, 3, 3), dict(padding=1), True),  # 7 rows: the last block of two has one
+    ((3, 2, 6, 30), (20, 2, 3, 3), dict(padding=1), True),  # 32 padded columns, the widest; 2 blocks of 10 channels
+    ((1, 2, 3, 40), (3, 2, 3, 3), dict(padding=1), False),  # 42 padded columns: the matmul
+    ((2, 4, 9, 8), (6, 2, 3, 3), dict(stride=2, padding=1, groups=2), False),  # strided: the matmul
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, options, direct", DIRECT, ids=str)
+@pytest.mark.parametrize("activations", [False, True])
+def test_direct_convolutions_and_their_gradients_match_torch(env: dc.Environment, x_shape, w_shape, options: dict,
+                                                            direct: bool, activations: bool) -> None:
+    """conv2d's value and the gradients of its input, weight and bias against torch's, over the
+    shapes the direct convolution takes on a CPU driver (and two it leaves to the matmul), with or
+    without a leaky ReLU of its input and a ReLU after the bias. Tolerance: rtol 1e-4, atol
+    1e-4 * sqrt(longest fold)."""
+    x, w = rng.normal(size=x_shape).astype(np.float32), rng.normal(size=w_shape).astype(np.float32)
+    b = rng.normal(size=w_shape[0]).astype(np.float32)
+    tx, tw, tb = (_t(a).requires_grad_() for a in (x, w, b))
+    expected = F.conv2d(F.leaky_relu(tx, 0.1) if activations else tx, tw, tb, **options)
+    expected = F.relu(expected) if activations else expected
+    g = rng.normal(size=expected.shape).astype(np.float32)
+    (expected * _t(g)).sum().backward()
+    named = {"x": x, "w": w, "b": b, "g": g}
+    uid = f"direct_{len(env.parameters)}"
+    parameters = [env.parameter(f"{uid}_{name}", a.shape, init=a) for name, a in named.items()]
+    outputs = [env.parameter(f"{uid}_out", expected.shape)] + [env.parameter(f"{uid}_d{n}", named[n].shape)
+                                                               for n in "xwb"]
+
+    def step(s: dc.Scope) -> None:
+        xs, ws, bs, gs = (s.read(p) for p in parameters)
+        out = dc.conv2d(dc.leaky_relu(xs, 0.1) if activations else xs, ws, bs, **options)
+        out = dc.relu(out) if activations else out
+        s.write(outputs[0], out)
+        for target, gradient in zip(outputs[1:], s.grad(dc.sum(out * gs), [xs, ws, bs])):
+            s.write(target, gradient)
+
+    graph = env.build_graph(step)
+    env.run(graph)
+    if env.device.kind == "cpu":
+        forward = f"x ({w_shape[0] // options.get('groups', 1)} x {np.prod(w_shape[1:])}) @"
+        assert any(forward in header for header in _direct(env, graph)) == direct, _direct(env, graph)
+    fold = max(np.prod(w_shape[1:]), w_shape[0] * np.prod(w_shape[2:]), x_shape[0] * np.prod(expected.shape[2:]))
+    for out, theirs in zip(outputs, (expected.detach(), tx.grad, tw.grad, tb.grad)):
+        np.testing.assert_allclose(env.read(out), theirs.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(fold))

@@ -16,7 +16,8 @@ from descent.graph import ops, reductions
 from descent.graph.array import Array, array_argument, takes_array
 from descent.graph.dtype import float32
 from descent.graph.indexing import take
-from descent.graph.linalg import matmul, matmul_in_units
+from descent.graph.linalg import matmul_in_units
+from descent.graph.node import ConvWindows
 
 Pair = int | tuple[int, int]
 Single = int | tuple[int]
@@ -181,7 +182,8 @@ def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padd
     oh, ow = patches.shape[2], patches.shape[3]
     columns = patches.transpose(0, 1, 4, 5, 2, 3).reshape(n, groups, cg * kh * kw, oh * ow)
     kernels = w.reshape(groups, o // groups, cg * kh * kw)
-    out = matmul(kernels, columns).reshape(n, o, oh, ow)
+    windows = ConvWindows(groups, cg, (kh, kw), (oh, ow)) if stride == dilation == (1, 1) else None
+    out = matmul_in_units(kernels, columns, 1, windows).reshape(n, o, oh, ow)
 
     def gradients(cotangent: Array) -> tuple[Array, Array]:
         """The input's gradient as a transposed convolution (no window-sized intermediate); the weight's

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from descent.errors import ShapeError, at_user_line
 from descent.graph import ops, reductions, split
 from descent.graph.array import Array
@@ -15,11 +17,12 @@ def matmul(a: Array, b: Array) -> Array:
     return matmul_in_units(a, b, 1)
 
 
-def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
+def matmul_in_units(a: Array, b: Array, unit: int, attrs: Any = None) -> Array:
     """a @ b where the shared axis comes in runs of `unit` elements (`unit` divides it). A product with
     few outputs and much work, or a long shared axis, is split into partial products and their sum,
     between runs where that leaves enough parts, keeping each run's index arithmetic whole (conv2d's
-    weight gradient, a run per image)."""
+    weight gradient, a run per image). `attrs` (conv2d's ConvWindows) go on the product's node where
+    it is one node of the operands as given; a split product's nodes get none."""
     a, b = ops._scalar_or_array("matmul", a), ops._scalar_or_array("matmul", b)
     scope = ops._scope_of("matmul", (a, b))
     a, b = ops.as_array(a, scope), ops.as_array(b, scope)
@@ -49,7 +52,7 @@ def matmul_in_units(a: Array, b: Array, unit: int) -> Array:
     elif parts > 1 and (few_outputs or depth > split.MATMUL_LONG_FOLD):
         result = _split_depth(scope, left, right, batch, parts)
     else:
-        result = scope.add("matmul", batch + (m, n), float32, (left.node_id, right.node_id))
+        result = scope.add("matmul", batch + (m, n), float32, (left.node_id, right.node_id), attrs)
     if a.ndim == 1:
         result = ops.squeeze(result, -2)
     if b.ndim == 1:

@@ -36,3 +36,18 @@ class ViewOp:
     parent: int
     kind: str  # reshape, permute, expand, window, pad, windows
     args: tuple = ()
+
+
+@dataclass(frozen=True)
+class ConvWindows:
+    """The attrs of a matmul that conv2d made with a stride and dilation of 1 (None for any other
+    matmul), so that a CPU driver's codegen can run it as a direct convolution. The product is
+    (batch * groups) x (M x C*KH*KW) @ (C*KH*KW x OH*OW): its right operand at (b, (c, ky, kx),
+    (y, x)) is element (c, y + ky, x + kx) of group b % groups of image b // groups of the padded
+    input, which is OH + KH - 1 by OW + KW - 1 (padding, and any fused ops, are in that operand's
+    views)."""
+
+    groups: int
+    channels: int  # input channels per group
+    kernel: tuple[int, int]  # KH, KW
+    output: tuple[int, int]  # OH, OW
