@@ -579,8 +579,8 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
                       FUNCTIONS=functions)
 
 
-CONV_ACCUMULATORS = 448  # outputs a thread of the direct convolution sums in registers (lavapipe, ConvNet
-# at batch 100: 16 channels x 2 rows x 14 columns and 8 x 2 x 28 were the fastest of the blocks tried)
+CONV_ACCUMULATORS = 448  # outputs a thread of the direct convolution sums in registers (lavapipe, ConvNet's
+# conv 16->32 at batch 100: 16 channels x 2 rows x 14 columns was the fastest of the hand-written blocks tried)
 CONV_BLOCK_M = 8  # output channels a block keeps while it narrows for the limits, before it takes one row
 CONV_UNROLLED_TRIPS = 32  # longest loop Mesa unrolls on lavapipe (its max_unroll_iterations): a
 # longer one leaves the thread's blocks in memory (conv 1->16 over 28 x 28 at batch 100, 56 trips: 2.3x slower)
@@ -588,11 +588,14 @@ CONV_UNROLLED = 4608  # multiply-adds of one channel's step: the driver compiles
 
 
 def _conv_tile(parts: _Kernel, core, device: DeviceShape) -> tuple[int, int] | None:
-    """(BLOCK_M, ROWS) of conv_direct.comp for a matmul conv2d made, or None where its threads would
-    not fit: a block holds at most CONV_ACCUMULATORS outputs and unrolls at most CONV_UNROLLED
-    multiply-adds a channel, its output rows always whole, each of its loops at most
-    CONV_UNROLLED_TRIPS long (an image too wide or a kernel too tall goes to the matmul), and a
-    thread's loop trips fit the driver's limit."""
+    """(BLOCK_M, ROWS) of conv_direct.comp for a matmul conv2d made, or None where the matmul is
+    faster or the threads would not fit. With one input channel the matmul was faster (the
+    ConvNet's conv 1->16 over 28 x 28 at batch 100 on lavapipe: 2.60 ms, direct 2.67-3.37 ms over
+    six blocks from 2 x 2 to 16 x 1; a channel loop of one trip reuses nothing). A block holds at
+    most CONV_ACCUMULATORS outputs and unrolls at most CONV_UNROLLED multiply-adds a channel, its
+    output rows always whole, each of its loops at most CONV_UNROLLED_TRIPS long (an image too
+    wide or a kernel too tall goes to the matmul), and a thread's loop trips fit the driver's
+    limit."""
     windows = core.attrs
     *_, m, n = core.shape
     kh, kw = windows.kernel
@@ -601,7 +604,7 @@ def _conv_tile(parts: _Kernel, core, device: DeviceShape) -> tuple[int, int] | N
     a, b = (node_of(parts.graph, source) for source in core.inputs)
     if a.shape[-1] != channels * kh * kw or b.shape[-1] != n or n != oh * ow:
         return None
-    if max(ow + kw - 1, kh + 1) > CONV_UNROLLED_TRIPS:
+    if channels == 1 or max(ow + kw - 1, kh + 1) > CONV_UNROLLED_TRIPS:
         return None
     blocks, rows = -(-m // 16), min(2, oh)
 
