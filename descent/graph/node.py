@@ -14,8 +14,8 @@ class Node:
     """One op of a graph.
 
     `op` is "read" (attrs: the Parameter), "const" (attrs: the Python scalar), "view"
-    (attrs: a ViewOp), "cast", "arange", "gather", a heavy op ("reduce", "matmul",
-    "scatter_add"), or a name from the elementwise table.
+    (attrs: a ViewOp), "cast", "arange", "gather", a heavy op ("reduce", "matmul" (attrs: a
+    ConvWindows where conv2d made it, else None), "scatter_add"), or a name from the elementwise table.
     """
 
     op: str
