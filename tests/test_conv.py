@@ -492,13 +492,18 @@ def test_convnet_convolutions_run_as_direct_convolutions_on_a_cpu_driver(env: dc
     """On a CPU driver, the example ConvNet's conv2 (forward, and its input gradient, which is a
     convolution too) runs as a direct convolution (shaders/conv_direct.comp), not as a matmul over
     its windows; conv1 (one input channel) and the weight gradients stay matmuls. Gradients match
-    torch's. Tolerance: rtol 1e-4, atol 1e-4 * sqrt(longest fold)."""
+    torch's. Tolerance: rtol 1e-4, atol 1e-4 * sqrt(longest fold). Average pooling in place of the
+    ConvNet's max pooling, and inputs of its own: a max over a window of nearly equal values picks
+    an element by the last bit of the convolution (the shared rng's state depends on the draws of
+    hypothesis tests before, and one fresh-clone run took the other element of a near tie: 1 %
+    off in conv1's weight gradient)."""
     if env.device.kind != "cpu":
         pytest.skip("the direct convolution is a CPU driver's kernel")
-    model = nn.Sequential(nn.Conv2D(1, 16, 3, padding=1), nn.LeakyReLU(0.01), nn.MaxPool2D(2),
+    model = nn.Sequential(nn.Conv2D(1, 16, 3, padding=1), nn.LeakyReLU(0.01), nn.AvgPool2D(2),
                           nn.Conv2D(16, 32, 3, padding=1, groups=2), nn.LeakyReLU(0.01)).build(env, name="direct_net")
-    x = rng.normal(size=(4, 1, 28, 28)).astype(np.float32)
-    g = rng.normal(size=(4, 32, 14, 14)).astype(np.float32)
+    own = np.random.default_rng(11)
+    x = own.normal(size=(4, 1, 28, 28)).astype(np.float32)
+    g = own.normal(size=(4, 32, 14, 14)).astype(np.float32)
     xp, gp = env.parameter("direct_net_x", x.shape, init=x), env.parameter("direct_net_g", g.shape, init=g)
     parameters = model.parameters()
     outputs = [env.parameter(f"direct_net_d{k}", p.shape) for k, p in enumerate(parameters)]
@@ -514,7 +519,7 @@ def test_convnet_convolutions_run_as_direct_convolutions_on_a_cpu_driver(env: dc
     for shape in ("8 x (16 x 72) @ (72 x 196)", "8 x (8 x 144) @ (144 x 196)"):
         assert any(shape in header for header in headers), (shape, headers)
     assert len(headers) == 2, headers
-    theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.LeakyReLU(0.01), torch.nn.MaxPool2d(2),
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.LeakyReLU(0.01), torch.nn.AvgPool2d(2),
                                  torch.nn.Conv2d(16, 32, 3, padding=1, groups=2), torch.nn.LeakyReLU(0.01))
     with torch.no_grad():
         for mine, their in zip(parameters, theirs.parameters()):
