@@ -511,9 +511,9 @@ def _matmul(parts: _Kernel, core, device: DeviceShape) -> KernelSource:
     kernel = parts.kernel
     (a, chain_a), (b, chain_b) = operand_contexts(parts.graph, core)
     if device.cpu and isinstance(core.attrs, ConvWindows):
-        tile = _conv_tile(parts, core, device)
+        tile = _conv_tile(parts, core, ((a, chain_a), (b, chain_b)), device)
         if tile:
-            return _conv_direct(parts, core, device, tile)
+            return _conv_direct(parts, core, ((a, chain_a), (b, chain_b)), device, tile)
     *batch_shape, m, n = core.shape
     k = node_of(parts.graph, a).shape[-1]
     batch = kernel.size // (m * n)
@@ -587,7 +587,7 @@ CONV_UNROLLED_TRIPS = 32  # longest loop Mesa unrolls on lavapipe (its max_unrol
 CONV_UNROLLED = 4608  # multiply-adds of one channel's step: the driver compiles them unrolled at first dispatch
 
 
-def _conv_tile(parts: _Kernel, core, device: DeviceShape) -> tuple[int, int] | None:
+def _conv_tile(parts: _Kernel, core, operands, device: DeviceShape) -> tuple[int, int] | None:
     """(BLOCK_M, ROWS) of conv_direct.comp for a matmul conv2d made, or None where the matmul is
     faster or the threads would not fit. With one input channel the matmul was faster (the
     ConvNet's conv 1->16 over 28 x 28 at batch 100 on lavapipe: 2.60 ms, direct 2.67-3.37 ms over
@@ -601,7 +601,8 @@ def _conv_tile(parts: _Kernel, core, device: DeviceShape) -> tuple[int, int] | N
     kh, kw = windows.kernel
     oh, ow = windows.output
     channels = windows.channels
-    a, b = (node_of(parts.graph, source) for source in core.inputs)
+    (a_id, chain_a), (b_id, chain_b) = operands
+    a, b = node_of(parts.graph, a_id), node_of(parts.graph, b_id)
     if a.shape[-1] != channels * kh * kw or b.shape[-1] != n or n != oh * ow:
         return None
     if channels == 1 or max(ow + kw - 1, kh + 1) > CONV_UNROLLED_TRIPS:
@@ -621,14 +622,13 @@ def _conv_tile(parts: _Kernel, core, device: DeviceShape) -> tuple[int, int] | N
             rows = 1
     block_m = -(-m // blocks)
     batch = parts.kernel.size // (m * n)
-    (_, chain_a), (_, chain_b) = operand_contexts(parts.graph, core)
-    load_a = _element_trips(parts, core.inputs[0], chain_a, _operand_axes(batch, m, a.shape[-1]))
-    load_b = _element_trips(parts, core.inputs[1], chain_b, _operand_axes(batch, a.shape[-1], n))
+    load_a = _element_trips(parts, a_id, chain_a, _operand_axes(batch, m, a.shape[-1]))
+    load_b = _element_trips(parts, b_id, chain_b, _operand_axes(batch, a.shape[-1], n))
     trips = channels * (1 + block_m * kh * kw * load_a + (rows + kh - 1) * (ow + kw - 1) * load_b)
     return (block_m, rows) if _fits_loops(trips, device) else None
 
 
-def _conv_direct(parts: _Kernel, core, device: DeviceShape, tile: tuple[int, int]) -> KernelSource:
+def _conv_direct(parts: _Kernel, core, operands, device: DeviceShape, tile: tuple[int, int]) -> KernelSource:
     """A CPU driver's matmul that conv2d made (stride and dilation 1), in conv_direct.comp: the left
     operand (the weights) loaded element by element, the right one (the windows over the padded
     input) at (batch, channel, ky, kx, y, x), whose ranges reduce its index to the input's row and
@@ -636,7 +636,7 @@ def _conv_direct(parts: _Kernel, core, device: DeviceShape, tile: tuple[int, int
     kernel = parts.kernel
     windows = core.attrs
     block_m, rows = tile
-    (a, chain_a), (b, chain_b) = operand_contexts(parts.graph, core)
+    (a, chain_a), (b, chain_b) = operands
     *_, m, n = core.shape
     k = node_of(parts.graph, a).shape[-1]
     batch = kernel.size // (m * n)

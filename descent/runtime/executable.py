@@ -323,13 +323,13 @@ class Executable:
     def _non_finite_inputs(self, source: KernelSource) -> str:
         """The parameters `source` reads that already held a NaN or infinity (a run input, a weight), as a
         clause for its error: the kernel passed them on rather than making them."""
-        clauses = []
+        clauses, inputs = [], {parameter.name for parameter in self.inputs}
         for name in dict.fromkeys(source.bindings):
             parameter = self.schedule.buffers[name].parameter
             if parameter is None or name in source.writes or (found := self._non_finite(name)) is None:
                 continue
             value, position, count = found
-            kind = "run input" if parameter in {p.name for p in self.inputs} else "parameter"
+            kind = "run input" if parameter in inputs else "parameter"
             clauses.append(f"{kind} '{parameter}' already held {value} at element {position} ({_count(count)})")
         if not clauses:
             return ""
