@@ -783,6 +783,39 @@ def test_trainer_refuses_a_model_it_cannot_train(env: dc.Environment) -> None:
         nn.Trainer(env, other, loss=dc.mse)
 
 
+def test_a_checkpoint_with_damaged_zip_fields_or_a_bad_path_is_a_checkpoint_error(env: dc.Environment,
+                                                                                    tmp_path) -> None:
+    """zipfile's NotImplementedError (an unknown compression method) came through load unwrapped, past a
+    user's `except CheckpointError`; so did TypeError for None and OSError for an over-long name."""
+    trainer, x, y = _small_trainer(env, optim.Adam(0.01))
+    trainer.save(tmp_path / "run.npz")
+    data = bytearray((tmp_path / "run.npz").read_bytes())
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 10] ^= 0x55  # the compression method of the last member
+    (tmp_path / "damaged.npz").write_bytes(bytes(data))
+    before = _weights(env, trainer)
+    with pytest.raises(nn.CheckpointError, match=r"damaged.npz is corrupt or truncated \(NotImplementedError: "
+                                                 r".*\); it was not loaded and the parameters are unchanged\n  at "):
+        trainer.load(tmp_path / "damaged.npz")
+    _assert_unchanged(before, _weights(env, trainer))
+    with pytest.raises(TypeError, match=r"cannot load a checkpoint from None: give a file path \(str or os.PathLike\)"
+                                        r"\n  at .*test_nn.py"):
+        trainer.load(None)
+    with pytest.raises(nn.CheckpointError, match=r"cannot save a checkpoint to '.*x{300}.npz': File name too long"):
+        trainer.save(tmp_path / ("x" * 300 + ".npz"))
+
+
+def test_model_only_is_suggested_only_where_it_would_load(env: dc.Environment, tmp_path) -> None:
+    """The hint to load with model_only showed where a model parameter itself did not fit, which
+    model_only cannot help."""
+    trainer, x, y = _small_trainer(env, optim.Adam(0.01))
+    wider = nn.Trainer(env, nn.Sequential(nn.Dense(5, 3)).build(env, name=f"wider{next(_uid)}"), optimizer=optim.SGD())
+    wider.save(tmp_path / "wider.npz")
+    with pytest.raises(nn.CheckpointError) as info:
+        trainer.load(tmp_path / "wider.npz")
+    assert "checkpoint has shape (5, 3), the model (4, 3)" in str(info.value) and "model_only=" not in str(info.value)
+
+
 def test_checkpoint_errors_say_each_thing_once_and_point_to_model_only(env: dc.Environment, tmp_path) -> None:
     trainer, x, y = _small_trainer(env, optim.Adam(0.01))
     (tmp_path / "notes.npz").write_text("a text file")
@@ -1093,8 +1126,9 @@ def test_a_checkpoint_with_one_step_counter_for_all_parameters_still_loads(env: 
     assert [float(env.read(counter)) for counter in trainer.optimizer.counts()[1:]] == [3.0, 7.0]
     np.savez(tmp_path / "negative.npz", **(old | {"adam.step": np.float32(-1)}))
     with pytest.raises(nn.CheckpointError, match=r"fit:\n  'adam.step': checkpoint has -1, not a finite number "
-                                                 r"of at least 0\n  at "):
+                                                 r"of at least 0\n  \(Trainer.load\(path, model_only=True\)"):
         trainer.load(tmp_path / "negative.npz")
+    trainer.load(tmp_path / "negative.npz", model_only=True)  # optimiser state is what model_only leaves out
 
 
 def test_optimiser_defaults_are_pytorch_s() -> None:

@@ -24,12 +24,25 @@ def is_metadata(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
+def _path(path: object, action: str) -> Path:
+    """`path` as a Path whose state the file system can tell (a NUL or an over-long name cannot be)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(at_user_line(f"cannot {action} {path!r}: give a file path (str or os.PathLike)"))
+    path = Path(path)
+    try:
+        path.exists()
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise CheckpointError(at_user_line(f"cannot {action} {str(path)!r}: {reason}")) from None
+    return path
+
+
 def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
          metadata: dict[str, np.ndarray] | None = None) -> None:
     """Write every parameter's value, and the `metadata` arrays, to `path` (.npz). A temporary file
     is renamed over the target only once complete, so a crash mid-save leaves the previous
     checkpoint intact."""
-    path = Path(path)
+    path = _path(path, "save a checkpoint to")
     if path.is_dir():
         raise CheckpointError(at_user_line(f"cannot save a checkpoint to {path}: it is a directory (left "
                                            f"untouched); give a file name such as {path / 'model.npz'}"))
@@ -66,12 +79,12 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
     (entries the model lacks are allowed with `ignore_extra`; metadata named in `metadata_kinds`, where
     present, must have that shape and a numpy dtype kind among those given, finite where floats); on
     any mismatch nothing is written and the error lists every difference, pointing to model_only where
-    the entries that differ are optimiser state (`optimizer_state` names it) or entries the model
-    lacks; entries named in `nonnegative` (a learning rate, a step count, metadata too) must be finite and
+    no model parameter differs, only optimiser state (`optimizer_state` names it), metadata or entries
+    the model lacks; entries named in `nonnegative` (a learning rate, a step count, metadata too) must be finite and
     at least 0; `fallbacks` maps a name the checkpoint may lack to an older entry that stands in for it
     (the one step counter an optimiser kept for all its parameters).
     Returns the checkpoint's metadata entries."""
-    path = Path(path)
+    path = _path(path, "load a checkpoint from")
     if not path.exists():
         raise CheckpointError(at_user_line(f"checkpoint {path} does not exist"))
     if path.is_dir():
@@ -90,7 +103,8 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
                 arrays = {name: stored[name] for name in stored.files}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError,
+            RuntimeError) as error:  # zipfile's for damaged method, version or encryption fields
         raise CheckpointError(at_user_line(
             f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
             "it was not loaded and the parameters are unchanged")) from None
@@ -123,19 +137,22 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
         problems.append(f"missing from the checkpoint: '{name}' {parameters[name].shape}")
     for name in sorted(set(arrays) - set(parameters)) if not ignore_extra else ():
         problems.append(f"not in the model: '{name}' {arrays[name].shape}")
+    troubled = set(missing)
     for name in sorted(set(arrays) & set(parameters)):
         expected, entry = parameters[name], stand_ins.get(name, name)  # an entry standing in is named once
+        troubled.add(name)
         if arrays[name].shape != expected.shape:
             problems.append(f"'{entry}': checkpoint has shape {arrays[name].shape}, the model {expected.shape}")
         elif np.dtype(arrays[name].dtype) != np.dtype(expected.dtype.numpy) and expected.dtype.name != "bool":
             problems.append(f"'{entry}': checkpoint has dtype {arrays[name].dtype}, the model {expected.dtype.name}")
         elif name in nonnegative and not np.all(np.isfinite(arrays[name]) & (arrays[name] >= 0)):
             problems.append(f"'{entry}': checkpoint has {arrays[name][()]:g}, not a finite number of at least 0")
+        else:
+            troubled.discard(name)
     problems = list(dict.fromkeys(problems))
     if problems:
-        only_state = bool(missing) and set(missing) <= set(optimizer_state)
-        hint = ("\n  (Trainer.load(path, model_only=True) restores only the model's parameters)"
-                if only_state or any(problem.startswith("not in the model") for problem in problems) else "")
+        helps = troubled <= set(optimizer_state)  # model_only drops the state, metadata and extras, not the model
+        hint = "\n  (Trainer.load(path, model_only=True) restores only the model's parameters)" if helps else ""
         raise CheckpointError(at_user_line(f"checkpoint {path} does not fit:\n  " + "\n  ".join(problems) + hint))
     for name, parameter in parameters.items():
         env.write(parameter, arrays[name])
