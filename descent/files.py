@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
 import stat
 import tempfile
@@ -12,10 +14,13 @@ from typing import BinaryIO
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call `write` on a temporary file beside the file a link at `path` leads to, then rename it over
-    that file, keeping its permissions (a new file gets open()'s); on any failure the temporary goes."""
+    that file, keeping its permissions (a new file gets open()'s); on any failure the temporary goes.
+    A file open() could not write (read-only, or a device or pipe) is refused, not replaced."""
     path = Path(os.path.realpath(path))
+    if path.exists():
+        _check_replaceable(path)
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else _new_file_mode()
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -27,6 +32,41 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
         if os.path.exists(partial):
             os.unlink(partial)
         raise
+    _remove_stale_partials(path)
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse what a rename would wrongly replace: a file its mode protects (as open() would for this
+    user), or a device, pipe or socket, which is not the user's data to replace with a regular file."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise OSError(errno.EINVAL, "it is not a regular file (a device, pipe or socket), which a save would replace",
+                      str(path))
+    if not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, "the file is read-only", str(path))
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Remove the temporaries that writes to `path` killed mid-way left behind (named with their process,
+    so that one still running is left alone)."""
+    for partial in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        pid = partial.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            try:
+                partial.unlink()
+            except OSError:
+                pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's
+        return True
+    return True
 
 
 def _new_file_mode() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import torch
 
 import descent as dc
 from descent import nn, optim
+from descent.nn import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # keeps kp where it was found
@@ -112,6 +114,7 @@ def test_checked_mode_says_a_nan_came_in_with_the_data(monkeypatch: pytest.Monke
 VALIDATED_PROGRAM = """
     import numpy as np, descent as dc
     from descent import nn, optim
+from descent.nn import checkpoint
     env = dc.Environment()
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(32, 20)).astype(np.float32), rng.integers(0, 5, 32).astype(np.int32)
@@ -191,6 +194,7 @@ def test_checked_mode_flags_out_of_range_indices() -> None:
 DETERMINISM_PROGRAM = """
     import numpy as np, descent as dc, sys
     from descent import nn, optim
+from descent.nn import checkpoint
     env = dc.Environment()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 1, 8, 8)).astype(np.float32)
@@ -219,6 +223,7 @@ def test_training_is_bit_identical_across_processes(tmp_path: Path) -> None:
 MEMORY_PROGRAM = """
     import gc, numpy as np, descent as dc
     from descent import nn, optim
+from descent.nn import checkpoint
 
     def rss():
         with open("/proc/self/statm") as handle:
@@ -349,6 +354,35 @@ def test_killed_save_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     with np.load(path) as stored:
         values = stored["big"]
     assert values.shape == (12_000_000,) and values.min() in (1.0, 2.0) and values.min() == values.max()
+    env = dc.Environment()
+    small = env.parameter("small", (3,))
+    checkpoint.save(env, {"small": small}, path)
+    assert not list(tmp_path.glob(".model.npz.*.partial")), "the killed save's temporary was left for good"
+
+
+def test_a_save_refuses_a_read_only_file_and_a_device_or_pipe(env, tmp_path: Path) -> None:
+    """A save renames its temporary over the target, which needs only the folder's permission: it replaced
+    a checkpoint the user had made read-only, and put a regular file where a pipe or device was (as root,
+    a save to /dev/null would have replaced it)."""
+    value = env.parameter("value", (3,))
+    pipe = tmp_path / "pipe.npz"
+    os.mkfifo(pipe)
+    (tmp_path / "link.npz").symlink_to(pipe)
+    for target in (pipe, tmp_path / "link.npz"):
+        with pytest.raises(nn.CheckpointError, match=r"it is not a regular file \(a device, pipe or socket\)"):
+            checkpoint.save(env, {"value": value}, target)
+        assert stat.S_ISFIFO(pipe.stat().st_mode)
+    protected = tmp_path / "best.npz"
+    protected.write_bytes(b"the best run")
+    protected.chmod(0o444)
+    save = [sys.executable, "-c", "import sys; from descent.files import write_atomically; "
+            "write_atomically(sys.argv[1], lambda handle: handle.write(b'new'))", str(protected)]
+    if os.geteuid() == 0:  # as an ordinary user: without root's bypass of file permissions
+        save = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *save]
+    result = subprocess.run(save, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": PYTHONPATH},
+                            check=False)
+    assert "PermissionError: [Errno 13] the file is read-only" in result.stderr, result.stderr
+    assert protected.read_bytes() == b"the best run"
 
 
 def test_uploaded_index_inputs_are_checked_every_run(env) -> None:
