@@ -284,10 +284,11 @@ def test_invalid_shader_shows_glsl_and_compiler_message() -> None:
     assert "undefined_name" in message and "   2  void main()" in message and "model.py:3" in message
 
 
-def _run(code: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, **env}
+def _run(code: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    root = str(Path(__file__).resolve().parents[1])
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]), **env}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=environment, timeout=120, check=False)
+                          env=environment, cwd=cwd, timeout=120, check=False)
 
 
 PROGRAM = """
@@ -420,11 +421,67 @@ def test_missing_compiler_is_named_and_a_warm_cache_runs_without_it(tmp_path: Pa
     assert "kernels 1 compiled 0 cached 1" in result.stdout
 
 
+def _compiler(folder: Path, script: str) -> str:
+    """A PATH whose glslangValidator is `script`."""
+    folder.mkdir()
+    compiler = folder / "glslangValidator"
+    compiler.write_text(script)
+    compiler.chmod(0o755)
+    return os.pathsep.join([str(folder), os.environ["PATH"]])
+
+
+def test_a_compiler_that_fails_or_cannot_run_is_named_not_blamed_on_the_shader(tmp_path: Path) -> None:
+    """A glslangValidator that crashed, was killed or printed nothing was reported as having 'rejected
+    the shader', with no exit status and no user line; one that could not be run at all (a wrapper whose
+    interpreter is gone) raised a bare FileNotFoundError naming a file that exists."""
+    version = 'if [ "$1" = --version ]; then echo "Glslang Version: fake"; exit 0; fi\n'
+    for name, script, expected in (
+            ("crash", f"#!/bin/sh\n{version}echo 'Segmentation fault' >&2; exit 139\n",
+             "failed with exit status 139 while compiling the shader for loop_probe: Segmentation fault"),
+            ("killed", f"#!/bin/sh\n{version}kill -SEGV $$\n",
+             "was killed by signal 11 (SIGSEGV) while compiling the shader for loop_probe: it printed nothing"),
+            ("silent", f"#!/bin/sh\n{version}exit 0\n", "exited without writing SPIR-V while compiling"),
+            ("unrunnable", "#!/nonexistent/interpreter\n", "cannot be run (No such file or directory); descent "
+             "needs it to compile shaders that are not in its cache")):
+        result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path / f"cache-{name}"), PATH=_compiler(tmp_path / name, script))
+        assert f"CompileError: glslangValidator at {tmp_path / name / 'glslangValidator'}" in result.stderr, name
+        assert expected in result.stderr and "  at <string>:4" in result.stderr, result.stderr
+        assert "rejected" not in result.stderr
+    assert "sudo apt-get install --reinstall glslang-tools" in result.stderr
+
+
+def test_a_damaged_compiler_version_record_is_written_again(tmp_path: Path) -> None:
+    """The record of the compiler that filled the cache, damaged (not UTF-8), raised UnicodeDecodeError
+    at every cache miss, and from dc.Environment() where the compiler is not on PATH."""
+    record = tmp_path / "spirv" / "compiler-version"
+    record.parent.mkdir()
+    record.write_bytes(bytes(range(128, 256)))
+    result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert record.read_text().startswith("Glslang Version")
+    record.write_bytes(bytes(range(128, 256)))
+    result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path), PATH=str(tmp_path / "bin"))
+    assert "CompileError: glslangValidator was not found on PATH" in result.stderr, result.stderr
+
+
+def test_cache_and_dump_folders_expand_a_tilde(tmp_path: Path) -> None:
+    """DESCENT_CACHE='~/...' (quoted, as in a unit file or os.environ) made a folder named '~' in the
+    working directory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    result = _run(PROGRAM, cwd=work, HOME=str(tmp_path), DESCENT_CACHE="~/cache", DESCENT_DUMP_SHADERS="~/dump")
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "cache" / "spirv").glob("*.spirv")) and list((tmp_path / "dump").glob("*.comp"))
+    assert not (work / "~").exists()
+
+
 def test_no_vulkan_device_is_named() -> None:
     missing = "/nonexistent/icd.json"
     result = _run(PROGRAM, VK_ICD_FILENAMES=missing, VK_DRIVER_FILES=missing)
     assert result.returncode == 1, result.stderr
     assert "DeviceError" in result.stderr and "mesa-vulkan-drivers" in result.stderr
+    assert "VK_DRIVER_FILES names /nonexistent/icd.json, which does not exist" in result.stderr
+    assert "  at <string>:4" in result.stderr  # the user's line, as other device errors give
 
 
 def test_unknown_device_lists_devices() -> None:

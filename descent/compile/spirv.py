@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import warnings
@@ -25,25 +26,48 @@ stats = {"compiled": 0, "cached": 0}
 
 
 def cache_dir() -> Path:
-    """Where SPIR-V is kept: $DESCENT_CACHE/spirv, else ~/.cache/descent/spirv."""
-    root = os.environ.get("DESCENT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "descent")
-    return Path(root) / "spirv"
+    """Where SPIR-V is kept: $DESCENT_CACHE/spirv (~ expanded), else ~/.cache/descent/spirv."""
+    root = os.environ.get("DESCENT_CACHE") or os.path.join("~", ".cache", "descent")
+    return Path(os.path.expanduser(root)) / "spirv"
 
 
 @functools.cache
-def compiler_version() -> str | None:
-    """glslangValidator's --version output, or None where it is not on PATH."""
+def _find_compiler() -> tuple[str | None, str | None, str]:
+    """glslangValidator's path and --version output; the version is None, with the reason, where it is
+    not on PATH or cannot be run (a cache filled earlier still serves then)."""
     path = shutil.which(COMPILER)
     if path is None:
-        return None
-    result = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
-    return result.stdout.strip()
+        return None, None, f"{COMPILER} was not found on PATH"
+    try:
+        result = subprocess.run([path, "--version"], capture_output=True, text=True, errors="replace", check=False)
+    except OSError as error:
+        return path, None, f"{COMPILER} at {path} cannot be run ({error.strerror or error})"
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        return path, None, f"`{path} --version` {_exit_status(result.returncode)}" + (f": {output}" if output else "")
+    return path, result.stdout.strip(), ""
+
+
+def compiler_version() -> str | None:
+    """glslangValidator's --version output, or None where it is not on PATH or cannot be run."""
+    return _find_compiler()[1]
+
+
+def _exit_status(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"failed with exit status {code}"
 
 
 def _missing_compiler() -> CompileError:
+    path, _, reason = _find_compiler()
+    remedy = "install it with: sudo apt-get install glslang-tools" if path is None else \
+        "reinstall it with: sudo apt-get install --reinstall glslang-tools"
     return CompileError(at_user_line(
-        f"{COMPILER} was not found on PATH; descent needs it to compile shaders that are not in its cache "
-        f"({cache_dir()}).\n  install it with: sudo apt-get install glslang-tools"))
+        f"{reason}; descent needs it to compile shaders that are not in its cache ({cache_dir()}).\n  {remedy}"))
 
 
 def _version_record(folder: Path) -> Path:
@@ -64,7 +88,7 @@ def _record_version(folder: Path, version: str) -> None:
 def _recorded_version(folder: Path) -> str | None:
     try:
         return _version_record(folder).read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, ValueError):  # damaged: as if absent, and written again
         return None
 
 
@@ -124,20 +148,30 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def _compile(source: str, label: str, origin: str) -> bytes:
+    """SPIR-V from glslangValidator; a shader it rejects is shown numbered with its errors, while a compiler
+    that crashes, is killed or writes nothing is reported as such, at the user's line."""
+    path = _find_compiler()[0]
+    ops = f" (ops from {origin})" if origin else ""
     with tempfile.TemporaryDirectory(prefix="descent-") as work:
         shader = Path(work) / f"{label}.comp"
         shader.write_text(source, encoding="utf-8")
         output = Path(work) / f"{label}.spv"
-        result = subprocess.run(
-            [COMPILER, *FLAGS, "-o", str(output), str(shader)], capture_output=True, text=True, errors="replace",
-            check=False,
-        )
-        if result.returncode != 0 or not output.exists():
-            message = (result.stdout + result.stderr).strip()
-            raise CompileError(
-                f"{COMPILER} rejected the shader for {label}{' (ops from ' + origin + ')' if origin else ''}:\n"
-                f"{message}\n--- GLSL ---\n{_numbered(source)}"
+        try:
+            result = subprocess.run(
+                [path, *FLAGS, "-o", str(output), str(shader)], capture_output=True, text=True, errors="replace",
+                check=False,
             )
+        except OSError as error:
+            raise CompileError(at_user_line(f"{COMPILER} at {path} cannot be run ({error.strerror or error}) to "
+                                            f"compile the shader for {label}{ops}")) from None
+        message = (result.stdout + result.stderr).strip()
+        if result.returncode > 0 and "ERROR:" in message:
+            raise CompileError(f"{COMPILER} rejected the shader for {label}{ops}:\n{message}\n"
+                               f"--- GLSL ---\n{_numbered(source)}")
+        if result.returncode != 0 or not output.exists():
+            status = _exit_status(result.returncode) if result.returncode else "exited without writing SPIR-V"
+            raise CompileError(at_user_line(f"{COMPILER} at {path} {status} while compiling the shader for "
+                                            f"{label}{ops}: {message or 'it printed nothing'}"))
         return output.read_bytes()
 
 
@@ -152,7 +186,7 @@ def _dump(source: str, label: str, origin: str) -> None:
     """With DESCENT_DUMP_SHADERS=dir, write every shader there for reading and debugging, ending in a
     comment that names the user's lines its ops come from (kept out of the compiled source, so that
     the SPIR-V cache does not depend on where a program's lines are)."""
-    directory = os.environ.get("DESCENT_DUMP_SHADERS")
+    directory = os.path.expanduser(os.environ.get("DESCENT_DUMP_SHADERS", ""))
     if directory:
         digest = hashlib.sha256(source.encode()).hexdigest()[:10]
         ending = f"// ops from {origin}\n" if origin else ""

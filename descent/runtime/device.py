@@ -82,10 +82,11 @@ def _import_kp():
     try:
         import kp
     except ImportError as error:
-        raise DeviceError(f"the Kompute module `kp` is not importable ({error}); run `./run.sh setup`") from None
+        raise DeviceError(at_user_line(f"the Kompute module `kp` is not importable ({error}); "
+                                       "run `./run.sh setup`")) from None
     if not hasattr(kp, "OpMemoryBarrier") or not hasattr(kp.Sequence, "is_complete"):
-        raise DeviceError("this `kp` lacks descent's bindings (OpMemoryBarrier, Sequence.is_complete); "
-                          "run `./run.sh setup` to build the patched one")
+        raise DeviceError(at_user_line("this `kp` lacks descent's bindings (OpMemoryBarrier, Sequence.is_complete); "
+                                       "run `./run.sh setup` to build the patched one"))
     logging.getLogger("kp").setLevel(logging.ERROR)
     return kp
 
@@ -126,8 +127,8 @@ def open_device(spec: int | str | None = None, source: str = "device") -> Device
     properties = devices[index]
     if "max_texel_buffer_elements" not in properties:
         manager.destroy()
-        raise DeviceError("this `kp` lacks descent's texel-buffer bindings; run `./run.sh setup` to build the "
-                          "patched one")
+        raise DeviceError(at_user_line("this `kp` lacks descent's texel-buffer bindings; run `./run.sh setup` to "
+                                       "build the patched one"))
     key = (index, properties["device_name"])
     if key not in _MEASURED_LOOP_TRIPS:
         _MEASURED_LOOP_TRIPS[key] = _loop_trips(kp, manager)
