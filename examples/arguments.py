@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+import descent as dc
+
 
 def positive_int(text: str) -> int:
     """An argument that must be a whole number of at least 1 (no epochs, empty batches or empty data sets)."""
@@ -47,6 +49,17 @@ def refuse(parser: argparse.ArgumentParser, option: str, error: Exception) -> No
     it names (the user's command is what was wrong, not the script)."""
     message = str(error).split("\n  at ")[0]
     parser.error(f"argument {option}: {message}")
+
+
+def open_environment(parser: argparse.ArgumentParser, device: str | None) -> dc.Environment:
+    """The Environment on --device; a device that cannot be opened stops the example, blaming --device
+    only where it was given (no driver at all is not the option's fault)."""
+    try:
+        return dc.Environment(device)
+    except dc.DeviceError as error:
+        if device is not None:
+            refuse(parser, "--device", error)
+        parser.exit(2, f"{parser.prog}: error: {str(error).split(chr(10) + '  at ')[0]}\n")
 
 
 def refuse_folders(parser: argparse.ArgumentParser, paths: tuple[Path, ...]) -> None:

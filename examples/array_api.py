@@ -9,7 +9,7 @@ import argparse
 import time
 
 import numpy as np
-from arguments import refuse
+from arguments import open_environment
 
 import descent as dc
 
@@ -18,10 +18,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="device index or name (default: DESCENT_DEVICE, else the first)")
     args = parser.parse_args()
-    try:
-        env = dc.Environment(args.device)
-    except dc.DeviceError as error:
-        refuse(parser, "--device", error)
+    env = open_environment(parser, args.device)
     print(f"device: {env.device.name} ({env.device.kind}), "
           f"storage-buffer range {env.device.limits.max_storage_buffer_range >> 20} MiB")
 

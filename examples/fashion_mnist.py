@@ -17,11 +17,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from arguments import momentum_float, output_directory, positive_float, positive_int, refuse, refuse_folders
+from arguments import (
+    momentum_float,
+    open_environment,
+    output_directory,
+    positive_float,
+    positive_int,
+    refuse,
+    refuse_folders,
+)
 
-import descent as dc
 from descent import nn, optim
 from descent.datasets import DatasetError, fashion_mnist
+from descent.files import write_atomically
 
 NETWORKS = ["linear", "mlp", "convnet", "convnet-blur"]
 RESUMED_AS_TRAINED = ("optimizer", "batch_size", "seed", "cosine", "limit", "momentum")  # --lr may change
@@ -60,7 +68,7 @@ def plot(history: list[dict], path: Path, title: str) -> None:
     right.legend()
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
     plt.close(figure)
 
 
@@ -123,10 +131,7 @@ def main() -> None:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     if args.test_limit is not None:
         x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
-    try:
-        env = dc.Environment(args.device)
-    except dc.DeviceError as error:
-        refuse(parser, "--device", error)
+    env = open_environment(parser, args.device)
     model = network(args.network).build(env, seed=args.seed)
     lr = 1e-3 if args.lr is None else args.lr
     optimizer = {"adam": lambda: optim.Adam(lr), "adamw": lambda: optim.AdamW(lr),
@@ -205,10 +210,9 @@ def main() -> None:
         that order a stop between the two leaves the record an epoch ahead, which a resume drops and
         trains again; the other way round it would lose the epoch from the history."""
         history.append(logs)
-        partial = record.with_suffix(".json.partial")
-        partial.write_text(json.dumps({"args": vars(args), "device": env.device.name, "history": history,
-                                       "seconds": time.perf_counter() - start}, indent=2))
-        partial.replace(record)
+        text = json.dumps({"args": vars(args), "device": env.device.name, "history": history,
+                           "seconds": time.perf_counter() - start}, indent=2)
+        write_atomically(record, lambda handle: handle.write(text.encode()))
         trainer.save(checkpoint)
         print(f"epoch {epoch}: train loss {logs['loss']:.4f}, train accuracy {100 * logs['accuracy']:.2f}%, "
               f"test accuracy {100 * logs['val_accuracy']:.2f}%, {logs['time']:.1f} s", flush=True)

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from arguments import output_directory, positive_float, positive_int, refuse, refuse_folders
+from arguments import open_environment, output_directory, positive_float, positive_int, refuse_folders
 
 import descent as dc
 from descent import nn, optim
+from descent.files import write_atomically
 
 HIDDEN = (256, 128, 64, 32)
 
@@ -37,8 +38,10 @@ def load_image(path: str | None, size: int) -> np.ndarray:
     else:
         try:
             image = _read(path)
-        except OSError:
-            raise
+        except OSError as error:
+            if error.filename is not None:  # the file system's own error names the file
+                raise
+            raise ValueError(f"cannot read {path} as an image ({error})") from error
         except Exception as error:  # a decoder's own errors on a damaged file (struct.error, SyntaxError, ...)
             raise ValueError(f"cannot read {path} as an image ({type(error).__name__}: {error})") from error
         if image.ndim == 4 and image.shape[0] == 1:  # a one-frame GIF comes as (frames, H, W, channels)
@@ -219,7 +222,7 @@ def save_figure(reference: np.ndarray, results: dict, path: Path) -> None:
     for axis in axes:
         axis.axis("off")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
     plt.close(figure)
 
 
@@ -246,10 +249,7 @@ def main() -> None:
     points = coordinates(args.size)
     colours = reference.reshape(-1, 3)
     grid = HashGrid()
-    try:
-        env = dc.Environment(args.device)
-    except dc.DeviceError as error:
-        refuse(parser, "--device", error)
+    env = open_environment(parser, args.device)
     out = Path(args.out)
     refuse_folders(parser, (out / "image_fit.png", out / "image_fit.json"))
     out.mkdir(parents=True, exist_ok=True)
@@ -268,10 +268,10 @@ def main() -> None:
                          "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"]}
         print(f"{name:7s} PSNR {results[name]['psnr']:5.2f} dB, loss {history[0]['loss']:.4f} -> "
               f"{history[-1]['loss']:.4f}, {seconds:.1f} s ({env.device.name})", flush=True)
-    save_figure(reference, results, out / "image_fit.png")
     summary = {name: {k: v for k, v in r.items() if k != "image"} for name, r in results.items()}
-    (out / "image_fit.json").write_text(json.dumps({"args": vars(args), "device": env.device.name,
-                                                    "results": summary}, indent=2))
+    record = json.dumps({"args": vars(args), "device": env.device.name, "results": summary}, indent=2)
+    write_atomically(out / "image_fit.json", lambda handle: handle.write(record.encode()))
+    save_figure(reference, results, out / "image_fit.png")
     print(f"wrote {out / 'image_fit.png'}, {out / 'image_fit.json'}")
 
 

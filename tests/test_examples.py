@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,40 @@ def test_image_fit_example_improves(tmp_path: Path) -> None:
     for name, result in results.items():
         assert result["final_loss"] < result["first_loss"], name
     assert (tmp_path / "image_fit.png").stat().st_size > 10_000
+
+
+def test_image_fit_keeps_its_earlier_figure_when_the_new_one_cannot_be_written(tmp_path: Path) -> None:
+    """The figure was written in place: a disk that filled up while writing it truncated the earlier
+    run's figure, after the new results had been lost with the traceback."""
+    out, cache = tmp_path / "fit", str(tmp_path / "cache")
+    command = [sys.executable, "examples/image_fit.py", *QUICK["image_fit"], "--out", str(out)]
+    environment = {**os.environ, "PYTHONPATH": PYTHONPATH, "DESCENT_CACHE": cache}
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environment, check=False)
+    assert first.returncode == 0, first.stderr
+    figure = (out / "image_fit.png").read_bytes()
+    limit = len(figure) // 2
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    second = subprocess.run([*command, "--seed", "1"], cwd=ROOT, capture_output=True, text=True, env=environment,
+                            preexec_fn=small_files, check=False)
+    assert second.returncode != 0 and "File too large" in second.stderr, second.stderr
+    assert (out / "image_fit.png").read_bytes() == figure
+    assert json.loads((out / "image_fit.json").read_text())["args"]["seed"] == 1  # the numbers went first
+    assert sorted(path.name for path in out.iterdir()) == ["image_fit.json", "image_fit.png"]  # no temporary left
+
+
+def test_examples_blame_device_only_where_it_was_given(tmp_path: Path) -> None:
+    """With no Vulkan driver at all, fashion_mnist said 'argument --device: ...' though no --device was given."""
+    missing = "/nonexistent/icd.json"
+    result = subprocess.run([sys.executable, "examples/fashion_mnist.py", *QUICK["fashion_mnist"], "--out",
+                             str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=False,
+                            env={**os.environ, "PYTHONPATH": PYTHONPATH, "VK_DRIVER_FILES": missing,
+                                 "VK_ICD_FILENAMES": missing})
+    assert result.returncode == 2
+    assert "fashion_mnist.py: error: no Vulkan driver could be loaded" in result.stderr, result.stderr
+    assert "argument --device" not in result.stderr and "\n  at " not in result.stderr  # nor the example's line
 
 
 def test_array_api_tour_runs() -> None:
@@ -242,6 +277,14 @@ def test_image_fit_names_an_unreadable_image(monkeypatch: pytest.MonkeyPatch, ca
     error = _refused(monkeypatch, capsys, "image_fit", "--image", str(damaged), "--out", str(tmp_path / "fit"))
     assert (f"argument --image: cannot read {damaged} as an image (ValueError: neither Pillow nor imageio knows "
             "its format)") in error
+    from PIL import Image
+
+    whole = tmp_path / "whole.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(whole)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(whole.read_bytes()[:2000])  # Pillow's OSError did not name the file
+    error = _refused(monkeypatch, capsys, "image_fit", "--image", str(truncated), "--out", str(tmp_path / "fit"))
+    assert f"argument --image: cannot read {truncated} as an image (image file is truncated" in error
     assert "pip install" not in error  # imageio's advice to install plugins for a file that is no image
 
 
