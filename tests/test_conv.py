@@ -580,3 +580,25 @@ def test_direct_convolutions_and_their_gradients_match_torch(env: dc.Environment
     fold = max(np.prod(w_shape[1:]), w_shape[0] * np.prod(w_shape[2:]), x_shape[0] * np.prod(expected.shape[2:]))
     for out, theirs in zip(outputs, (expected.detach(), tx.grad, tw.grad, tb.grad)):
         np.testing.assert_allclose(env.read(out), theirs.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(fold))
+
+
+def test_transposed_convolutions_take_pytorch_s_argument_order(env) -> None:
+    """conv_transpose took dilation before groups (PyTorch: groups, then dilation), so code ported with
+    positional arguments built another convolution without an error."""
+    draw = np.random.default_rng(11)
+    x, w = draw.normal(size=(1, 4, 6, 6)).astype(np.float32), draw.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    out = evaluate(env, lambda a, b: dc.conv_transpose2d(a, b, None, 1, 0, 0, 2, 3), x, w)
+    expected = torch.nn.functional.conv_transpose2d(_t(x), _t(w), None, 1, 0, 0, 2, 3).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    out = evaluate(env, lambda a, b: dc.conv_transpose1d(a, b, None, 1, 0, 0, 2, 3), x[:, :, 0], w[..., 0])
+    expected = torch.nn.functional.conv_transpose1d(_t(x[:, :, 0]), _t(w[..., 0]), None, 1, 0, 0, 2, 3).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    for ours, theirs in ((nn.ConvTranspose2D(4, 6, 3, 1, 0, 0, 2, False, 3),
+                          torch.nn.ConvTranspose2d(4, 6, 3, 1, 0, 0, 2, False, 3)),
+                         (nn.ConvTranspose1D(4, 6, 3, 1, 0, 0, 2, False, 3),
+                          torch.nn.ConvTranspose1d(4, 6, 3, 1, 0, 0, 2, False, 3))):
+        assert ours.groups == theirs.groups and ours.dilation == theirs.dilation and ours.use_bias is False
+        assert ours.weight_shape() == tuple(theirs.weight.shape)
+    assert repr(nn.ConvTranspose2D(4, 6, 3, 1, 0, 0, 2, False, 3)) == \
+        "ConvTranspose2D(4, 6, (3, 3), dilation=(3, 3), groups=2, bias=False)"  # it showed groups alone
+    assert repr(nn.Conv1D(4, 6, 3, stride=2, padding=1)) == "Conv1D(4, 6, 3, stride=2, padding=1, groups=1)"

@@ -100,7 +100,7 @@ def test_conv1d_and_pooling_1d_modules(env: dc.Environment) -> None:
 
     module = nn.Conv1D(4, 6, 3, stride=2, padding=1, groups=2)
     _torch_check(_run_module(env, module, x), reference, x)
-    assert module.weight.shape == (6, 2, 3) and repr(module) == "Conv1D(4, 6, 3, groups=2)"
+    assert module.weight.shape == (6, 2, 3) and repr(module) == "Conv1D(4, 6, 3, stride=2, padding=1, groups=2)"
     _torch_check(_run_module(env, nn.MaxPool1D(3, 2), x), lambda tx, v: (F.max_pool1d(tx, 3, 2), []), x)
     _torch_check(_run_module(env, nn.AvgPool1D(2), x), lambda tx, v: (F.avg_pool1d(tx, 2), []), x)
     with pytest.raises(dc.ShapeError, match="Conv1D: 4 inputs and 6 outputs must both divide into 4 group"):

@@ -192,7 +192,7 @@ def conv2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padd
         cotangent = ops.contiguous(cotangent)
         extra = [x.shape[2 + k] - ((out.shape[2 + k] - 1) * stride[k] - 2 * padding[k]
                                    + dilation[k] * ((kh, kw)[k] - 1) + 1) for k in range(2)]
-        dx = conv_transpose2d(cotangent, w, None, stride, padding, tuple(extra), dilation, groups)
+        dx = conv_transpose2d(cotangent, w, None, stride, padding, tuple(extra), groups, dilation)
         flat = cotangent.reshape(n, groups, o // groups, oh * ow).transpose(1, 2, 0, 3)
         rows = columns.transpose(1, 0, 3, 2).reshape(groups, n * oh * ow, cg * kh * kw)
         dw = matmul_in_units(flat.reshape(groups, o // groups, n * oh * ow), rows, oh * ow).reshape(o, cg, kh, kw)
@@ -226,11 +226,12 @@ def conv1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, pa
 
 @takes_array
 def conv_transpose1d(x: Array, w: Array, bias: Array | None = None, stride: Single = 1, padding: Single = 0,
-                     output_padding: Single = 0, dilation: Single = 1, groups: int = 1) -> Array:
-    """The transpose (gradient) of conv1d, as PyTorch: x (N, C, L) or (C, L), w (C, O // groups, K)."""
+                     output_padding: Single = 0, groups: int = 1, dilation: Single = 1) -> Array:
+    """The transpose (gradient) of conv1d, as PyTorch (its argument order too: groups before dilation):
+    x (N, C, L) or (C, L), w (C, O // groups, K)."""
     _check_operands("conv_transpose1d", w, bias)
     if x.ndim == 2 and w.ndim == 3:  # unbatched (C, L), as PyTorch's
-        return _unbatched(conv_transpose1d, x, w, bias, stride, padding, output_padding, dilation, groups)
+        return _unbatched(conv_transpose1d, x, w, bias, stride, padding, output_padding, groups, dilation)
     stride, padding = _single(stride, "conv_transpose1d: stride"), _single(padding, "conv_transpose1d: padding", 0)
     output_padding = _single(output_padding, "conv_transpose1d: output_padding", 0)
     dilation = _single(dilation, "conv_transpose1d: dilation")
@@ -242,18 +243,19 @@ def conv_transpose1d(x: Array, w: Array, bias: Array | None = None, stride: Sing
     _check_transpose_output("conv_transpose1d", x.shape[2:], w.shape[2:], (stride,), (padding,), (output_padding,),
                             (dilation,))
     x, w = _height_of_one(x, "conv_transpose1d"), _height_of_one(w, "conv_transpose1d")
-    out = conv_transpose2d(x, w, bias, (1, stride), (0, padding), (0, output_padding), (1, dilation), groups)
+    out = conv_transpose2d(x, w, bias, (1, stride), (0, padding), (0, output_padding), groups, (1, dilation))
     return ops.reshape(out, out.shape[:2] + out.shape[3:])
 
 
 @takes_array
 def conv_transpose2d(x: Array, w: Array, bias: Array | None = None, stride: Pair = 1, padding: Pair = 0,
-                     output_padding: Pair = 0, dilation: Pair = 1, groups: int = 1) -> Array:
-    """The transpose (gradient) of conv2d, as PyTorch: x (N, C, H, W) or (C, H, W), w (C, O // groups, KH, KW).
+                     output_padding: Pair = 0, groups: int = 1, dilation: Pair = 1) -> Array:
+    """The transpose (gradient) of conv2d, as PyTorch (its argument order too: groups before dilation):
+    x (N, C, H, W) or (C, H, W), w (C, O // groups, KH, KW).
     Computed as conv2d over the input with zeros inserted between its elements (a masked view)."""
     _check_operands("conv_transpose2d", w, bias)
     if x.ndim == 3 and w.ndim == 4:  # unbatched (C, H, W), as PyTorch's
-        return _unbatched(conv_transpose2d, x, w, bias, stride, padding, output_padding, dilation, groups)
+        return _unbatched(conv_transpose2d, x, w, bias, stride, padding, output_padding, groups, dilation)
     stride, padding = _pair(stride, "conv_transpose2d: stride"), _pair(padding, "conv_transpose2d: padding", 0)
     output_padding = _pair(output_padding, "conv_transpose2d: output_padding", 0)
     dilation = _pair(dilation, "conv_transpose2d: dilation")

@@ -131,7 +131,13 @@ class _Conv(Module):
 
     def __repr__(self) -> str:
         kernel = self.kernel[0] if len(self.kernel) == 1 else self.kernel
-        return f"{type(self).__name__}({self.inputs}, {self.outputs}, {kernel}, groups={self.groups})"
+        spatial = {"stride": (self.stride, 1), "padding": (self.padding, 0),
+                   "output_padding": (getattr(self, "output_padding", None), 0), "dilation": (self.dilation, 1)}
+        shown = [f"{name}={value!r}" if isinstance(value, str) else f"{name}={value[0] if len(value) == 1 else value}"
+                 for name, (value, default) in spatial.items()
+                 if value is not None and value != (default,) * len(self.kernel)]
+        shown += [f"groups={self.groups}"] + ([] if self.use_bias else ["bias=False"])
+        return f"{type(self).__name__}({self.inputs}, {self.outputs}, {kernel}, {', '.join(shown)})"
 
 
 class Conv1D(_Conv):
@@ -161,7 +167,7 @@ class _ConvTranspose(_Conv):
     convolve = staticmethod(conv.conv_transpose2d)
 
     def __init__(self, inputs: int, outputs: int, kernel: tuple[int, ...], stride: Any, padding: Any,
-                 output_padding: Any, dilation: Any, groups: int, bias: bool) -> None:
+                 output_padding: Any, groups: int, bias: bool, dilation: Any) -> None:
         super().__init__(inputs, outputs, kernel, stride, padding, dilation, groups, bias)
         self.output_padding = self._setting("output_padding", output_padding, 0)
 
@@ -173,29 +179,31 @@ class _ConvTranspose(_Conv):
         return (self.inputs, self.outputs // self.groups) + self.kernel
 
     def settings(self) -> tuple:
-        return self.stride, self.padding, self.output_padding, self.dilation, self.groups
+        return self.stride, self.padding, self.output_padding, self.groups, self.dilation
 
 
 class ConvTranspose1D(_ConvTranspose):
-    """Transposed 1-D convolution (upsampling) over NCL input; weight (inputs, outputs // groups, K)."""
+    """Transposed 1-D convolution (upsampling) over NCL input; weight (inputs, outputs // groups, K); the
+    arguments in PyTorch's order (groups, bias, then dilation)."""
 
     convolve = staticmethod(conv.conv_transpose1d)
 
     def __init__(self, inputs: int, outputs: int, kernel: int, stride: int = 1, padding: int = 0,
-                 output_padding: int = 0, dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+                 output_padding: int = 0, groups: int = 1, bias: bool = True, dilation: int = 1) -> None:
         super().__init__(inputs, outputs, _kernel(kernel, 1, "ConvTranspose1D"), stride, padding, output_padding,
-                         dilation, groups, bias)
+                         groups, bias, dilation)
 
 
 class ConvTranspose2D(_ConvTranspose):
-    """Transposed 2-D convolution (upsampling) over NCHW input; weight (inputs, outputs // groups, KH, KW)."""
+    """Transposed 2-D convolution (upsampling) over NCHW input; weight (inputs, outputs // groups, KH, KW); the
+    arguments in PyTorch's order (groups, bias, then dilation)."""
 
     convolve = staticmethod(conv.conv_transpose2d)
 
     def __init__(self, inputs: int, outputs: int, kernel: int | tuple[int, int], stride: int = 1, padding: int = 0,
-                 output_padding: int = 0, dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+                 output_padding: int = 0, groups: int = 1, bias: bool = True, dilation: int = 1) -> None:
         super().__init__(inputs, outputs, _kernel(kernel, 2, "ConvTranspose2D"), stride, padding, output_padding,
-                         dilation, groups, bias)
+                         groups, bias, dilation)
 
 
 class Embedding(Module):
