@@ -331,12 +331,12 @@ def test_upsample_nearest_and_modules_match_torch(env: dc.Environment) -> None:
     gradient = evaluate(env, lambda a: a.scope.grad((dc.upsample_nearest2d(a, (2, 3))
                                                      * a.scope.constant(weights)).sum(), [a])[0], x)
     np.testing.assert_allclose(gradient, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
-    model = nn.Sequential(nn.Upsample(2), nn.AdaptiveAvgPool2D(1)).build(env)
+    model = nn.Sequential(nn.Upsample(scale_factor=2), nn.AdaptiveAvgPool2D(1)).build(env)
     np.testing.assert_allclose(evaluate(env, lambda a: model(a.scope, a), x), x.mean(axis=(2, 3), keepdims=True),
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(dc.ShapeError, match="scale must be at least 1, got 0"):
         evaluate(env, lambda a: dc.upsample_nearest2d(a, 0), x)
-    np.testing.assert_array_equal(evaluate(env, lambda a: nn.Upsample(2.0)(a.scope, a), x),  # as torch's scale_factor
+    np.testing.assert_array_equal(evaluate(env, lambda a: nn.Upsample(scale_factor=2.0)(a.scope, a), x),
                                   torch.nn.functional.interpolate(tx, scale_factor=2.0).detach().numpy())
     with pytest.raises(TypeError, match=r"scale must be an int or a pair of ints, got 2\.5"):
         evaluate(env, lambda a: dc.upsample_nearest2d(a, 2.5), x)
@@ -474,7 +474,7 @@ def test_convolution_and_pooling_errors_name_their_function(env: dc.Environment)
                            r"conv2d: stride must be at least 1, got 0"),
                           (lambda s: dc.conv_transpose2d(s.read(x), s.read(w)[:3, ..., :1, :], padding=-1),
                            r"conv_transpose2d: padding must be at least 0, got -1"),
-                          (lambda s: nn.Upsample(2)(s, s.read(x)[0]), r"Upsample: input \(3, 5, 5\) must be 4-D "
+                          (lambda s: nn.Upsample(10)(s, s.read(x)[0]), r"Upsample: input \(3, 5, 5\) must be 4-D "
                                                                        r"\(N, C, H, W\); PyTorch's would take 3-D")]:
         with pytest.raises(dc.ShapeError, match=message + r"(.|\n)*test_conv.py"):
             env.build_graph(call)

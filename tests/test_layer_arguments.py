@@ -13,6 +13,7 @@ import torch
 
 import descent as dc
 from descent import nn
+from tests.conftest import evaluate
 
 F = torch.nn.functional
 _uid = itertools.count()
@@ -113,7 +114,8 @@ def test_sizes_that_are_not_integers_are_refused_as_pytorch(make: Callable[[], n
     (lambda: nn.AvgPool2D(2, stride=True), TypeError, "AvgPool2D: stride must be an int or a pair of ints, got True"),
     (lambda: nn.MaxPool2D(2, padding=2), dc.ShapeError,
      r"MaxPool2D: padding \(2, 2\) must be at most half the kernel \(2, 2\)"),
-    (lambda: nn.Upsample(1.5), TypeError, r"Upsample: scale_factor must be an int or a pair of ints, got 1\.5"),
+    (lambda: nn.Upsample(scale_factor=1.5), TypeError, r"Upsample: scale_factor must be an int or a pair of ints, "
+                                                       r"got 1\.5"),
     (lambda: nn.AdaptiveAvgPool2D(0), dc.ShapeError, "AdaptiveAvgPool2D: output_size must be at least 1, got 0"),
 ])
 def test_settings_are_refused_where_the_module_is_made(make: Callable[[], nn.Module], error: type,
@@ -161,7 +163,28 @@ def test_float_sizes_are_refused_as_pytorch_refuses_them(make: Callable[[], nn.M
 
 
 def test_upsample_takes_a_whole_float_scale_as_pytorch() -> None:
-    assert nn.Upsample(2.0).size == (2, 2)
+    assert nn.Upsample(scale_factor=2.0).scale_factor == (2, 2)
+
+
+def test_upsample_and_adaptive_pooling_take_pytorch_s_keywords(env: dc.Environment) -> None:
+    """Upsample's one argument was named size but meant a scale factor, so Upsample(size=(10, 10)) scaled by
+    10 without an error, and PyTorch's scale_factor= and output_size= were refused naming a private class."""
+    x = np.random.default_rng(3).normal(size=(1, 2, 5, 5)).astype(np.float32)
+    for ours, theirs in ((nn.Upsample(size=(10, 15)), torch.nn.Upsample(size=(10, 15))),
+                         (nn.Upsample(10), torch.nn.Upsample(10)),
+                         (nn.Upsample(scale_factor=(2, 3)), torch.nn.Upsample(scale_factor=(2, 3))),
+                         (nn.AdaptiveAvgPool2D(output_size=(2, 3)), torch.nn.AdaptiveAvgPool2d(output_size=(2, 3)))):
+        out = evaluate(env, lambda a, module=ours: module(a.scope, a), x)
+        np.testing.assert_allclose(out, theirs(torch.from_numpy(x)).numpy(), rtol=1e-6, atol=1e-6)
+    assert repr(nn.Upsample(size=4)) == "Upsample(size=(4, 4), mode='nearest')"
+    for make, message in ((lambda: nn.Upsample(), "Upsample: give size or scale_factor, as PyTorch's, not neither"),
+                          (lambda: nn.Upsample(4, 2), "Upsample: give size or scale_factor, as PyTorch's, not both"),
+                          (lambda: nn.Upsample(scale_factor=2, mode="bilinear"),
+                           "Upsample: mode 'bilinear' is not supported, only 'nearest'")):
+        with pytest.raises(ValueError, match=message):
+            make()
+    with pytest.raises(dc.ShapeError, match=r"Upsample: size \(7, 7\) is not a whole multiple of the input's \(5, 5\)"):
+        evaluate(env, lambda a: nn.Upsample(7)(a.scope, a), x)
 
 
 def test_zero_sizes_build_as_pytorch_and_batchnorm_refuses_no_channels(env: dc.Environment) -> None:
@@ -274,7 +297,8 @@ def test_inputs_of_the_wrong_rank_or_channels_are_refused_by_the_module(env: dc.
 
 
 @pytest.mark.parametrize("module", [nn.LayerNorm(4), nn.BatchNorm(2), nn.Flatten(), nn.Softmax(), nn.Dense(4, 3),
-                                    nn.Conv1D(2, 3, 1), nn.Embedding(3, 2), nn.MaxPool1D(2), nn.Upsample(2)])
+                                    nn.Conv1D(2, 3, 1), nn.Embedding(3, 2), nn.MaxPool1D(2),
+                                    nn.Upsample(scale_factor=2)])
 def test_a_numpy_array_as_input_is_refused_by_the_module(env: dc.Environment, module: nn.Module) -> None:
     name = type(module).__name__
     with pytest.raises(dc.DTypeError, match=f"{name}: cannot use ndarray as an Array operand; a numpy array must be "

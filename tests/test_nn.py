@@ -620,7 +620,7 @@ def test_a_generator_used_up_by_the_first_epoch_is_named(env: dc.Environment) ->
 
 def test_modules_show_their_settings() -> None:
     shown = repr(nn.Sequential(nn.Dropout(0.3), nn.BatchNorm(2), nn.MaxPool2D(2), nn.AvgPool1D(3, 1, 1)))
-    for part in ("Dropout(p=0.3)", "BatchNorm(2, momentum=0.1, eps=1e-05)", "MaxPool2D(2, stride=None, padding=0)",
+    for part in ("Dropout(p=0.3)", "BatchNorm(2, eps=1e-05, momentum=0.1)", "MaxPool2D(2, stride=None, padding=0)",
                  "AvgPool1D(3, stride=1, padding=1)"):
         assert part in shown
 
@@ -1138,6 +1138,16 @@ def test_optimiser_defaults_are_pytorch_s() -> None:
         for name, parameter in inspect.signature(ours).parameters.items():
             if name in defaults and name != "max_grad_norm":
                 assert parameter.default == defaults[name], (ours.__name__, name)  # SGD's lr was 0.01, not 1e-3
+        order = [name for name in inspect.signature(ours).parameters if name != "max_grad_norm"]
+        assert order == list(defaults)[1:len(order) + 1], ours.__name__  # SGD(0.1, 0.9, 0.5) took 0.5 as nesterov
+
+
+def test_batch_norm_takes_pytorch_s_argument_order(env: dc.Environment) -> None:
+    """BatchNorm took momentum before eps, so BatchNorm(3, 1e-3) ported from PyTorch set the momentum to
+    1e-3 without an error, and its running statistics barely moved."""
+    ours, theirs = nn.BatchNorm(3, 1e-3, 0.2), torch.nn.BatchNorm1d(3, 1e-3, 0.2)
+    assert (ours.eps, ours.momentum) == (theirs.eps, theirs.momentum) == (1e-3, 0.2)
+    assert repr(nn.BatchNorm(3)) == "BatchNorm(3, eps=1e-05, momentum=0.1)"
 
 
 def test_optimiser_switches_take_only_bools() -> None:

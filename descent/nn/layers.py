@@ -299,31 +299,37 @@ class AvgPool2D(_Pool):
     pool = staticmethod(conv.avg_pool2d)
 
 
-class _Resize(Module):
-    """A module that resizes H and W by its function, given one setting (an int or a pair)."""
-
-    resize = staticmethod(conv.adaptive_avg_pool2d)
-    setting = "output_size"
-    floats = False
-
-    def __init__(self, size: int | tuple[int, int]) -> None:
-        super().__init__()
-        self.size = conv._sizes(size, f"{type(self).__name__}: {self.setting}", 2, 1, self.floats)
-
-    def forward(self, s: Scope, x: Array) -> Array:
-        return self.resize(module_input(self, x, 2), self.size)
-
-
-class AdaptiveAvgPool2D(_Resize):
+class AdaptiveAvgPool2D(Module):
     """Mean over windows that split H and W into the output size given (1: global average pooling)."""
 
+    def __init__(self, output_size: int | tuple[int, int]) -> None:
+        super().__init__()
+        self.output_size = conv._sizes(output_size, "AdaptiveAvgPool2D: output_size", 2, 1)
 
-class Upsample(_Resize):
-    """Nearest-neighbour upsampling of H and W by the integer scale factor given (PyTorch's default mode)."""
+    def forward(self, s: Scope, x: Array) -> Array:
+        return conv.adaptive_avg_pool2d(module_input(self, x, 2), self.output_size)
 
-    resize = staticmethod(conv.upsample_nearest2d)
-    setting = "scale_factor"
-    floats = True
+    def __repr__(self) -> str:
+        return f"AdaptiveAvgPool2D(output_size={self.output_size})"
+
+
+class Upsample(Module):
+    """Nearest-neighbour upsampling of H and W (PyTorch's default mode) to `size` or by `scale_factor`, one
+    of them, as PyTorch's; the scale must be whole (a size a whole multiple of the input's)."""
+
+    def __init__(self, size: int | tuple[int, int] | None = None,
+                 scale_factor: float | tuple[float, float] | None = None, mode: str = "nearest") -> None:
+        super().__init__()
+        if (size is None) == (scale_factor is None):
+            raise ValueError(at_user_line("Upsample: give size or scale_factor, as PyTorch's, not "
+                                          + ("both" if size is not None else "neither")))
+        if mode != "nearest":
+            raise ValueError(at_user_line(f"Upsample: mode {mode!r} is not supported, only 'nearest' "
+                                          "(PyTorch's default)"))
+        self.size = None if size is None else conv._sizes(size, "Upsample: size", 2, 1)
+        self.scale_factor = (None if scale_factor is None
+                             else conv._sizes(scale_factor, "Upsample: scale_factor", 2, 1, floats=True))
+        self.mode = mode
 
     def forward(self, s: Scope, x: Array) -> Array:
         x = module_input(self, x)
@@ -331,7 +337,17 @@ class Upsample(_Resize):
             raise ShapeError(at_user_line(
                 f"Upsample: input {x.shape} must be 4-D (N, C, H, W); PyTorch's would take 3-D input as (N, C, L) "
                 "and 5-D as (N, C, D, H, W), which this one does not resize (one image (C, H, W): pass x[None])"))
-        return self.resize(x, self.size)
+        scale = self.scale_factor
+        if scale is None:
+            if any(n == 0 or size % n for size, n in zip(self.size, x.shape[2:])):
+                raise ShapeError(at_user_line(f"Upsample: size {self.size} is not a whole multiple of the input's "
+                                              f"{x.shape[2:]}; this nearest upsampling scales by whole numbers"))
+            scale = tuple(size // n for size, n in zip(self.size, x.shape[2:]))
+        return conv.upsample_nearest2d(x, scale)
+
+    def __repr__(self) -> str:
+        setting = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
+        return f"Upsample({setting}, mode={self.mode!r})"
 
 
 class BlurMaxPool2D(Module):
@@ -364,11 +380,11 @@ class BatchNorm(Module):
     unbiased variance, as PyTorch; each use updates them, so one applied twice moves them twice);
     other graphs use the running statistics."""
 
-    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         self.channels = natural("BatchNorm", "channels", channels)
-        self.momentum = real("BatchNorm", "momentum", momentum, 0.0, 1.0)
         self.eps = real("BatchNorm", "eps", eps)
+        self.momentum = real("BatchNorm", "momentum", momentum, 0.0, 1.0)
 
     def create(self, env: Any, rng: np.random.Generator) -> None:
         self.parameter(env, "weight", np.ones(self.channels, np.float32))
@@ -405,7 +421,7 @@ class BatchNorm(Module):
         return normalised * ops.reshape(s.read(self.weight), shape) + ops.reshape(s.read(self.bias), shape)
 
     def __repr__(self) -> str:
-        return f"BatchNorm({self.channels}, momentum={self.momentum}, eps={self.eps})"
+        return f"BatchNorm({self.channels}, eps={self.eps}, momentum={self.momentum})"
 
 
 class LayerNorm(Module):

@@ -20,10 +20,10 @@ class SGD(Optimizer):
 
     prefix = "sgd"
 
-    def __init__(self, lr: float = 1e-3, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, dampening: float = 0.0, max_grad_norm: float | None = None) -> None:
+    def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False, max_grad_norm: float | None = None) -> None:
         """`dampening` scales the gradient added to the velocity by 1 - dampening, from the second
-        step on (the first step's velocity is the gradient, as PyTorch's)."""
+        step on (the first step's velocity is the gradient, as PyTorch's, whose argument order this is)."""
         super().__init__(lr, max_grad_norm)
         self.momentum = real("SGD", "momentum", momentum, 0.0)
         self.weight_decay = real("SGD", "weight_decay", weight_decay, 0.0)
