@@ -465,7 +465,7 @@ TORCH_CASES = {  # name -> (descent fn, torch fn, inputs): ties, zeros and compo
     "mse sum": (lambda a, b: dc.mse(a, b, "sum"), lambda a, b: F.mse_loss(a, b, reduction="sum"),
                 [rng.normal(size=(4, 3)), rng.normal(size=(4, 3))]),
     "l1": (dc.l1, F.l1_loss, [rng.normal(size=(4, 3)), rng.normal(size=(4, 3))]),
-    "huber, both sides of delta": (lambda a, b: dc.huber(a, b, 0.5, "sum"),
+    "huber, both sides of delta": (lambda a, b: dc.huber(a, b, "sum", 0.5),
                                    lambda a, b: F.huber_loss(a, b, reduction="sum", delta=0.5),
                                    [rng.normal(size=(4, 3)), rng.normal(size=(4, 3))]),
     "bce with logits": (dc.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits,
@@ -658,7 +658,7 @@ _KINKS = {  # descent's function, torch's, and the inputs: each has an exact zer
     "bce with logits": (lambda x, t: dc.binary_cross_entropy_with_logits(x, t, "sum"),
                         lambda x, t: torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="sum"),
                         [_AT_ZERO, np.array([1.0, 0.0, 0.3, 1.0], np.float32)]),
-    "huber": (lambda x, t: dc.huber(x, t, 1.0, "sum"),
+    "huber": (lambda x, t: dc.huber(x, t, "sum", 1.0),
               lambda x, t: torch.nn.functional.huber_loss(x, t, reduction="sum", delta=1.0),
               [_AT_ZERO, np.array([0.0, 1.7, 0.0, 0.5], np.float32)]),
 }

@@ -168,12 +168,25 @@ def test_l1_and_huber_match_torch(env: dc.Environment) -> None:
     tx, tt = torch.from_numpy(x), torch.from_numpy(t)
     np.testing.assert_allclose(evaluate(env, dc.l1, x, t), F.l1_loss(tx, tt).item(), rtol=1e-5)
     for delta in (0.3, 1.0, 4.0):
-        np.testing.assert_allclose(evaluate(env, lambda a, b, d=delta: dc.huber(a, b, d), x, t),
+        np.testing.assert_allclose(evaluate(env, lambda a, b, d=delta: dc.huber(a, b, delta=d), x, t),
                                    F.huber_loss(tx, tt, delta=delta).item(), rtol=1e-5)
-    np.testing.assert_allclose(evaluate(env, lambda a, b: dc.huber(a, b, 2.0, "none") / 2.0, x, t),
+    np.testing.assert_allclose(evaluate(env, lambda a, b: dc.huber(a, b, "none", 2.0) / 2.0, x, t),
                                F.smooth_l1_loss(tx, tt, beta=2.0, reduction="none").numpy(), rtol=1e-5)
-    with pytest.raises(ValueError, match="huber: delta must be positive, got 0"):
-        evaluate(env, lambda a, b: dc.huber(a, b, 0), x, t)
+    with pytest.raises(ValueError, match="huber: delta must be a positive number, got 0"):
+        evaluate(env, lambda a, b: dc.huber(a, b, delta=0), x, t)
+    np.testing.assert_allclose(evaluate(env, lambda a, b: dc.huber(a, b, "sum", 0.5), x, t),
+                               F.huber_loss(tx, tt, "sum", 0.5).item(), rtol=1e-5)  # PyTorch's argument order
+
+
+def test_loss_arguments_in_pytorch_s_places_are_named(env: dc.Environment) -> None:
+    """dc.huber(x, t, 'sum') said "'>' not supported between 'str' and 'int'", and class weights in
+    cross_entropy's third place numpy's 'truth value of an array is ambiguous'; neither named the
+    argument or the user's line."""
+    x, t = rng.normal(size=(4, 3)).astype(np.float32), np.array([0, 2, 1, 0], np.int32)
+    with pytest.raises(TypeError, match=r"huber: delta must be a number, got 'sum'\n  at .*test_indexing"):
+        evaluate(env, lambda a: dc.huber(a, a, delta="sum"), x)
+    with pytest.raises(ValueError, match=r"reduction must be 'mean', 'sum' or 'none', not a ndarray\n  at "):
+        evaluate(env, lambda a, b: dc.softmax_cross_entropy(a, b, np.ones(3, np.float32)), x, t)
 
 
 @pytest.mark.parametrize("loss", [dc.mse, dc.l1, dc.huber, dc.binary_cross_entropy_with_logits],
@@ -226,7 +239,7 @@ def test_losses_at_their_edges(env: dc.Environment) -> None:
     target = np.array([0.0, 0.0, np.inf, 0.0], np.float32)
     reference = torch.from_numpy(prediction).requires_grad_()
     F.huber_loss(reference, torch.from_numpy(target), delta=2.0, reduction="sum").backward()
-    gradient = evaluate(env, lambda p, t: p.scope.grad(dc.huber(p, t, 2.0, "sum"), [p])[0], prediction, target)
+    gradient = evaluate(env, lambda p, t: p.scope.grad(dc.huber(p, t, "sum", 2.0), [p])[0], prediction, target)
     np.testing.assert_array_equal(gradient, reference.grad.numpy())
     empty, labels = np.zeros((0, 3), np.float32), np.zeros(0, np.int32)
     assert np.isnan(evaluate(env, dc.softmax_cross_entropy, empty, labels))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from descent.arguments import positive
 from descent.errors import DTypeError, ShapeError, at_user_line
 from descent.graph import ops, reductions
 from descent.graph.array import Array, array_argument, takes_array
@@ -12,15 +13,23 @@ from descent.graph.indexing import one_hot
 from descent.graph.view import broadcast_shapes
 
 
+def _reduction(reduction: object) -> str:
+    """The reduction, refused by name unless 'mean', 'sum' or 'none' (an array there is PyTorch's class
+    weights, its cross_entropy's third argument)."""
+    if not isinstance(reduction, str) or reduction not in ("none", "sum", "mean"):
+        shown = repr(reduction) if isinstance(reduction, str) else f"a {type(reduction).__name__}"
+        raise ValueError(at_user_line(f"reduction must be 'mean', 'sum' or 'none', not {shown}"))
+    return reduction
+
+
 def _reduce(loss: Array, reduction: str, examples: int) -> Array:
-    if reduction == "none":
+    if _reduction(reduction) == "none":
         return loss
     total = reductions.sum(loss)
     if reduction == "sum":
         return total
-    if reduction == "mean":  # NaN over no examples, as PyTorch's and dc.mean
-        return total * (1.0 / examples) if examples else loss.scope.constant(float("nan"))
-    raise ValueError(at_user_line(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"))
+    # the mean is NaN over no examples, as PyTorch's and dc.mean
+    return total * (1.0 / examples) if examples else loss.scope.constant(float("nan"))
 
 
 def _difference(prediction: Array, target: Array | float) -> Array:
@@ -76,7 +85,7 @@ def softmax_cross_entropy(logits: Array, labels: Array, reduction: str = "mean",
     unused = ops.logical_and(ops.eq(targets, 0.0), ops.isinf(log_probabilities))
     per_class = -targets * ops.where(unused, 0.0, log_probabilities)
     examples = logits.size // logits.shape[-1]
-    if reduction == "none":
+    if _reduction(reduction) == "none":
         return reductions.sum(per_class, -1)
     return _reduce(per_class, reduction, examples)
 
@@ -98,11 +107,10 @@ def l1(prediction: Array, target: Array, reduction: str = "mean") -> Array:
 
 
 @takes_array
-def huber(prediction: Array, target: Array, delta: float = 1.0, reduction: str = "mean") -> Array:
-    """Squared error below `delta`, linear above it (as PyTorch's huber_loss; its smooth_l1_loss with
-    beta b is this with delta b, divided by b)."""
-    if not delta > 0:
-        raise ValueError(at_user_line(f"huber: delta must be positive, got {delta}"))
+def huber(prediction: Array, target: Array, reduction: str = "mean", delta: float = 1.0) -> Array:
+    """Squared error below `delta`, linear above it (as PyTorch's huber_loss, in its argument order; its
+    smooth_l1_loss with beta b is this with delta b, divided by b)."""
+    delta = positive("huber", "delta", delta)
     _same_shape("huber", prediction, target)
     signed = _difference(prediction, target)
     difference = ops.abs(signed)
