@@ -439,11 +439,12 @@ def test_tied_weights_train_as_in_torch() -> None:
 @pytest.mark.parametrize("ours, theirs", [
     (optim.StepLR(3, 0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5)),
     (optim.CosineLR(1e-3), lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 10, 1e-3)),
+    (optim.CosineLR(1e-3, period=6), lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 6, 1e-3)),
     (optim.ExponentialLR(0.8), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.8)),
     (optim.MultiStepLR((2, 5, 6), 0.3), lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [2, 5, 6], 0.3)),
     (optim.LinearLR(), lambda o: torch.optim.lr_scheduler.LinearLR(o)),
     (optim.LinearLR(1.0, 0.1, 4), lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, 0.1, 4)),
-], ids=["StepLR", "CosineLR", "ExponentialLR", "MultiStepLR", "LinearLR warm-up", "LinearLR decay"])
+], ids=["StepLR", "CosineLR", "CosineLR period", "ExponentialLR", "MultiStepLR", "LinearLR warm-up", "LinearLR decay"])
 def test_schedules_match_torch_lr_schedulers(ours, theirs) -> None:
     """The rate of each of 10 epochs, as the schedule gives it to fit, against torch's scheduler
     stepped once an epoch."""

@@ -352,7 +352,8 @@ class Upsample(Module):
 
 class BlurMaxPool2D(Module):
     """Anti-aliased max pooling (Zhang 2019): max pool 2x2 with stride 1, then a fixed [1 2 1] x [1 2 1] / 16
-    blur applied per channel with stride 2 and padding 1."""
+    blur applied per channel with stride 2 and zero padding 1, as the Rust descent's (and kornia's); Zhang's
+    BlurPool pads by reflection, so here a constant image's border comes out darker."""
 
     def forward(self, s: Scope, x: Array) -> Array:
         x = module_input(self, x)

@@ -26,15 +26,20 @@ class StepLR:
 
 @dataclass(frozen=True)
 class CosineLR:
-    """Cosine decay from the initial rate to `minimum` over the run."""
+    """Cosine decay from the initial rate to `minimum` over `period` epochs (PyTorch's T_max; by default
+    the epochs `fit` is given, so a run split into several fit calls needs it set)."""
 
     minimum: float = 0.0
+    period: int | None = None
 
     def __post_init__(self) -> None:
         real("CosineLR", "minimum", self.minimum, 0.0)
+        if self.period is not None:
+            natural("CosineLR", "period", self.period, least=1)
 
     def __call__(self, initial: float, epoch: int, epochs: int) -> float:
-        return self.minimum + (initial - self.minimum) * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+        period = max(epochs, 1) if self.period is None else self.period
+        return self.minimum + (initial - self.minimum) * 0.5 * (1 + math.cos(math.pi * epoch / period))
 
 
 @dataclass(frozen=True)
