@@ -116,6 +116,11 @@ def test_idx_loader_checks_files(tmp_path: Path) -> None:
     assert 0.0 <= images.min() and images.max() <= 1.0 and set(np.unique(labels)) == set(range(10))
     with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist"):
         fashion_mnist.load("train", tmp_path)
+    (tmp_path / "a_file").write_text("")  # was "train-images-idx3-ubyte(.gz) is not in .../a_file"
+    with pytest.raises(DatasetError, match=r"a_file is a file, not the folder that holds the four Fashion-MNIST"):
+        fashion_mnist.load("train", tmp_path / "a_file")
+    with pytest.raises(DatasetError, match=r"a_file is not an IDX file \(it is empty\)"):  # "bad magic number "
+        read_idx(tmp_path / "a_file")
     bad = tmp_path / "bad-idx1-ubyte"
     bad.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02")
     with pytest.raises(DatasetError, match="holds 10 bytes but its header"):

@@ -16,6 +16,9 @@ _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000)
 
 
 def _find(directory: Path, stem: str) -> Path:
+    if directory.exists() and not directory.is_dir():
+        raise DatasetError(at_user_line(f"{directory} is a file, not the folder that holds the four Fashion-MNIST "
+                                        "idx files"))
     for name in (stem + ".gz", stem):
         if (directory / name).exists():
             return directory / name

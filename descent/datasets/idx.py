@@ -29,7 +29,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as error:
         raise DatasetError(at_user_line(f"cannot read {path}: {error}")) from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _TYPES:
-        raise DatasetError(at_user_line(f"{path} is not an IDX file (bad magic number {data[:4].hex()})"))
+        found = f"bad magic number {data[:4].hex()}" if data else "it is empty"
+        raise DatasetError(at_user_line(f"{path} is not an IDX file ({found})"))
     dtype, ndim = np.dtype(_TYPES[data[2]]), data[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
