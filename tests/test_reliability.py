@@ -114,7 +114,6 @@ def test_checked_mode_says_a_nan_came_in_with_the_data(monkeypatch: pytest.Monke
 VALIDATED_PROGRAM = """
     import numpy as np, descent as dc
     from descent import nn, optim
-from descent.nn import checkpoint
     env = dc.Environment()
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(32, 20)).astype(np.float32), rng.integers(0, 5, 32).astype(np.int32)
@@ -194,7 +193,6 @@ def test_checked_mode_flags_out_of_range_indices() -> None:
 DETERMINISM_PROGRAM = """
     import numpy as np, descent as dc, sys
     from descent import nn, optim
-from descent.nn import checkpoint
     env = dc.Environment()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 1, 8, 8)).astype(np.float32)
@@ -223,7 +221,6 @@ def test_training_is_bit_identical_across_processes(tmp_path: Path) -> None:
 MEMORY_PROGRAM = """
     import gc, numpy as np, descent as dc
     from descent import nn, optim
-from descent.nn import checkpoint
 
     def rss():
         with open("/proc/self/statm") as handle:
