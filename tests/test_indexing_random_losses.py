@@ -185,7 +185,8 @@ def test_loss_arguments_in_pytorch_s_places_are_named(env: dc.Environment) -> No
     x, t = rng.normal(size=(4, 3)).astype(np.float32), np.array([0, 2, 1, 0], np.int32)
     with pytest.raises(TypeError, match=r"huber: delta must be a number, got 'sum'\n  at .*test_indexing"):
         evaluate(env, lambda a: dc.huber(a, a, delta="sum"), x)
-    with pytest.raises(ValueError, match=r"reduction must be 'mean', 'sum' or 'none', not a ndarray\n  at "):
+    with pytest.raises(ValueError, match=r"reduction must be 'mean', 'sum' or 'none', not a value of type "
+                                         r"ndarray\n  at "):
         evaluate(env, lambda a, b: dc.softmax_cross_entropy(a, b, np.ones(3, np.float32)), x, t)
 
 

@@ -17,7 +17,7 @@ def _reduction(reduction: object) -> str:
     """The reduction, refused by name unless 'mean', 'sum' or 'none' (an array there is PyTorch's class
     weights, its cross_entropy's third argument)."""
     if not isinstance(reduction, str) or reduction not in ("none", "sum", "mean"):
-        shown = repr(reduction) if isinstance(reduction, str) else f"a {type(reduction).__name__}"
+        shown = repr(reduction) if isinstance(reduction, str) else f"a value of type {type(reduction).__name__}"
         raise ValueError(at_user_line(f"reduction must be 'mean', 'sum' or 'none', not {shown}"))
     return reduction
 
