@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object], tidy: bool = False) -> None:
     """Call `write` on a temporary file beside the file a link at `path` leads to, then rename it over
     that file, keeping its permissions (a new file gets open()'s); on any failure the temporary goes.
-    A file open() could not write (read-only, or a device or pipe) is refused, not replaced."""
+    A file open() could not write (read-only, or a device or pipe) is refused, not replaced. With `tidy`,
+    temporaries that killed writes to `path` left are removed after (it lists the folder: for a checkpoint's,
+    not for a cache of many small files)."""
     path = Path(os.path.realpath(path))
     if path.exists():
         _check_replaceable(path)
@@ -32,7 +34,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
         if os.path.exists(partial):
             os.unlink(partial)
         raise
-    _remove_stale_partials(path)
+    if tidy:
+        _remove_stale_partials(path)
 
 
 def _check_replaceable(path: Path) -> None:
@@ -64,8 +67,8 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's
-        return True
+    except OSError:  # another user's: alive
+        pass
     return True
 
 

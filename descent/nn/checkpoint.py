@@ -56,7 +56,7 @@ def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
     arrays = {name: env.read(parameter) for name, parameter in parameters.items()}
     arrays.update(metadata or {})
     try:
-        write_atomically(path, lambda handle: _write_npz(handle, arrays))
+        write_atomically(path, lambda handle: _write_npz(handle, arrays), tidy=True)
     except OSError as error:
         raise CheckpointError(at_user_line(f"cannot save a checkpoint to {path}: {error.strerror or error} "
                                            "(a file already there is left untouched)")) from error
