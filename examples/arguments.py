@@ -45,10 +45,13 @@ def output_directory(text: str) -> str:
 
 
 def refuse(parser: argparse.ArgumentParser, option: str, error: Exception) -> NoReturn:
-    """Stop with argparse's usage line and descent's message for `option`, less the line in the example
-    it names (the user's command is what was wrong, not the script)."""
-    message = str(error).split("\n  at ")[0]
-    parser.error(f"argument {option}: {message}")
+    """Stop with argparse's usage line and descent's message for `option`."""
+    parser.error(f"argument {option}: {_message(error)}")
+
+
+def _message(error: Exception) -> str:
+    """descent's message less the line in the example it names (the user's command is what was wrong)."""
+    return str(error).split("\n  at ")[0]
 
 
 def open_environment(parser: argparse.ArgumentParser, device: str | None) -> dc.Environment:
@@ -59,7 +62,7 @@ def open_environment(parser: argparse.ArgumentParser, device: str | None) -> dc.
     except dc.DeviceError as error:
         if device is not None:
             refuse(parser, "--device", error)
-        parser.exit(2, f"{parser.prog}: error: {str(error).split(chr(10) + '  at ')[0]}\n")
+        parser.exit(2, f"{parser.prog}: error: {_message(error)}\n")
 
 
 def refuse_folders(parser: argparse.ArgumentParser, paths: tuple[Path, ...]) -> None:
