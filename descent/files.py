@@ -11,6 +11,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from descent.errors import at_user_line
+
+
+def checked_path(path: object, action: str, error: type[Exception]) -> Path:
+    """`path` as a Path whose state the file system can tell, else `error` (or TypeError for a non-path)
+    naming `action` and the user's line: a NUL or an over-long name cannot be told."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(at_user_line(f"cannot {action} {path!r}: give a file path (str or os.PathLike)"))
+    path = Path(path)
+    if "\0" in str(path):
+        raise error(at_user_line(f"cannot {action} {str(path)!r}: a file name cannot hold a NUL character"))
+    try:
+        path.exists()
+    except (OSError, ValueError) as problem:
+        reason = getattr(problem, "strerror", None) or problem
+        raise error(at_user_line(f"cannot {action} {str(path)!r}: {reason}")) from None
+    return path
+
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object], tidy: bool = False) -> None:
     """Call `write` on a temporary file beside the file a link at `path` leads to, then rename it over

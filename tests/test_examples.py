@@ -156,6 +156,19 @@ def test_idx_errors_name_the_file_and_the_users_line(tmp_path: Path) -> None:
         fashion_mnist.load("validation")
 
 
+def test_data_paths_that_are_not_paths_are_named(tmp_path: Path) -> None:
+    """None gave a bare TypeError, a NUL a bare ValueError and an over-long name an OSError, none at the
+    user's line."""
+    with pytest.raises(TypeError, match=r"cannot read Fashion-MNIST from None: give a file path .*\n  at .*test_ex"):
+        fashion_mnist.load("train", None)
+    with pytest.raises(TypeError, match=r"cannot read an IDX file from None: give a file path"):
+        read_idx(None)
+    with pytest.raises(DatasetError, match=r"a file name cannot hold a NUL character\n  at .*test_examples"):
+        read_idx(tmp_path / "a\0b")
+    with pytest.raises(DatasetError, match=r"x{300}': File name too long\n  at .*test_examples"):
+        fashion_mnist.load("test", tmp_path / ("x" * 300))
+
+
 def _rejected(*args: str) -> str:
     """Run an example that must stop at its arguments: exit status 2, quickly; its stderr."""
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=60,

@@ -804,6 +804,9 @@ def test_a_checkpoint_with_damaged_zip_fields_or_a_bad_path_is_a_checkpoint_erro
         trainer.load(None)
     with pytest.raises(nn.CheckpointError, match=r"cannot save a checkpoint to '.*x{300}.npz': File name too long"):
         trainer.save(tmp_path / ("x" * 300 + ".npz"))
+    with pytest.raises(nn.CheckpointError, match=r"cannot load a checkpoint from '.*a\\x00b.npz': a file name cannot "
+                                                 r"hold a NUL character"):  # was "does not exist"
+        trainer.load(tmp_path / "a\0b.npz")
 
 
 def test_model_only_is_suggested_only_where_it_would_load(env: dc.Environment, tmp_path) -> None:

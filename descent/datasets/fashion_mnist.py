@@ -8,6 +8,7 @@ import numpy as np
 
 from descent.datasets.idx import DatasetError, read_idx
 from descent.errors import at_user_line
+from descent.files import checked_path
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -32,7 +33,7 @@ def load(split: str = "train", directory: str | Path = DEFAULT_DIR) -> tuple[np.
     """(images, labels) of a split: images float32 (N, 1, 28, 28) scaled to [0, 1], labels int32 (N,)."""
     if split not in _FILES:
         raise ValueError(at_user_line(f"split must be 'train' or 'test', not {split!r}"))
-    directory = Path(directory)
+    directory = checked_path(directory, "read Fashion-MNIST from", DatasetError)
     image_stem, label_stem, count = _FILES[split]
     images = read_idx(_find(directory, image_stem))
     labels = read_idx(_find(directory, label_stem))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from descent.errors import DescentError, at_user_line
+from descent.files import checked_path
 
 _TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
           0x0E: np.dtype(">f8")}
@@ -21,7 +22,7 @@ class DatasetError(DescentError, ValueError):
 
 def read_idx(path: str | Path) -> np.ndarray:
     """The array stored in an IDX file; checks the magic number and that the size matches the header."""
-    path = Path(path)
+    path = checked_path(path, "read an IDX file from", DatasetError)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:

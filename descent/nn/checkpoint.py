@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from descent.errors import DescentError, at_user_line
-from descent.files import write_atomically
+from descent.files import checked_path, write_atomically
 from descent.graph.parameter import Parameter
 
 
@@ -24,25 +23,12 @@ def is_metadata(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
-def _path(path: object, action: str) -> Path:
-    """`path` as a Path whose state the file system can tell (a NUL or an over-long name cannot be)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(at_user_line(f"cannot {action} {path!r}: give a file path (str or os.PathLike)"))
-    path = Path(path)
-    try:
-        path.exists()
-    except (OSError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise CheckpointError(at_user_line(f"cannot {action} {str(path)!r}: {reason}")) from None
-    return path
-
-
 def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
          metadata: dict[str, np.ndarray] | None = None) -> None:
     """Write every parameter's value, and the `metadata` arrays, to `path` (.npz). A temporary file
     is renamed over the target only once complete, so a crash mid-save leaves the previous
     checkpoint intact."""
-    path = _path(path, "save a checkpoint to")
+    path = checked_path(path, "save a checkpoint to", CheckpointError)
     if path.is_dir():
         raise CheckpointError(at_user_line(f"cannot save a checkpoint to {path}: it is a directory (left "
                                            f"untouched); give a file name such as {path / 'model.npz'}"))
@@ -84,7 +70,7 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
     at least 0; `fallbacks` maps a name the checkpoint may lack to an older entry that stands in for it
     (the one step counter an optimiser kept for all its parameters).
     Returns the checkpoint's metadata entries."""
-    path = _path(path, "load a checkpoint from")
+    path = checked_path(path, "load a checkpoint from", CheckpointError)
     if not path.exists():
         raise CheckpointError(at_user_line(f"checkpoint {path} does not exist"))
     if path.is_dir():
