@@ -351,7 +351,8 @@ def test_unwritable_cache_warns_and_still_runs(tmp_path: Path) -> None:
     result = _run(PROGRAM, DESCENT_CACHE=str(blocked))
     assert result.returncode == 0, result.stderr
     assert "kernels 1 compiled 1 cached 0" in result.stdout
-    assert "cannot cache SPIR-V" in result.stderr and "DESCENT_CACHE" in result.stderr
+    assert f"cannot cache SPIR-V at {blocked / 'spirv'} (Not a directory)" in result.stderr
+    assert f"{blocked} is a file where a cache folder goes: remove it, or set DESCENT_CACHE" in result.stderr
 
 
 def test_a_cache_entry_that_cannot_be_replaced_leaves_no_partial_file(tmp_path: Path) -> None:
@@ -365,6 +366,8 @@ def test_a_cache_entry_that_cannot_be_replaced_leaves_no_partial_file(tmp_path: 
     result = _run(PROGRAM, DESCENT_CACHE=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "kernels 1 compiled 1 cached 0" in result.stdout and "(Is a directory)" in result.stderr
+    assert f"A folder stands where the cache entry goes: remove {entries[0]}" in result.stderr  # was "Set
+    # DESCENT_CACHE to a writable folder", where the folder is writable
     assert sorted((tmp_path / "spirv").iterdir()) == sorted(entries)
 
 

@@ -137,8 +137,19 @@ def _write_cached(path: Path, key: str, spirv: bytes) -> None:
     try:
         _write_bytes(path, spirv + _digest(key, spirv))
     except OSError as error:
-        _warn_once(f"descent cannot cache SPIR-V in {path.parent} ({error.strerror}); shaders will be compiled "
-                   "again in every process. Set DESCENT_CACHE to a writable folder.")
+        _warn_once(f"descent cannot cache SPIR-V at {error.filename or path} ({error.strerror}); shaders will be "
+                   f"compiled again in every process. {_cache_advice(path, error)}")
+
+
+def _cache_advice(path: Path, error: OSError) -> str:
+    """What to do about a failed cache write: a folder where the entry goes, a file where a folder goes, or
+    a folder that cannot be written."""
+    if isinstance(error, IsADirectoryError):
+        return f"A folder stands where the cache entry goes: remove {path}."
+    blocker = next((folder for folder in reversed(path.parents) if folder.exists() and not folder.is_dir()), None)
+    if blocker is not None:
+        return f"{blocker} is a file where a cache folder goes: remove it, or set DESCENT_CACHE to another folder."
+    return "Set DESCENT_CACHE to a writable folder."
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
