@@ -50,6 +50,20 @@ def network(name: str) -> nn.Module:
     raise ValueError(f"unknown network {name!r}")
 
 
+def _checked_history(entries: object) -> list[dict]:
+    """A record's history of epochs, each with a whole epoch number and a number for every figure the
+    summary and plot read; epochs before the first dropped."""
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise TypeError("its history is not a list of epochs")
+    for entry in entries:
+        if type(entry.get("epoch")) is not int:
+            raise TypeError(f"epoch {entry.get('epoch')!r} is not a whole number")
+        for name in ("loss", "accuracy", "val_loss", "val_accuracy", "time"):
+            if name not in entry or type(entry[name]) not in (int, float):
+                raise TypeError(f"epoch {entry['epoch']} has {name} {entry.get(name, 'missing')!r}, not a number")
+    return [entry for entry in entries if entry["epoch"] >= 1]
+
+
 def plot(history: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -164,11 +178,7 @@ def main() -> None:
             try:
                 saved = json.loads(record.read_text())
                 settings, seconds = dict(saved["args"]), float(saved["seconds"])
-                history = [h for h in saved["history"] if int(h["epoch"]) >= 1]
-                if not all(type(h["epoch"]) is int for h in history):
-                    raise TypeError("an epoch is not a whole number")
-                if not all(isinstance(h.get("time", 0.0), int | float) for h in history):
-                    raise TypeError("an epoch's time is not a number")
+                history = _checked_history(saved["history"])
             except (ValueError, KeyError, TypeError) as error:
                 refuse(parser, "--resume", ValueError(f"{record} is damaged ({type(error).__name__}: {error}); "
                                                       "move it away to resume without the history of earlier epochs"))
@@ -198,7 +208,7 @@ def main() -> None:
                 plot(history, figure, title)
             print(f"{checkpoint} has trained {trainer.epochs_trained} epochs already; ask for more with --epochs")
             return
-        seconds -= sum(h.get("time", 0.0) for h in history if h["epoch"] > trainer.epochs_trained)  # trained again
+        seconds -= sum(h["time"] for h in history if h["epoch"] > trainer.epochs_trained)  # trained again
         history = [h for h in history if h["epoch"] <= trainer.epochs_trained]
         print(f"resuming after epoch {trainer.epochs_trained} of {checkpoint}")
     out.mkdir(parents=True, exist_ok=True)

@@ -404,6 +404,12 @@ def test_fashion_mnist_resume_names_what_does_not_fit(monkeypatch: pytest.Monkey
     error = _refused(monkeypatch, capsys, "fashion_mnist", *resume)
     assert f"argument --resume: {record} is damaged (JSONDecodeError" in error
     assert record.read_text() == kept[: len(kept) // 2]
+    edited = json.loads(kept)
+    edited["history"][0]["val_accuracy"] = "x"  # trained, saved, then failed at the summary, every resume
+    record.write_text(json.dumps(edited))
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *resume)
+    assert f"{record} is damaged (TypeError: epoch 1 has val_accuracy 'x', not a number)" in error
+    assert json.loads(record.read_text()) == edited
 
 
 def test_image_fit_refuses_a_network_given_twice(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
@@ -505,7 +511,7 @@ def test_fashion_mnist_keeps_an_earlier_run_and_resumes_only_as_trained(
     record.write_text(json.dumps(damaged))
     error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(tmp_path),
                      "--resume", "--epochs", "3")
-    assert f"argument --resume: {record} is damaged (TypeError: an epoch is not a whole number)" in error
+    assert f"argument --resume: {record} is damaged (TypeError: epoch '1' is not a whole number)" in error
     record.write_text(kept)
     main("--epochs", "1", "--overwrite")
     assert [h["epoch"] for h in json.loads(record.read_text())["history"]] == [1]
