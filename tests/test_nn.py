@@ -218,6 +218,18 @@ def test_layernorm_embedding_activations_pooling(env: dc.Environment) -> None:
     np.testing.assert_array_equal(env.read(out), env.read(table.weight)[indices])
 
 
+def test_gelu_tanh_keeps_its_tail(env: dc.Environment) -> None:
+    """Values and gradients of the tanh form against float64 to 1e-5 relative, out to x = -9: its
+    gradient at -5 was 0 (tanh rounded to -1 in float32), where float64 gives -1.55e-6."""
+    x = np.float32([-9, -7, -5, -4.5, -3, -1, -0.25, 0, 0.25, 1, 3, 5])
+    out, (grad,), _, _ = _run_module(env, nn.GELU("tanh"), x, weights=np.ones_like(x))
+    wide = x.astype(np.float64)
+    half = 1 / (1 + np.exp(-2 * np.sqrt(2 / np.pi) * (wide + 0.044715 * wide**3)))  # (1 + tanh z) / 2, exactly
+    np.testing.assert_allclose(out, wide * half, rtol=1e-5, atol=1e-30)
+    slope = half + wide * 2 * half * (1 - half) * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * wide**2)
+    np.testing.assert_allclose(grad, slope, rtol=1e-5, atol=1e-30)
+
+
 def test_dropout_only_in_training(env: dc.Environment) -> None:
     x = np.ones((200, 100), np.float32)
     module = nn.Dropout(0.3)

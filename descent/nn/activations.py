@@ -15,9 +15,10 @@ from descent.nn.module import Module
 
 def gelu(x: Array, approximate: str = "none") -> Array:
     """x * Phi(x), Phi the standard normal CDF: exact through erf, or with approximate="tanh" the
-    tanh form (both as PyTorch's)."""
+    tanh form (both as PyTorch's). The tanh form is computed as x sigmoid(2 z), equal to x (1 + tanh z) / 2,
+    whose float32 tail does not round to 0 where tanh z rounds to -1 (x < -4.5)."""
     if _approximation("gelu", approximate) == "tanh":
-        return x * 0.5 * (ops.tanh((x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)) + 1.0)
+        return x * ops.sigmoid((x + x * x * x * 0.044715) * math.sqrt(8.0 / math.pi))
     return x * 0.5 * (ops.erf(x * (1.0 / math.sqrt(2.0))) + 1.0)
 
 
