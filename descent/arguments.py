@@ -22,6 +22,11 @@ def is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _require_real(owner: str, name: str, value: Any) -> None:
+    if not is_real(value):
+        raise TypeError(at_user_line(f"{owner}: {name} must be a number, got {value!r}"))
+
+
 def natural(owner: str, name: str, value: Any, least: int = 0) -> int:
     """A size or count setting as an int of at least `least`; numpy integers pass, floats and bools do
     not (as PyTorch)."""
@@ -37,8 +42,7 @@ def real(owner: str, name: str, value: Any, low: float = -np.inf, high: float = 
     """A real-valued setting (a numpy scalar too, not a bool): finite, in [low, high] (or [low, high)
     with `below_high`), as a Python float. A NaN or infinite rate, slope or epsilon would train
     silently to NaN, as a negative rate would uphill. A value that is not a number is a TypeError."""
-    if not is_real(value):
-        raise TypeError(at_user_line(f"{owner}: {name} must be a number, got {value!r}"))
+    _require_real(owner, name, value)
     if not np.isfinite(value) or not low <= value <= high or (below_high and value == high):
         if high != np.inf:
             within = f"a number in [{low:g}, {high:g}{')' if below_high else ']'}"
@@ -50,8 +54,7 @@ def real(owner: str, name: str, value: Any, low: float = -np.inf, high: float = 
 
 def positive(owner: str, name: str, value: Any) -> float:
     """A real setting above zero (infinity too), such as a norm to clip to, as a Python float."""
-    if not is_real(value):
-        raise TypeError(at_user_line(f"{owner}: {name} must be a number, got {value!r}"))
+    _require_real(owner, name, value)
     if not value > 0:
         raise ValueError(at_user_line(f"{owner}: {name} must be a positive number, got {value!r}"))
     return float(value)

@@ -342,15 +342,14 @@ class Trainer:
         model = self.model.state_parameters()
         state = {} if model_only else self._optimizer_state(model)
         kinds = {} if model_only else {_COUNTS: ((2,), "iu"), _INITIAL_LR: ((), "f")}
-        counts = self.optimizer.counts() if state else []  # no state without an optimiser or with model_only
-        counters = self.optimizer.step_counters() if state else []
+        counts = {id(p) for p in self.optimizer.counts()} if state else set()  # no state: no optimiser, or model_only
+        counters = {id(p) for p in self.optimizer.step_counters()} if state else set()
         # checkpoints from before each parameter had a step counter of its own hold one for all
-        fallbacks = {name: f"{type(self.optimizer).prefix}.step" for name, p in state.items()
-                     if any(p is c for c in counters)}
+        fallbacks = {name: f"{type(self.optimizer).prefix}.step" for name, p in state.items() if id(p) in counters}
         metadata = checkpoint.load(self.env, model | state, path, ignore_extra=model_only, metadata_kinds=kinds,
                                    optimizer_state=set(state), fallbacks=fallbacks,
                                    nonnegative={_COUNTS, _INITIAL_LR} | {name for name, p in state.items()
-                                                                        if any(p is c for c in counts)})
+                                                                        if id(p) in counts})
         if not model_only and _COUNTS in metadata:
             self._epochs_trained, self._steps_trained = (int(count) for count in metadata[_COUNTS])
         if not model_only and _INITIAL_LR in metadata and self.optimizer is not None:
