@@ -431,6 +431,8 @@ TORCH_CASES = {  # name -> (descent fn, torch fn, inputs): ties, zeros and compo
     "relu at 0": (dc.relu, torch.relu, [TIES]),
     "clip on its bounds": (lambda a: dc.clip(a, 0.0, 1.0), lambda a: torch.clamp(a, 0.0, 1.0), [TIES]),
     "clip by arrays": (dc.clip, torch.clamp, [TIES, np.full(8, 0.5, np.float32), np.full(8, 1.0, np.float32)]),
+    "clip by equal and crossed bounds": (dc.clip, torch.clamp, [TIES, np.float32([1, 1, 2, 0, 1, 3, 1, 1]),
+                                                               np.float32([1, 1, 1, 0, 1, 1, 1, 0])]),  # lo took it
     "clip at NaN: no gradient there": (dc.clip, torch.clamp, [np.array([np.nan, -2, 0, 0.5, 1, 3], np.float32),
                                                              np.array([0, np.nan, 0, 0, 0, 0], np.float32),
                                                              np.array([1, 1, np.nan, 1, 1, 1], np.float32)]),

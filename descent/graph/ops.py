@@ -354,15 +354,17 @@ def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
 @takes_array
 def clip(x: Array, lo: Operand | None = None, hi: Operand | None = None) -> Array:
     """Limit x to [lo, hi] (hi where lo > hi); either bound may be None. As PyTorch's clamp, x takes
-    the gradient on the bounds themselves; NaN in x or in a bound gives NaN, as numpy (tested apart,
-    since GPU compilers fold `x < lo ? lo : x` into a max that drops it)."""
+    the gradient on the bounds themselves, and a lower bound only below a higher upper one; NaN in x or in
+    a bound gives NaN, as numpy (tested apart, since GPU compilers fold `x < lo ? lo : x` into a max that
+    drops it)."""
     if outside(lo, x.dtype) and lo < 0:
         lo = None  # below every value of x's integer type: no bound, as numpy's clip (where cannot hold it)
     if outside(hi, x.dtype) and hi > 0:
         hi = None
     clipped = x
     if lo is not None:
-        clipped = where(clipped < lo, lo, clipped)
+        floor = where(lo < hi, lo, stop_gradient(lo)) if isinstance(lo, Array) and hi is not None else lo
+        clipped = where(clipped < lo, floor, clipped)
     if hi is not None:
         clipped = where(clipped > hi, hi, clipped)
     if not clipped.dtype.is_float:
