@@ -271,9 +271,9 @@ class Environment:
         The caller holds `exclusive()` and has called `check_other_threads` before staging its inputs."""
         with self._lock:
             if len(self._in_flight) >= MAX_IN_FLIGHT:
-                _wait(self._in_flight.pop(0).sequence, self._spin)
-            sequence.eval_async()
+                self._finish(self._in_flight[0].sequence)
             self._in_flight.append(Pending(sequence, graph, threading.get_ident()))
+            sequence.eval_async()
 
     def check_other_threads(self, graph: Executable) -> None:
         """Refuse a run that shares a written parameter with a run another thread still has going:
@@ -293,11 +293,13 @@ class Environment:
     def wait_for(self, sequence) -> None:
         """Wait for `sequence` if it is still pending (before its staging memory is written again)."""
         with self._lock:
-            for pending in self._in_flight:
-                if pending.sequence is sequence:
-                    self._in_flight.remove(pending)
-                    _wait(sequence, self._spin)
-                    return
+            self._finish(sequence)
+
+    def _finish(self, sequence) -> None:
+        """Wait for `sequence`, then forget it: an interrupt (Ctrl-C) during the wait leaves it tracked, so the
+        next run of its recording waits for it rather than failing to submit it a second time."""
+        _wait(sequence, self._spin)
+        self._in_flight[:] = [pending for pending in self._in_flight if pending.sequence is not sequence]
 
     def build_graph(self, fn: Callable[[Scope], Any], training: bool = False,
                     inputs: Sequence[Parameter] = ()) -> Executable:
@@ -370,20 +372,25 @@ class Environment:
                     f"run: '{getattr(parameter, 'name', parameter)}' is not an input of this graph; declare it "
                     "with build_graph(..., inputs=[...]) or use env.write"))
         graph.submit(self.run_values(graph, inputs, seed))
+        if seed is None:
+            self.seed_taken(graph)
 
     def run_values(self, graph: Executable, inputs: dict[Parameter, np.ndarray] | None = None,
                    seed: int | None = None) -> dict[str, np.ndarray]:
         """What a run of `graph` uploads, by parameter name: `inputs` (checked), the current values of
-        inputs not given, and the seed, from the counter `seed` started when none is given (each such
-        run advances it)."""
+        inputs not given, and the seed, the counter's when none is given (`seed_taken` advances it once
+        the run is submitted, so a refused run leaves it)."""
         inputs = inputs or {}
         values = {p.name: self._convert(p, inputs[p], "run") if p in inputs else self.stored(p) for p in graph.inputs}
         if graph.uses_seed:
-            if seed is None:
-                seed = self._next_seed % 2**32
-                self._next_seed += 1
+            seed = self._next_seed % 2**32 if seed is None else seed
             values[self.seed_parameter.name] = np.array([seed], np.uint32)
         return values
+
+    def seed_taken(self, graph: Executable) -> None:
+        """A run of `graph` with the counter's seed was submitted: the next one draws other numbers."""
+        if graph.uses_seed:
+            self._next_seed += 1
 
 
 @dataclass
@@ -441,7 +448,10 @@ def _flag(variable: str) -> bool:
 
 
 def _wait(sequence, spin: float) -> None:
-    """Wait for a submitted sequence: poll its fence for up to `spin` seconds, then block."""
+    """Wait for a submitted sequence: poll its fence for up to `spin` seconds, then block. One not
+    submitted (an interrupt came between its tracking and its submission) has nothing to wait for."""
+    if not sequence.is_running():
+        return
     if spin:
         deadline = time.perf_counter() + spin
         while not sequence.is_complete() and time.perf_counter() < deadline:
@@ -450,8 +460,10 @@ def _wait(sequence, spin: float) -> None:
 
 
 def _wait_all(in_flight: list[Pending], spin: float) -> None:
+    """Wait for every pending run, oldest first, each forgotten only once waited for."""
     while in_flight:
-        _wait(in_flight.pop(0).sequence, spin)
+        _wait(in_flight[0].sequence, spin)
+        in_flight.pop(0)
 
 
 def _index_parameters(scope: Scope) -> list[IndexSource]:

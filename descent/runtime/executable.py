@@ -248,6 +248,7 @@ class Executable:
             for name, value in values.items():
                 recording.staging[name][...] = value
             recording.sequence.eval()
+            environment.seed_taken(self)
             self._held.ran = True
             stamps = np.array(recording.sequence.get_timestamps(), np.float64)
             times.append([(stamps[k + 1] - stamps[k]) * period_us for k in recording.kernels])
