@@ -271,7 +271,8 @@ class Environment:
         The caller holds `exclusive()` and has called `check_other_threads` before staging its inputs."""
         with self._lock:
             if len(self._in_flight) >= MAX_IN_FLIGHT:
-                self._finish(self._in_flight[0].sequence)
+                _wait(self._in_flight[0].sequence, self._spin)
+                self._in_flight.pop(0)
             self._in_flight.append(Pending(sequence, graph, threading.get_ident()))
             sequence.eval_async()
 
@@ -291,15 +292,15 @@ class Environment:
                     "which finishes first; call env.synchronize() in that thread first, or run both from one thread"))
 
     def wait_for(self, sequence) -> None:
-        """Wait for `sequence` if it is still pending (before its staging memory is written again)."""
+        """Wait for `sequence` if it is still pending (before its staging memory is written again). A pending
+        run is forgotten only once waited for: Ctrl-C during the wait leaves it tracked, so the next run of
+        its recording waits for it rather than failing to submit it a second time."""
         with self._lock:
-            self._finish(sequence)
-
-    def _finish(self, sequence) -> None:
-        """Wait for `sequence`, then forget it: an interrupt (Ctrl-C) during the wait leaves it tracked, so the
-        next run of its recording waits for it rather than failing to submit it a second time."""
-        _wait(sequence, self._spin)
-        self._in_flight[:] = [pending for pending in self._in_flight if pending.sequence is not sequence]
+            for pending in self._in_flight:
+                if pending.sequence is sequence:
+                    _wait(sequence, self._spin)
+                    self._in_flight.remove(pending)
+                    return
 
     def build_graph(self, fn: Callable[[Scope], Any], training: bool = False,
                     inputs: Sequence[Parameter] = ()) -> Executable:
