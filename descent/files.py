@@ -1,4 +1,4 @@
-"""Writing a file so that a reader, or a crash, sees either the old file or the whole new one."""
+"""Files: paths checked before use, and writes that a reader, or a crash, sees whole or not at all."""
 
 from __future__ import annotations
 
