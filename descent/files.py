@@ -37,9 +37,10 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
     temporaries that killed writes to `path` left are removed after (it lists the folder: for a checkpoint's,
     not for a cache of many small files)."""
     path = Path(os.path.realpath(path))
-    if path.exists():
-        _check_replaceable(path)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else _new_file_mode()
+    status = path.stat() if path.exists() else None
+    if status is not None:
+        _check_replaceable(path, status)
+    mode = stat.S_IMODE(status.st_mode) if status is not None else _new_file_mode()
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -56,12 +57,12 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
         _remove_stale_partials(path)
 
 
-def _check_replaceable(path: Path) -> None:
+def _check_replaceable(path: Path, status: os.stat_result) -> None:
     """Refuse what a rename would wrongly replace: a file its mode protects (as open() would for this
     user), or a device, pipe or socket, which is not the user's data to replace with a regular file."""
-    if path.is_dir():
+    if stat.S_ISDIR(status.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    if not stat.S_ISREG(path.stat().st_mode):
+    if not stat.S_ISREG(status.st_mode):
         raise OSError(errno.EINVAL, "it is not a regular file (a device, pipe or socket), which a save would replace",
                       str(path))
     if not os.access(path, os.W_OK):
