@@ -184,6 +184,45 @@ def test_ctrl_c_at_any_moment_of_a_run_loop_leaves_the_graph_working() -> None:
     assert result.returncode == 0 and "60 interrupted loops" in result.stdout, result.stderr[-2000:]
 
 
+def test_ctrl_c_at_any_moment_never_repeats_or_skips_a_seed() -> None:
+    """The run counter's seed advances exactly when a run is submitted: Ctrl-C landing during or just after
+    the submission left it unadvanced, so the next run drew the interrupted run's random numbers again."""
+    program = """
+        import signal, numpy as np, descent as dc
+        env = dc.Environment()
+        x, count, drawn = env.parameter("x", (256,)), env.parameter("count", ()), env.parameter("drawn", (4,))
+
+        def build(s):
+            s.write(count, s.read(count) + 1.0 + 0.0 * dc.sum(s.read(x)))
+            s.write(drawn, s.random_uniform((4,)))
+
+        graph = env.build_graph(build, inputs=[x])
+        rng, values, armed, explicit = np.random.default_rng(1), np.ones(256, np.float32), [False], 0
+        def handler(*_):
+            if armed[0]:
+                armed[0] = False
+                raise KeyboardInterrupt
+        signal.signal(signal.SIGALRM, handler)
+        for trial in range(60):
+            armed[0] = True
+            signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-4, 3e-3))
+            try:
+                while True:
+                    env.run(graph, {x: values})
+            except KeyboardInterrupt:
+                pass
+            taken = int(env.read(count)) - explicit  # runs submitted with the counter's seed: 0, 1, ...
+            env.run(graph, {x: values})
+            after = env.read(drawn)
+            env.run(graph, {x: values}, seed=taken)
+            explicit += 1
+            assert np.array_equal(after, env.read(drawn)), (trial, taken)
+        print("60 interrupted loops")
+    """
+    result = _python(program)
+    assert result.returncode == 0 and "60 interrupted loops" in result.stdout, result.stderr[-2000:]
+
+
 def test_checked_mode_says_a_nan_came_in_with_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """A NaN in a run's batch or in a weight was blamed on the first kernel that passed it on, as if
     its arithmetic had made it."""

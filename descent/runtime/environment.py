@@ -266,15 +266,24 @@ class Environment:
         threads never fill one recording's staging memory or submit one sequence twice."""
         return self._lock
 
-    def submit(self, sequence, graph: Executable) -> None:
+    def submit(self, sequence, graph: Executable, counter_seed: bool = False) -> None:
         """Submit a recorded run of `graph` without waiting for it; at most MAX_IN_FLIGHT are pending.
-        The caller holds `exclusive()` and has called `check_other_threads` before staging its inputs."""
+        The caller holds `exclusive()` and has called `check_other_threads` before staging its inputs.
+        With `counter_seed` (the run took the counter's seed) the counter advances exactly when the run
+        is submitted, even where Ctrl-C lands just before or after: a seed is never used twice or skipped."""
         with self._lock:
             if len(self._in_flight) >= MAX_IN_FLIGHT:
                 _wait(self._in_flight[0].sequence, self._spin)
                 self._in_flight.pop(0)
             self._in_flight.append(Pending(sequence, graph, threading.get_ident()))
-            sequence.eval_async()
+            if counter_seed:
+                self.seed_taken(graph)
+            try:
+                sequence.eval_async()
+            except BaseException:
+                if counter_seed and graph.uses_seed and not sequence.is_running():
+                    self._next_seed -= 1  # not submitted after all
+                raise
 
     def check_other_threads(self, graph: Executable) -> None:
         """Refuse a run that shares a written parameter with a run another thread still has going:
@@ -372,9 +381,8 @@ class Environment:
                 raise GraphError(at_user_line(
                     f"run: '{getattr(parameter, 'name', parameter)}' is not an input of this graph; declare it "
                     "with build_graph(..., inputs=[...]) or use env.write"))
-        graph.submit(self.run_values(graph, inputs, seed))
-        if seed is None:
-            self.seed_taken(graph)
+        with self._lock:  # the counter's seed is read and advanced by one run at a time
+            graph.submit(self.run_values(graph, inputs, seed), counter_seed=seed is None)
 
     def run_values(self, graph: Executable, inputs: dict[Parameter, np.ndarray] | None = None,
                    seed: int | None = None) -> dict[str, np.ndarray]:

@@ -209,12 +209,15 @@ class Executable:
                                       vulkan.STAGE_TRANSFER, both_stages))
         return Recording(sequence, staging, buffers, kernels)
 
-    def submit(self, values: dict[str, np.ndarray]) -> None:
+    def submit(self, values: dict[str, np.ndarray], counter_seed: bool = False) -> None:
         """Start one run: `values` (parameter name -> array of the parameter's dtype and size) go into
-        the next recording's staging memory, then its command buffer is submitted without waiting."""
+        the next recording's staging memory, then its command buffer is submitted without waiting.
+        `counter_seed`: the values hold the environment's counter seed, to advance once submitted."""
         self._check_indices(values)
         if self.checked:
             self._replay_checked(values)
+            if counter_seed:
+                self.environment.seed_taken(self)
             return
         environment = self.environment
         with environment.exclusive():
@@ -227,7 +230,7 @@ class Executable:
             for name, view in recording.staging.items():
                 view[...] = values[name]
             self._held.ran = True
-            environment.submit(recording.sequence, self)
+            environment.submit(recording.sequence, self, counter_seed)
 
     def profile(self, repeats: int = 5) -> list[tuple[str, str, float]]:
         """Run the graph `repeats` times, as `repeats` calls of env.run(graph) would (its writes take
