@@ -125,16 +125,9 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
         problems.append(f"not in the model: '{name}' {arrays[name].shape}")
     troubled = set(missing)
     for name in sorted(set(arrays) & set(parameters)):
-        expected, entry = parameters[name], stand_ins.get(name, name)  # an entry standing in is named once
-        troubled.add(name)
-        if arrays[name].shape != expected.shape:
-            problems.append(f"'{entry}': checkpoint has shape {arrays[name].shape}, the model {expected.shape}")
-        elif np.dtype(arrays[name].dtype) != np.dtype(expected.dtype.numpy) and expected.dtype.name != "bool":
-            problems.append(f"'{entry}': checkpoint has dtype {arrays[name].dtype}, the model {expected.dtype.name}")
-        elif name in nonnegative and not np.all(np.isfinite(arrays[name]) & (arrays[name] >= 0)):
-            problems.append(f"'{entry}': checkpoint has {arrays[name][()]:g}, not a finite number of at least 0")
-        else:
-            troubled.discard(name)
+        if (problem := _mismatch(arrays[name], parameters[name], name in nonnegative)) is not None:
+            problems.append(f"'{stand_ins.get(name, name)}': {problem}")  # an entry standing in is named once
+            troubled.add(name)
     problems = list(dict.fromkeys(problems))
     if problems:
         helps = troubled <= set(optimizer_state)  # model_only drops the state, metadata and extras, not the model
@@ -143,3 +136,15 @@ def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
     for name, parameter in parameters.items():
         env.write(parameter, arrays[name])
     return metadata
+
+
+def _mismatch(array: np.ndarray, expected: Parameter, nonnegative: bool) -> str | None:
+    """Why a checkpoint array cannot be loaded into `expected` (its shape, its dtype, or a count that
+    must be a finite number of at least 0), or None where it fits."""
+    if array.shape != expected.shape:
+        return f"checkpoint has shape {array.shape}, the model {expected.shape}"
+    if np.dtype(array.dtype) != np.dtype(expected.dtype.numpy) and expected.dtype.name != "bool":
+        return f"checkpoint has dtype {array.dtype}, the model {expected.dtype.name}"
+    if nonnegative and not np.all(np.isfinite(array) & (array >= 0)):
+        return f"checkpoint has {array[()]:g}, not a finite number of at least 0"
+    return None

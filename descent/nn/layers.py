@@ -74,6 +74,7 @@ class _Conv(Module):
     """A convolution over `len(kernel)` spatial axes; weight (outputs, inputs // groups, *kernel)."""
 
     convolve = staticmethod(conv.conv2d)
+    output_padding: tuple[int, ...] | None = None  # transposed convolutions only
 
     def __init__(self, inputs: int, outputs: int, kernel: tuple[int, ...], stride: Any, padding: Any, dilation: Any,
                  groups: int, bias: bool) -> None:
@@ -132,7 +133,7 @@ class _Conv(Module):
     def __repr__(self) -> str:
         kernel = self.kernel[0] if len(self.kernel) == 1 else self.kernel
         spatial = {"stride": (self.stride, 1), "padding": (self.padding, 0),
-                   "output_padding": (getattr(self, "output_padding", None), 0), "dilation": (self.dilation, 1)}
+                   "output_padding": (self.output_padding, 0), "dilation": (self.dilation, 1)}
         shown = [f"{name}={value!r}" if isinstance(value, str) else f"{name}={value[0] if len(value) == 1 else value}"
                  for name, (value, default) in spatial.items()
                  if value is not None and value != (default,) * len(self.kernel)]
