@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -221,6 +222,30 @@ def test_ctrl_c_at_any_moment_never_repeats_or_skips_a_seed() -> None:
     """
     result = _python(program)
     assert result.returncode == 0 and "60 interrupted loops" in result.stdout, result.stderr[-2000:]
+
+
+def test_runs_from_two_threads_never_share_a_seed() -> None:
+    """Two threads running graphs that draw random numbers read the run counter's seed before either
+    advanced it, so both drew the same numbers (about 1 run in 5 of 600 did)."""
+    env = dc.Environment()
+    outs = [env.parameter(f"out{i}", (4,)) for i in range(2)]
+    xs = [env.parameter(f"x{i}", (64,)) for i in range(2)]
+    graphs = [env.build_graph(lambda s, i=i: s.write(outs[i], s.random_uniform((4,)) + 0.0 * dc.sum(s.read(xs[i]))),
+                              inputs=[xs[i]]) for i in range(2)]
+    drawn: list[tuple[float, ...]] = []
+
+    def work(i: int) -> None:
+        ones = np.ones(64, np.float32)
+        for _ in range(200):
+            env.run(graphs[i], {xs[i]: ones})
+            drawn.append(tuple(env.read(outs[i])))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(drawn) == 400 and len(set(drawn)) == 400
 
 
 def test_checked_mode_says_a_nan_came_in_with_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
