@@ -246,12 +246,13 @@ class Executable:
         period_us = environment.device.limits.timestamp_period / 1000.0
         times = []
         for _ in range(repeats):
-            values = environment.run_values(self)
-            self._check_indices(values)
-            for name, value in values.items():
-                recording.staging[name][...] = value
-            recording.sequence.eval()
-            environment.seed_taken(self)
+            with environment.exclusive():  # one seed a run, also with runs in other threads
+                values = environment.run_values(self)
+                self._check_indices(values)
+                for name, value in values.items():
+                    recording.staging[name][...] = value
+                environment.seed_taken(self)  # before the eval: Ctrl-C in it must not hand the seed out again
+                recording.sequence.eval()
             self._held.ran = True
             stamps = np.array(recording.sequence.get_timestamps(), np.float64)
             times.append([(stamps[k + 1] - stamps[k]) * period_us for k in recording.kernels])
