@@ -121,6 +121,45 @@ def test_a_refused_run_takes_no_seed(monkeypatch: pytest.MonkeyPatch, debug: str
     np.testing.assert_array_equal(program(refuse=True), program(refuse=False))
 
 
+def test_ctrl_c_in_a_checked_run_changes_no_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DESCENT_DEBUG mode dispatches kernel by kernel: Ctrl-C between two of them left the parameters the
+    first had written (Adam's moments updated, the weights not) and the seed counter unadvanced."""
+    from descent.runtime.executable import Executable
+
+    monkeypatch.setenv("DESCENT_DEBUG", "1")
+    env = dc.Environment(seed=0)
+    x = env.parameter("x", (64,), init=np.arange(64, dtype=np.float32))
+    total, noise = env.parameter("total", ()), env.parameter("noise", (64,))
+
+    def build(s):
+        s.write(total, dc.sum(s.read(x)))
+        s.write(noise, s.random_uniform((64,)) + s.read(x))
+        s.write(x, s.read(x) * 2.0)
+
+    graph = env.build_graph(build)
+    assert len(graph.sources) > 1
+    before = {p: env.read(p) for p in (x, total, noise)}
+    checks, non_finite = [], Executable._non_finite
+
+    def ctrl_c_after_the_first_kernel(self, name):
+        checks.append(name)
+        if len(checks) == len(graph.sources[0].writes) + 1:
+            raise KeyboardInterrupt
+        return non_finite(self, name)
+
+    monkeypatch.setattr(Executable, "_non_finite", ctrl_c_after_the_first_kernel)
+    with pytest.raises(KeyboardInterrupt):
+        env.run(graph)
+    monkeypatch.setattr(Executable, "_non_finite", non_finite)
+    for parameter, value in before.items():
+        np.testing.assert_array_equal(env.read(parameter), value)
+    env.run(graph)
+    drawn = env.read(noise)
+    env.write(x, before[x])
+    env.run(graph, seed=0)
+    np.testing.assert_array_equal(env.read(noise), drawn)
+
+
 def test_an_interrupted_wait_leaves_the_graph_working(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C during the wait for a run, in env.synchronize or in the next env.run, dropped the run from those
     in flight before it was waited for: every second run of that graph after raised kp's 'evalAsync called

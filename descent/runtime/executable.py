@@ -275,7 +275,7 @@ class Executable:
 
     def _replay_checked(self, values: dict[str, np.ndarray]) -> None:
         """DESCENT_DEBUG mode: dispatch kernel by kernel and stop at the first NaN or infinity stored,
-        putting back the parameters earlier kernels wrote, so a refused run changes none."""
+        putting back the parameters earlier kernels wrote, so a refused or interrupted run changes none."""
         environment = self.environment
         written = self.writes | {parameter.name for parameter in self.uploads}  # the seed too
         before = {environment.parameters[name]: environment.read(environment.parameters[name]) for name in written}
@@ -284,7 +284,7 @@ class Executable:
                 environment.write(parameter, values[parameter.name].reshape(parameter.shape))
             self._check_indices()
             self._dispatch_checked()
-        except (FloatingPointError, IndexError):
+        except (FloatingPointError, IndexError, KeyboardInterrupt):
             for parameter, value in before.items():
                 environment.write(parameter, value)
             raise
