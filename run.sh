@@ -11,8 +11,12 @@ case "$command" in
 esac
 bash scripts/setup.sh
 case "$command" in
-  demo)  # a demo run replaces the last one; an option given again wins
-    .venv/bin/python examples/fashion_mnist.py --network mlp --epochs 1 --overwrite "$@" ;;
+  demo)  # in its own --out, a demo run replaces the last one unless it is resumed; an option given again wins
+    overwrite=--overwrite
+    for argument in "$@"; do
+      if [[ $argument == --resume ]]; then overwrite=; fi
+    done
+    .venv/bin/python examples/fashion_mnist.py --network mlp --epochs 1 --out examples/out/demo $overwrite "$@" ;;
   test)
     .venv/bin/ruff check .
     .venv/bin/python -m pytest -q "$@" ;;
