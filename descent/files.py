@@ -37,9 +37,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
     temporaries that killed writes to `path` left are removed after (it lists the folder: for a checkpoint's,
     not for a cache of many small files)."""
     path = Path(os.path.realpath(path))
-    status = path.stat() if path.exists() else None
-    if status is not None:
-        _check_replaceable(path, status)
+    status = check_replaceable(path)
     mode = stat.S_IMODE(status.st_mode) if status is not None else _new_file_mode()
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".partial")
     try:
@@ -57,9 +55,15 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
         _remove_stale_partials(path)
 
 
-def _check_replaceable(path: Path, status: os.stat_result) -> None:
-    """Refuse what a rename would wrongly replace: a file its mode protects (as open() would for this
-    user), or a device, pipe or socket, which is not the user's data to replace with a regular file."""
+def check_replaceable(path: str | os.PathLike) -> os.stat_result | None:
+    """Raise the OSError `write_atomically(path, ...)` would, so a program can refuse an output before
+    any work rather than after it: a file its mode protects (as open() would for this user), a folder,
+    or a device, pipe or socket, which is not the user's data to replace with a regular file. Returns
+    the status of the file there, None where there is none yet."""
+    path = Path(os.path.realpath(path))
+    if not path.exists():
+        return None
+    status = path.stat()
     if stat.S_ISDIR(status.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if not stat.S_ISREG(status.st_mode):
@@ -67,6 +71,7 @@ def _check_replaceable(path: Path, status: os.stat_result) -> None:
                       str(path))
     if not os.access(path, os.W_OK):
         raise PermissionError(errno.EACCES, "the file is read-only", str(path))
+    return status
 
 
 def _remove_stale_partials(path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import descent as dc
+from descent.files import check_replaceable
 
 
 def positive_int(text: str) -> int:
@@ -65,11 +66,16 @@ def open_environment(parser: argparse.ArgumentParser, device: str | None) -> dc.
         parser.exit(2, f"{parser.prog}: error: {_message(error)}\n")
 
 
-def refuse_folders(parser: argparse.ArgumentParser, paths: tuple[Path, ...]) -> None:
-    """Stop, before any training, where a folder stands at a file the run writes in --out."""
+def refuse_unwritable(parser: argparse.ArgumentParser, paths: tuple[Path, ...]) -> None:
+    """Stop, before any training, where a file the run writes in --out could not be replaced: a folder
+    stands there, or the file is read-only (found only at the first save, the run's work would be lost)."""
     for path in paths:
         if path.is_dir():
             refuse(parser, "--out", ValueError(f"{path} is a directory, where this run writes a file"))
+        try:
+            check_replaceable(path)
+        except OSError as error:
+            refuse(parser, "--out", ValueError(f"{path} cannot be replaced: {error.strerror}"))
 
 
 def momentum_float(text: str) -> float:

@@ -5,14 +5,16 @@
     .venv/bin/python examples/fashion_mnist.py --eval examples/out/fashion_mnist/convnet.npz
 
 Networks: linear, mlp (784-300-10), convnet (descent's README ConvNet), convnet-blur (the same with
-anti-aliased max pooling). Writes a checkpoint after every epoch and a loss/accuracy plot to --out;
---resume continues from that checkpoint up to --epochs, as the uninterrupted run would have.
+anti-aliased max pooling). Writes a checkpoint and a record after every epoch, and a loss/accuracy plot
+at the end (or when stopped), to --out; --resume continues from that checkpoint up to --epochs, as the
+uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from arguments import (
     positive_float,
     positive_int,
     refuse,
-    refuse_folders,
+    refuse_unwritable,
 )
 
 from descent import nn, optim
@@ -32,7 +34,7 @@ from descent.datasets import DatasetError, fashion_mnist
 from descent.files import write_atomically
 
 NETWORKS = ["linear", "mlp", "convnet", "convnet-blur"]
-RESUMED_AS_TRAINED = ("optimizer", "batch_size", "seed", "cosine", "limit", "momentum")  # --lr may change
+RESUMED_AS_TRAINED = ("optimizer", "batch_size", "seed", "cosine", "limit", "test_limit", "momentum")  # not --lr
 
 
 def network(name: str) -> nn.Module:
@@ -69,9 +71,12 @@ def plot(history: list[dict], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for axes in (left, right):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.plot(epochs, [h["loss"] for h in history], "o-", label="train")
     left.plot(epochs, [h["val_loss"] for h in history], "o-", label="test")
     left.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
@@ -96,10 +101,19 @@ def trained_network(checkpoint: Path) -> str | None:
     return name if name in NETWORKS else None
 
 
+def resumed_network(out: Path) -> str | None:
+    """The --network of the one run whose checkpoint is in `out` (None where there is none), so that
+    --resume, like --eval, needs no --network; a choice between several is the user's."""
+    found = [name for name in NETWORKS if (out / f"{name}.npz").is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{out} holds checkpoints of {', '.join(found)}; give --network to say which to resume")
+    return found[0] if found else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--network", choices=NETWORKS,
-                        help="default convnet; with --eval, the network the checkpoint was trained with")
+                        help="default convnet; with --eval or --resume, the network the checkpoint was trained with")
     parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
@@ -130,7 +144,12 @@ def main() -> None:
                                                 "averages of its own (its betas)"))
     if args.optimizer == "sgd" and args.momentum is None:
         args.momentum = 0.9
-    trained = trained_network(Path(args.eval)) if args.eval else None
+    try:
+        trained = trained_network(Path(args.eval)) if args.eval else None
+        if args.resume and args.network is None:
+            trained = resumed_network(Path(args.out))
+    except ValueError as error:
+        refuse(parser, "--network", error)
     if args.network is not None and trained not in (None, args.network):
         refuse(parser, "--network", ValueError(f"{args.eval} was trained with --network {trained}"))
     guessed = args.network is None and trained is None
@@ -167,7 +186,7 @@ def main() -> None:
     out = Path(args.out)
     checkpoint, record = out / f"{args.network}.npz", out / f"{args.network}.json"
     figure = out / f"{args.network}.png"
-    refuse_folders(parser, (checkpoint, record, figure))
+    refuse_unwritable(parser, (checkpoint, record, figure))
     title = f"{args.network} on Fashion-MNIST ({env.device.name})"
     if checkpoint.exists() and not (args.resume or args.overwrite):
         refuse(parser, "--out", ValueError(f"{checkpoint} holds an earlier run; continue it with --resume, replace it "
@@ -178,6 +197,8 @@ def main() -> None:
             try:
                 saved = json.loads(record.read_text())
                 settings, seconds = dict(saved["args"]), float(saved["seconds"])
+                if not 0 <= seconds < math.inf:
+                    raise ValueError(f"its seconds are {saved['seconds']!r}")
                 history = _checked_history(saved["history"])
             except (ValueError, KeyError, TypeError) as error:
                 refuse(parser, "--resume", ValueError(f"{record} is damaged ({type(error).__name__}: {error}); "
@@ -190,10 +211,20 @@ def main() -> None:
                            else f"with {flag} {settings[name]}")
                     refuse(parser, flag, ValueError(f"{checkpoint} was trained {was}; resume with it, or train "
                                                     "afresh into another --out"))
+            if args.cosine and settings.get("epochs", args.epochs) != args.epochs:
+                refuse(parser, "--epochs", ValueError(
+                    f"{checkpoint} was trained with --cosine over --epochs {settings['epochs']}, and another length "
+                    "would change the rates of the epochs it has trained; resume with that --epochs, or train "
+                    "afresh into another --out"))
         try:
             trainer.load(checkpoint)
         except nn.CheckpointError as error:
             refuse(parser, "--resume", error)
+        last = max((h["epoch"] for h in history), default=trainer.epochs_trained)
+        if last < trainer.epochs_trained:  # saved before the checkpoint, a run's record is never behind it
+            refuse(parser, "--resume", ValueError(
+                f"{record} ends at epoch {last} and {checkpoint} has trained {trainer.epochs_trained}: "
+                "they are of different runs; move the record away to resume without the history of earlier epochs"))
         if args.lr is not None:
             given = "the cosine schedule's starting rate" if args.cosine else "learning rate"
             was = trainer.optimizer.initial_lr if args.cosine else trainer.optimizer.lr
@@ -214,6 +245,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter() - seconds
     args.lr = trainer.optimizer.initial_lr  # the rate the run starts from (a schedule's first), for the record
+    saved: list[int] = []  # epochs this run has saved
 
     def report(epoch: int, logs: dict) -> None:
         """Print the epoch, and save what a resumed run needs: the history so far, then the checkpoint. In
@@ -224,6 +256,7 @@ def main() -> None:
                            "seconds": time.perf_counter() - start}, indent=2)
         write_atomically(record, lambda handle: handle.write(text.encode()))
         trainer.save(checkpoint)
+        saved.append(epoch)
         print(f"epoch {epoch}: train loss {logs['loss']:.4f}, train accuracy {100 * logs['accuracy']:.2f}%, "
               f"test accuracy {100 * logs['val_accuracy']:.2f}%, {logs['time']:.1f} s", flush=True)
 
@@ -236,6 +269,9 @@ def main() -> None:
             plot(history, figure, title)
         if not checkpoint.exists():
             raise SystemExit("stopped before the first epoch was saved; nothing to resume") from None
+        if args.overwrite and not saved:
+            raise SystemExit(f"stopped before the first epoch was saved; {checkpoint} still holds the earlier "
+                             "run") from None
         raise SystemExit(f"stopped; {checkpoint}, {record} and {figure} hold the epochs saved, and --resume "
                          "continues") from None
     total = time.perf_counter() - start

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from arguments import open_environment, output_directory, positive_float, positive_int, refuse_folders
+from arguments import open_environment, output_directory, positive_float, positive_int, refuse_unwritable
 
 import descent as dc
 from descent import nn, optim
@@ -244,14 +244,16 @@ def main() -> None:
 
     try:
         reference = load_image(args.image, args.size)
+        points = coordinates(args.size)
     except (OSError, ValueError) as error:
         parser.error(f"argument --image: {error}")
-    points = coordinates(args.size)
+    except MemoryError as error:
+        parser.error(f"argument --size: {args.size} x {args.size} pixels do not fit in memory ({error})")
     colours = reference.reshape(-1, 3)
     grid = HashGrid()
     env = open_environment(parser, args.device)
     out = Path(args.out)
-    refuse_folders(parser, (out / "image_fit.png", out / "image_fit.json"))
+    refuse_unwritable(parser, (out / "image_fit.png", out / "image_fit.json"))
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     for name in args.networks:

@@ -265,21 +265,42 @@ def test_image_fit_names_a_device_that_is_not_there(monkeypatch: pytest.MonkeyPa
 def test_a_resumed_cosine_run_follows_the_uninterrupted_one(monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     """Resumed, the cosine schedule started from the optimiser's default rate (1e-3), not the run's 0.01,
-    and a resume with --cosine --lr changed the rate without saying so."""
+    and a resume with --cosine --lr changed the rate without saying so. A resume with another --epochs
+    laid the schedule over that length, so that --epochs 2 then 3 trained epoch 2 at half the starting
+    rate where the 3-epoch run it claimed to continue had three quarters: it is refused."""
     def history(out: Path, *args: str) -> list[dict]:
         monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *QUICK["fashion_mnist"], "--cosine", "--out", str(out),
                                           *args])
         _example("fashion_mnist").main()
         return json.loads((out / "linear.json").read_text())["history"]
 
+    save = nn.Trainer.save
+
+    def stopped_at_the_third_save(trainer: nn.Trainer, path) -> None:
+        if trainer.epochs_trained == 3:
+            raise KeyboardInterrupt
+        save(trainer, path)
+
+    def stopped_run(out: Path) -> None:
+        with monkeypatch.context() as patch:
+            patch.setattr(nn.Trainer, "save", stopped_at_the_third_save)
+            with pytest.raises(SystemExit, match=r"stopped; .*--resume continues"):
+                history(out, "--lr", "0.01", "--epochs", "3")
+
     straight = history(tmp_path / "straight", "--lr", "0.01", "--epochs", "3")
-    history(tmp_path / "split", "--lr", "0.01", "--epochs", "1")
+    stopped_run(tmp_path / "split")
     resumed = history(tmp_path / "split", "--epochs", "3", "--resume")
     assert [h["loss"] for h in resumed] == [h["loss"] for h in straight]
     assert json.loads((tmp_path / "split" / "linear.json").read_text())["args"]["lr"] == 0.01
-    history(tmp_path / "split", "--epochs", "4", "--resume", "--lr", "0.5")
+    for epochs in ("2", "4"):
+        error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--cosine", "--out",
+                         str(tmp_path / "split"), "--epochs", epochs, "--resume")
+        assert (f"argument --epochs: {tmp_path / 'split' / 'linear.npz'} was trained with --cosine over --epochs 3, "
+                "and another length would change the rates") in error
+    stopped_run(tmp_path / "rate")
+    history(tmp_path / "rate", "--epochs", "3", "--resume", "--lr", "0.5")
     assert "the cosine schedule's starting rate 0.5 as given (the checkpoint's was 0.01)" in capsys.readouterr().out
-    assert json.loads((tmp_path / "split" / "linear.json").read_text())["args"]["lr"] == 0.5
+    assert json.loads((tmp_path / "rate" / "linear.json").read_text())["args"]["lr"] == 0.5
     missing = tmp_path / "never_trained"
     error = _refused(monkeypatch, capsys, "fashion_mnist", *QUICK["fashion_mnist"], "--out", str(missing), "--resume")
     assert "does not exist" in error and not missing.exists()  # an empty folder was left behind
@@ -575,6 +596,69 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(
                                 capture_output=True, text=True, timeout=60, check=False,
                                 env={**os.environ, "PYTHONPATH": PYTHONPATH})
         assert result.returncode == 2 and f"argument {option}: {tmp_path} is a directory" in result.stderr
+
+
+def test_outputs_that_cannot_be_replaced_are_refused_before_training(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """A read-only file (or a pipe) where a run writes was found only at its save: fashion_mnist had
+    trained an epoch and written its record, image_fit had trained every network and lost them all."""
+    pipe = tmp_path / "fit" / "image_fit.json"
+    pipe.parent.mkdir()
+    os.mkfifo(pipe)
+    error = _refused(monkeypatch, capsys, "image_fit", *QUICK["image_fit"], "--out", str(pipe.parent))
+    assert f"argument --out: {pipe} cannot be replaced: it is not a regular file" in error
+    assert sorted(path.name for path in pipe.parent.iterdir()) == ["image_fit.json"]
+    protected = tmp_path / "mnist" / "linear.png"
+    protected.parent.mkdir()
+    protected.write_bytes(b"an earlier plot")
+    protected.chmod(0o444)
+    command = [sys.executable, str(ROOT / "examples" / "fashion_mnist.py"), *QUICK["fashion_mnist"],
+               "--out", str(protected.parent)]
+    if os.geteuid() == 0:  # as an ordinary user: without root's bypass of file permissions
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                            env={**os.environ, "PYTHONPATH": PYTHONPATH})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"argument --out: {protected} cannot be replaced: the file is read-only" in result.stderr
+    assert sorted(path.name for path in protected.parent.iterdir()) == ["linear.png"]
+    assert protected.read_bytes() == b"an earlier plot"
+
+
+def test_fashion_mnist_resume_finds_its_network_and_checks_its_record(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """--resume built the default convnet beside an mlp checkpoint and said convnet.npz did not exist; a
+    record with NaN seconds, or one behind its checkpoint (of another run), was taken as it stood; an
+    --overwrite stopped before its first save said the earlier run's files held its epochs."""
+    quick = ("--limit", "100", "--test-limit", "100", "--no-progress", "--out", str(tmp_path))
+
+    def main(*args: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", *quick, *args])
+        _example("fashion_mnist").main()
+        return capsys.readouterr().out
+
+    main("--network", "linear", "--epochs", "1")
+    assert f"resuming after epoch 1 of {tmp_path / 'linear.npz'}" in main("--epochs", "2", "--resume")
+    record = tmp_path / "linear.json"
+    kept = json.loads(record.read_text())
+    for change, message in [({"seconds": float("nan")}, "is damaged (ValueError: its seconds are nan)"),
+                            ({"history": kept["history"][:1]}, "ends at epoch 1 and")]:
+        record.write_text(json.dumps({**kept, **change}))
+        error = _refused(monkeypatch, capsys, "fashion_mnist", *quick, "--epochs", "3", "--resume")
+        assert f"argument --resume: {record} {message}" in error
+    record.write_text(json.dumps(kept))
+
+    def stopped(*args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(nn.Trainer, "fit", stopped)
+        with pytest.raises(SystemExit, match=r"stopped before the first epoch was saved; .*linear\.npz still holds "
+                                             r"the earlier run"):
+            main("--network", "linear", "--overwrite")
+    main("--network", "mlp", "--epochs", "1")
+    error = _refused(monkeypatch, capsys, "fashion_mnist", *quick, "--epochs", "3", "--resume")
+    assert f"argument --network: {tmp_path} holds checkpoints of linear, mlp; give --network" in error
+    assert json.loads(record.read_text()) == kept
 
 
 def test_run_sh_names_an_unknown_command_before_setting_up(tmp_path: Path) -> None:
