@@ -1,6 +1,7 @@
 """A random-graph generator: programs of elementwise ops, views, reductions, matmul, gathers,
-scatters and convolutions,
-built at once as a descent graph and as a float64 numpy reference interpreter."""
+scatters and convolutions, built at once as a descent graph and as a float64 numpy reference
+interpreter. The last step joins every value no other step reads, so that each step's result is
+checked, not only those the last op depends on."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def generate(rng: np.random.Generator, ops: int) -> Program:
             partners = [j for j, s in enumerate(shapes) if s == shape or s == shape[-1:] or s == (1,) + shape[1:]]
             j = partners[int(rng.integers(len(partners)))]
             name, fn, np_fn = BINARY[int(rng.integers(len(BINARY)))]
-            step, new = (name, (k, j), fn, np_fn), shape
+            step, new = (name, (k, j) if rng.random() < 0.5 else (j, k), fn, np_fn), shape  # either side broadcast
         elif kind == "view":
             choice = int(rng.integers(4))
             if choice == 0:
@@ -121,4 +122,8 @@ def generate(rng: np.random.Generator, ops: int) -> Program:
             new = (len(indices), shape[1])
         program.steps.append(step)
         shapes.append(new)
+    used = {a for _, args, _, _ in program.steps for a in args}
+    sinks = tuple(v for v in range(len(program.input_shapes), len(shapes)) if v not in used)
+    program.steps.append(("collect", sinks, lambda *xs: dc.concat([x.reshape(-1) for x in xs]),
+                          lambda *xs: np.concatenate([x.reshape(-1) for x in xs])))
     return program
