@@ -59,8 +59,8 @@ def check_replaceable(path: str | os.PathLike) -> os.stat_result | None:
     """Raise the OSError `write_atomically(path, ...)` would, so a program can refuse an output before
     any work rather than after it: a file its mode protects (as open() would for this user), a folder,
     or a device, pipe or socket, which is not the user's data to replace with a regular file. Returns
-    the status of the file there, None where there is none yet."""
-    path = Path(os.path.realpath(path))
+    the status of the file there (a link's target's), None where there is none yet."""
+    path = Path(path)
     if not path.exists():
         return None
     status = path.stat()

@@ -70,10 +70,10 @@ def refuse_unwritable(parser: argparse.ArgumentParser, paths: tuple[Path, ...]) 
     """Stop, before any training, where a file the run writes in --out could not be replaced: a folder
     stands there, or the file is read-only (found only at the first save, the run's work would be lost)."""
     for path in paths:
-        if path.is_dir():
-            refuse(parser, "--out", ValueError(f"{path} is a directory, where this run writes a file"))
         try:
             check_replaceable(path)
+        except IsADirectoryError:
+            refuse(parser, "--out", ValueError(f"{path} is a directory, where this run writes a file"))
         except OSError as error:
             refuse(parser, "--out", ValueError(f"{path} cannot be replaced: {error.strerror}"))
 
