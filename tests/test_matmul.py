@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import descent as dc
-from descent.codegen import glsl
+from descent.codegen import matmul
 from tests.conftest import evaluate
 
 rng = np.random.default_rng(4)
@@ -245,7 +245,7 @@ def test_cpu_subgroup_matmul(env: dc.Environment, a_shape, read: str, b_shape) -
     assert "subgroupShuffle" in source.glsl
     fetch_part = source.glsl.split("vec4 fetch_part")[1].split("\n}\n")[0]
     assert ("texelFetch(sub_a" in fetch_part) == (read != "strided")
-    rows_first = left.shape[-1] * 16 * limits.subgroup_size <= glsl.SUBGROUP_ROWS_FIRST_STRIP
+    rows_first = left.shape[-1] * 16 * limits.subgroup_size <= matmul.SUBGROUP_ROWS_FIRST_STRIP
     assert f"#define ROWS_FIRST {int(rows_first)}" in source.glsl
     np.testing.assert_allclose(env.read(out), expected, rtol=1e-4, atol=1e-4 * np.sqrt(left.shape[-1]))
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from descent import arguments
-from descent.codegen.glsl import DeviceShape, KernelSource, generate
+from descent.codegen.builder import DeviceShape, KernelSource
+from descent.codegen.glsl import generate
 from descent.compile.spirv import compile_glsl
 from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line, user_location
 from descent.graph.array import Array

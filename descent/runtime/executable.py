@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.codegen.glsl import KernelSource
+from descent.codegen.builder import KernelSource
 from descent.errors import at_user_line
 from descent.graph import view as views
 from descent.graph.scope import IndexRange
