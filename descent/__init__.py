@@ -1,20 +1,9 @@
 """descent: lazy array graphs with automatic fusion into GLSL compute shaders, run on any Vulkan GPU."""
 
-from descent import nn, optim  # noqa: E402  (layers on top of the graph API)
+from descent import nn, optim  # layers on top of the graph API
 from descent.errors import CompileError, DescentError, DeviceError, DTypeError, GraphError, ShapeError
 from descent.graph.array import Array
-from descent.graph.conv import (
-    adaptive_avg_pool2d,
-    avg_pool1d,
-    avg_pool2d,
-    conv1d,
-    conv2d,
-    conv_transpose1d,
-    conv_transpose2d,
-    max_pool1d,
-    max_pool2d,
-    upsample_nearest2d,
-)
+from descent.graph.conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d
 from descent.graph.dtype import DType, bool_, float32, int32, uint32
 from descent.graph.indexing import gather, one_hot, scatter_add, take
 from descent.graph.linalg import einsum, matmul
@@ -95,6 +84,14 @@ from descent.graph.ops import (
     where,
 )
 from descent.graph.parameter import Parameter
+from descent.graph.pooling import (
+    adaptive_avg_pool2d,
+    avg_pool1d,
+    avg_pool2d,
+    max_pool1d,
+    max_pool2d,
+    upsample_nearest2d,
+)
 from descent.graph.reductions import (
     all,
     any,

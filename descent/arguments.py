@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from descent.errors import at_user_line
+from descent.errors import ShapeError, at_user_line
 
 
 def is_integer(value: Any) -> bool:
@@ -72,3 +72,36 @@ def seed(owner: str, value: Any) -> int:
     if not is_integer(value):
         raise TypeError(at_user_line(f"{owner}: seed must be an int, got {value!r}"))
     return int(value) % 2**64
+
+
+Pair = int | tuple[int, int]
+Single = int | tuple[int]
+
+
+def _whole(value: Any, floats: bool) -> bool:
+    """An integer, or with `floats` a float with an integer value (PyTorch takes scale_factor=2.0 but
+    refuses stride=2.0)."""
+    return is_integer(value) or (floats and is_real(value) and float(value).is_integer())
+
+
+def sizes(value: Any, name: str, count: int, least: int, floats: bool = False) -> tuple[int, ...]:
+    """One setting for all `count` axes or `count` of them, each an int of at least `least` (with
+    `floats`, a whole float too)."""
+    values = (value,) * count if isinstance(value, numbers.Real) else tuple(value) if hasattr(value, "__len__") else ()
+    if len(values) != count or not all(_whole(v, floats) for v in values):
+        form = "a pair of ints" if count == 2 else "a 1-tuple"
+        error = TypeError if len(values) == count else ShapeError
+        raise error(at_user_line(f"{name} must be an int or {form}, got {value!r}"))
+    if min(values) < least:
+        raise ShapeError(at_user_line(f"{name} must be at least {least}, got {value!r}"))
+    return tuple(int(v) for v in values)
+
+
+def pair(value: Pair, name: str, least: int = 1, floats: bool = False) -> tuple[int, int]:
+    """(value, value) or the pair given, each at least `least` (padding 0, strides and sizes 1)."""
+    return sizes(value, name, 2, least, floats)
+
+
+def single(value: Single, name: str, least: int = 1) -> int:
+    """A 1-D setting, an int or a 1-tuple as PyTorch takes, at least `least`."""
+    return sizes(value, name, 1, least)[0]

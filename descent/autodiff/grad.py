@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from descent.autodiff.vjp import NO_GRADIENT, unbroadcast, vjp
 from descent.errors import DTypeError, GraphError, ShapeError, at_user_line
@@ -11,8 +12,11 @@ from descent.graph.array import Array
 from descent.graph.dtype import float32
 from descent.graph.view import broadcast_shapes
 
+if TYPE_CHECKING:
+    from descent.graph.scope import Scope
 
-def differentiation_inputs(scope, node_id: int) -> tuple[int, ...]:
+
+def differentiation_inputs(scope: Scope, node_id: int) -> tuple[int, ...]:
     """What a node is differentiated with respect to: the inputs of its custom gradient rule, a view's
     parent, otherwise its inputs."""
     if node_id in scope.gradient_rules:
@@ -21,7 +25,7 @@ def differentiation_inputs(scope, node_id: int) -> tuple[int, ...]:
     return (node.attrs.parent,) if node.op == "view" else node.inputs
 
 
-def grad(loss: Array, wrt: Array | Sequence[Array], scope=None) -> list[Array]:
+def grad(loss: Array, wrt: Array | Sequence[Array], scope: Scope | None = None) -> list[Array]:
     """Gradients of the scalar `loss` (of `scope`'s graph, where given) with respect to each Array of
     `wrt`, or to `wrt` alone as a list of one, as torch.autograd.grad (zeros where it does not depend
     on one). Arrays used several times accumulate their cotangents."""

@@ -105,7 +105,7 @@ def _truncate(value: int, divisor: int) -> int:
     return value // divisor if value >= 0 else -(-value // divisor)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1 << 16)  # nested atoms ask again; bounded, as a long session builds many graphs
 def bounds(index: Index) -> tuple[int, int]:
     """The least and greatest value `index` takes over its variables' ranges."""
     low = high = index.constant

@@ -71,8 +71,8 @@ def _missing_compiler() -> CompileError:
 
 
 def _version_record(folder: Path) -> Path:
-    """The version of the compiler that last filled the cache in `folder`: with none on PATH, cached
-    shaders are looked up under it, so that a warm cache runs without the compiler."""
+    """The file recording the version of the compiler that last filled the cache in `folder`: with
+    none on PATH, cached shaders are looked up under that version, so a warm cache runs without it."""
     return folder / "compiler-version"
 
 

@@ -13,6 +13,7 @@ from descent.graph.dtype import DType
 from descent.graph.view import Shape, numel
 
 if TYPE_CHECKING:
+    from descent.graph.node import Node
     from descent.graph.scope import Scope
 
 
@@ -31,7 +32,7 @@ class Array:
         self.node_id = node_id
 
     @property
-    def node(self):
+    def node(self) -> Node:
         """The graph Node this Array stands for (its op, inputs, shape and dtype), from its scope."""
         return self.scope.node(self.node_id)
 

@@ -6,7 +6,7 @@ from descent.arguments import is_integer
 from descent.errors import DTypeError, ShapeError, at_user_line
 from descent.graph import ops
 from descent.graph.array import Array, takes_array
-from descent.graph.dtype import float32, int32
+from descent.graph.dtype import DType, float32, int32
 from descent.graph.view import View, contiguous_strides, numel
 
 
@@ -82,7 +82,7 @@ def scatter_add(values: Array, indices: Array, size: int, axis: int = 0) -> Arra
 
 
 @takes_array
-def one_hot(indices: Array, classes: int, dtype=float32) -> Array:
+def one_hot(indices: Array, classes: int, dtype: DType | str = float32) -> Array:
     """1 where the last axis equals the index, else 0: shape indices.shape + (classes,). Indices are
     checked as take's; one computed in the graph outside [0, classes) gives a row of zeros, as JAX's."""
     classes = _size("one_hot", "classes", classes)

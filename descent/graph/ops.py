@@ -7,7 +7,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from descent.graph.node import ViewOp
 from descent.graph.optable import ELEMENTWISE
 from descent.graph.view import Shape, broadcast_shapes, numel
 
+if TYPE_CHECKING:
+    from descent.graph.scope import Scope
+
 Operand = Array | float | int | bool
 
 
@@ -43,7 +46,7 @@ def _scope_of(op: str, operands: Sequence[Any]):
     return next(iter(scopes.values()))
 
 
-def as_array(value: Operand, scope, dtype: DType | None = None) -> Array:
+def as_array(value: Operand, scope: Scope, dtype: DType | None = None) -> Array:
     """An Array of `scope` for `value`; Python scalars become inlined constants."""
     if isinstance(value, Array):
         if value.scope is not scope:
@@ -82,7 +85,7 @@ def _check_weak_integers(op: str, operands: Sequence[Any], target: DType) -> Non
 def _compared_outside(op: str, operands: Sequence[Any], target: DType) -> bool | None:
     """numpy 2's answer to comparing an integer Array with a Python integer its type cannot hold: the
     same for every element (`a < 2**40` is all true), or None where that is not the case."""
-    if op not in ("lt", "le", "gt", "ge", "eq", "ne"):
+    if op not in _MIRRORED:
         return None
     for position, x in enumerate(operands):
         if outside(x, target):
@@ -730,7 +733,7 @@ def windows(x: Array, kernel: Sequence[int], stride: Sequence[int], dilation: Se
     """Sliding windows over the trailing len(kernel) axes, as a zero-copy view (..., O..., K...)."""
     kernel, stride, dilation = tuple(kernel), tuple(stride), tuple(dilation)
     spatial = x.shape[x.ndim - len(kernel):]
-    outputs = tuple((size - d * (k - 1) - 1) // s + 1 for size, k, s, d in zip(spatial, kernel, stride, dilation))
+    outputs = tuple(views.window_count(size, k, s, d) for size, k, s, d in zip(spatial, kernel, stride, dilation))
     if any(o <= 0 for o in outputs) or any(s <= 0 for s in stride + dilation + kernel):
         raise ShapeError(at_user_line(
             f"windows: kernel {kernel} (stride {stride}, dilation {dilation}) does not fit input {x.shape}"))

@@ -4,7 +4,9 @@
 are a hash of the seed and that index, so they fuse like any other elementwise op).
 
 Every elementwise op the graph can hold is a row here; codegen reads the GLSL from it and the
-op builders read arity and typing from it, so adding an op is adding a row.
+op builders read arity and typing from it. Adding an op is adding a row, its builder in ops.py
+(`_unary` or `_binary` for most), its gradient rule in autodiff/vjp.py (or an entry in
+NO_GRADIENT) and its export in descent/__init__.py; tests/test_autodiff.py checks the rule.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class ElementwiseOp:
     result: str = "same"  # "same": the promoted operand type; "bool": a predicate; "float": float32
     float_only: bool = False  # integer operands are cast to float32 first
     integer_only: bool = False  # float operands are refused (bitwise ops)
-    keeps_bool: bool = False  # bool operands stay bool (comparisons, selection, identities), not int32 as arithmetic's
+    keeps_bool: bool = False  # bool operands stay bool (equality, selection, identities), not int32 as arithmetic's
     helpers: tuple[str, ...] = ()  # GLSL functions (from HELPERS) the expression calls, in dependency order
     # the most iterations the helpers' loops run in one call, for (integer, float) operands: a driver's
     # loop limit (lavapipe's) counts them with the kernel's own loops

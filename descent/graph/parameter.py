@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from descent.graph.dtype import DType
 from descent.graph.view import Shape, numel
+
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
 
 
 @dataclass(frozen=True, eq=False)
@@ -16,7 +19,7 @@ class Parameter:
     name: str
     shape: Shape
     dtype: DType
-    environment: Any = field(repr=False)
+    environment: Environment = field(repr=False)
 
     @property
     def size(self) -> int:

@@ -26,7 +26,7 @@ def _axes(x: Array, axis: Axes, op: str) -> tuple[int, ...]:
 
 
 def reduce(op: str, x: Array, axis: Axes = None, keepdims: bool = False) -> Array:
-    """Fold `x` over `axis` with one of sum, prod, max, min, argmax, argmin, any, all."""
+    """Fold `x` over `axis` with one of sum, prod, max, min, argmax, argmin, any, all, logsumexp."""
     axes = _axes(x, axis, op)
     empty = numel(tuple(x.shape[a] for a in axes)) == 0
     if empty and op not in _EMPTY:

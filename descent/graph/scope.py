@@ -17,6 +17,9 @@ from descent.graph.node import Node
 from descent.graph.view import Shape, as_shape, broadcast_shapes, numel
 
 if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
+
+if TYPE_CHECKING:
     from descent.graph.parameter import Parameter
 
 
@@ -43,7 +46,7 @@ class IndexRange:
 class Scope:
     """Records ops into a networkx DiGraph; nothing runs until the graph is built and run."""
 
-    def __init__(self, environment: Any, training: bool = False) -> None:
+    def __init__(self, environment: Environment, training: bool = False) -> None:
         self.graph = nx.DiGraph()
         self.environment = environment
         self.training = training

@@ -194,6 +194,11 @@ def pad(chain: ViewChain, shape: Shape, widths: tuple[tuple[int, int], ...], val
     return simplify(rest + (_with(top, new_shape, top.strides, offset, mask, float(value)),))
 
 
+def window_count(size: int, kernel: int, stride: int, dilation: int) -> int:
+    """How many windows of `kernel` elements, `dilation` apart, fit along `size` at steps of `stride`."""
+    return (size - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def windows(chain: ViewChain, shape: Shape, kernel: Shape, stride: Shape, dilation: Shape) -> ViewChain:
     """Sliding windows over the trailing axes: (..., S1, S2) becomes (..., O1, O2, K1, K2) where
     element (o, k) is source element o * stride + k * dilation. Overlapping windows share memory."""
@@ -202,8 +207,7 @@ def windows(chain: ViewChain, shape: Shape, kernel: Shape, stride: Shape, dilati
         rest, top = chain, View.contiguous(shape)
     spatial = len(kernel)
     lead = len(shape) - spatial
-    outputs = tuple((size - dilation[k] * (kernel[k] - 1) - 1) // stride[k] + 1
-                    for k, size in enumerate(shape[lead:]))
+    outputs = tuple(window_count(size, k, s, d) for size, k, s, d in zip(shape[lead:], kernel, stride, dilation))
     strides = (top.strides[:lead] + tuple(top.strides[lead + k] * stride[k] for k in range(spatial))
                + tuple(top.strides[lead + k] * dilation[k] for k in range(spatial)))
     new_shape = tuple(shape[:lead]) + outputs + tuple(kernel)

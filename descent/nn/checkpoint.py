@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from descent.errors import DescentError, at_user_line
 from descent.files import checked_path, write_atomically
 from descent.graph.parameter import Parameter
+
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
 
 
 class CheckpointError(DescentError, ValueError):
@@ -23,7 +26,7 @@ def is_metadata(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
-def save(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
+def save(env: Environment, parameters: dict[str, Parameter], path: str | os.PathLike,
          metadata: dict[str, np.ndarray] | None = None) -> None:
     """Write every parameter's value, and the `metadata` arrays, to `path` (.npz). A temporary file
     is renamed over the target only once complete, so a crash mid-save leaves the previous
@@ -57,7 +60,7 @@ def _write_npz(handle: Any, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
-def load(env: Any, parameters: dict[str, Parameter], path: str | os.PathLike,
+def load(env: Environment, parameters: dict[str, Parameter], path: str | os.PathLike,
          ignore_extra: bool = False, metadata_kinds: dict[str, tuple[tuple[int, ...], str]] | None = None,
          optimizer_state: Collection[str] = (), nonnegative: Collection[str] = (),
          fallbacks: dict[str, str] | None = None) -> dict[str, np.ndarray]:

@@ -4,17 +4,20 @@ which bounds both weights and biases by 1 / sqrt(fan_in))."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from descent.arguments import natural, real
+from descent.arguments import natural, real, sizes
 from descent.errors import DTypeError, ShapeError, at_user_line
-from descent.graph import conv, indexing, ops, reductions
+from descent.graph import conv, indexing, ops, pooling, reductions
 from descent.graph.array import Array, array_argument
 from descent.graph.dtype import int32
 from descent.graph.scope import Scope
 from descent.nn.module import Module
+
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
 
 
 def _uniform(rng: np.random.Generator, bound: float, shape: tuple[int, ...]) -> np.ndarray:
@@ -44,7 +47,7 @@ class Dense(Module):
         self.inputs, self.outputs = natural("Dense", "inputs", inputs), natural("Dense", "outputs", outputs)
         self.use_bias = bias
 
-    def create(self, env: Any, rng: np.random.Generator) -> None:
+    def create(self, env: Environment, rng: np.random.Generator) -> None:
         bound = _bound(self.inputs)
         self.parameter(env, "weight", _uniform(rng, bound, (self.inputs, self.outputs)))
         if self.use_bias:
@@ -67,7 +70,7 @@ Linear = Dense
 
 def _kernel(kernel: Any, dims: int, module: str) -> tuple[int, ...]:
     """A convolution module's kernel size as a tuple of `dims` positive ints (an int stands for all)."""
-    return conv._sizes(kernel, f"{module}: kernel", dims, 1)
+    return sizes(kernel, f"{module}: kernel", dims, 1)
 
 
 class _Conv(Module):
@@ -92,7 +95,7 @@ class _Conv(Module):
 
     def _setting(self, name: str, value: Any, least: int = 1) -> tuple[int, ...]:
         """A stride, padding or dilation checked where the module is made, one per spatial axis."""
-        return conv._sizes(value, f"{type(self).__name__}: {name}", len(self.kernel), least)
+        return sizes(value, f"{type(self).__name__}: {name}", len(self.kernel), least)
 
     def _padding(self, padding: Any) -> tuple[int, ...] | str:
         """The padding as numbers per axis, or PyTorch's 'valid' or 'same' (stride 1), checked here."""
@@ -104,7 +107,7 @@ class _Conv(Module):
     def weight_shape(self) -> tuple[int, ...]:
         return (self.outputs, self.inputs // self.groups) + self.kernel
 
-    def create(self, env: Any, rng: np.random.Generator) -> None:
+    def create(self, env: Environment, rng: np.random.Generator) -> None:
         shape = self.weight_shape()
         bound = _bound(int(np.prod(shape[1:])))  # PyTorch's fan-in, for both forms
         self.parameter(env, "weight", _uniform(rng, bound, shape))
@@ -214,7 +217,7 @@ class Embedding(Module):
         super().__init__()
         self.count, self.features = natural("Embedding", "count", count), natural("Embedding", "features", features)
 
-    def create(self, env: Any, rng: np.random.Generator) -> None:
+    def create(self, env: Environment, rng: np.random.Generator) -> None:
         self.parameter(env, "weight", rng.normal(size=(self.count, self.features)).astype(np.float32))
 
     def forward(self, s: Scope, x: Array) -> Array:
@@ -255,12 +258,12 @@ class Dropout(Module):
 class _Pool(Module):
     """Pooling over the last `axes` axes by its function, of (C, *spatial) or (N, C, *spatial) input as PyTorch's."""
 
-    pool = staticmethod(conv.max_pool2d)
+    pool = staticmethod(pooling.max_pool2d)
     axes = 2
 
     def __init__(self, kernel: int, stride: int | None = None, padding: int = 0) -> None:
         super().__init__()
-        conv._pool_settings(type(self).__name__, kernel, stride, padding)
+        pooling.pool_settings(type(self).__name__, kernel, stride, padding)
         self.kernel, self.stride, self.padding = kernel, stride, padding
 
     def forward(self, s: Scope, x: Array) -> Array:
@@ -277,27 +280,27 @@ class _Pool(Module):
 class MaxPool1D(_Pool):
     """Maximum over each window of `kernel` elements along the last axis (stride defaults to the kernel)."""
 
-    pool = staticmethod(conv.max_pool1d)
+    pool = staticmethod(pooling.max_pool1d)
     axes = 1
 
 
 class AvgPool1D(_Pool):
     """Mean over each window of `kernel` elements along the last axis (stride defaults to the kernel)."""
 
-    pool = staticmethod(conv.avg_pool1d)
+    pool = staticmethod(pooling.avg_pool1d)
     axes = 1
 
 
 class MaxPool2D(_Pool):
     """Maximum over each kernel x kernel window (stride defaults to the kernel)."""
 
-    pool = staticmethod(conv.max_pool2d)
+    pool = staticmethod(pooling.max_pool2d)
 
 
 class AvgPool2D(_Pool):
     """Mean over each kernel x kernel window (stride defaults to the kernel)."""
 
-    pool = staticmethod(conv.avg_pool2d)
+    pool = staticmethod(pooling.avg_pool2d)
 
 
 class AdaptiveAvgPool2D(Module):
@@ -305,10 +308,10 @@ class AdaptiveAvgPool2D(Module):
 
     def __init__(self, output_size: int | tuple[int, int]) -> None:
         super().__init__()
-        self.output_size = conv._sizes(output_size, "AdaptiveAvgPool2D: output_size", 2, 1)
+        self.output_size = sizes(output_size, "AdaptiveAvgPool2D: output_size", 2, 1)
 
     def forward(self, s: Scope, x: Array) -> Array:
-        return conv.adaptive_avg_pool2d(module_input(self, x, 2), self.output_size)
+        return pooling.adaptive_avg_pool2d(module_input(self, x, 2), self.output_size)
 
     def __repr__(self) -> str:
         return f"AdaptiveAvgPool2D(output_size={self.output_size})"
@@ -327,9 +330,9 @@ class Upsample(Module):
         if mode != "nearest":
             raise ValueError(at_user_line(f"Upsample: mode {mode!r} is not supported, only 'nearest' "
                                           "(PyTorch's default)"))
-        self.size = None if size is None else conv._sizes(size, "Upsample: size", 2, 1)
+        self.size = None if size is None else sizes(size, "Upsample: size", 2, 1)
         self.scale_factor = (None if scale_factor is None
-                             else conv._sizes(scale_factor, "Upsample: scale_factor", 2, 1, floats=True))
+                             else sizes(scale_factor, "Upsample: scale_factor", 2, 1, floats=True))
         self.mode = mode
 
     def forward(self, s: Scope, x: Array) -> Array:
@@ -344,7 +347,7 @@ class Upsample(Module):
                 raise ShapeError(at_user_line(f"Upsample: size {self.size} is not a whole multiple of the input's "
                                               f"{x.shape[2:]}; this nearest upsampling scales by whole numbers"))
             scale = tuple(size // n for size, n in zip(self.size, x.shape[2:]))
-        return conv.upsample_nearest2d(x, scale)
+        return pooling.upsample_nearest2d(x, scale)
 
     def __repr__(self) -> str:
         setting = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
@@ -360,7 +363,7 @@ class BlurMaxPool2D(Module):
         x = module_input(self, x)
         if x.ndim != 4:
             raise ShapeError(at_user_line(f"BlurMaxPool2D: input {x.shape} must be 4-D (N, C, H, W)"))
-        pooled = conv.max_pool2d(x, 2, 1)
+        pooled = pooling.max_pool2d(x, 2, 1)
         taps = np.array([1.0, 2.0, 1.0], np.float32)
         blur = np.outer(taps, taps) / 16.0
         channels = x.shape[1]
@@ -388,7 +391,7 @@ class BatchNorm(Module):
         self.eps = real("BatchNorm", "eps", eps)
         self.momentum = real("BatchNorm", "momentum", momentum, 0.0, 1.0)
 
-    def create(self, env: Any, rng: np.random.Generator) -> None:
+    def create(self, env: Environment, rng: np.random.Generator) -> None:
         self.parameter(env, "weight", np.ones(self.channels, np.float32))
         self.parameter(env, "bias", np.zeros(self.channels, np.float32))
         self.parameter(env, "running_mean", np.zeros(self.channels, np.float32), trainable=False)
@@ -438,7 +441,7 @@ class LayerNorm(Module):
         self.shape = tuple(natural("LayerNorm", "shape", n) for n in sizes)
         self.eps = real("LayerNorm", "eps", eps)
 
-    def create(self, env: Any, rng: np.random.Generator) -> None:
+    def create(self, env: Environment, rng: np.random.Generator) -> None:
         self.parameter(env, "weight", np.ones(self.shape, np.float32))
         self.parameter(env, "bias", np.zeros(self.shape, np.float32))
 

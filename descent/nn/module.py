@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from descent.graph.array import Array
 from descent.graph.dtype import DType, as_dtype, float32
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
+
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
 
 
 class Module:
@@ -42,10 +45,10 @@ class Module:
         self._children[name] = module
         return module
 
-    def create(self, env: Any, rng: np.random.Generator) -> None:
+    def create(self, env: Environment, rng: np.random.Generator) -> None:
         """Create this module's own parameters with `self.parameter`. Default: none."""
 
-    def parameter(self, env: Any, name: str, value: np.ndarray, dtype: DType = float32,
+    def parameter(self, env: Environment, name: str, value: np.ndarray, dtype: DType = float32,
                   trainable: bool | None = None) -> Parameter:
         """Create a parameter of this module holding `value`; trainable unless told otherwise where it is
         float32 (an integer or bool table has no gradient, as PyTorch's requires_grad needs a float)."""
@@ -61,7 +64,7 @@ class Module:
         self._trainable[name] = trainable
         return created
 
-    def build(self, env: Any, seed: int = 0, name: str = "") -> Module:
+    def build(self, env: Environment, seed: int = 0, name: str = "") -> Module:
         """Create and initialise every parameter of this module and its children in `env`. A part
         built before (in the same Environment) keeps its parameters, shared with the model it came from.
         Parameters are named `name.<path>`; an unnamed model whose names are taken (a second model in
@@ -84,7 +87,7 @@ class Module:
             self._build_or_undo(env, seed, env.unique_name(type(self).__name__.lower()))
         return self
 
-    def _build_or_undo(self, env: Any, seed: int, name: str) -> None:
+    def _build_or_undo(self, env: Environment, seed: int, name: str) -> None:
         """Build under `name`; where that fails, unbuild the modules it built and drop the parameters
         it made, so that the build can be retried."""
         fresh = [module for module in self._modules() if not module._built]
@@ -102,7 +105,7 @@ class Module:
     def _modules(self) -> Iterator[Module]:
         return (module for _, module in self._paths(""))
 
-    def _build(self, env: Any, rng: np.random.Generator, name: str) -> None:
+    def _build(self, env: Environment, rng: np.random.Generator, name: str) -> None:
         if self._built:
             return  # a part built before keeps its parameters and name (a trained encoder in a new model)
         self.name = name

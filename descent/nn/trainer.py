@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -22,15 +22,19 @@ from descent.nn import checkpoint
 from descent.nn.module import Module
 from descent.optim.optimizer import Optimizer
 
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
+
 Loss = Callable[[Array, Array], Array]
 
 
 class Trainer:
     """Fits a built module with a loss and an optimiser. Each step uploads one batch and replays
-    the training graph (forward, backward and update in one recorded command buffer); only the
-    running loss and accuracy sums live on the device until an epoch ends."""
+    the training graph (forward, backward and update in one recorded command buffer); the running
+    loss and accuracy sums stay on the device, read back at each epoch's end (and every 20 steps for
+    the progress bar)."""
 
-    def __init__(self, env: Any, model: Module, loss: Loss = losses.softmax_cross_entropy,
+    def __init__(self, env: Environment, model: Module, loss: Loss = losses.softmax_cross_entropy,
                  optimizer: Optimizer | None = None, accuracy: bool | None = None) -> None:
         _check_arguments(env, model, loss, optimizer)
         self.env, self.model, self.loss, self.optimizer = env, model, loss, optimizer
@@ -345,7 +349,7 @@ class Trainer:
         counts = {id(p) for p in self.optimizer.counts()} if state else set()  # no state: no optimiser, or model_only
         counters = {id(p) for p in self.optimizer.step_counters()} if state else set()
         # checkpoints from before each parameter had a step counter of its own hold one for all
-        fallbacks = {name: f"{type(self.optimizer).prefix}.step" for name, p in state.items() if id(p) in counters}
+        fallbacks = {name: f"{self.optimizer.prefix}.step" for name, p in state.items() if id(p) in counters}
         metadata = checkpoint.load(self.env, model | state, path, ignore_extra=model_only, metadata_kinds=kinds,
                                    optimizer_state=set(state), fallbacks=fallbacks,
                                    nonnegative={_COUNTS, _INITIAL_LR} | {name for name, p in state.items()

@@ -3,7 +3,7 @@ gradients."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 from descent.optim.optimizer import Optimizer
+
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
 
 
 class Adagrad(Optimizer):
@@ -31,7 +34,7 @@ class Adagrad(Optimizer):
         self.eps = real("Adagrad", "eps", eps, 0.0)
         self.initial_accumulator_value = real("Adagrad", "initial_accumulator_value", initial_accumulator_value, 0.0)
 
-    def create_state(self, env: Any, parameter: Parameter) -> None:
+    def create_state(self, env: Environment, parameter: Parameter) -> None:
         start = np.full(parameter.shape, self.initial_accumulator_value, np.float32)
         self.state_parameter(env, "sum", parameter, start)
         if self.lr_decay:

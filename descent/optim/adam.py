@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 from descent.optim.optimizer import Optimizer
+
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
 
 
 class Adam(Optimizer):
@@ -35,7 +38,7 @@ class Adam(Optimizer):
         self.weight_decay = real(name, "weight_decay", weight_decay, 0.0)
         self.amsgrad = flag(name, "amsgrad", amsgrad)
 
-    def create_state(self, env: Any, parameter: Parameter) -> None:
+    def create_state(self, env: Environment, parameter: Parameter) -> None:
         self.state_parameter(env, "m", parameter)
         self.state_parameter(env, "v", parameter)
         if self.amsgrad:

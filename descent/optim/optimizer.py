@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,13 +15,16 @@ from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 from descent.optim.clip import clip_by_global_norm
 
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
+
 
 class Optimizer:
     """Builds its state (and a device scalar learning rate) once, then writes updates inside graphs.
     `max_grad_norm`: scale the gradients down to that global norm first, where it is exceeded (as
     torch.nn.utils.clip_grad_norm_ before each step)."""
 
-    prefix = "optim"
+    prefix = "optim"  # the kind, naming its state in checkpoints
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Optimizer:
         """Refuse PyTorch's Optimizer(model.parameters(), lr=...) by name, before Python's "got multiple
@@ -36,12 +39,13 @@ class Optimizer:
         self.initial_lr = real(type(self).__name__, "lr", lr, 0.0)
         self.max_grad_norm = None if max_grad_norm is None else positive(type(self).__name__, "max_grad_norm",
                                                                          max_grad_norm)
-        self.environment: Any = None
+        self.environment: Environment | None = None
+        self.name = self.prefix  # its state's prefix in the Environment, unique once built (`adam2`)
         self.lr_parameter: Parameter | None = None
         self.state: dict[str, Parameter] = {}
         self.built_for: list[Parameter] = []
 
-    def build(self, env: Any, parameters: list[Parameter]) -> None:
+    def build(self, env: Environment, parameters: list[Parameter]) -> None:
         """Create the learning-rate scalar and per-parameter state in `env`."""
         not_float = [p.name for p in parameters if not p.dtype.is_float]
         if not_float:  # they never have a gradient; an update would truncate into them
@@ -53,16 +57,16 @@ class Optimizer:
                 f"{type(self).__name__}: this optimiser already holds the state of another Trainer's parameters; "
                 "give each Trainer an optimiser of its own"))
         self.environment = env
-        self.prefix = env.unique_name(self.prefix)
-        self.lr_parameter = env.parameter(f"{self.prefix}.lr", (), init=np.float32(self.initial_lr))
+        self.name = env.unique_name(self.prefix)
+        self.lr_parameter = env.parameter(f"{self.name}.lr", (), init=np.float32(self.initial_lr))
         self.built_for = list(parameters)
         for parameter in parameters:
             self.create_state(env, parameter)
 
-    def create_state(self, env: Any, parameter: Parameter) -> None:
+    def create_state(self, env: Environment, parameter: Parameter) -> None:
         """Create the state one parameter needs. Default: none."""
 
-    def step_counter(self, env: Any, parameter: Parameter) -> Parameter:
+    def step_counter(self, env: Environment, parameter: Parameter) -> Parameter:
         """A device scalar counting `parameter`'s steps (Adam's bias correction, SGD's first step,
         Adagrad's decay): one per parameter, as PyTorch's, so a parameter that first gets a gradient
         later starts at step 1; kept in the state so checkpoints carry it."""
@@ -85,9 +89,10 @@ class Optimizer:
         """The learning rate and the step counters: the state that is never negative or NaN."""
         return [p for p in (self.lr_parameter, *self.step_counters()) if p is not None]
 
-    def state_parameter(self, env: Any, kind: str, parameter: Parameter, value: np.ndarray | None = None) -> Parameter:
+    def state_parameter(self, env: Environment, kind: str, parameter: Parameter,
+                        value: np.ndarray | None = None) -> Parameter:
         """Create `parameter`'s `kind` state in `env` (zeros of its shape unless `value` is given), kept in
-        `self.state` as `<prefix>.<kind>.<parameter name>` so checkpoints carry it."""
+        `self.state` as `<name>.<kind>.<parameter name>` so checkpoints carry it."""
         name = self._state_name(kind, parameter)
         created = env.parameter(name, parameter.shape if value is None else np.shape(value),
                                 init=np.zeros(parameter.shape, np.float32) if value is None else value)
@@ -99,7 +104,7 @@ class Optimizer:
         return self.state[self._state_name(kind, parameter)]
 
     def _state_name(self, kind: str, parameter: Parameter) -> str:
-        return f"{self.prefix}.{kind}.{parameter.name}"
+        return f"{self.name}.{kind}.{parameter.name}"
 
     def named_state(self, names: dict[str, str] | None = None) -> dict[str, Parameter]:
         """The learning rate and state by names that do not count the optimisers built before this
@@ -108,10 +113,10 @@ class Optimizer:
         named = {self.lr_parameter.name: self.lr_parameter, **self.state}
         result = {}
         for name, parameter in named.items():
-            parts = name[len(self.prefix) + 1:].split(".", 1)  # [kind, parameter name], or ["lr"], ["step"]
+            parts = name[len(self.name) + 1:].split(".", 1)  # [kind, parameter name], or ["lr"], ["step"]
             if len(parts) == 2 and names:
                 parts[1] = names.get(parts[1], parts[1])
-            result[".".join([type(self).prefix, *parts])] = parameter
+            result[".".join([self.prefix, *parts])] = parameter
         return result
 
     @property

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from descent.arguments import flag, real
 from descent.graph import ops
@@ -10,6 +10,9 @@ from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 from descent.optim.optimizer import Optimizer
+
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
 
 
 class RMSprop(Optimizer):
@@ -28,7 +31,7 @@ class RMSprop(Optimizer):
         self.momentum = real("RMSprop", "momentum", momentum, 0.0)
         self.centered = flag("RMSprop", "centered", centered)
 
-    def create_state(self, env: Any, parameter: Parameter) -> None:
+    def create_state(self, env: Environment, parameter: Parameter) -> None:
         self.state_parameter(env, "square_avg", parameter)
         if self.centered:
             self.state_parameter(env, "grad_avg", parameter)

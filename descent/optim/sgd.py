@@ -3,7 +3,7 @@ torch.optim.SGD)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from descent.arguments import flag, real
 from descent.errors import at_user_line
@@ -12,6 +12,9 @@ from descent.graph.array import Array
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 from descent.optim.optimizer import Optimizer
+
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
 
 
 class SGD(Optimizer):
@@ -33,7 +36,7 @@ class SGD(Optimizer):
             raise ValueError(at_user_line("SGD: Nesterov momentum needs momentum > 0 and no dampening"))
         self.nesterov = nesterov
 
-    def create_state(self, env: Any, parameter: Parameter) -> None:
+    def create_state(self, env: Environment, parameter: Parameter) -> None:
         if self.momentum:
             self.state_parameter(env, "velocity", parameter)
         if self.momentum and self.dampening:

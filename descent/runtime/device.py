@@ -44,7 +44,6 @@ class DeviceLimits:
     max_workgroup_size: tuple[int, int, int]
     subgroup_size: int
     subgroup_shuffle: bool  # GL_KHR_shader_subgroup_shuffle's operations are supported
-    max_push_constants: int
     max_storage_buffers: int
     max_texel_buffer_elements: int
     timestamp_period: float  # nanoseconds per GPU timestamp tick
@@ -71,7 +70,6 @@ def _limits(properties: dict) -> DeviceLimits:
         max_workgroup_size=tuple(properties["max_work_group_size"]),
         subgroup_size=properties["subgroup_size"],
         subgroup_shuffle=bool(properties["subgroup_operations"] & SUBGROUP_FEATURE_SHUFFLE),
-        max_push_constants=properties["max_push_constants_size"],
         max_storage_buffers=properties["max_per_stage_descriptor_storage_buffers"],
         max_texel_buffer_elements=properties["max_texel_buffer_elements"],
         timestamp_period=float(properties["timestamp_period"]),

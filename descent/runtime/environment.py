@@ -137,7 +137,7 @@ class Environment:
                                                   array.shape, dtype, init=array)
         return self._constants[key]
 
-    def tensor(self, name: str):
+    def tensor(self, name: str) -> Any:
         """The kp tensor holding the parameter named `name` in device memory (what executables bind)."""
         return self._tensors[name]
 
@@ -154,7 +154,7 @@ class Environment:
             self._users[key] = self._users.get(key, 0) + 1
             return key, self._slots[key]
 
-    def allocate(self, size: int, dtype: np.dtype | type, kind, what: str):
+    def allocate(self, size: int, dtype: np.dtype | type, kind: Any, what: str) -> Any:
         """A kp tensor of `size` zeros (at least one) of `kind`; a failed allocation, on the device or of
         the host array that fills it, becomes an error naming what and how much."""
         nbytes = max(size, 1) * np.dtype(dtype).itemsize
@@ -267,7 +267,7 @@ class Environment:
         threads never fill one recording's staging memory or submit one sequence twice."""
         return self._lock
 
-    def submit(self, sequence, graph: Executable, counter_seed: bool = False) -> None:
+    def submit(self, sequence: Any, graph: Executable, counter_seed: bool = False) -> None:
         """Submit a recorded run of `graph` without waiting for it; at most MAX_IN_FLIGHT are pending.
         The caller holds `exclusive()` and has called `check_other_threads` before staging its inputs.
         With `counter_seed` (the run took the counter's seed) the counter advances exactly when the run
@@ -301,7 +301,7 @@ class Environment:
                     "another thread is still running and one of them writes it, so the result would depend on "
                     "which finishes first; call env.synchronize() in that thread first, or run both from one thread"))
 
-    def wait_for(self, sequence) -> None:
+    def wait_for(self, sequence: Any) -> None:
         """Wait for `sequence` if it is still pending (before its staging memory is written again). A pending
         run is forgotten only once waited for: Ctrl-C during the wait leaves it tracked, so the next run of
         its recording waits for it rather than failing to submit it a second time."""
@@ -366,7 +366,7 @@ class Environment:
         """Run a built graph: upload `inputs` (parameters declared with build_graph(inputs=...); one
         left out keeps its current value) and submit the recorded command buffer. It returns before
         the device finishes; `read`, `write` and `synchronize` wait. Random numbers come from `seed`,
-        or from a counter that advances every run when it is None."""
+        or, when it is None, from a counter that advances with every run of a graph that draws them."""
         if not isinstance(graph, Executable):
             raise TypeError(at_user_line(f"run: expects a graph from env.build_graph, got {type(graph).__name__}"))
         if graph.environment is not self:

@@ -1,20 +1,24 @@
-"""A built graph: compiled kernels bound to device buffers, recorded once into a kp Sequence."""
+"""A built graph: compiled kernels bound to device buffers, recorded into kp Sequences that runs replay."""
 
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from descent.codegen.builder import KernelSource
 from descent.errors import at_user_line
 from descent.graph import view as views
+from descent.graph.parameter import Parameter
 from descent.graph.scope import IndexRange
 from descent.graph.view import ViewChain
 from descent.runtime import vulkan
 from descent.schedule.kernel import Schedule
+
+if TYPE_CHECKING:
+    from descent.runtime.environment import Environment
 
 RECORDINGS = 2  # command buffers per graph: one can be filled with the next batch while the other runs
 
@@ -26,7 +30,7 @@ class Recording:
 
     sequence: Any
     staging: dict[str, np.ndarray]  # parameter name -> numpy view of the mapped staging memory
-    buffers: list  # the kp host tensors behind `staging`
+    buffers: list  # the kp host tensors behind `staging`, held so that its mapped memory stays valid
     kernels: list[int]  # position of each kernel's dispatch among the recorded operations
 
 
@@ -35,7 +39,7 @@ class IndexSource:
     """Indices an op reads from a parameter, through steps from the parameter to the op (a view as a
     (chain, shape) pair, a cast as the numpy dtype name it casts to), and the range it requires."""
 
-    parameter: Any
+    parameter: Parameter
     steps: tuple[tuple[ViewChain, tuple[int, ...]] | str, ...]
     required: IndexRange
 
@@ -86,9 +90,10 @@ class Held:
 
 
 class Executable:
-    """What `env.build_graph` returns: run it with `env.run`; every run replays recorded commands."""
+    """What `env.build_graph` returns: run it with `env.run`. A run replays one of its recorded
+    sequences, taken in turn (with DESCENT_DEBUG, it dispatches kernel by kernel and checks each)."""
 
-    def __init__(self, environment: Any, schedule: Schedule, sources: list[KernelSource],
+    def __init__(self, environment: Environment, schedule: Schedule, sources: list[KernelSource],
                  spirv: list[bytes], index_parameters: list | None = None, inputs: tuple = (),
                  location: str = "") -> None:
         self.environment = environment
@@ -347,7 +352,8 @@ class Executable:
 
     @property
     def memory_bytes(self) -> int:
-        """Device memory this graph owns beyond the parameters: its temporary slots."""
+        """Bytes of the temporary slots this graph binds beyond the parameters; live graphs share
+        slots, so `env.device_bytes` counts each once where a sum of these would not."""
         return self.schedule.temporary_bytes
 
     @property

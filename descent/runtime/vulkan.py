@@ -1,4 +1,5 @@
-"""The few raw Vulkan values descent passes to kp: memory barrier flags and texel-buffer formats."""
+"""The few raw Vulkan values descent passes to kp: memory barrier flags and texel-buffer formats (the
+device's own enumerations, as kp reports them, are read in device.py)."""
 
 ACCESS_SHADER_READ = 0x20
 ACCESS_SHADER_WRITE = 0x40

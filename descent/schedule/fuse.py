@@ -4,7 +4,9 @@ Elementwise ops and views are evaluated inside the kernel that needs them, at th
 kernel's thread asks for (views only rewrite that index). Heavy ops (reductions, matmul) are the
 cores of their own kernels: their operands are fused into the core's loads, and elementwise
 consumers of the same shape into its stores. A node is realized into a buffer when it is a heavy
-op, when fusing it would evaluate it at too many different indices, or when `contiguous` asks.
+op, when fusing it would evaluate it at too many different indices, when `contiguous` asks, when
+it is the computed source of a gather, when it is a computed matmul operand on a CPU driver, or
+when a split into smaller graphs chose it (see `realize`).
 """
 
 from __future__ import annotations
