@@ -14,21 +14,16 @@ from typing import Any
 import numpy as np
 
 from descent import arguments
-from descent.codegen.builder import DeviceShape, KernelSource
-from descent.codegen.glsl import generate
-from descent.compile.spirv import compile_glsl
 from descent.errors import DeviceError, DTypeError, GraphError, ShapeError, at_user_line, user_location
 from descent.graph.array import Array
 from descent.graph.dtype import DType, as_dtype, bool_, float32
 from descent.graph.parameter import Parameter
 from descent.graph.scope import Scope
 from descent.graph.view import as_shape, broadcast_shapes
+from descent.runtime.build import compile_scope
 from descent.runtime.device import Device, _import_kp, open_device
-from descent.runtime.executable import Executable, Held, IndexSource
-from descent.schedule.kernel import Schedule
-from descent.schedule.plan import kernel_split_point, schedule
+from descent.runtime.executable import Executable, Held, index_parameters
 
-LOCAL_SIZE = 256
 MAX_IN_FLIGHT = 2  # runs submitted and not yet waited for
 SPIN_SECONDS = 0.002  # on GPUs, poll a fence this long before sleeping in the driver's wait (slow to wake)
 
@@ -337,29 +332,8 @@ class Environment:
             raise GraphError(at_user_line(
                 "build_graph: the function returned an Array and writes no parameter; a graph keeps only what "
                 "it writes: store the result with s.write(parameter, value) and read it with env.read(parameter)"))
-        cpu = self.device.kind == "cpu"
-        limits = self.device.limits
-        shape = DeviceShape(
-            local_size=min(LOCAL_SIZE, limits.max_workgroup_invocations, limits.max_workgroup_size[0]),
-            max_groups=limits.max_workgroup_count[0],
-            shared_memory=limits.max_shared_memory,
-            deterministic=self.deterministic,
-            cpu=cpu,
-            texel_elements=limits.max_texel_buffer_elements if cpu else 0,
-            subgroup_size=max(1, min(limits.subgroup_size, limits.max_workgroup_size[0])),
-            shuffle=limits.subgroup_shuffle and limits.subgroup_size <= limits.max_workgroup_size[0],
-            loop_trips=limits.max_loop_trips,
-            max_local_size=min(limits.max_workgroup_invocations, limits.max_workgroup_size[0]),
-        )
-        plan, sources = _within_bindings(scope, cpu, shape, limits.max_storage_buffers)
-        for nbytes in plan.slots:
-            if nbytes > limits.max_storage_buffer_range:
-                raise DeviceError(at_user_line(
-                    f"build_graph: an intermediate array that a kernel stores takes {nbytes} bytes, more than "
-                    f"the device's storage-buffer range of {limits.max_storage_buffer_range} bytes "
-                    f"({self.device.name}); compute it in smaller parts"))
-        spirv = [compile_glsl(s.glsl, s.name, ", ".join(dict.fromkeys(s.locations))) for s in sources]
-        return Executable(self, plan, sources, spirv, _index_parameters(scope), inputs, user_location())
+        plan, sources, spirv = compile_scope(scope, self.device, self.deterministic)
+        return Executable(self, plan, sources, spirv, index_parameters(scope), inputs, user_location())
 
     def run(self, graph: Executable, inputs: dict[Parameter, np.ndarray] | None = None,
             seed: int | None = None) -> None:
@@ -412,32 +386,6 @@ class Pending:
     thread: int
 
 
-def _within_bindings(scope: Scope, cpu: bool, shape: DeviceShape, limit: int) -> tuple[Schedule, list[KernelSource]]:
-    """The schedule and its kernels' sources, each binding at most `limit` buffers. Where a kernel
-    binds more, it is scheduled again: with fewer outputs a kernel where it shares many (an
-    optimiser's updates of every parameter at once, or those folded into a reduction or a matmul as its
-    epilogue), else with a part of its inline work given a buffer and a kernel of its own (a concat of
-    many arrays)."""
-    max_grouped, split = None, frozenset()
-    while True:
-        plan = schedule(scope.graph, scope.writes, computed_operands=cpu, max_grouped=max_grouped, split=split)
-        generated = [(kernel, source) for kernel in plan.kernels
-                     for source in generate(scope.graph, kernel, plan.buffers, shape)]
-        wide = [(kernel, source) for kernel, source in generated if len(source.bindings) > limit]
-        if not wide:
-            return plan, [source for _, source in generated]
-        shared = [count for kernel, _ in wide if (count := len({node_id for node_id, _ in kernel.outputs})) > 1]
-        if shared and max_grouped != 1:
-            max_grouped = max(1, min(max(shared) // 2, (max_grouped or max(shared)) - 1))
-            continue
-        points = [(kernel_split_point(scope.graph, kernel), source) for kernel, source in wide]
-        for point, source in points:
-            if point is None:
-                raise DeviceError(f"{source.name} binds {len(source.bindings)} buffers; this device allows {limit} "
-                                  f"(ops from {', '.join(source.locations[:3])})")
-        split |= {point for point, _ in points}
-
-
 def _device_seed(owner: str, seed: Any) -> None:
     """Refuse a seed that is not an int in [0, 2**32): the device's generator takes 32 bits, and a
     larger one (2**64 too) would run as another."""
@@ -474,20 +422,3 @@ def _wait_all(in_flight: list[Pending], spin: float) -> None:
     while in_flight:
         _wait(in_flight[0].sequence, spin)
         in_flight.pop(0)
-
-
-def _index_parameters(scope: Scope) -> list[IndexSource]:
-    """Every index range the graph requires of indices read from a parameter, with the views and casts
-    between (an op that copies, contiguous, is passed through)."""
-    found = []
-    for required in scope.index_ranges:
-        source, steps = scope.node(required.node_id), []
-        while source.op in ("cast", "view", "contiguous"):
-            if source.op == "view":
-                steps.insert(0, (source.attrs.chain, source.shape))
-            elif source.op == "cast":
-                steps.insert(0, np.dtype(source.dtype.numpy).name)
-            source = scope.node(source.inputs[0])
-        if source.op == "read":
-            found.append(IndexSource(source.attrs, tuple(steps), required))
-    return found

@@ -12,7 +12,7 @@ from descent.codegen.builder import KernelSource
 from descent.errors import at_user_line
 from descent.graph import view as views
 from descent.graph.parameter import Parameter
-from descent.graph.scope import IndexRange
+from descent.graph.scope import IndexRange, Scope
 from descent.graph.view import ViewChain
 from descent.runtime import vulkan
 from descent.schedule.kernel import Schedule
@@ -374,3 +374,20 @@ class Executable:
 
 def _count(non_finite: int) -> str:
     return f"{non_finite} non-finite value{'s' * (non_finite != 1)}"
+
+
+def index_parameters(scope: Scope) -> list[IndexSource]:
+    """Every index range the graph requires of indices read from a parameter, with the views and casts
+    between (an op that copies, contiguous, is passed through)."""
+    found = []
+    for required in scope.index_ranges:
+        source, steps = scope.node(required.node_id), []
+        while source.op in ("cast", "view", "contiguous"):
+            if source.op == "view":
+                steps.insert(0, (source.attrs.chain, source.shape))
+            elif source.op == "cast":
+                steps.insert(0, np.dtype(source.dtype.numpy).name)
+            source = scope.node(source.inputs[0])
+        if source.op == "read":
+            found.append(IndexSource(source.attrs, tuple(steps), required))
+    return found
