@@ -19,14 +19,14 @@ from descent.schedule.kernel import Buffer, Kernel
 def generate(graph: nx.DiGraph, kernel: Kernel, buffers: dict[str, Buffer],
              device: DeviceShape) -> list[KernelSource]:
     """The GLSL sources of a kernel (one dispatch each) and how to bind and dispatch them."""
+    core = None if kernel.core is None else node_of(graph, kernel.core)
+    if core is not None and core.op == "scatter_add":  # builds its kernels' parts itself (atomics change them)
+        return scatter_add(graph, kernel, buffers, core, device)
     parts = KernelBuilder(graph, kernel, buffers, texel_elements=device.texel_elements)
-    if kernel.core is None:
+    if core is None:
         return [elementwise(parts, device)]
-    core = node_of(graph, kernel.core)
     if core.op == "reduce":
         return [reduce(parts, core, device)]
-    if core.op == "scatter_add":
-        return scatter_add(graph, kernel, buffers, core, device)
     operands = operand_contexts(graph, core)
     if device.cpu and isinstance(core.attrs, ConvWindows) and (tile := conv_tile(parts, core, operands, device)):
         return [conv_direct(parts, core, operands, device, tile)]
